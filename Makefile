@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(abspath $(VENV))/bin/python
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.PHONY: demo test test-rust test-python build build-release bench lint clean
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "numpy>=1.22"
+	touch $@
+
+build: $(VENV)/.stamp
+	$(PY) -m maturin develop --quiet
+
+build-release: $(VENV)/.stamp
+	$(PY) -m maturin develop --quiet --release
+
+demo: build-release
+	$(PY) -m pyconc bench
+
+bench: build-release
+	$(PY) -m pyconc bench
+
+test-rust:
+	cargo test --quiet
+
+test-python: build
+	$(PY) -m pytest tests/python -q
+	$(PY) -m pyconc gc --check-empty
+
+test: test-rust test-python
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,1 @@
+//! The value codec (placeholder; see issue 2).

@@ -1,0 +1,27 @@
+//! pyconc: a multiprocess shared-memory runtime.
+//!
+//! The crate is layered the way `ARCHITECTURE.md` describes:
+//!
+//! * [`platform`]: the Linux pieces (shared futexes, process identity and liveness).
+//! * [`segment`]: named POSIX shared-memory segments, their validated header, the lifetime scheme that
+//!   unlinks a segment when its last live user lets go, typed [`segment::Offset`]s and the block allocator.
+//! * [`codec`]: the byte format in which Python values are stored in segments, and the stable key hash.
+//! * [`sync`]: the one atomics module (swapped for loom under `cfg(loom)`) and the cross-process locks.
+//! * [`objects`]: the structures that live in segments (atomic cells, Value/Array).
+//! * `python` (feature `python`): the thin PyO3 layer that becomes `pyconc._native`.
+//!
+//! Everything below `python` is plain Rust and is tested with `cargo test` without an interpreter.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod error;
+pub mod objects;
+pub mod platform;
+pub mod segment;
+pub mod sync;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};

@@ -1,0 +1,182 @@
+//! A fixed-size byte block with a lock word in front: the storage of `Value`, `Array`, `RawValue` and
+//! `RawArray`. Layout: `shm-layouts/block.md`.
+
+use crate::error::corrupt;
+use crate::segment::header::DATA_OFFSET;
+use crate::segment::{Kind, Offset, Segment, ShmSafe};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::{Error, Result};
+
+/// Payload layout version of [`Kind::Block`] segments.
+pub const BLOCK_VERSION: u32 = 1;
+/// Offset of the items from the block header (the header is this many bytes, 64-aligned).
+pub const ITEMS_AT: u64 = 128;
+
+/// The block header, at the payload offset of the segment.
+#[repr(C)]
+pub struct BlockHeader {
+    /// Storage for the block's lock (`get_lock()` of a synchronized `Value`/`Array`). Its layout is the sync
+    /// module's; 64 bytes are reserved here.
+    pub lock: [AtomicU64; 8],
+    /// The `array`-module typecode as an ASCII code, or 0 for a ctypes type.
+    pub typecode: AtomicU32,
+    /// Size of one item.
+    pub itemsize: AtomicU32,
+    /// Number of items (1 for a Value).
+    pub length: AtomicU64,
+    /// Offset of the items in the segment.
+    pub items_offset: AtomicU64,
+    /// Unused; zero.
+    pub reserved: [AtomicU64; 5],
+}
+
+// SAFETY: repr(C), only atomics and arrays of atomics, no padding (asserted below).
+unsafe impl ShmSafe for BlockHeader {}
+
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<BlockHeader>() == ITEMS_AT as usize);
+    assert!(offset_of!(BlockHeader, lock) == 0);
+    assert!(offset_of!(BlockHeader, typecode) == 64);
+    assert!(offset_of!(BlockHeader, itemsize) == 68);
+    assert!(offset_of!(BlockHeader, length) == 72);
+    assert!(offset_of!(BlockHeader, items_offset) == 80);
+};
+
+/// A process-local handle to a block.
+#[derive(Clone)]
+pub struct SharedBlock {
+    seg: Segment,
+    header: *const BlockHeader,
+    items: *mut u8,
+    nbytes: usize,
+}
+
+// SAFETY: the pointers are into the mapping owned (via Arc) by `seg`; the header is atomics only; item bytes
+// are shared memory whose synchronisation is the user's (as with multiprocessing's RawArray).
+unsafe impl Send for SharedBlock {}
+// SAFETY: as above.
+unsafe impl Sync for SharedBlock {}
+
+impl SharedBlock {
+    /// Creates a zero-filled block of `length` items of `itemsize` bytes, recording `typecode` (0 for none).
+    pub fn create(typecode: u32, itemsize: u32, length: u64) -> Result<SharedBlock> {
+        let nbytes = (itemsize as u64).checked_mul(length).ok_or_else(|| {
+            Error::Invalid(format!("{length} items of {itemsize} bytes overflow"))
+        })?;
+        let seg = Segment::create(Kind::Block, BLOCK_VERSION, ITEMS_AT + nbytes)?;
+        let hdr: &BlockHeader = seg.resolve(seg.data_offset())?;
+        hdr.typecode.store(typecode, Ordering::Relaxed);
+        hdr.itemsize.store(itemsize, Ordering::Relaxed);
+        hdr.length.store(length, Ordering::Relaxed);
+        hdr.items_offset
+            .store(DATA_OFFSET + ITEMS_AT, Ordering::Release);
+        Self::from_segment(seg)
+    }
+
+    /// Attaches to the block in `seg`, validating kind, version and the item range.
+    pub fn from_segment(seg: Segment) -> Result<SharedBlock> {
+        seg.info().expect(seg.name(), Kind::Block, BLOCK_VERSION)?;
+        let off: Offset<BlockHeader> = seg.data_offset();
+        let hdr = seg.resolve(off)?;
+        let itemsize = hdr.itemsize.load(Ordering::Relaxed) as u64;
+        let length = hdr.length.load(Ordering::Relaxed);
+        let items_offset = hdr.items_offset.load(Ordering::Acquire);
+        let nbytes = itemsize
+            .checked_mul(length)
+            .ok_or_else(|| corrupt!("{}: block size overflows", seg.name()))?;
+        if items_offset < off.get() + ITEMS_AT || items_offset % 64 != 0 {
+            return Err(corrupt!(
+                "{}: block items at invalid offset {items_offset:#x}",
+                seg.name()
+            ));
+        }
+        let items = seg.bytes_ptr(items_offset, nbytes)?;
+        let nbytes =
+            usize::try_from(nbytes).map_err(|_| corrupt!("block too large for this machine"))?;
+        Ok(SharedBlock {
+            header: hdr as *const BlockHeader,
+            seg,
+            items,
+            nbytes,
+        })
+    }
+
+    /// Opens the block in the segment called `name`.
+    pub fn open(name: &str) -> Result<SharedBlock> {
+        Self::from_segment(Segment::open(name)?)
+    }
+
+    /// The header.
+    pub fn header(&self) -> &BlockHeader {
+        // SAFETY: resolved with bounds/alignment checks at construction; the mapping lives while `seg` does.
+        unsafe { &*self.header }
+    }
+
+    /// Recorded typecode (0 for a ctypes type).
+    pub fn typecode(&self) -> u32 {
+        self.header().typecode.load(Ordering::Relaxed)
+    }
+
+    /// Item size.
+    pub fn itemsize(&self) -> u32 {
+        self.header().itemsize.load(Ordering::Relaxed)
+    }
+
+    /// Item count.
+    pub fn length(&self) -> u64 {
+        self.header().length.load(Ordering::Relaxed)
+    }
+
+    /// Pointer to the items (valid for [`nbytes`](Self::nbytes) bytes while `self` lives).
+    pub fn items_ptr(&self) -> *mut u8 {
+        self.items
+    }
+
+    /// Size of the items in bytes.
+    pub fn nbytes(&self) -> usize {
+        self.nbytes
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Offset of the lock storage in the segment.
+    pub fn lock_offset(&self) -> u64 {
+        self.seg.info().data_offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_is_shared_between_handles() {
+        let b = SharedBlock::create(b'd' as u32, 8, 1000).unwrap();
+        assert_eq!(b.nbytes(), 8000);
+        assert_eq!(b.items_ptr() as usize % 64, 0);
+        // SAFETY: in bounds (8000 bytes).
+        unsafe { std::ptr::write_bytes(b.items_ptr(), 7, 8000) };
+        let c = SharedBlock::open(b.segment().name()).unwrap();
+        assert_eq!(
+            (c.typecode(), c.itemsize(), c.length()),
+            (b'd' as u32, 8, 1000)
+        );
+        // SAFETY: in bounds.
+        assert_eq!(unsafe { *c.items_ptr().add(7999) }, 7);
+    }
+
+    #[test]
+    fn corrupt_length_is_rejected() {
+        let b = SharedBlock::create(0, 4, 10).unwrap();
+        b.header().length.store(1 << 40, Ordering::Relaxed);
+        assert!(matches!(
+            SharedBlock::from_segment(b.segment().clone()),
+            Err(Error::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,4 @@
+//! Linux-specific pieces, isolated behind small interfaces (one file per concern).
+
+pub mod futex;
+pub mod process;

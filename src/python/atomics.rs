@@ -1,0 +1,646 @@
+//! `AtomicInt64` and `AtomicFlag`: one atomic 64-bit cell each, shared by threads and processes.
+
+use super::errors::{closed, IntoPyResult};
+use crate::objects::atomic::SharedAtomic;
+use crate::segment::{Kind, LAYOUT_VERSION};
+use pyo3::exceptions::{PyTypeError, PyValueError, PyZeroDivisionError};
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyTuple};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A pickled handle: (type name, segment name, offset, kind, layout version).
+pub type Handle = (String, String, u64, u32, u32);
+
+fn check_handle(h: &Handle, kind: Kind) -> PyResult<()> {
+    if h.3 != kind as u32 || h.4 != LAYOUT_VERSION {
+        return Err(PyValueError::new_err(format!(
+            "handle for {} has kind {} / layout version {}, this build reads kind {} / version {}",
+            h.1, h.3, h.4, kind as u32, LAYOUT_VERSION
+        )));
+    }
+    Ok(())
+}
+
+fn rebuild_fn(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    py.import("pyconc._native")?.getattr("_rebuild_atomic")
+}
+
+/// Extracts an int operand for an in-place operation, with a clear message for anything else.
+fn int_operand(other: &Bound<'_, PyAny>, op: &str) -> PyResult<i64> {
+    if !other.is_instance_of::<PyInt>() && other.getattr("__index__").is_err() {
+        return Err(PyTypeError::new_err(format!(
+            "unsupported operand type for {op}: 'AtomicInt64' and '{}' (an AtomicInt64 holds an int)",
+            other.get_type().name()?
+        )));
+    }
+    other.extract::<i64>()
+}
+
+/// A 64-bit signed integer in shared memory, updated atomically from any thread or process.
+///
+/// In-place arithmetic (`+=`, `-=`, `*=`, ...) and `incr`/`decr`/`add` are single atomic updates and wrap
+/// modulo 2**64 like a C `int64_t`. Binary operators (`a + 1`) return a plain `int` computed by Python.
+#[pyclass(module = "pyconc._native", name = "AtomicInt64", frozen)]
+pub struct PyAtomicInt64 {
+    inner: SharedAtomic,
+    closed: AtomicBool,
+}
+
+impl PyAtomicInt64 {
+    #[inline]
+    fn a(&self) -> PyResult<&SharedAtomic> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(closed("AtomicInt64"));
+        }
+        Ok(&self.inner)
+    }
+
+    fn value_obj<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.a()?.get().into_pyobject(py)?.into_any())
+    }
+
+    /// `int(self) <op> other` through Python's number protocol (so `a + 1.5` is a float).
+    fn binop<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+        op: impl FnOnce(&Bound<'py, PyAny>, Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let other = unwrap_atomic(py, other)?;
+        op(&self.value_obj(py)?, other)
+    }
+
+    /// `other <op> int(self)`.
+    fn rbinop<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+        op: impl FnOnce(&Bound<'py, PyAny>, Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        op(other, self.value_obj(py)?)
+    }
+
+    fn cas_update(&self, f: impl Fn(i64) -> PyResult<i64>) -> PyResult<()> {
+        let a = self.a()?;
+        let mut err = None;
+        a.update(|v| match f(v) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[pymethods]
+impl PyAtomicInt64 {
+    #[new]
+    #[pyo3(signature = (value=0))]
+    fn new(py: Python<'_>, value: i64) -> PyResult<Self> {
+        Ok(PyAtomicInt64 {
+            inner: SharedAtomic::create(value).py(py)?,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The current value.
+    fn get(&self) -> PyResult<i64> {
+        Ok(self.a()?.get())
+    }
+
+    /// Stores `value`.
+    fn set(&self, value: i64) -> PyResult<()> {
+        self.a()?.set(value);
+        Ok(())
+    }
+
+    /// Adds one; returns the new value.
+    fn incr(&self) -> PyResult<i64> {
+        Ok(self.a()?.add(1))
+    }
+
+    /// Subtracts one; returns the new value.
+    fn decr(&self) -> PyResult<i64> {
+        Ok(self.a()?.add(-1))
+    }
+
+    /// Adds `n`; returns the new value.
+    fn add(&self, n: i64) -> PyResult<i64> {
+        Ok(self.a()?.add(n))
+    }
+
+    /// Adds `n`; returns the previous value.
+    fn fetch_add(&self, n: i64) -> PyResult<i64> {
+        Ok(self.a()?.fetch_add(n))
+    }
+
+    /// Stores `value`; returns the previous value.
+    fn exchange(&self, value: i64) -> PyResult<i64> {
+        Ok(self.a()?.exchange(value))
+    }
+
+    /// Stores `new` if the value equals `expected`; returns whether it did.
+    fn compare_exchange(&self, expected: i64, new: i64) -> PyResult<bool> {
+        Ok(self.a()?.compare_exchange(expected, new))
+    }
+
+    /// Stops using the shared memory from this object; later operations raise ValueError. The mapping is
+    /// released when the object is garbage collected.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Removes the segment's name now: processes that hold it keep working, new attaches fail.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.segment().unlink().py(py)
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// (type, segment name, offset, kind, layout version): what a pickle carries.
+    #[getter]
+    fn _handle(&self) -> Handle {
+        (
+            "AtomicInt64".into(),
+            self.inner.segment().name().into(),
+            self.inner.offset(),
+            Kind::Atomic as u32,
+            LAYOUT_VERSION,
+        )
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (Handle,))> {
+        self.a()?;
+        Ok((rebuild_fn(py)?, (self._handle(),)))
+    }
+
+    fn __repr__(&self) -> String {
+        match self.a() {
+            Ok(a) => format!("AtomicInt64({})", a.get()),
+            Err(_) => "AtomicInt64(<closed>)".into(),
+        }
+    }
+
+    fn __int__(&self) -> PyResult<i64> {
+        self.get()
+    }
+
+    fn __index__(&self) -> PyResult<i64> {
+        self.get()
+    }
+
+    fn __float__(&self) -> PyResult<f64> {
+        Ok(self.get()? as f64)
+    }
+
+    fn __bool__(&self) -> PyResult<bool> {
+        Ok(self.get()? != 0)
+    }
+
+    fn __format__(&self, py: Python<'_>, spec: &str) -> PyResult<Py<PyAny>> {
+        Ok(self
+            .value_obj(py)?
+            .call_method1("__format__", (spec,))?
+            .unbind())
+    }
+
+    fn __richcmp__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let other = match other.cast::<PyAtomicInt64>() {
+            Ok(o) => o.get().value_obj(py)?,
+            Err(_) => other.clone(),
+        };
+        self.value_obj(py)?.rich_compare(other, op)
+    }
+
+    fn __neg__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.value_obj(py)?.neg()?.unbind())
+    }
+
+    fn __pos__(&self) -> PyResult<i64> {
+        self.get()
+    }
+
+    fn __abs__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.value_obj(py)?.abs()?.unbind())
+    }
+
+    fn __invert__(&self) -> PyResult<i64> {
+        Ok(!self.get()?)
+    }
+
+    // In-place operators: one atomic update each.
+
+    fn __iadd__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = int_operand(other, "+=")?;
+        self.a()?.add(n);
+        Ok(())
+    }
+
+    fn __isub__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = int_operand(other, "-=")?;
+        self.a()?.add(n.wrapping_neg());
+        Ok(())
+    }
+
+    fn __imul__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = int_operand(other, "*=")?;
+        self.cas_update(|v| Ok(v.wrapping_mul(n)))
+    }
+
+    fn __ifloordiv__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = int_operand(other, "//=")?;
+        if n == 0 {
+            return Err(PyZeroDivisionError::new_err("integer division by zero"));
+        }
+        self.cas_update(|v| Ok(floor_div(v, n)))
+    }
+
+    fn __imod__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = int_operand(other, "%=")?;
+        if n == 0 {
+            return Err(PyZeroDivisionError::new_err("integer modulo by zero"));
+        }
+        self.cas_update(|v| Ok(v.wrapping_sub(floor_div(v, n).wrapping_mul(n))))
+    }
+
+    fn __ipow__(&self, other: &Bound<'_, PyAny>, _modulo: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = int_operand(other, "**=")?;
+        let e = u32::try_from(n)
+            .map_err(|_| PyValueError::new_err("AtomicInt64 **= needs an exponent in 0..2**32"))?;
+        self.cas_update(|v| Ok(v.wrapping_pow(e)))
+    }
+
+    fn __itruediv__(&self, _other: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(PyTypeError::new_err(
+            "an AtomicInt64 holds an int: use //= instead of /=",
+        ))
+    }
+
+    fn __ilshift__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = shift_amount(int_operand(other, "<<=")?)?;
+        self.cas_update(|v| Ok(if n >= 64 { 0 } else { v << n }))
+    }
+
+    fn __irshift__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = shift_amount(int_operand(other, ">>=")?)?;
+        self.cas_update(|v| Ok(v >> n.min(63)))
+    }
+
+    fn __iand__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = int_operand(other, "&=")?;
+        self.cas_update(|v| Ok(v & n))
+    }
+
+    fn __ior__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = int_operand(other, "|=")?;
+        self.cas_update(|v| Ok(v | n))
+    }
+
+    fn __ixor__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = int_operand(other, "^=")?;
+        self.cas_update(|v| Ok(v ^ n))
+    }
+
+    // Binary operators: computed by Python on the current value, so `a + 1.5` and `a * big` behave like ints.
+
+    fn __add__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.add(b))
+    }
+
+    fn __radd__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.add(b))
+    }
+
+    fn __sub__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.sub(b))
+    }
+
+    fn __rsub__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.sub(b))
+    }
+
+    fn __mul__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.mul(b))
+    }
+
+    fn __rmul__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.mul(b))
+    }
+
+    fn __floordiv__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.floor_div(b))
+    }
+
+    fn __rfloordiv__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.floor_div(b))
+    }
+
+    fn __truediv__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.div(b))
+    }
+
+    fn __rtruediv__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.div(b))
+    }
+
+    fn __mod__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.rem(b))
+    }
+
+    fn __rmod__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.rem(b))
+    }
+
+    fn __lshift__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.lshift(b))
+    }
+
+    fn __rlshift__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.lshift(b))
+    }
+
+    fn __rshift__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.rshift(b))
+    }
+
+    fn __rrshift__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.rshift(b))
+    }
+
+    fn __and__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.bitand(b))
+    }
+
+    fn __rand__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.bitand(b))
+    }
+
+    fn __or__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.bitor(b))
+    }
+
+    fn __ror__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.bitor(b))
+    }
+
+    fn __xor__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.binop(py, other, |a, b| a.bitxor(b))
+    }
+
+    fn __rxor__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rbinop(py, other, |a, b| a.bitxor(b))
+    }
+
+    fn __pow__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+        modulo: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let other = unwrap_atomic(py, other)?;
+        py.import("builtins")?
+            .getattr("pow")?
+            .call1((self.value_obj(py)?, other, modulo))
+    }
+
+    fn __rpow__<'py>(
+        &self,
+        py: Python<'py>,
+        other: &Bound<'py, PyAny>,
+        modulo: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        py.import("builtins")?
+            .getattr("pow")?
+            .call1((other, self.value_obj(py)?, modulo))
+    }
+}
+
+fn truthy(v: &Bound<'_, PyAny>) -> PyResult<bool> {
+    v.is_truthy()
+}
+
+fn unwrap_atomic<'py>(py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    match other.cast::<PyAtomicInt64>() {
+        Ok(o) => o.get().value_obj(py),
+        Err(_) => Ok(other.clone()),
+    }
+}
+
+fn floor_div(a: i64, b: i64) -> i64 {
+    let q = a.wrapping_div(b);
+    if (a % b != 0) && ((a < 0) != (b < 0)) {
+        q - 1
+    } else {
+        q
+    }
+}
+
+fn shift_amount(n: i64) -> PyResult<u32> {
+    if n < 0 {
+        return Err(PyValueError::new_err("negative shift count"));
+    }
+    Ok(n.min(64) as u32)
+}
+
+/// A boolean flag in shared memory.
+#[pyclass(module = "pyconc._native", name = "AtomicFlag", frozen)]
+pub struct PyAtomicFlag {
+    inner: SharedAtomic,
+    closed: AtomicBool,
+}
+
+impl PyAtomicFlag {
+    fn a(&self) -> PyResult<&SharedAtomic> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(closed("AtomicFlag"));
+        }
+        Ok(&self.inner)
+    }
+}
+
+#[pymethods]
+impl PyAtomicFlag {
+    #[new]
+    #[pyo3(signature = (value=false))]
+    fn new(py: Python<'_>, #[pyo3(from_py_with = truthy)] value: bool) -> PyResult<Self> {
+        let v = value;
+        Ok(PyAtomicFlag {
+            inner: SharedAtomic::create(v as i64).py(py)?,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Sets the flag to `bool(value)`.
+    fn set(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = value.is_truthy()?;
+        self.a()?.set(v as i64);
+        Ok(())
+    }
+
+    fn __bool__(&self) -> PyResult<bool> {
+        Ok(self.a()?.get() != 0)
+    }
+
+    fn __repr__(&self) -> String {
+        match self.a() {
+            Ok(a) => format!(
+                "AtomicFlag({})",
+                if a.get() != 0 { "True" } else { "False" }
+            ),
+            Err(_) => "AtomicFlag(<closed>)".into(),
+        }
+    }
+
+    /// Stops using the shared memory from this object; later operations raise ValueError.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Removes the segment's name now.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.segment().unlink().py(py)
+    }
+
+    #[getter]
+    fn _handle(&self) -> Handle {
+        (
+            "AtomicFlag".into(),
+            self.inner.segment().name().into(),
+            self.inner.offset(),
+            Kind::Atomic as u32,
+            LAYOUT_VERSION,
+        )
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (Handle,))> {
+        self.a()?;
+        Ok((rebuild_fn(py)?, (self._handle(),)))
+    }
+}
+
+/// Rebuilds an `AtomicInt64`/`AtomicFlag` from its pickled handle (attaching to the segment).
+#[pyfunction]
+fn _rebuild_atomic(py: Python<'_>, handle: Handle) -> PyResult<Py<PyAny>> {
+    check_handle(&handle, Kind::Atomic)?;
+    let inner = py
+        .detach(|| SharedAtomic::open(&handle.1, Some(handle.2)))
+        .py(py)?;
+    let closed = AtomicBool::new(false);
+    match handle.0.as_str() {
+        "AtomicInt64" => Ok(Py::new(py, PyAtomicInt64 { inner, closed })?.into_any()),
+        "AtomicFlag" => Ok(Py::new(py, PyAtomicFlag { inner, closed })?.into_any()),
+        other => Err(PyValueError::new_err(format!(
+            "unknown atomic type {other:?} in handle"
+        ))),
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyAtomicInt64>()?;
+    m.add_class::<PyAtomicFlag>()?;
+    m.add_function(wrap_pyfunction!(_rebuild_atomic, m)?)?;
+    let _ = PyTuple::empty(m.py());
+    Ok(())
+}

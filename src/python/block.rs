@@ -1,0 +1,209 @@
+//! `SharedBuffer`: a block of shared memory exported through the buffer protocol. The Python-level `Value`,
+//! `Array`, `RawValue` and `RawArray` are built on it (ctypes `from_buffer`, numpy `frombuffer`, memoryview).
+
+use super::errors::{closed, IntoPyResult};
+use crate::objects::block::SharedBlock;
+use crate::segment::{Kind, LAYOUT_VERSION};
+use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::ffi::{c_int, CString};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// A fixed-size block of shared memory with a lock word, exported as a writable buffer.
+///
+/// `SharedBuffer(format, itemsize, length, typecode=0, name=None)` creates a zero-filled block of `length`
+/// items (or attaches to the block called `name`, checking that it has that shape). The buffer has the given
+/// struct `format`, one dimension of `length` items.
+#[pyclass(module = "pyconc._native", name = "SharedBuffer", subclass, frozen)]
+pub struct PySharedBuffer {
+    block: SharedBlock,
+    format: CString,
+    shape: [ffi::Py_ssize_t; 1],
+    strides: [ffi::Py_ssize_t; 1],
+    exports: AtomicUsize,
+    closed: AtomicBool,
+}
+
+impl PySharedBuffer {
+    fn check_open(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(closed("shared buffer"));
+        }
+        Ok(())
+    }
+
+    /// The block (for other native classes that embed a lock in it).
+    pub fn block(&self) -> &SharedBlock {
+        &self.block
+    }
+}
+
+#[pymethods]
+impl PySharedBuffer {
+    #[new]
+    #[pyo3(signature = (format, itemsize, length, typecode=0, name=None))]
+    fn new(
+        py: Python<'_>,
+        format: &str,
+        itemsize: u32,
+        length: u64,
+        typecode: u32,
+        name: Option<&str>,
+    ) -> PyResult<Self> {
+        if itemsize == 0 {
+            return Err(PyValueError::new_err("itemsize must be positive"));
+        }
+        let block = match name {
+            None => py
+                .detach(|| SharedBlock::create(typecode, itemsize, length))
+                .py(py)?,
+            Some(name) => {
+                let b = py.detach(|| SharedBlock::open(name)).py(py)?;
+                if (b.itemsize(), b.length()) != (itemsize, length) {
+                    return Err(PyValueError::new_err(format!(
+                        "segment {name} holds {} items of {} bytes, not {length} of {itemsize}",
+                        b.length(),
+                        b.itemsize()
+                    )));
+                }
+                b
+            }
+        };
+        let length = ffi::Py_ssize_t::try_from(length)
+            .map_err(|_| PyValueError::new_err("too many items"))?;
+        Ok(PySharedBuffer {
+            block,
+            format: CString::new(format)
+                .map_err(|_| PyValueError::new_err("format contains NUL"))?,
+            shape: [length],
+            strides: [itemsize as ffi::Py_ssize_t],
+            exports: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Size of the block in bytes.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.block.nbytes()
+    }
+
+    /// Size of one item.
+    #[getter]
+    fn itemsize(&self) -> u32 {
+        self.block.itemsize()
+    }
+
+    /// Number of items.
+    #[getter]
+    fn length(&self) -> u64 {
+        self.block.length()
+    }
+
+    /// The typecode recorded at creation (0 for a ctypes type).
+    #[getter]
+    fn typecode(&self) -> u32 {
+        self.block.typecode()
+    }
+
+    /// The segment's name.
+    #[getter]
+    fn segment_name(&self) -> String {
+        self.block.segment().name().to_string()
+    }
+
+    /// Offset of the block's lock storage in the segment.
+    #[getter]
+    fn lock_offset(&self) -> u64 {
+        self.block.lock_offset()
+    }
+
+    /// (segment name, kind, layout version).
+    #[getter]
+    fn _segment_handle(&self) -> (String, u32, u32) {
+        (self.segment_name(), Kind::Block as u32, LAYOUT_VERSION)
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Stops exporting the memory from this object. Raises BufferError while views of it exist.
+    fn close(&self) -> PyResult<()> {
+        if self.exports.load(Ordering::Acquire) > 0 {
+            return Err(PyBufferError::new_err(
+                "cannot close: memoryviews or arrays still use this buffer",
+            ));
+        }
+        self.closed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes the segment's name now: processes that hold it keep working, new attaches fail.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.block.segment().unlink().py(py)
+    }
+
+    /// Copies the block's bytes out.
+    fn _tobytes(&self) -> PyResult<Vec<u8>> {
+        self.check_open()?;
+        let mut v = vec![0u8; self.block.nbytes()];
+        // SAFETY: items_ptr is valid for nbytes bytes while the block lives; v has nbytes bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.block.items_ptr(), v.as_mut_ptr(), v.len()) };
+        Ok(v)
+    }
+
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("NULL view in __getbuffer__"));
+        }
+        let me = slf.get();
+        me.check_open()?;
+        // SAFETY: CPython passes a valid, writable Py_buffer; every pointer we store (items, format, shape,
+        // strides) stays valid while `obj` (a strong reference to this object, which owns the mapping, the
+        // format and the shape arrays) is held by the view.
+        unsafe {
+            (*view).obj = slf.clone().into_any().into_ptr();
+            (*view).buf = me.block.items_ptr() as *mut std::ffi::c_void;
+            (*view).len = me.block.nbytes() as ffi::Py_ssize_t;
+            (*view).readonly = 0;
+            (*view).itemsize = me.strides[0];
+            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
+                me.format.as_ptr() as *mut _
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
+                me.shape.as_ptr() as *mut _
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
+                me.strides.as_ptr() as *mut _
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = std::ptr::null_mut();
+        }
+        me.exports.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        self.exports.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PySharedBuffer>()?;
+    Ok(())
+}

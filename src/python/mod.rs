@@ -1,0 +1,18 @@
+//! The PyO3 layer: `pyconc._native`. Thin wrappers over the core; each file registers its own classes.
+
+use pyo3::prelude::*;
+
+mod atomics;
+mod block;
+mod errors;
+mod segments;
+
+/// `pyconc._native`: the compiled core of pyconc. Use the `pyconc` package, not this module.
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    segments::register(m)?;
+    atomics::register(m)?;
+    block::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Segment tools for Python: listing, collection, fork hooks.
+
+use super::errors::IntoPyResult;
+use crate::segment::{gc, shm, Segment};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::time::Duration;
+
+/// Lists pyconc segments in /dev/shm as dicts (name, kind, size, creator_pid, users, problem).
+#[pyfunction]
+fn list_segments(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    let rows = py.detach(gc::list);
+    rows.into_iter()
+        .map(|r| {
+            let d = PyDict::new(py);
+            d.set_item("name", r.name)?;
+            d.set_item("kind", r.kind.map(|k| k.name()))?;
+            d.set_item("size", r.size)?;
+            d.set_item("creator_pid", r.creator_pid)?;
+            d.set_item("users", r.users.iter().map(|u| u.pid).collect::<Vec<_>>())?;
+            d.set_item("problem", r.problem)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Removes segments whose users all died; invalid ones older than `grace` seconds too. Returns
+/// `(removed, removed_invalid, kept)`.
+#[pyfunction]
+#[pyo3(signature = (grace=60.0))]
+fn collect_segments(py: Python<'_>, grace: f64) -> (Vec<String>, Vec<String>, usize) {
+    let r = py.detach(|| gc::collect(Duration::from_secs_f64(grace.max(0.0))));
+    (r.removed, r.removed_invalid, r.kept)
+}
+
+/// Unlinks the named segment now (processes that have it mapped keep it).
+#[pyfunction]
+fn unlink_segment(py: Python<'_>, name: &str) -> PyResult<()> {
+    let seg = Segment::open(name).py(py)?;
+    seg.unlink().py(py)
+}
+
+/// Live user pids of a segment.
+#[pyfunction]
+fn segment_users(py: Python<'_>, name: &str) -> PyResult<Vec<u32>> {
+    let seg = Segment::inspect(name).py(py)?;
+    Ok(seg.live_users().iter().map(|u| u.pid).collect())
+}
+
+/// Leaves every segment's user table (at process exit); see `segment::shm::release_all`.
+#[pyfunction]
+fn _release_all(py: Python<'_>) {
+    py.detach(shm::release_all);
+}
+
+#[pyfunction]
+fn _before_fork() {
+    shm::before_fork();
+}
+
+#[pyfunction]
+fn _after_fork_parent() {
+    shm::after_fork_parent();
+}
+
+#[pyfunction]
+fn _after_fork_child() {
+    shm::after_fork_child();
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(list_segments, m)?)?;
+    m.add_function(wrap_pyfunction!(collect_segments, m)?)?;
+    m.add_function(wrap_pyfunction!(unlink_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(segment_users, m)?)?;
+    m.add_function(wrap_pyfunction!(_release_all, m)?)?;
+    m.add_function(wrap_pyfunction!(_before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;
+    m.add("LAYOUT_VERSION", crate::segment::LAYOUT_VERSION)?;
+    Ok(())
+}

@@ -1,0 +1,506 @@
+//! Creating, opening and mapping segments; the per-process registry that maps each segment once.
+
+use super::header::{
+    HeaderInfo, Kind, SegmentHeader, UserSlot, DATA_OFFSET, HEADER_PAGE, LAYOUT_VERSION, MAGIC,
+    STATE_OPEN, STATE_UNLINKED, USERS_OFFSET, USER_CAPACITY,
+};
+use super::offset::{check_range, Offset, ShmSafe};
+use super::users;
+use crate::error::corrupt;
+use crate::platform::process;
+use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::spin::SpinMutex;
+use crate::{Error, Result};
+use memmap2::MmapRaw;
+use nix::fcntl::OFlag;
+use nix::sys::mman::{shm_open, shm_unlink};
+use nix::sys::stat::Mode;
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, Weak};
+
+/// Prefix of every segment name (in `/dev/shm`).
+pub const NAME_PREFIX: &str = "pyconc-";
+/// Directory where Linux exposes POSIX shared memory.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// A mapped segment. Cheap to clone; all clones in a process share one mapping. When the last clone in a
+/// process is dropped, the process leaves the segment's user table, and the last live user unlinks the name.
+#[derive(Clone)]
+pub struct Segment(Arc<Mapping>);
+
+struct Mapping {
+    name: String,
+    map: MmapRaw,
+    info: HeaderInfo,
+    /// The pid this process is registered under in the user table, 0 if not registered. After `fork` the child
+    /// re-registers itself (see [`after_fork_child`]) and this changes to the child's pid.
+    registered_pid: AtomicU32,
+    /// The user-table slot of the registration.
+    slot: AtomicU32,
+}
+
+type Registry = HashMap<String, Weak<Mapping>>;
+static REGISTRY: SpinMutex<Option<Registry>> = SpinMutex::new(None);
+
+fn shm_path(name: &str) -> String {
+    format!("/{name}")
+}
+
+/// A fresh unguessable name: the prefix and 128 random bits in hex.
+fn random_name() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Os(std::io::Error::other(e.to_string())))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{NAME_PREFIX}{hex}"))
+}
+
+/// Whether `name` has the shape of a pyconc segment name.
+pub fn is_segment_name(name: &str) -> bool {
+    name.strip_prefix(NAME_PREFIX).is_some_and(|h| {
+        h.len() == 32
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+fn check_space(bytes: u64) -> Result<()> {
+    // A write to a page that tmpfs cannot back kills the process with SIGBUS, so refuse up front when the
+    // filesystem plainly lacks the room (pages are otherwise allocated lazily, which keeps creation fast).
+    if let Ok(st) = nix::sys::statvfs::statvfs(SHM_DIR) {
+        let avail = st.blocks_available().saturating_mul(st.fragment_size());
+        if avail > 0 && bytes > avail {
+            return Err(Error::Full(format!(
+                "{SHM_DIR} has {avail} bytes free, the segment needs {bytes}; free space there or shrink the \
+                 structure"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Segment {
+    /// Creates a new segment holding `data_size` payload bytes of `kind` (payload version `kind_version`), maps
+    /// it and registers the calling process as its first user. The payload is zero-filled.
+    pub fn create(kind: Kind, kind_version: u32, data_size: u64) -> Result<Segment> {
+        let total = DATA_OFFSET.checked_add(data_size).ok_or_else(|| {
+            Error::Invalid(format!("segment payload of {data_size} bytes is too large"))
+        })?;
+        check_space(total)?;
+        let name = random_name()?;
+        let fd = shm_open(
+            shm_path(&name).as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )?;
+        let file = File::from(fd);
+        let result = (|| {
+            file.set_len(total)?;
+            let map = MmapRaw::map_raw(&file)?;
+            let me = process::current();
+            let info = HeaderInfo {
+                kind,
+                kind_version,
+                total_size: total,
+                data_offset: DATA_OFFSET,
+                data_size,
+                users_offset: USERS_OFFSET,
+                user_capacity: USER_CAPACITY,
+            };
+            // SAFETY: the mapping is at least HEADER_PAGE bytes (total >= DATA_OFFSET == HEADER_PAGE), page
+            // aligned, and SegmentHeader is ShmSafe (valid for the zero bytes a fresh file holds).
+            let hdr = unsafe { &*(map.as_mut_ptr() as *const SegmentHeader) };
+            hdr.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
+            hdr.kind.store(kind as u32, Ordering::Relaxed);
+            hdr.total_size.store(total, Ordering::Relaxed);
+            hdr.creator_pid.store(me.pid, Ordering::Relaxed);
+            hdr.creator_start_time
+                .store(me.start_time, Ordering::Relaxed);
+            hdr.state.store(STATE_OPEN, Ordering::Relaxed);
+            hdr.user_capacity.store(USER_CAPACITY, Ordering::Relaxed);
+            hdr.users_offset.store(USERS_OFFSET, Ordering::Relaxed);
+            hdr.data_offset.store(DATA_OFFSET, Ordering::Relaxed);
+            hdr.data_size.store(data_size, Ordering::Relaxed);
+            hdr.kind_version.store(kind_version, Ordering::Relaxed);
+            hdr.attach_count.store(1, Ordering::Relaxed);
+            let mapping = Mapping {
+                name: name.clone(),
+                map,
+                info,
+                registered_pid: AtomicU32::new(0),
+                slot: AtomicU32::new(0),
+            };
+            // The creator takes slot 0 directly: nobody else can see the segment before the magic is published.
+            let slot = &mapping.users()[0];
+            slot.start_time.store(me.start_time, Ordering::Relaxed);
+            slot.pid.store(me.pid, Ordering::Relaxed);
+            mapping.registered_pid.store(me.pid, Ordering::Relaxed);
+            hdr.magic.store(MAGIC, Ordering::Release);
+            Ok::<_, Error>(mapping)
+        })();
+        match result {
+            Ok(mapping) => {
+                let arc = Arc::new(mapping);
+                REGISTRY
+                    .lock()
+                    .get_or_insert_with(HashMap::new)
+                    .insert(name, Arc::downgrade(&arc));
+                Ok(Segment(arc))
+            }
+            Err(e) => {
+                let _ = shm_unlink(shm_path(&name).as_str());
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the segment called `name`, reusing this process's mapping if it has one, and registers the calling
+    /// process as a user. Fails with [`Error::NotFound`] if no such segment exists (or it was unlinked), and
+    /// [`Error::Corrupt`] if the file is not a valid pyconc segment of this layout version.
+    pub fn open(name: &str) -> Result<Segment> {
+        if !is_segment_name(name) {
+            return Err(Error::Invalid(format!(
+                "{name:?} is not a pyconc segment name"
+            )));
+        }
+        let mut reg = REGISTRY.lock();
+        let reg = reg.get_or_insert_with(HashMap::new);
+        if let Some(existing) = reg.get(name).and_then(Weak::upgrade) {
+            return Ok(Segment(existing));
+        }
+        let mapping = Mapping::open_new(name)?;
+        let arc = Arc::new(mapping);
+        reg.insert(name.to_string(), Arc::downgrade(&arc));
+        Ok(Segment(arc))
+    }
+
+    /// Opens a segment without registering as a user and without using the registry: for tools (`ls`, `gc`)
+    /// that inspect segments they do not use.
+    pub fn inspect(name: &str) -> Result<Inspected> {
+        let (map, info) = map_and_validate(name)?;
+        Ok(Inspected {
+            name: name.to_string(),
+            map,
+            info,
+        })
+    }
+
+    /// The segment's name (without the leading `/`).
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The validated header facts.
+    pub fn info(&self) -> &HeaderInfo {
+        &self.0.info
+    }
+
+    /// The segment header.
+    pub fn header(&self) -> &SegmentHeader {
+        self.0.header()
+    }
+
+    /// Total size in bytes.
+    pub fn len(&self) -> u64 {
+        self.0.info.total_size
+    }
+
+    /// Never true: a segment has at least its header page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The payload's offset.
+    pub fn data_offset<T>(&self) -> Offset<T> {
+        Offset::new(self.0.info.data_offset)
+    }
+
+    /// Resolves an offset to a reference, checking that the whole `T` lies inside the segment and is aligned.
+    pub fn resolve<T: ShmSafe>(&self, off: Offset<T>) -> Result<&T> {
+        let size = std::mem::size_of::<T>() as u64;
+        let align = std::mem::align_of::<T>() as u64;
+        check_range(
+            off.get(),
+            size,
+            align,
+            self.len(),
+            std::any::type_name::<T>(),
+        )?;
+        // SAFETY: [off, off + size) is inside the mapping and aligned for T (checked above); T is ShmSafe, so
+        // every bit pattern is a valid T and shared mutation goes through atomics; the mapping lives as long as
+        // the Arc behind &self.
+        Ok(unsafe { &*(self.0.base().add(off.get() as usize) as *const T) })
+    }
+
+    /// A raw pointer to `len` bytes at `off`, bounds-checked. Use for payload bytes (arrays, encoded values)
+    /// that are copied with `ptr::copy_nonoverlapping`; never turn it into a `&[u8]` that outlives a copy.
+    pub fn bytes_ptr(&self, off: u64, len: u64) -> Result<*mut u8> {
+        check_range(off, len, 1, self.len(), "byte range")?;
+        // SAFETY: the range was checked to lie inside the mapping.
+        Ok(unsafe { self.0.base().add(off as usize) })
+    }
+
+    /// Base address of the mapping in this process (for the PyO3 buffer protocol; never stored anywhere shared).
+    pub fn base_ptr(&self) -> *mut u8 {
+        self.0.base()
+    }
+
+    /// Unlinks the segment's name now: processes that have it mapped keep using it, new attaches fail with
+    /// [`Error::NotFound`]. Idempotent.
+    pub fn unlink(&self) -> Result<()> {
+        if users::mark_unlinked(self.0.header()) {
+            unlink_name(&self.0.name)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the name has been unlinked.
+    pub fn is_unlinked(&self) -> bool {
+        self.0.header().state.load(Ordering::Acquire) == STATE_UNLINKED
+    }
+
+    /// Live users (the user table, after removing dead entries).
+    pub fn users(&self) -> Vec<process::ProcessId> {
+        users::live_users(self.0.header(), self.0.users())
+    }
+
+    /// Number of `Segment` clones alive in this process (for tests).
+    pub fn local_refs(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
+    /// Whether two handles share one mapping.
+    pub fn same_mapping(&self, other: &Segment) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Segment({}, {:?}, {} bytes)",
+            self.0.name, self.0.info.kind, self.0.info.total_size
+        )
+    }
+}
+
+/// Removes the name from `/dev/shm` (after the state was switched to unlinked).
+fn unlink_name(name: &str) -> Result<()> {
+    match shm_unlink(shm_path(name).as_str()) {
+        Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn map_and_validate(name: &str) -> Result<(MmapRaw, HeaderInfo)> {
+    let fd = match shm_open(shm_path(name).as_str(), OFlag::O_RDWR, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOENT) => {
+            return Err(Error::NotFound(format!(
+                "no pyconc segment named {name}: every process that used it has let go (it is unlinked with its \
+                 last user), or it never existed. Keep a reference to the object in the sending process until \
+                 the receiver has attached."
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let file = File::from(fd);
+    let file_len = file.metadata()?.len();
+    if file_len < HEADER_PAGE {
+        return Err(corrupt!(
+            "{name} is truncated: file has {file_len} bytes, a pyconc header needs {HEADER_PAGE}"
+        ));
+    }
+    let map = MmapRaw::map_raw(&file)?;
+    // SAFETY: the mapping is at least HEADER_PAGE bytes, page aligned, and SegmentHeader is ShmSafe.
+    let hdr = unsafe { &*(map.as_mut_ptr() as *const SegmentHeader) };
+    let info = hdr.validate(name, map.len() as u64)?;
+    Ok((map, info))
+}
+
+impl Mapping {
+    fn open_new(name: &str) -> Result<Mapping> {
+        let (map, info) = map_and_validate(name)?;
+        let mapping = Mapping {
+            name: name.to_string(),
+            map,
+            info,
+            registered_pid: AtomicU32::new(0),
+            slot: AtomicU32::new(0),
+        };
+        mapping.register()?;
+        Ok(mapping)
+    }
+
+    fn register(&self) -> Result<()> {
+        let me = process::current();
+        let slot = users::attach(self.header(), self.users(), me)
+            .map_err(|e| e.with_name_if_not_found(&self.name))?;
+        self.slot.store(slot, Ordering::Relaxed);
+        self.registered_pid.store(me.pid, Ordering::Release);
+        Ok(())
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    fn header(&self) -> &SegmentHeader {
+        // SAFETY: validated at open/create: the mapping holds at least a header page, page aligned.
+        unsafe { &*(self.base() as *const SegmentHeader) }
+    }
+
+    fn users(&self) -> &[UserSlot] {
+        // SAFETY: the header validation checked that users_offset + capacity * 16 <= data_offset <= mapping
+        // length and that users_offset is 8-aligned; UserSlot is ShmSafe.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base().add(self.info.users_offset as usize) as *const UserSlot,
+                self.info.user_capacity as usize,
+            )
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let me = std::process::id();
+        {
+            let mut reg = REGISTRY.lock();
+            if let Some(reg) = reg.as_mut() {
+                let ours = reg
+                    .get(&self.name)
+                    .is_some_and(|w| std::ptr::eq(w.as_ptr(), self));
+                if ours {
+                    reg.remove(&self.name);
+                }
+            }
+        }
+        if self.registered_pid.load(Ordering::Acquire) == me {
+            let slot = self.slot.load(Ordering::Relaxed);
+            if users::detach(self.header(), self.users(), slot, process::current()) {
+                let _ = unlink_name(&self.name);
+            }
+        }
+        // The MmapRaw unmaps itself.
+    }
+}
+
+/// A segment mapped for inspection only (not registered as a user).
+pub struct Inspected {
+    name: String,
+    map: MmapRaw,
+    info: HeaderInfo,
+}
+
+impl Inspected {
+    /// Validated header facts.
+    pub fn info(&self) -> &HeaderInfo {
+        &self.info
+    }
+
+    fn header(&self) -> &SegmentHeader {
+        // SAFETY: validated by map_and_validate.
+        unsafe { &*(self.map.as_mut_ptr() as *const SegmentHeader) }
+    }
+
+    fn users(&self) -> &[UserSlot] {
+        // SAFETY: as in Mapping::users; validated by map_and_validate.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_mut_ptr().add(self.info.users_offset as usize) as *const UserSlot,
+                self.info.user_capacity as usize,
+            )
+        }
+    }
+
+    /// Live users, removing dead entries from the table.
+    pub fn live_users(&self) -> Vec<process::ProcessId> {
+        users::live_users(self.header(), self.users())
+    }
+
+    /// Creator pid recorded in the header.
+    pub fn creator_pid(&self) -> u32 {
+        self.header().creator_pid.load(Ordering::Relaxed)
+    }
+
+    /// Removes dead users; if none is left alive, unlinks the segment and returns true.
+    pub fn collect_if_unused(&self) -> Result<bool> {
+        if users::reap_all_dead(self.header(), self.users()) {
+            unlink_name(&self.name)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+// ---- fork handling --------------------------------------------------------------------------------------------
+
+/// Call in the parent just before `fork()`: holds the registry lock so the child inherits a consistent registry.
+pub fn before_fork() {
+    REGISTRY.raw_lock();
+}
+
+/// Call in the parent just after `fork()`.
+pub fn after_fork_parent() {
+    // SAFETY: before_fork took the lock in this thread, and nothing used a guard since.
+    unsafe { REGISTRY.raw_unlock() };
+}
+
+/// Call in the child just after `fork()`: registers the child as a user of every segment it inherited, so that
+/// segments stay alive while the child uses them even if the parent exits.
+pub fn after_fork_child() {
+    // SAFETY: before_fork took the lock in the parent's forking thread, which is this thread in the child.
+    let reg = unsafe { REGISTRY.raw_get() };
+    if let Some(reg) = reg.as_ref() {
+        for mapping in reg.values().filter_map(Weak::upgrade) {
+            if mapping.register().is_err() {
+                // Unlinked meanwhile, or the user table is full: the inherited mapping stays usable, the child
+                // just does not keep the name alive.
+                mapping.registered_pid.store(0, Ordering::Release);
+            }
+            // Dropping this temporary Arc must not run Mapping::drop's registry removal while we hold the lock;
+            // it cannot be the last reference, because the registry only lists mappings that a handle keeps.
+            drop(mapping);
+        }
+    }
+    // SAFETY: we hold the lock (inherited from before_fork).
+    unsafe { REGISTRY.raw_unlock() };
+}
+
+/// Leaves the user table of every segment this process uses, without unmapping anything. For process exit
+/// paths that skip destructors (`os._exit` in multiprocessing children, interpreter shutdown): the mappings stay
+/// valid until the process is gone, and a segment whose last user this was is unlinked now instead of waiting for
+/// a `gc`. Objects used after this call still work but no longer keep their segment alive.
+pub fn release_all() {
+    let me = process::current();
+    let mappings: Vec<Arc<Mapping>> = {
+        let reg = REGISTRY.lock();
+        reg.as_ref()
+            .map(|r| r.values().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
+    };
+    for m in mappings {
+        if m.registered_pid
+            .compare_exchange(me.pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            let slot = m.slot.load(Ordering::Relaxed);
+            if users::detach(m.header(), m.users(), slot, me) {
+                let _ = unlink_name(&m.name);
+            }
+        }
+    }
+}
+
+impl Error {
+    fn with_name_if_not_found(self, name: &str) -> Error {
+        match self {
+            Error::NotFound(_) => Error::NotFound(format!(
+                "pyconc segment {name} was unlinked (its last user let go) before this process attached"
+            )),
+            e => e,
+        }
+    }
+}

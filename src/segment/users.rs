@@ -1,0 +1,151 @@
+//! The lifetime scheme: which live processes use a segment.
+//!
+//! Each process that maps a segment holds one slot in the header's user table (pid + start time). Leaving
+//! clears the slot; the process that leaves last, finding no live user in the table, unlinks the name. A process
+//! that died without leaving (SIGKILL, `os._exit`) is recognised as dead by its (pid, start time) and its slot is
+//! cleared by whoever looks next, so dead processes never keep a segment alive.
+//!
+//! The table is guarded by `users_lock`, a word holding the holder's pid; a holder that died is detected and
+//! the lock taken over. The critical sections only write whole slots, so a takeover sees at worst one
+//! half-written slot, whose start time will not match a live process and which is therefore cleared as dead.
+
+use super::header::{SegmentHeader, UserSlot, STATE_UNLINKED};
+use crate::platform::process::{self, ProcessId};
+use crate::sync::atomic::Ordering;
+use crate::{Error, Result};
+use std::time::{Duration, Instant};
+
+struct UsersGuard<'a> {
+    hdr: &'a SegmentHeader,
+}
+
+impl Drop for UsersGuard<'_> {
+    fn drop(&mut self) {
+        self.hdr.users_lock.store(0, Ordering::Release);
+    }
+}
+
+fn lock(hdr: &SegmentHeader) -> UsersGuard<'_> {
+    let me = std::process::id();
+    let backoff = crossbeam_utils::Backoff::new();
+    let mut last_check = Instant::now();
+    loop {
+        match hdr
+            .users_lock
+            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => return UsersGuard { hdr },
+            Err(holder) => {
+                if !backoff.is_completed() {
+                    backoff.snooze();
+                    continue;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+                if holder != 0 && last_check.elapsed() > Duration::from_millis(5) {
+                    last_check = Instant::now();
+                    // The critical sections last microseconds; a holder that is gone died inside one.
+                    if holder != me && !process::pid_alive(holder) {
+                        let _ = hdr.users_lock.compare_exchange(
+                            holder,
+                            0,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn slot_id(slot: &UserSlot) -> ProcessId {
+    ProcessId {
+        pid: slot.pid.load(Ordering::Relaxed),
+        start_time: slot.start_time.load(Ordering::Relaxed),
+    }
+}
+
+fn clear(slot: &UserSlot) {
+    slot.pid.store(0, Ordering::Relaxed);
+    slot.start_time.store(0, Ordering::Relaxed);
+}
+
+/// Clears the slots of dead processes; returns how many live ones remain.
+fn reap(table: &[UserSlot]) -> usize {
+    let mut live = 0;
+    for slot in table {
+        let id = slot_id(slot);
+        if id.pid == 0 {
+            continue;
+        }
+        // A start time of 0 is a half-written slot (its writer died mid-attach): max(1) makes it mismatch.
+        if process::is_alive(ProcessId {
+            pid: id.pid,
+            start_time: id.start_time.max(1),
+        }) {
+            live += 1;
+        } else {
+            clear(slot);
+        }
+    }
+    live
+}
+
+/// Registers `me` in a free slot and returns its index. Fails with [`Error::NotFound`] if the segment was
+/// already unlinked, and [`Error::Full`] if every slot holds a live process.
+pub fn attach(hdr: &SegmentHeader, table: &[UserSlot], me: ProcessId) -> Result<u32> {
+    let _g = lock(hdr);
+    if hdr.state.load(Ordering::Acquire) == STATE_UNLINKED {
+        return Err(Error::NotFound(String::new()));
+    }
+    let free = |t: &[UserSlot]| t.iter().position(|s| s.pid.load(Ordering::Relaxed) == 0);
+    let idx = match free(table) {
+        Some(i) => i,
+        None => {
+            reap(table);
+            free(table).ok_or_else(|| {
+                Error::Full(format!(
+                    "{} live processes already use this segment, the most one segment can track",
+                    table.len()
+                ))
+            })?
+        }
+    };
+    let slot = &table[idx];
+    slot.start_time.store(me.start_time, Ordering::Relaxed);
+    slot.pid.store(me.pid, Ordering::Relaxed);
+    hdr.attach_count.fetch_add(1, Ordering::Relaxed);
+    Ok(idx as u32)
+}
+
+/// Clears slot `slot` (if it still belongs to `me`) and reaps dead users. Returns true when no live user is
+/// left: the state was then switched to unlinked under the lock (so no process can attach any more) and the
+/// caller must `shm_unlink` the name.
+pub fn detach(hdr: &SegmentHeader, table: &[UserSlot], slot: u32, me: ProcessId) -> bool {
+    let _g = lock(hdr);
+    if let Some(s) = table.get(slot as usize) {
+        if slot_id(s) == me {
+            clear(s);
+        }
+    }
+    reap(table) == 0 && mark_unlinked(hdr)
+}
+
+/// Switches the state to unlinked; true if this call did it (and so must `shm_unlink` the name).
+pub fn mark_unlinked(hdr: &SegmentHeader) -> bool {
+    hdr.state.swap(STATE_UNLINKED, Ordering::AcqRel) != STATE_UNLINKED
+}
+
+/// Reaps dead users; if none is alive, marks the segment unlinked and returns true (the caller must
+/// `shm_unlink` the name). Used by `gc`.
+pub fn reap_all_dead(hdr: &SegmentHeader, table: &[UserSlot]) -> bool {
+    let _g = lock(hdr);
+    reap(table) == 0 && mark_unlinked(hdr)
+}
+
+/// The live users, after reaping dead ones.
+pub fn live_users(hdr: &SegmentHeader, table: &[UserSlot]) -> Vec<ProcessId> {
+    let _g = lock(hdr);
+    reap(table);
+    table.iter().map(slot_id).filter(|id| id.pid != 0).collect()
+}

@@ -1,0 +1,202 @@
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import pyconc
+from pyconc import _native
+
+
+def _names():
+    return {r["name"] for r in _native.list_segments()}
+
+
+def test_segment_is_unlinked_when_last_user_lets_go():
+    a = pyconc.AtomicInt64()
+    name = a._handle[1]
+    assert os.path.exists(f"/dev/shm/{name}")
+    assert oct(os.stat(f"/dev/shm/{name}").st_mode & 0o777) == "0o600"
+    del a
+    import gc
+
+    gc.collect()
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_names_are_unguessable():
+    a, b = pyconc.AtomicInt64(), pyconc.AtomicInt64()
+    na, nb = a._handle[1], b._handle[1]
+    assert na.startswith("pyconc-") and len(na) == len("pyconc-") + 32
+    assert na != nb
+
+
+def test_corrupt_segments_raise_value_error(tmp_path):
+    name = "pyconc-" + "ab" * 16
+    path = f"/dev/shm/{name}"
+    try:
+        with open(path, "wb") as f:
+            f.write(b"x" * 8192)
+        with pytest.raises(ValueError, match="not a pyconc segment"):
+            _native._rebuild_atomic(("AtomicInt64", name, 4096, 1, _native.LAYOUT_VERSION))
+        with open(path, "wb") as f:
+            f.write(b"x" * 100)
+        with pytest.raises(ValueError, match="truncated"):
+            _native._rebuild_atomic(("AtomicInt64", name, 4096, 1, _native.LAYOUT_VERSION))
+    finally:
+        os.unlink(path)
+    with pytest.raises(FileNotFoundError):
+        _native._rebuild_atomic(("AtomicInt64", name, 4096, 1, _native.LAYOUT_VERSION))
+    with pytest.raises(ValueError, match="layout version"):
+        _native._rebuild_atomic(("AtomicInt64", name, 4096, 1, 99))
+
+
+def test_wrong_version_in_header_is_reported():
+    a = pyconc.AtomicInt64()
+    name = a._handle[1]
+    # Overwrite the layout version field (offset 8) through the file.
+    with open(f"/dev/shm/{name}", "r+b") as f:
+        f.seek(8)
+        f.write((3).to_bytes(4, "little"))
+    import subprocess
+
+    code = f"""
+import pickle, pyconc
+from pyconc import _native
+try:
+    _native._rebuild_atomic(("AtomicInt64", {name!r}, 4096, 1, _native.LAYOUT_VERSION))
+except ValueError as e:
+    print(e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert f"layout version 3, this build reads {_native.LAYOUT_VERSION}" in out.stdout, out
+    with open(f"/dev/shm/{name}", "r+b") as f:
+        f.seek(8)
+        f.write(_native.LAYOUT_VERSION.to_bytes(4, "little"))
+
+
+def _run(code, timeout=60):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_unrelated_process_attach_does_not_unlink_early():
+    a = pyconc.AtomicInt64(5)
+    h = pickle.dumps(a).hex()
+    out = _run(f"""
+        import pickle
+        b = pickle.loads(bytes.fromhex({h!r}))
+        b.incr()
+        print(b.get())
+    """)
+    assert out.stdout.strip() == "6", out
+    assert a.incr() == 7
+    assert os.path.exists(f"/dev/shm/{a._handle[1]}"), "the other process's exit must not unlink our segment"
+
+
+def test_segment_outlives_creator_while_another_process_uses_it():
+    # A child creates a counter, hands its handle over and exits; we keep using it; when we drop it, it is gone.
+    out = _run("""
+        import pickle, sys, pyconc
+        a = pyconc.AtomicInt64(10)
+        sys.stdout.write(pickle.dumps(a).hex())
+    """)
+    # The creator exited before we attached: the segment is gone, and attaching says so clearly.
+    with pytest.raises(FileNotFoundError, match="let go"):
+        pickle.loads(bytes.fromhex(out.stdout))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import pickle, sys, pyconc\n"
+         "a = pyconc.AtomicInt64(10)\nprint(pickle.dumps(a).hex(), flush=True)\nsys.stdin.readline()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        h = proc.stdout.readline().strip()
+        b = pickle.loads(bytes.fromhex(h))
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(60) == 0
+        assert b.incr() == 11, "the creator exiting must not unlink a segment we use"
+        name = b._handle[1]
+        assert os.path.exists(f"/dev/shm/{name}")
+        del b
+        import gc
+
+        gc.collect()
+        assert not os.path.exists(f"/dev/shm/{name}")
+    finally:
+        proc.kill()
+
+
+def test_sigkilled_users_do_not_keep_segments_alive():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import pickle, sys, time, pyconc\n"
+         "a = pyconc.AtomicInt64(1)\nprint(pickle.dumps(a).hex(), flush=True)\ntime.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        h = proc.stdout.readline().strip()
+        b = pickle.loads(bytes.fromhex(h))
+        name = b._handle[1]
+        assert proc.pid in _native.segment_users(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+        assert _native.segment_users(name) == [os.getpid()]
+        del b
+        import gc
+
+        gc.collect()
+        assert not os.path.exists(f"/dev/shm/{name}"), "the dead creator must not keep the segment alive"
+    finally:
+        proc.kill()
+
+
+def test_gc_removes_segments_of_dead_processes():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import pickle, sys, time, pyconc\n"
+         "a = pyconc.AtomicInt64(1)\nprint(a._handle[1], flush=True)\ntime.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True)
+    name = proc.stdout.readline().strip()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+    assert os.path.exists(f"/dev/shm/{name}")
+    out = subprocess.run([sys.executable, "-m", "pyconc", "ls"], capture_output=True, text=True, timeout=60)
+    assert name in out.stdout
+    out = subprocess.run([sys.executable, "-m", "pyconc", "gc"], capture_output=True, text=True, timeout=60)
+    assert f"removed {name}" in out.stdout, out
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_fork_child_keeps_segment_alive_after_parent_drops_it():
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    a = pyconc.AtomicInt64(0)
+    name = a._handle[1]
+    ready, go = ctx.Event(), ctx.Event()
+
+    def child():
+        ready.set()
+        go.wait(60)
+        a.incr()
+        # The name must still exist: this child is a registered user.
+        import sys as _sys
+
+        _sys.exit(0 if os.path.exists(f"/dev/shm/{name}") else 3)
+
+    p = ctx.Process(target=child)
+    p.start()
+    assert ready.wait(60)
+    assert p.pid in _native.segment_users(name)
+    del a
+    import gc
+
+    gc.collect()
+    assert os.path.exists(f"/dev/shm/{name}"), "the forked child still uses it"
+    go.set()
+    p.join(60)
+    assert p.exitcode == 0
+    # The child was the last user: its exit finalizer unlinked the segment.
+    assert not os.path.exists(f"/dev/shm/{name}")
