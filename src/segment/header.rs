@@ -38,6 +38,12 @@ pub enum Kind {
     Block = 2,
     /// A bare allocator heap (tests and tools).
     Heap = 3,
+    /// A synchronisation primitive (`Lock`, `RLock`, `Semaphore`, `Event`, `Condition`, `Barrier`, `RWLock`).
+    Sync = 4,
+    /// A queue.
+    Queue = 5,
+    /// A dict (or one of its extension segments).
+    Dict = 6,
 }
 
 impl Kind {
@@ -47,6 +53,9 @@ impl Kind {
             1 => Kind::Atomic,
             2 => Kind::Block,
             3 => Kind::Heap,
+            4 => Kind::Sync,
+            5 => Kind::Queue,
+            6 => Kind::Dict,
             _ => return None,
         })
     }
@@ -57,6 +66,9 @@ impl Kind {
             Kind::Atomic => "atomic",
             Kind::Block => "block",
             Kind::Heap => "heap",
+            Kind::Sync => "sync",
+            Kind::Queue => "queue",
+            Kind::Dict => "dict",
         }
     }
 }
