@@ -14,7 +14,7 @@ fn work(seg: &Segment, id: u8, rounds: u64) {
     let heap = Heap::attach(seg, seg.data_offset()).unwrap();
     let mut live: Vec<(u64, u64)> = Vec::new();
     for i in 0..rounds {
-        let size = 1 + (i.wrapping_mul(2654435761) ^ id as u64 * 97) % 2000;
+        let size = 1 + (i.wrapping_mul(2654435761) ^ (id as u64 * 97)) % 2000;
         let off = heap.alloc(size).unwrap();
         let p = seg.bytes_ptr(off, size).unwrap();
         // SAFETY: the block is exclusively ours until freed; p is in bounds for `size` bytes.
