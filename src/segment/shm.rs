@@ -64,6 +64,15 @@ pub fn is_segment_name(name: &str) -> bool {
     })
 }
 
+fn too_big(bytes: u64) -> Error {
+    Error::Invalid(format!(
+        "a segment of {bytes} bytes does not fit in this process's address space"
+    ))
+}
+
+/// Segments above this size are checked against the free space of /dev/shm before creation.
+const SPACE_CHECK_ABOVE: u64 = 1 << 20;
+
 fn check_space(bytes: u64) -> Result<()> {
     // A write to a page that tmpfs cannot back kills the process with SIGBUS, so refuse up front when the
     // filesystem plainly lacks the room (pages are otherwise allocated lazily, which keeps creation fast).
@@ -86,7 +95,9 @@ impl Segment {
         let total = DATA_OFFSET.checked_add(data_size).ok_or_else(|| {
             Error::Invalid(format!("segment payload of {data_size} bytes is too large"))
         })?;
-        check_space(total)?;
+        if total > SPACE_CHECK_ABOVE {
+            check_space(total)?;
+        }
         let name = random_name()?;
         let fd = shm_open(
             shm_path(&name).as_str(),
@@ -96,7 +107,15 @@ impl Segment {
         let file = File::from(fd);
         let result = (|| {
             file.set_len(total)?;
-            let map = MmapRaw::map_raw(&file)?;
+            // Back the header page now: if tmpfs is full this fails with ENOSPC instead of the header write
+            // below dying of SIGBUS. (Payload pages stay lazy; large payloads are checked by check_space.)
+            nix::fcntl::posix_fallocate(&file, 0, HEADER_PAGE as i64).map_err(|e| match e {
+                nix::Error::ENOSPC => Error::Full(format!("{SHM_DIR} is full; free space there")),
+                e => e.into(),
+            })?;
+            let map = memmap2::MmapOptions::new()
+                .len(usize::try_from(total).map_err(|_| too_big(total))?)
+                .map_raw(&file)?;
             let me = process::current();
             let info = HeaderInfo {
                 kind,
@@ -312,7 +331,9 @@ fn map_and_validate(name: &str) -> Result<(MmapRaw, HeaderInfo)> {
             "{name} is truncated: file has {file_len} bytes, a pyconc header needs {HEADER_PAGE}"
         ));
     }
-    let map = MmapRaw::map_raw(&file)?;
+    let map = memmap2::MmapOptions::new()
+        .len(usize::try_from(file_len).map_err(|_| too_big(file_len))?)
+        .map_raw(&file)?;
     // SAFETY: the mapping is at least HEADER_PAGE bytes, page aligned, and SegmentHeader is ShmSafe.
     let hdr = unsafe { &*(map.as_mut_ptr() as *const SegmentHeader) };
     let info = hdr.validate(name, map.len() as u64)?;
@@ -365,7 +386,7 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        let me = std::process::id();
+        let me = process::current();
         {
             let mut reg = REGISTRY.lock();
             if let Some(reg) = reg.as_mut() {
@@ -377,9 +398,9 @@ impl Drop for Mapping {
                 }
             }
         }
-        if self.registered_pid.load(Ordering::Acquire) == me {
+        if self.registered_pid.load(Ordering::Acquire) == me.pid {
             let slot = self.slot.load(Ordering::Relaxed);
-            if users::detach(self.header(), self.users(), slot, process::current()) {
+            if users::detach(self.header(), self.users(), slot, me) {
                 let _ = unlink_name(&self.name);
             }
         }

@@ -25,8 +25,7 @@ impl Drop for UsersGuard<'_> {
     }
 }
 
-fn lock(hdr: &SegmentHeader) -> UsersGuard<'_> {
-    let me = std::process::id();
+fn lock(hdr: &SegmentHeader, me: u32) -> UsersGuard<'_> {
     let backoff = crossbeam_utils::Backoff::new();
     let mut last_check = Instant::now();
     loop {
@@ -94,7 +93,7 @@ fn reap(table: &[UserSlot]) -> usize {
 /// Registers `me` in a free slot and returns its index. Fails with [`Error::NotFound`] if the segment was
 /// already unlinked, and [`Error::Full`] if every slot holds a live process.
 pub fn attach(hdr: &SegmentHeader, table: &[UserSlot], me: ProcessId) -> Result<u32> {
-    let _g = lock(hdr);
+    let _g = lock(hdr, me.pid);
     if hdr.state.load(Ordering::Acquire) == STATE_UNLINKED {
         return Err(Error::NotFound(String::new()));
     }
@@ -122,7 +121,7 @@ pub fn attach(hdr: &SegmentHeader, table: &[UserSlot], me: ProcessId) -> Result<
 /// left: the state was then switched to unlinked under the lock (so no process can attach any more) and the
 /// caller must `shm_unlink` the name.
 pub fn detach(hdr: &SegmentHeader, table: &[UserSlot], slot: u32, me: ProcessId) -> bool {
-    let _g = lock(hdr);
+    let _g = lock(hdr, me.pid);
     if let Some(s) = table.get(slot as usize) {
         if slot_id(s) == me {
             clear(s);
@@ -139,13 +138,13 @@ pub fn mark_unlinked(hdr: &SegmentHeader) -> bool {
 /// Reaps dead users; if none is alive, marks the segment unlinked and returns true (the caller must
 /// `shm_unlink` the name). Used by `gc`.
 pub fn reap_all_dead(hdr: &SegmentHeader, table: &[UserSlot]) -> bool {
-    let _g = lock(hdr);
+    let _g = lock(hdr, process::current().pid);
     reap(table) == 0 && mark_unlinked(hdr)
 }
 
 /// The live users, after reaping dead ones.
 pub fn live_users(hdr: &SegmentHeader, table: &[UserSlot]) -> Vec<ProcessId> {
-    let _g = lock(hdr);
+    let _g = lock(hdr, process::current().pid);
     reap(table);
     table.iter().map(slot_id).filter(|id| id.pid != 0).collect()
 }
