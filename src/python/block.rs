@@ -130,9 +130,10 @@ impl PySharedBuffer {
         // SAFETY: index < length, so the item lies inside the items range validated at attach; items are
         // 64-aligned and `size` is a power of two <= 8, so the pointer is aligned for the atomic of that width.
         let ptr = unsafe { self.block.items_ptr().add(index as usize * size) };
-        let d = delta as u64; // two's complement truncation: wrapping add at every width
-                              // SAFETY (each arm): `ptr` is valid and aligned for the width (see above); other processes only access
-                              // these bytes through the same atomics or through the user's own locking.
+        // Two's complement truncation: a wrapping add at every width.
+        let d = delta as u64;
+        // SAFETY: in each arm `ptr` is valid and aligned for the atomic of that width (see above); other
+        // processes only access these bytes through the same atomics or through the user's own locking.
         let old: i128 = unsafe {
             use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
             match (size, signed) {
