@@ -55,9 +55,7 @@ impl PySharedBuffer {
             return Err(PyValueError::new_err("itemsize must be positive"));
         }
         let block = match name {
-            None => py
-                .detach(|| SharedBlock::create(typecode, itemsize, length))
-                .py(py)?,
+            None => py.detach(|| SharedBlock::create(typecode, itemsize, length)).py(py)?,
             Some(name) => {
                 let b = py.detach(|| SharedBlock::open(name)).py(py)?;
                 if (b.itemsize(), b.length()) != (itemsize, length) {
@@ -70,12 +68,10 @@ impl PySharedBuffer {
                 b
             }
         };
-        let length = ffi::Py_ssize_t::try_from(length)
-            .map_err(|_| PyValueError::new_err("too many items"))?;
+        let length = ffi::Py_ssize_t::try_from(length).map_err(|_| PyValueError::new_err("too many items"))?;
         Ok(PySharedBuffer {
             block,
-            format: CString::new(format)
-                .map_err(|_| PyValueError::new_err("format contains NUL"))?,
+            format: CString::new(format).map_err(|_| PyValueError::new_err("format contains NUL"))?,
             shape: [length],
             strides: [itemsize as ffi::Py_ssize_t],
             exports: AtomicUsize::new(0),
@@ -122,9 +118,7 @@ impl PySharedBuffer {
             }
         };
         if index >= self.block.length() {
-            return Err(pyo3::exceptions::PyIndexError::new_err(
-                "index out of range",
-            ));
+            return Err(pyo3::exceptions::PyIndexError::new_err("index out of range"));
         }
         let size = self.block.itemsize() as usize;
         // SAFETY: index < length, so the item lies inside the items range validated at attach; items are
@@ -169,11 +163,7 @@ impl PySharedBuffer {
                         o as i128
                     }
                 }
-                _ => {
-                    return Err(PyValueError::new_err(format!(
-                        "unsupported integer size {size}"
-                    )))
-                }
+                _ => return Err(PyValueError::new_err(format!("unsupported integer size {size}"))),
             }
         };
         Ok(old)
@@ -212,9 +202,7 @@ impl PySharedBuffer {
     /// Stops exporting the memory from this object. Raises BufferError while views of it exist.
     fn close(&self) -> PyResult<()> {
         if self.exports.load(Ordering::Acquire) > 0 {
-            return Err(PyBufferError::new_err(
-                "cannot close: memoryviews or arrays still use this buffer",
-            ));
+            return Err(PyBufferError::new_err("cannot close: memoryviews or arrays still use this buffer"));
         }
         self.closed.store(true, Ordering::Relaxed);
         Ok(())
@@ -234,11 +222,7 @@ impl PySharedBuffer {
         Ok(v)
     }
 
-    unsafe fn __getbuffer__(
-        slf: Bound<'_, Self>,
-        view: *mut ffi::Py_buffer,
-        flags: c_int,
-    ) -> PyResult<()> {
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
         if view.is_null() {
             return Err(PyBufferError::new_err("NULL view in __getbuffer__"));
         }
@@ -259,11 +243,8 @@ impl PySharedBuffer {
                 std::ptr::null_mut()
             };
             (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
-                me.shape.as_ptr() as *mut _
-            } else {
-                std::ptr::null_mut()
-            };
+            (*view).shape =
+                if flags & ffi::PyBUF_ND == ffi::PyBUF_ND { me.shape.as_ptr() as *mut _ } else { std::ptr::null_mut() };
             (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
                 me.strides.as_ptr() as *mut _
             } else {

@@ -29,10 +29,7 @@ fn lock(hdr: &SegmentHeader, me: u32) -> UsersGuard<'_> {
     let backoff = crossbeam_utils::Backoff::new();
     let mut last_check = Instant::now();
     loop {
-        match hdr
-            .users_lock
-            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
+        match hdr.users_lock.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => return UsersGuard { hdr },
             Err(holder) => {
                 if !backoff.is_completed() {
@@ -44,12 +41,7 @@ fn lock(hdr: &SegmentHeader, me: u32) -> UsersGuard<'_> {
                     last_check = Instant::now();
                     // The critical sections last microseconds; a holder that is gone died inside one.
                     if holder != me && !process::pid_alive(holder) {
-                        let _ = hdr.users_lock.compare_exchange(
-                            holder,
-                            0,
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        );
+                        let _ = hdr.users_lock.compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed);
                     }
                 }
             }
@@ -58,10 +50,7 @@ fn lock(hdr: &SegmentHeader, me: u32) -> UsersGuard<'_> {
 }
 
 fn slot_id(slot: &UserSlot) -> ProcessId {
-    ProcessId {
-        pid: slot.pid.load(Ordering::Relaxed),
-        start_time: slot.start_time.load(Ordering::Relaxed),
-    }
+    ProcessId { pid: slot.pid.load(Ordering::Relaxed), start_time: slot.start_time.load(Ordering::Relaxed) }
 }
 
 fn clear(slot: &UserSlot) {
@@ -78,10 +67,7 @@ fn reap(table: &[UserSlot]) -> usize {
             continue;
         }
         // A start time of 0 is a half-written slot (its writer died mid-attach): max(1) makes it mismatch.
-        if process::is_alive(ProcessId {
-            pid: id.pid,
-            start_time: id.start_time.max(1),
-        }) {
+        if process::is_alive(ProcessId { pid: id.pid, start_time: id.start_time.max(1) }) {
             live += 1;
         } else {
             clear(slot);
