@@ -87,20 +87,13 @@ fn processes_alloc_and_free_concurrently_without_overlap_or_leak() {
     work(&seg, 9, 30_000);
     wait_all(children, Duration::from_secs(120));
 
-    let attaches = seg
-        .header()
-        .attach_count
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let attaches = seg.header().attach_count.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(attaches, 5, "the creator and four children attached");
     let heap = Heap::attach(&seg, seg.data_offset()).unwrap();
     let stats = heap.stats();
     assert_eq!(stats.used_blocks, 0);
     assert_eq!(stats.used_bytes, 0);
     let free = heap.free_list_bytes().unwrap();
-    assert_eq!(
-        free + stats.fresh_bytes,
-        stats.region_bytes,
-        "every byte is either free-listed or never used"
-    );
+    assert_eq!(free + stats.fresh_bytes, stats.region_bytes, "every byte is either free-listed or never used");
     assert!(stats.fresh_bytes > 0 && free > 0);
 }

@@ -41,14 +41,7 @@ fn parse_doc(file: &str) -> BTreeMap<String, Layout> {
             if let Some((n, l)) = current.take() {
                 out.insert(n, l);
             }
-            current = Some((
-                name.trim().to_string(),
-                Layout {
-                    size: 0,
-                    version: 0,
-                    fields: vec![],
-                },
-            ));
+            current = Some((name.trim().to_string(), Layout { size: 0, version: 0, fields: vec![] }));
             continue;
         }
         if line.starts_with("## ") {
@@ -61,15 +54,10 @@ fn parse_doc(file: &str) -> BTreeMap<String, Layout> {
             continue;
         };
         if let Some(v) = line.strip_prefix("size:") {
-            layout.size = v
-                .trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("{file}: bad size line {line:?}"));
+            layout.size = v.trim().parse().unwrap_or_else(|_| panic!("{file}: bad size line {line:?}"));
         } else if let Some(v) = line.strip_prefix("version:") {
             let num = v.split_whitespace().next().unwrap_or("");
-            layout.version = num
-                .parse()
-                .unwrap_or_else(|_| panic!("{file}: bad version line {line:?}"));
+            layout.version = num.parse().unwrap_or_else(|_| panic!("{file}: bad version line {line:?}"));
         } else if line.starts_with('|') {
             let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
             if cells.len() < 3 || cells[0] == "field" || cells[0].starts_with("---") {
@@ -89,9 +77,7 @@ fn parse_doc(file: &str) -> BTreeMap<String, Layout> {
 
 fn check(file: &str, name: &str, expected: Layout) {
     let docs = parse_doc(file);
-    let doc = docs
-        .get(name)
-        .unwrap_or_else(|| panic!("shm-layouts/{file} does not document struct {name}"));
+    let doc = docs.get(name).unwrap_or_else(|| panic!("shm-layouts/{file} does not document struct {name}"));
     assert_eq!(
         doc, &expected,
         "shm-layouts/{file}, struct {name}: the document (left) and the Rust struct (right) disagree; update the \
@@ -128,11 +114,7 @@ fn segment_header() {
             ]
         ),
     );
-    check(
-        "segment-header.md",
-        "UserSlot",
-        rust_layout!(UserSlot, LAYOUT_VERSION, [pid, reserved, start_time]),
-    );
+    check("segment-header.md", "UserSlot", rust_layout!(UserSlot, LAYOUT_VERSION, [pid, reserved, start_time]));
 }
 
 #[test]
@@ -144,34 +126,16 @@ fn heap() {
         rust_layout!(
             HeapHeader,
             HEAP_VERSION,
-            [
-                magic,
-                version,
-                start,
-                end,
-                bump,
-                used_bytes,
-                used_blocks,
-                reserved,
-                free_heads
-            ]
+            [magic, version, start, end, bump, used_bytes, used_blocks, reserved, free_heads]
         ),
     );
-    check(
-        "heap.md",
-        "BlockHeader",
-        rust_layout!(BlockHeader, HEAP_VERSION, [class, state, next]),
-    );
+    check("heap.md", "BlockHeader", rust_layout!(BlockHeader, HEAP_VERSION, [class, state, next]));
 }
 
 #[test]
 fn atomic_cell() {
     use pyconc::objects::atomic::{AtomicCell, ATOMIC_VERSION};
-    check(
-        "atomic.md",
-        "AtomicCell",
-        rust_layout!(AtomicCell, ATOMIC_VERSION, [value, reserved]),
-    );
+    check("atomic.md", "AtomicCell", rust_layout!(AtomicCell, ATOMIC_VERSION, [value, reserved]));
 }
 
 #[test]
@@ -180,11 +144,7 @@ fn value_array_block() {
     check(
         "block.md",
         "BlockHeader",
-        rust_layout!(
-            BlockHeader,
-            BLOCK_VERSION,
-            [lock, typecode, itemsize, length, items_offset, reserved]
-        ),
+        rust_layout!(BlockHeader, BLOCK_VERSION, [lock, typecode, itemsize, length, items_offset, reserved]),
     );
 }
 
@@ -213,9 +173,6 @@ fn every_documented_struct_is_checked() {
         };
         let mut names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         names.sort();
-        assert_eq!(
-            documented, names,
-            "shm-layouts/{file}: documented structs vs checked structs"
-        );
+        assert_eq!(documented, names, "shm-layouts/{file}: documented structs vs checked structs");
     }
 }
