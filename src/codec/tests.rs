@@ -441,7 +441,7 @@ fn arb_value() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
 
     #[test]
     fn prop_round_trip(v in arb_value()) {
@@ -498,4 +498,62 @@ fn check_arbitrary(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
         Err(e) => prop_assert!(false, "unexpected error {e:?}"),
     }
     Ok(())
+}
+
+/// `shm-layouts/codec.md` is the specification: its tag table, version and examples must match the code.
+#[test]
+fn layout_document_matches_code() {
+    let doc = include_str!("../../shm-layouts/codec.md");
+    assert!(
+        doc.contains(&format!("Format version: **{FORMAT_VERSION}**")),
+        "codec.md states another format version"
+    );
+    let tags = [
+        ("NONE", tag::NONE),
+        ("FALSE", tag::FALSE),
+        ("TRUE", tag::TRUE),
+        ("INT", tag::INT),
+        ("BIG_INT", tag::BIG_INT),
+        ("FLOAT", tag::FLOAT),
+        ("STR", tag::STR),
+        ("STR_SURROGATES", tag::STR_SURROGATES),
+        ("BYTES", tag::BYTES),
+        ("BYTEARRAY", tag::BYTEARRAY),
+        ("TUPLE", tag::TUPLE),
+        ("LIST", tag::LIST),
+        ("DICT", tag::DICT),
+        ("NDARRAY", tag::NDARRAY),
+        ("PICKLE", tag::PICKLE),
+    ];
+    for (name, t) in tags {
+        let row = format!("| 0x{t:02X} | {name:<15}|");
+        assert!(doc.contains(&row), "codec.md lacks the row {row:?}");
+    }
+    assert!(doc.contains(&format!("at most {MAX_DEPTH} deep")));
+    assert!(doc.contains(&format!("seed = 0x{:X}", key::STABLE_HASH_SEED)));
+    // The examples table.
+    let hex = |v: &Value| {
+        v.to_bytes()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut two_63 = (1u64 << 63).to_le_bytes().to_vec();
+    two_63.push(0);
+    for v in [
+        Value::None,
+        Value::Bool(true),
+        Value::Int(64),
+        Value::big_int(&two_63),
+        Value::Float(1.5),
+        Value::Str("hé".into()),
+        Value::Tuple(vec![Value::None, Value::List(vec![])]),
+        Value::Dict(vec![(Value::Str("a".into()), Value::Bool(true))]),
+    ] {
+        assert!(
+            doc.contains(&format!("`{}`", hex(&v))),
+            "codec.md lacks example {v:?}"
+        );
+    }
 }

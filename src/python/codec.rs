@@ -742,12 +742,32 @@ pub unsafe fn decode_raw<'py>(
 // ---------------------------------------------------------------------------------------------------------------
 // Python functions
 
+thread_local! {
+    /// A reusable output buffer for the Python-level functions, so a large value does not cost a fresh
+    /// allocation (and its page faults) per call.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with the thread's scratch buffer, emptied. Re-entrant calls (from a `__reduce__` run by pickle)
+/// find the cell empty and use a fresh buffer.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    const KEEP_AT_MOST: usize = 4 << 20;
+    let mut buf = SCRATCH.with(|c| c.take());
+    buf.clear();
+    let r = f(&mut buf);
+    if buf.capacity() <= KEEP_AT_MOST {
+        SCRATCH.with(|c| c.set(buf));
+    }
+    r
+}
+
 /// encode(obj) -> bytes: the pyconc encoding of `obj` (see `shm-layouts/codec.md`).
 #[pyfunction]
 fn encode<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(32);
-    encode_into(obj, &mut out)?;
-    Ok(PyBytes::new(obj.py(), &out))
+    with_scratch(|out| {
+        encode_into(obj, out)?;
+        Ok(PyBytes::new(obj.py(), out))
+    })
 }
 
 /// decode(data) -> object: the value encoded in `data` (bytes or any buffer). Raises ValueError if `data` is
@@ -776,18 +796,20 @@ fn decode<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 /// keys.
 #[pyfunction]
 fn encode_key<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(32);
-    encode_key_into(obj, &mut out)?;
-    Ok(PyBytes::new(obj.py(), &out))
+    with_scratch(|out| {
+        encode_key_into(obj, out)?;
+        Ok(PyBytes::new(obj.py(), out))
+    })
 }
 
 /// stable_hash(key) -> int: a 64-bit hash of the canonical key encoding of `key`, the same in every process
 /// (unlike `hash()`, which str and bytes randomise per process).
 #[pyfunction]
 fn stable_hash(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
-    let mut out = Vec::with_capacity(32);
-    encode_key_into(obj, &mut out)?;
-    Ok(codec::stable_hash(&out))
+    with_scratch(|out| {
+        encode_key_into(obj, out)?;
+        Ok(codec::stable_hash(out))
+    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
