@@ -74,11 +74,18 @@ fn is_ndarray_type(tp: &Bound<'_, PyType>) -> bool {
             .and_then(|v| v.extract::<String>().ok())
             .is_some_and(|v| v == want)
     };
-    if named("__module__", "numpy") && named("__qualname__", "ndarray") {
+    // The names could be borrowed by another class: confirm against numpy itself (already imported, since an
+    // object of a type claiming to be numpy's exists).
+    let confirmed = named("__module__", "numpy")
+        && named("__qualname__", "ndarray")
+        && py
+            .import("numpy")
+            .and_then(|np| np.getattr("ndarray"))
+            .is_ok_and(|t| t.is(tp));
+    if confirmed {
         let _ = NDARRAY_TYPE.set(py, tp.clone().unbind());
-        return true;
     }
-    false
+    confirmed
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -254,11 +254,11 @@ def test_stable_hash_agrees_with_equality():
 HASH_KEYS = [None, True, 0, 1, -5, 2**70, 1.5, 2.0, float("inf"), "", "key", "日本", b"k", (1, "a", (2.0,))]
 
 
-def _child(script, env=None):
+def _child(script, env=None, python=sys.executable):
     full_env = dict(os.environ)
     full_env.update(env or {})
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
+        [python, "-c", textwrap.dedent(script)],
         env=full_env,
         capture_output=True,
         timeout=60,
@@ -284,7 +284,13 @@ def test_stable_hash_is_the_same_in_another_process_and_hash_seed():
     assert a[0] == b[0] == mine
 
 
-def test_decoding_in_another_process_gives_equal_values(tmp_path):
+# Another interpreter with pyconc and numpy installed (e.g. a venv of another CPython version) can be named in
+# PYCONC_OTHER_PYTHON to check decoding across versions too.
+OTHER_PYTHONS = [sys.executable] + [p for p in [os.environ.get("PYCONC_OTHER_PYTHON")] if p]
+
+
+@pytest.mark.parametrize("python", OTHER_PYTHONS)
+def test_decoding_in_another_process_gives_equal_values(tmp_path, python):
     values = SCALARS + CONTAINERS + ARRAYS + [v for v in OTHERS if not isinstance(v, Plain)]
     src = tmp_path / "in.bin"
     dst = tmp_path / "out.bin"
@@ -297,7 +303,7 @@ def test_decoding_in_another_process_gives_equal_values(tmp_path):
         # Re-encode in this process: native encodings must be byte-identical.
         open(%r, "wb").write(pickle.dumps([encode(v) for v in values]))
     """ % (str(src), str(dst))
-    _child(script, {"PYTHONHASHSEED": "7", "PYTHONPATH": os.path.dirname(__file__)})
+    _child(script, {"PYTHONHASHSEED": "7", "PYTHONPATH": os.path.dirname(__file__)}, python=python)
     back = pickle.loads(dst.read_bytes())
     for v, b in zip(values, back):
         got = decode(b)
@@ -366,3 +372,13 @@ def test_fuzz_random_and_mutated_bytes():
 def test_decode_rejects_non_buffers():
     with pytest.raises(TypeError):
         decode("not bytes")
+
+
+
+def test_impostor_ndarray_type_is_not_taken_for_numpy():
+    # A class that only borrows numpy.ndarray's names goes to pickle (which refuses it: the name does not
+    # lead back to the class), and does not stop real arrays from being encoded natively.
+    fake = type("ndarray", (), {"__module__": "numpy", "dtype": np.dtype("f8"), "shape": ()})
+    with pytest.raises(pickle.PicklingError):
+        encode(fake())
+    assert encode(np.arange(3))[0] == T_NDARRAY
