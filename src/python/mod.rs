@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod atomics;
 mod block;
+mod codec;
 mod errors;
 mod segments;
 
@@ -14,5 +15,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     segments::register(m)?;
     atomics::register(m)?;
     block::register(m)?;
+    codec::register(m)?;
     Ok(())
 }
