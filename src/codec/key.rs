@@ -83,8 +83,5 @@ pub fn not_a_key(type_name: &str) -> Error {
 
 /// The error for a key tuple nested deeper than [`super::MAX_DEPTH`].
 pub fn too_deep() -> Error {
-    Error::Type(format!(
-        "shared dict key nested deeper than {} tuples",
-        super::MAX_DEPTH
-    ))
+    Error::Type(format!("shared dict key nested deeper than {} tuples", super::MAX_DEPTH))
 }

@@ -26,12 +26,7 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Reads from a slice.
     pub fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader {
-            ptr: bytes.as_ptr(),
-            len: bytes.len(),
-            pos: 0,
-            _bytes: PhantomData,
-        }
+        Reader { ptr: bytes.as_ptr(), len: bytes.len(), pos: 0, _bytes: PhantomData }
     }
 
     /// Reads from `len` bytes at `ptr`, typically a message in a shared segment.
@@ -41,12 +36,7 @@ impl<'a> Reader<'a> {
     /// mapping). Other processes may write the bytes concurrently: the decoder then reports garbage or
     /// corruption, but only reads inside the range, and copies each payload rather than borrowing it.
     pub unsafe fn from_raw(ptr: *const u8, len: usize) -> Reader<'a> {
-        Reader {
-            ptr,
-            len,
-            pos: 0,
-            _bytes: PhantomData,
-        }
+        Reader { ptr, len, pos: 0, _bytes: PhantomData }
     }
 
     /// Bytes consumed so far.
@@ -62,10 +52,7 @@ impl<'a> Reader<'a> {
     #[inline]
     fn u8(&mut self) -> Result<u8> {
         if self.pos >= self.len {
-            return Err(corrupt!(
-                "corrupt encoded value: truncated at byte {} (expected more data)",
-                self.pos
-            ));
+            return Err(corrupt!("corrupt encoded value: truncated at byte {} (expected more data)", self.pos));
         }
         // SAFETY: `pos < len`, and `ptr..ptr + len` is readable for 'a (`new` or the contract of `from_raw`).
         let b = unsafe { ptr::read(self.ptr.add(self.pos)) };
@@ -82,23 +69,17 @@ impl<'a> Reader<'a> {
             let b = self.u8()?;
             let bits = u64::from(b & 0x7F);
             if i == 9 && b > 1 {
-                return Err(corrupt!(
-                    "corrupt encoded value: varint at byte {start} overflows 64 bits"
-                ));
+                return Err(corrupt!("corrupt encoded value: varint at byte {start} overflows 64 bits"));
             }
             v |= bits << (7 * i);
             if b & 0x80 == 0 {
                 if b == 0 && i > 0 {
-                    return Err(corrupt!(
-                        "corrupt encoded value: over-long varint at byte {start}"
-                    ));
+                    return Err(corrupt!("corrupt encoded value: over-long varint at byte {start}"));
                 }
                 return Ok(v);
             }
         }
-        Err(corrupt!(
-            "corrupt encoded value: varint at byte {start} is longer than 10 bytes"
-        ))
+        Err(corrupt!("corrupt encoded value: varint at byte {start} is longer than 10 bytes"))
     }
 
     /// Reads a varint length that must not exceed the remaining bytes divided by `unit` (each counted item
@@ -125,11 +106,7 @@ impl<'a> Reader<'a> {
         // SAFETY: `pos + n <= len`, so the result is inside (or one past the end of) the readable range.
         let p = unsafe { self.ptr.add(self.pos) };
         self.pos += n;
-        Raw {
-            ptr: p,
-            len: n,
-            _bytes: PhantomData,
-        }
+        Raw { ptr: p, len: n, _bytes: PhantomData }
     }
 
     #[inline]
@@ -256,24 +233,14 @@ pub trait Builder<'a> {
     /// Starts a tuple or list of `len` items (`len` is at most the remaining input length).
     fn seq_begin(&mut self, kind: SeqKind, len: usize) -> Result<Self::Seq, Self::Error>;
     /// Item `index` (`0..len`, in order) of the sequence.
-    fn seq_item(
-        &mut self,
-        seq: &mut Self::Seq,
-        index: usize,
-        item: Self::Value,
-    ) -> Result<(), Self::Error>;
+    fn seq_item(&mut self, seq: &mut Self::Seq, index: usize, item: Self::Value) -> Result<(), Self::Error>;
     /// Finishes the sequence.
     fn seq_end(&mut self, seq: Self::Seq) -> Result<Self::Value, Self::Error>;
 
     /// Starts a dict of `len` entries (`len` is at most half the remaining input length).
     fn map_begin(&mut self, len: usize) -> Result<Self::Map, Self::Error>;
     /// One entry, in insertion order.
-    fn map_item(
-        &mut self,
-        map: &mut Self::Map,
-        key: Self::Value,
-        value: Self::Value,
-    ) -> Result<(), Self::Error>;
+    fn map_item(&mut self, map: &mut Self::Map, key: Self::Value, value: Self::Value) -> Result<(), Self::Error>;
     /// Finishes the dict.
     fn map_end(&mut self, map: Self::Map) -> Result<Self::Value, Self::Error>;
 }
@@ -284,10 +251,7 @@ pub fn decode<'a, B: Builder<'a>>(r: &mut Reader<'a>, b: &mut B) -> Result<B::Va
 }
 
 /// Decodes one value that must span the whole input.
-pub fn decode_exact<'a, B: Builder<'a>>(
-    r: &mut Reader<'a>,
-    b: &mut B,
-) -> Result<B::Value, B::Error> {
+pub fn decode_exact<'a, B: Builder<'a>>(r: &mut Reader<'a>, b: &mut B) -> Result<B::Value, B::Error> {
     let v = value(r, b, 0)?;
     if r.remaining() != 0 {
         return Err(corrupt!(
@@ -306,11 +270,7 @@ pub fn validate(bytes: &[u8]) -> Result<()> {
     decode_exact(&mut Reader::new(bytes), &mut Validator).map(|_| ())
 }
 
-fn value<'a, B: Builder<'a>>(
-    r: &mut Reader<'a>,
-    b: &mut B,
-    depth: usize,
-) -> Result<B::Value, B::Error> {
+fn value<'a, B: Builder<'a>>(r: &mut Reader<'a>, b: &mut B, depth: usize) -> Result<B::Value, B::Error> {
     let at = r.pos;
     let t = r.u8()?;
     match t {
@@ -331,10 +291,7 @@ fn value<'a, B: Builder<'a>>(
                 (last == 0 && below == 0) || (last == 0xFF && below != 0)
             };
             if non_minimal {
-                return Err(corrupt!(
-                    "corrupt encoded value: non-canonical big int of {n} bytes at byte {at}"
-                )
-                .into());
+                return Err(corrupt!("corrupt encoded value: non-canonical big int of {n} bytes at byte {at}").into());
             }
             b.big_int(le)
         }
@@ -369,11 +326,7 @@ fn value<'a, B: Builder<'a>>(
             b.pickle(p)
         }
         tag::TUPLE | tag::LIST => {
-            let kind = if t == tag::TUPLE {
-                SeqKind::Tuple
-            } else {
-                SeqKind::List
-            };
+            let kind = if t == tag::TUPLE { SeqKind::Tuple } else { SeqKind::List };
             if depth >= MAX_DEPTH {
                 return Err(too_deep(at).into());
             }
@@ -407,16 +360,10 @@ fn too_deep(at: usize) -> Error {
     corrupt!("corrupt encoded value: containers nested deeper than {MAX_DEPTH} at byte {at}")
 }
 
-fn ndarray<'a, B: Builder<'a>>(
-    r: &mut Reader<'a>,
-    b: &mut B,
-    at: usize,
-) -> Result<B::Value, B::Error> {
+fn ndarray<'a, B: Builder<'a>>(r: &mut Reader<'a>, b: &mut B, at: usize) -> Result<B::Value, B::Error> {
     let dlen = r.count("dtype length", 1)?;
     if dlen > MAX_DTYPE_LEN {
-        return Err(
-            corrupt!("corrupt encoded value: ndarray dtype of {dlen} bytes at byte {at}").into(),
-        );
+        return Err(corrupt!("corrupt encoded value: ndarray dtype of {dlen} bytes at byte {at}").into());
     }
     let mut dbuf = [0u8; MAX_DTYPE_LEN];
     // SAFETY: the range is readable for `dlen <= MAX_DTYPE_LEN` bytes, and `dbuf` is a distinct local buffer.
@@ -447,12 +394,7 @@ fn ndarray<'a, B: Builder<'a>>(
         *d = r.varint()?;
         bound = match bound.checked_mul((*d).max(1)) {
             Some(v) if v <= i64::MAX as u64 => v,
-            _ => {
-                return Err(corrupt!(
-                    "corrupt encoded value: ndarray shape at byte {at} is too large"
-                )
-                .into())
-            }
+            _ => return Err(corrupt!("corrupt encoded value: ndarray shape at byte {at} is too large").into()),
         };
         nbytes *= *d; // cannot overflow: nbytes <= bound
     }
@@ -464,12 +406,7 @@ fn ndarray<'a, B: Builder<'a>>(
         .into());
     }
     let data = r.take(nbytes as usize);
-    b.ndarray(NdArray {
-        dtype,
-        itemsize,
-        shape: &shape[..ndim as usize],
-        data,
-    })
+    b.ndarray(NdArray { dtype, itemsize, shape: &shape[..ndim as usize], data })
 }
 
 /// numpy's `dtype.str` grammar for the dtypes the codec stores natively: a byte-order character, a kind
@@ -479,10 +416,7 @@ pub(crate) fn dtype_ok(s: &str) -> bool {
     if b.len() < 3 || !matches!(b[0], b'<' | b'>' | b'|' | b'=') {
         return false;
     }
-    if !matches!(
-        b[1],
-        b'b' | b'i' | b'u' | b'f' | b'c' | b'm' | b'M' | b'S' | b'U' | b'V'
-    ) {
+    if !matches!(b[1], b'b' | b'i' | b'u' | b'f' | b'c' | b'm' | b'M' | b'S' | b'U' | b'V') {
         return false;
     }
     let rest = &b[2..];

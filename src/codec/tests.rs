@@ -76,10 +76,7 @@ fn big_ints_are_canonical() {
     assert_eq!(neg, Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0xFF]));
     rt(&neg);
     // Wide encodings of small values collapse to Int.
-    assert_eq!(
-        Value::big_int(&[5, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-        Value::Int(5)
-    );
+    assert_eq!(Value::big_int(&[5, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Value::Int(5));
     assert_eq!(Value::big_int(&[0xFF; 12]), Value::Int(-1));
     assert_eq!(Value::big_int(&[]), Value::Int(0));
     assert_eq!(Value::big_int(&[0x80]), Value::Int(-128));
@@ -95,14 +92,7 @@ fn containers_round_trip() {
     let inner = Value::Tuple(vec![Value::Int(1), Value::Str("a".into()), Value::None]);
     let v = Value::Dict(vec![
         (Value::Str("k".into()), inner.clone()),
-        (
-            Value::Int(2),
-            Value::List(vec![
-                inner.clone(),
-                Value::List(vec![]),
-                Value::Tuple(vec![]),
-            ]),
-        ),
+        (Value::Int(2), Value::List(vec![inner.clone(), Value::List(vec![]), Value::Tuple(vec![])])),
         (Value::Tuple(vec![]), Value::Dict(vec![])),
     ]);
     rt(&v);
@@ -126,12 +116,7 @@ fn ndarrays_round_trip() {
         ("|V0", 0, vec![5]),
     ] {
         let n: u64 = itemsize * shape.iter().product::<u64>();
-        rt(&Value::NdArray {
-            dtype: dtype.into(),
-            itemsize,
-            shape,
-            data: (0..n).map(|i| i as u8).collect(),
-        });
+        rt(&Value::NdArray { dtype: dtype.into(), itemsize, shape, data: (0..n).map(|i| i as u8).collect() });
     }
 }
 
@@ -144,136 +129,32 @@ fn decoder_errors() {
         (&[tag::INT], "truncated"),
         (&[tag::INT, 0x80], "truncated"),
         (&[tag::INT, 0x80, 0x00], "over-long varint"),
-        (
-            &[
-                tag::INT,
-                0xFF,
-                0xFF,
-                0xFF,
-                0xFF,
-                0xFF,
-                0xFF,
-                0xFF,
-                0xFF,
-                0xFF,
-                0x02,
-            ],
-            "overflows 64 bits",
-        ),
+        (&[tag::INT, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02], "overflows 64 bits"),
         (&[tag::FLOAT, 0, 0, 0], "truncated float"),
         (&[tag::STR, 5, b'a'], "claims 5, more than the 1 bytes"),
         (&[tag::STR, 2, 0xC3, 0x28], "invalid UTF-8"),
-        (
-            &[tag::BYTES, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F],
-            "claims 4294967295",
-        ),
+        (&[tag::BYTES, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F], "claims 4294967295"),
         (&[tag::PICKLE, 1], "claims 1"),
-        (
-            &[tag::LIST, 100, tag::NONE],
-            "item count at byte 1 claims 100",
-        ),
+        (&[tag::LIST, 100, tag::NONE], "item count at byte 1 claims 100"),
         (&[tag::TUPLE, 2, tag::NONE], "claims 2"),
         (&[tag::TUPLE, 2, tag::LIST, 0], "truncated at byte 4"),
-        (
-            &[tag::DICT, 2, tag::NONE, tag::NONE, tag::NONE],
-            "dict entry count",
-        ),
+        (&[tag::DICT, 2, tag::NONE, tag::NONE, tag::NONE], "dict entry count"),
         (&[tag::DICT, 1, tag::LIST, 0], "truncated at byte 4"),
-        (
-            &[tag::NONE, tag::NONE],
-            "1 unexpected bytes after the value",
-        ),
+        (&[tag::NONE, tag::NONE], "1 unexpected bytes after the value"),
         (&[tag::BIG_INT, 1, 5], "non-canonical big int"),
-        (
-            &[tag::BIG_INT, 9, 0, 0, 0, 0, 0, 0, 0, 0x10, 0],
-            "non-canonical big int",
-        ),
-        (
-            &[tag::BIG_INT, 9, 0, 0, 0, 0, 0, 0, 0, 0x80, 0xFF],
-            "non-canonical big int",
-        ),
-        (
-            &[tag::NDARRAY, 3, b'x', b'f', b'8', 8, 0],
-            "invalid ndarray dtype",
-        ),
-        (
-            &[tag::NDARRAY, 2, b'<', b'f', 8, 0],
-            "invalid ndarray dtype",
-        ),
+        (&[tag::BIG_INT, 9, 0, 0, 0, 0, 0, 0, 0, 0x10, 0], "non-canonical big int"),
+        (&[tag::BIG_INT, 9, 0, 0, 0, 0, 0, 0, 0, 0x80, 0xFF], "non-canonical big int"),
+        (&[tag::NDARRAY, 3, b'x', b'f', b'8', 8, 0], "invalid ndarray dtype"),
+        (&[tag::NDARRAY, 2, b'<', b'f', 8, 0], "invalid ndarray dtype"),
         (&[tag::NDARRAY, 3, b'<', b'f', b'8', 8, 65], "65 dimensions"),
+        (&[tag::NDARRAY, 3, b'<', b'f', b'8', 8, 1, 2, 1, 2, 3], "needs 16 data bytes"),
+        (&[tag::NDARRAY, 3, b'<', b'O', b'8', 8, 0, 1, 2, 3, 4, 5, 6, 7, 8], "invalid ndarray dtype"),
         (
-            &[tag::NDARRAY, 3, b'<', b'f', b'8', 8, 1, 2, 1, 2, 3],
-            "needs 16 data bytes",
-        ),
-        (
-            &[
-                tag::NDARRAY,
-                3,
-                b'<',
-                b'O',
-                b'8',
-                8,
-                0,
-                1,
-                2,
-                3,
-                4,
-                5,
-                6,
-                7,
-                8,
-            ],
-            "invalid ndarray dtype",
-        ),
-        (
-            &[
-                tag::NDARRAY,
-                3,
-                b'<',
-                b'f',
-                b'8',
-                8,
-                2,
-                0xFF,
-                0xFF,
-                0xFF,
-                0xFF,
-                0x0F,
-                0xFF,
-                0xFF,
-                0xFF,
-                0xFF,
-                0x0F,
-            ],
+            &[tag::NDARRAY, 3, b'<', b'f', b'8', 8, 2, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F],
             "too large",
         ),
         (&[tag::NDARRAY, 40], "claims 40"),
-        (
-            &[
-                tag::NDARRAY,
-                33,
-                b'<',
-                b'f',
-                b'8',
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ],
-            "claims 33",
-        ),
+        (&[tag::NDARRAY, 33, b'<', b'f', b'8', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], "claims 33"),
     ];
     for (bytes, want) in cases {
         let m = corrupt_msg(bytes);
@@ -281,19 +162,7 @@ fn decoder_errors() {
         assert!(validate(bytes).is_err());
     }
     // A 64-bit varint with the top bit set is fine; zigzag maps it to i64::MIN.
-    let ok = [
-        tag::INT,
-        0xFF,
-        0xFF,
-        0xFF,
-        0xFF,
-        0xFF,
-        0xFF,
-        0xFF,
-        0xFF,
-        0xFF,
-        0x01,
-    ];
+    let ok = [tag::INT, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
     assert_eq!(Value::from_bytes(&ok).unwrap(), Value::Int(i64::MIN));
     // Dtype grammar.
     for bad in ["<f", "<f8[ns]", "<M8[]", "<M8[n", "<f8 ", "<f12345678901"] {
@@ -324,15 +193,9 @@ fn decode_leaves_reader_after_value() {
     let mut bytes = Value::Int(7).to_bytes();
     bytes.extend(Value::Str("x".into()).to_bytes());
     let mut r = Reader::new(&bytes);
-    assert_eq!(
-        decode(&mut r, &mut value::ValueBuilder).unwrap(),
-        Value::Int(7)
-    );
+    assert_eq!(decode(&mut r, &mut value::ValueBuilder).unwrap(), Value::Int(7));
     assert_eq!(r.position(), 2);
-    assert_eq!(
-        decode(&mut r, &mut value::ValueBuilder).unwrap(),
-        Value::Str("x".into())
-    );
+    assert_eq!(decode(&mut r, &mut value::ValueBuilder).unwrap(), Value::Str("x".into()));
     assert_eq!(r.remaining(), 0);
 }
 
@@ -364,19 +227,13 @@ fn keys_are_canonical() {
     let mut neg = vec![0u8; 12]; // -(2**80)
     neg[10] = 0xFF;
     neg[11] = 0xFF;
-    assert_eq!(
-        key(&Value::Float(-(2f64.powi(80)))),
-        key(&Value::big_int(&neg))
-    );
+    assert_eq!(key(&Value::Float(-(2f64.powi(80)))), key(&Value::big_int(&neg)));
     // 1e300 decodes to a big int of the right size, and f64::MAX too.
     for f in [1e300, f64::MAX, -f64::MAX] {
         let k = key(&Value::Float(f));
         assert!(matches!(Value::from_bytes(&k).unwrap(), Value::BigInt(_)));
     }
-    assert_eq!(
-        key(&Value::Float(f64::INFINITY)),
-        Value::Float(f64::INFINITY).to_bytes()
-    );
+    assert_eq!(key(&Value::Float(f64::INFINITY)), Value::Float(f64::INFINITY).to_bytes());
     // Non-keys.
     for v in [
         Value::List(vec![]),
@@ -398,14 +255,8 @@ fn stable_hash_is_fixed() {
     // Pinned: changing the hash (or its seed) changes every shared dict's layout.
     let h = stable_hash(&key(&Value::Str("pyconc".into())));
     assert_eq!(h, stable_hash(&key(&Value::Str("pyconc".into()))));
-    assert_eq!(
-        h, 0xb900_51fb_6e0d_24f7_u64,
-        "stable_hash changed: {h:#018x}"
-    );
-    assert_eq!(
-        stable_hash(&key(&Value::Bool(true))),
-        stable_hash(&key(&Value::Float(1.0)))
-    );
+    assert_eq!(h, 0xb900_51fb_6e0d_24f7_u64, "stable_hash changed: {h:#018x}");
+    assert_eq!(stable_hash(&key(&Value::Bool(true))), stable_hash(&key(&Value::Float(1.0))));
 }
 
 fn arb_value() -> impl Strategy<Value = Value> {
@@ -423,12 +274,7 @@ fn arb_value() -> impl Strategy<Value = Value> {
         (0usize..4, proptest::collection::vec(0u64..4, 0..4)).prop_map(|(k, shape)| {
             let (dtype, itemsize) = [("<f8", 8u64), ("|u1", 1), ("<U2", 8), (">i2", 2)][k];
             let n = itemsize * shape.iter().product::<u64>();
-            Value::NdArray {
-                dtype: dtype.into(),
-                itemsize,
-                shape,
-                data: (0..n).map(|i| (i * 7) as u8).collect(),
-            }
+            Value::NdArray { dtype: dtype.into(), itemsize, shape, data: (0..n).map(|i| (i * 7) as u8).collect() }
         }),
     ];
     leaf.prop_recursive(6, 64, 6, |inner| {
@@ -504,10 +350,7 @@ fn check_arbitrary(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
 #[test]
 fn layout_document_matches_code() {
     let doc = include_str!("../../shm-layouts/codec.md");
-    assert!(
-        doc.contains(&format!("Format version: **{FORMAT_VERSION}**")),
-        "codec.md states another format version"
-    );
+    assert!(doc.contains(&format!("Format version: **{FORMAT_VERSION}**")), "codec.md states another format version");
     let tags = [
         ("NONE", tag::NONE),
         ("FALSE", tag::FALSE),
@@ -532,13 +375,7 @@ fn layout_document_matches_code() {
     assert!(doc.contains(&format!("at most {MAX_DEPTH} deep")));
     assert!(doc.contains(&format!("seed = 0x{:X}", key::STABLE_HASH_SEED)));
     // The examples table.
-    let hex = |v: &Value| {
-        v.to_bytes()
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let hex = |v: &Value| v.to_bytes().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" ");
     let mut two_63 = (1u64 << 63).to_le_bytes().to_vec();
     two_63.push(0);
     for v in [
@@ -551,9 +388,6 @@ fn layout_document_matches_code() {
         Value::Tuple(vec![Value::None, Value::List(vec![])]),
         Value::Dict(vec![(Value::Str("a".into()), Value::Bool(true))]),
     ] {
-        assert!(
-            doc.contains(&format!("`{}`", hex(&v))),
-            "codec.md lacks example {v:?}"
-        );
+        assert!(doc.contains(&format!("`{}`", hex(&v))), "codec.md lacks example {v:?}");
     }
 }

@@ -64,18 +64,8 @@ impl PartialEq for Value {
             (Tuple(a), Tuple(b)) | (List(a), List(b)) => a == b,
             (Dict(a), Dict(b)) => a == b,
             (
-                NdArray {
-                    dtype: d1,
-                    itemsize: i1,
-                    shape: s1,
-                    data: x1,
-                },
-                NdArray {
-                    dtype: d2,
-                    itemsize: i2,
-                    shape: s2,
-                    data: x2,
-                },
+                NdArray { dtype: d1, itemsize: i1, shape: s1, data: x1 },
+                NdArray { dtype: d2, itemsize: i2, shape: s2, data: x2 },
             ) => d1 == d2 && i1 == i2 && s1 == s2 && x1 == x2,
             (Pickle(a), Pickle(b)) => a == b,
             _ => false,
@@ -126,12 +116,7 @@ impl Value {
                     v.encode(out);
                 }
             }
-            Value::NdArray {
-                dtype,
-                itemsize,
-                shape,
-                data,
-            } => {
+            Value::NdArray { dtype, itemsize, shape, data } => {
                 write::ndarray_header(out, dtype, *itemsize, shape);
                 out.extend_from_slice(data);
             }
@@ -229,12 +214,7 @@ impl<'a> Builder<'a> for ValueBuilder {
     fn str(&mut self, utf8: Raw<'a>) -> Result<Value> {
         String::from_utf8(utf8.to_vec())
             .map(Value::Str)
-            .map_err(|e| {
-                corrupt!(
-                    "corrupt encoded value: invalid UTF-8 in str: {}",
-                    e.utf8_error()
-                )
-            })
+            .map_err(|e| corrupt!("corrupt encoded value: invalid UTF-8 in str: {}", e.utf8_error()))
     }
     fn str_surrogates(&mut self, data: Raw<'a>) -> Result<Value> {
         Ok(Value::StrSurrogates(data.to_vec()))

@@ -64,8 +64,7 @@ pub(crate) fn minimal_len(le: &[u8]) -> usize {
     while n > 0 {
         let last = le[n - 1];
         let below_sign = if n >= 2 { le[n - 2] & 0x80 } else { 0 };
-        let redundant =
-            (last == 0x00 && below_sign == 0) || (last == 0xFF && below_sign != 0 && n >= 2);
+        let redundant = (last == 0x00 && below_sign == 0) || (last == 0xFF && below_sign != 0 && n >= 2);
         if !redundant {
             break;
         }

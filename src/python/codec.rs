@@ -69,19 +69,13 @@ fn is_ndarray_type(tp: &Bound<'_, PyType>) -> bool {
         return known.as_ptr() == tp.as_ptr();
     }
     let named = |attr: &str, want: &str| {
-        tp.getattr(attr)
-            .ok()
-            .and_then(|v| v.extract::<String>().ok())
-            .is_some_and(|v| v == want)
+        tp.getattr(attr).ok().and_then(|v| v.extract::<String>().ok()).is_some_and(|v| v == want)
     };
     // The names could be borrowed by another class: confirm against numpy itself (already imported, since an
     // object of a type claiming to be numpy's exists).
     let confirmed = named("__module__", "numpy")
         && named("__qualname__", "ndarray")
-        && py
-            .import("numpy")
-            .and_then(|np| np.getattr("ndarray"))
-            .is_ok_and(|t| t.is(tp));
+        && py.import("numpy").and_then(|np| np.getattr("ndarray")).is_ok_and(|t| t.is(tp));
     if confirmed {
         let _ = NDARRAY_TYPE.set(py, tp.clone().unbind());
     }
@@ -124,11 +118,7 @@ struct Encoder<'a> {
 /// left as it was.
 pub fn encode_into(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
     let start = out.len();
-    let mut enc = Encoder {
-        out,
-        key: false,
-        normalised: false,
-    };
+    let mut enc = Encoder { out, key: false, normalised: false };
     match enc.value(obj, 0) {
         Ok(()) => Ok(()),
         Err(stop) => {
@@ -149,11 +139,7 @@ pub fn encode_into(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
 /// which decode as `1`): when `true`, the dict need not store a separate "key as inserted" encoding.
 pub fn encode_key_into(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<bool> {
     let start = out.len();
-    let mut enc = Encoder {
-        out,
-        key: true,
-        normalised: false,
-    };
+    let mut enc = Encoder { out, key: true, normalised: false };
     match enc.value(obj, 0) {
         Ok(()) => Ok(!enc.normalised),
         Err(stop) => {
@@ -254,25 +240,12 @@ impl Encoder<'_> {
         // Beyond i64: minimal two's complement through int.to_bytes (rare, so a Python call is fine).
         let py = obj.py();
         let negative = overflow < 0;
-        let magnitude = if negative {
-            obj.call_method0(intern!(py, "__invert__"))?
-        } else {
-            obj.clone()
-        };
-        let bits: usize = magnitude
-            .call_method0(intern!(py, "bit_length"))?
-            .extract()?;
+        let magnitude = if negative { obj.call_method0(intern!(py, "__invert__"))? } else { obj.clone() };
+        let bits: usize = magnitude.call_method0(intern!(py, "bit_length"))?.extract()?;
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "signed"), true)?;
-        let le = obj.call_method(
-            intern!(py, "to_bytes"),
-            (bits / 8 + 1, intern!(py, "little")),
-            Some(&kwargs),
-        )?;
-        write::big_int(
-            self.out,
-            le.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes(),
-        );
+        let le = obj.call_method(intern!(py, "to_bytes"), (bits / 8 + 1, intern!(py, "little")), Some(&kwargs))?;
+        write::big_int(self.out, le.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes());
         Ok(())
     }
 
@@ -294,14 +267,8 @@ impl Encoder<'_> {
             return Err(err.into());
         }
         // Lone surrogates: not valid UTF-8, kept with surrogatepass under their own tag.
-        let b = obj.call_method1(
-            intern!(py, "encode"),
-            (intern!(py, "utf-8"), intern!(py, "surrogatepass")),
-        )?;
-        write::str_surrogates(
-            self.out,
-            b.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes(),
-        );
+        let b = obj.call_method1(intern!(py, "encode"), (intern!(py, "utf-8"), intern!(py, "surrogatepass")))?;
+        write::str_surrogates(self.out, b.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes());
         Ok(())
     }
 
@@ -373,12 +340,7 @@ impl Encoder<'_> {
             }
             // SAFETY: PyDict_Next returned borrowed references to a live key and value; we own them before
             // anything can run that might remove them from the dict.
-            let (k, v) = unsafe {
-                (
-                    Borrowed::from_ptr(py, k).to_owned(),
-                    Borrowed::from_ptr(py, v).to_owned(),
-                )
-            };
+            let (k, v) = unsafe { (Borrowed::from_ptr(py, k).to_owned(), Borrowed::from_ptr(py, v).to_owned()) };
             self.value(&k, depth + 1)?;
             self.value(&v, depth + 1)?;
         }
@@ -449,9 +411,7 @@ fn ndarray_native(arr: &Bound<'_, PyAny>, np: &NumpyCache, out: &mut Vec<u8>) ->
     let (dstr, itemsize): (Bound<'_, PyString>, u64) = info.extract()?;
     let shape: Vec<u64> = arr.getattr(intern!(py, "shape"))?.extract()?;
     // The elements in C order, contiguous (`ravel` copies only if `arr` is not C-contiguous), as bytes.
-    let flat = arr
-        .call_method0(intern!(py, "ravel"))?
-        .call_method1(intern!(py, "view"), (np.uint8.bind(py),))?;
+    let flat = arr.call_method0(intern!(py, "ravel"))?.call_method1(intern!(py, "view"), (np.uint8.bind(py),))?;
     let buf = pyo3::buffer::PyBuffer::<u8>::get(&flat)?;
     let nbytes = itemsize * shape.iter().product::<u64>();
     if !buf.is_c_contiguous() || buf.len_bytes() as u64 != nbytes {
@@ -476,10 +436,7 @@ fn dtype_info<'py>(dtype: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         // Only dtypes that survive the trip through their string (the decoder rebuilds them from it).
         let back = numpy(py)?.dtype.bind(py).call1((&s,))?;
         if read::dtype_ok(s.to_str()?) && back.eq(dtype)? {
-            return Ok(
-                PyTuple::new(py, [s.into_any(), itemsize.into_pyobject(py)?.into_any()])?
-                    .into_any(),
-            );
+            return Ok(PyTuple::new(py, [s.into_any(), itemsize.into_pyobject(py)?.into_any()])?.into_any());
         }
     }
     Ok(py.None().into_bound(py))
@@ -559,34 +516,24 @@ impl<'a, 'py> Builder<'a> for PyBuilder<'py> {
     fn str(&mut self, utf8: Raw<'a>) -> Built<'py> {
         // SAFETY: `utf8` is readable for its length; CPython validates and copies the bytes (a
         // UnicodeDecodeError, a ValueError, if they are not UTF-8).
-        self.owned(unsafe {
-            ffi::PyUnicode_DecodeUTF8(utf8.as_ptr().cast(), utf8.len() as isize, ptr::null())
-        })
+        self.owned(unsafe { ffi::PyUnicode_DecodeUTF8(utf8.as_ptr().cast(), utf8.len() as isize, ptr::null()) })
     }
 
     fn str_surrogates(&mut self, data: Raw<'a>) -> Built<'py> {
         // SAFETY: as for `str`, with a NUL-terminated error-handler name.
         self.owned(unsafe {
-            ffi::PyUnicode_DecodeUTF8(
-                data.as_ptr().cast(),
-                data.len() as isize,
-                c"surrogatepass".as_ptr(),
-            )
+            ffi::PyUnicode_DecodeUTF8(data.as_ptr().cast(), data.len() as isize, c"surrogatepass".as_ptr())
         })
     }
 
     fn bytes(&mut self, data: Raw<'a>) -> Built<'py> {
         // SAFETY: `data` is readable for its length; CPython copies it into the new object.
-        self.owned(unsafe {
-            ffi::PyBytes_FromStringAndSize(data.as_ptr().cast(), data.len() as isize)
-        })
+        self.owned(unsafe { ffi::PyBytes_FromStringAndSize(data.as_ptr().cast(), data.len() as isize) })
     }
 
     fn bytearray(&mut self, data: Raw<'a>) -> Built<'py> {
         // SAFETY: `data` is readable for its length; CPython copies it into the new object.
-        self.owned(unsafe {
-            ffi::PyByteArray_FromStringAndSize(data.as_ptr().cast(), data.len() as isize)
-        })
+        self.owned(unsafe { ffi::PyByteArray_FromStringAndSize(data.as_ptr().cast(), data.len() as isize) })
     }
 
     fn ndarray(&mut self, arr: NdArray<'_>) -> Built<'py> {
@@ -596,10 +543,7 @@ impl<'a, 'py> Builder<'a> for PyBuilder<'py> {
             Some(d) => d,
             None => {
                 let d = np.dtype.bind(py).call1((arr.dtype,)).map_err(|e| {
-                    corrupt(format!(
-                        "corrupt encoded value: numpy does not know dtype {:?}: {e}",
-                        arr.dtype
-                    ))
+                    corrupt(format!("corrupt encoded value: numpy does not know dtype {:?}: {e}", arr.dtype))
                 })?;
                 np.dec_dtypes.bind(py).set_item(arr.dtype, &d)?;
                 d
@@ -620,9 +564,7 @@ impl<'a, 'py> Builder<'a> for PyBuilder<'py> {
                 .call_method1(intern!(py, "view"), (np.uint8.bind(py),))?;
             let buf = pyo3::buffer::PyBuffer::<u8>::get(&flat)?;
             if buf.readonly() || !buf.is_c_contiguous() || buf.len_bytes() != arr.data.len() {
-                return Err(corrupt(
-                    "corrupt encoded value: ndarray data does not match its shape",
-                ));
+                return Err(corrupt("corrupt encoded value: ndarray data does not match its shape"));
             }
             // SAFETY: the new array's buffer is writable, C-contiguous and exactly `data.len()` bytes, freshly
             // allocated (so it does not overlap the input); `buf` keeps it alive.
@@ -642,9 +584,7 @@ impl<'a, 'py> Builder<'a> for PyBuilder<'py> {
                 .and_then(|m| m.getattr(intern!(py, "UnpicklingError")))
                 .is_ok_and(|t| e.matches(py, t).unwrap_or(false));
             if broken {
-                let err = PyValueError::new_err(format!(
-                    "corrupt encoded value: the pickled payload is broken: {e}"
-                ));
+                let err = PyValueError::new_err(format!("corrupt encoded value: the pickled payload is broken: {e}"));
                 err.set_cause(py, Some(e));
                 DecodeError(err)
             } else {
@@ -699,10 +639,7 @@ impl<'a, 'py> Builder<'a> for PyBuilder<'py> {
     ) -> Result<(), DecodeError> {
         map.set_item(&key, value).map_err(|e| {
             if e.is_instance_of::<PyTypeError>(self.py) {
-                corrupt(format!(
-                    "corrupt encoded value: dict key of unhashable type '{}'",
-                    type_name(&key)
-                ))
+                corrupt(format!("corrupt encoded value: dict key of unhashable type '{}'", type_name(&key)))
             } else {
                 DecodeError(e)
             }
@@ -736,11 +673,7 @@ pub fn decode_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, Py
 /// runs arbitrary Python code (so the caller must keep its mapping alive even if that code drops the Python
 /// handle it came from). Concurrent writes by other processes make the result garbage or a `ValueError`, but
 /// never make the decoder read outside the range.
-pub unsafe fn decode_raw<'py>(
-    py: Python<'py>,
-    ptr: *const u8,
-    len: usize,
-) -> PyResult<Bound<'py, PyAny>> {
+pub unsafe fn decode_raw<'py>(py: Python<'py>, ptr: *const u8, len: usize) -> PyResult<Bound<'py, PyAny>> {
     // SAFETY: forwarded to our caller.
     let mut r = unsafe { Reader::from_raw(ptr, len) };
     codec::decode_exact(&mut r, &mut PyBuilder { py }).map_err(|e| e.0)
@@ -789,9 +722,7 @@ fn decode<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     // mutable: decode through the raw path, which copies each payload and never borrows the bytes.
     let buf = pyo3::buffer::PyBuffer::<u8>::get(data)?;
     if !buf.is_c_contiguous() {
-        return Err(PyValueError::new_err(
-            "decode() needs a C-contiguous buffer",
-        ));
+        return Err(PyValueError::new_err("decode() needs a C-contiguous buffer"));
     }
     // SAFETY: `buf` holds a buffer export for the whole call, so the exporter keeps the memory mapped and
     // cannot resize it (bytearray and mmap refuse while exports exist), even while `pickle.loads` runs.

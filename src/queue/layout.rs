@@ -224,3 +224,85 @@ const _: () = {
     assert!(INLINE_MAX == 6 * 8);
     assert!(PARTICIPANTS < 255);
 };
+
+/// Zero-valued constructors for loom models (in shared memory the structures start as zero bytes).
+#[cfg(loom)]
+mod loom_new {
+    use super::*;
+
+    fn zeros<const N: usize>() -> [AtomicU64; N] {
+        std::array::from_fn(|_| AtomicU64::new(0))
+    }
+
+    impl Slot {
+        /// A zeroed slot (EMPTY for lap 0).
+        pub fn new() -> Self {
+            Slot { state: AtomicU64::new(0), len: AtomicU32::new(0), kind: AtomicU32::new(0), data: zeros() }
+        }
+    }
+
+    impl OpRecord {
+        /// A free record.
+        pub fn new() -> Self {
+            OpRecord {
+                kind: AtomicU32::new(0),
+                flags: AtomicU32::new(0),
+                pos: AtomicU64::new(0),
+                block: AtomicU64::new(0),
+            }
+        }
+    }
+
+    impl Participant {
+        /// A free entry.
+        pub fn new() -> Self {
+            Participant {
+                pid: AtomicU32::new(0),
+                reserved: AtomicU32::new(0),
+                start_time: AtomicU64::new(0),
+                ops: std::array::from_fn(|_| OpRecord::new()),
+                pad: zeros(),
+            }
+        }
+    }
+
+    impl QueueHeader {
+        /// A header for `capacity` slots, no heap.
+        pub fn new(capacity: u64) -> Self {
+            let u32z = || AtomicU32::new(0);
+            QueueHeader {
+                magic: AtomicU32::new(QUEUE_MAGIC),
+                version: AtomicU32::new(QUEUE_VERSION),
+                capacity: AtomicU64::new(capacity),
+                max_message: AtomicU64::new(INLINE_MAX as u64),
+                flags: u32z(),
+                participants: AtomicU32::new(PARTICIPANTS as u32),
+                participants_offset: AtomicU64::new(0),
+                slots_offset: AtomicU64::new(0),
+                heap_offset: AtomicU64::new(0),
+                heap_size: AtomicU64::new(0),
+                maxsize: AtomicU64::new(0),
+                reserved0: zeros(),
+                tail: AtomicU64::new(0),
+                reserved1: zeros(),
+                head: AtomicU64::new(0),
+                reserved2: zeros(),
+                cons_wake: u32z(),
+                cons_waiters: u32z(),
+                prod_wake: u32z(),
+                prod_waiters: u32z(),
+                shutdown: u32z(),
+                reserved3: u32z(),
+                reserved4: zeros(),
+                orphan_count: u32z(),
+                reserved5: u32z(),
+                orphans: zeros(),
+                reserved6: zeros(),
+                dropped: AtomicU64::new(0),
+                redelivered: AtomicU64::new(0),
+                recovered: AtomicU64::new(0),
+                reserved7: zeros(),
+            }
+        }
+    }
+}

@@ -233,5 +233,7 @@ fn largest_payload(region: u64) -> u64 {
     (0..NUM_CLASSES).map(class_size).take_while(|&s| s <= region).last().unwrap_or(0).saturating_sub(BLOCK_HEADER)
 }
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
 mod tests;

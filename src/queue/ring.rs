@@ -119,7 +119,7 @@ impl<'a> Ring<'a> {
                 }
             }
             // More operations in flight in this process than records: wait for one to finish.
-            std::thread::yield_now();
+            crate::sync::yield_now();
         }
     }
 
@@ -455,6 +455,29 @@ impl<'a> Ring<'a> {
         }
         Self::release_op(op);
         result.map(|_| n)
+    }
+
+    /// One non-blocking put attempt of an inline-sized message (no waiting, no heap): for model checking and
+    /// callers that manage their own waiting.
+    pub fn try_put(&self, payload: &[u8]) -> Result<Attempt> {
+        if payload.len() > INLINE_MAX {
+            return Err(Error::Invalid("try_put takes inline-sized messages only".into()));
+        }
+        let op = self.acquire_op(OP_PUT);
+        let r = self.try_put_once(op, payload, 0);
+        Self::release_op(op);
+        if matches!(r, Ok(Attempt::Done)) {
+            self.wake_consumers(false);
+        }
+        r
+    }
+
+    /// One non-blocking get attempt (appends to `out`).
+    pub fn try_get(&self, out: &mut Vec<u8>) -> Result<Attempt> {
+        let op = self.acquire_op(OP_GET);
+        let r = self.try_get_once(op, out);
+        Self::release_op(op);
+        r
     }
 
     // ---- waiting -------------------------------------------------------------------------------------------

@@ -5,3 +5,12 @@
 
 pub mod atomic;
 pub mod spin;
+
+/// Yields the thread (loom's yield under `cfg(loom)`, so model-checked retry loops stay finite).
+#[inline]
+pub fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
