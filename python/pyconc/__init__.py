@@ -11,15 +11,24 @@ import os as _os
 
 from . import _native
 from ._native import AtomicFlag, AtomicInt64
-from .sharedctypes import RawArray, RawValue
+from .queues import ConcurrentQueue, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
+from .sharedctypes import Array, RawArray, RawValue, Value
 
 __version__ = _native.__version__
 
 __all__ = [
+    "Array",
     "AtomicFlag",
     "AtomicInt64",
+    "ConcurrentQueue",
+    "JoinableQueue",
+    "Queue",
     "RawArray",
     "RawValue",
+    "ShutDown",
+    "SimpleQueue",
+    "StdConcurrentQueue",
+    "Value",
 ]
 
 # A forked child inherits this process's mappings; it registers itself as a user of each, so segments stay alive

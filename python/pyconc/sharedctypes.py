@@ -11,7 +11,10 @@ import functools
 
 from . import _native
 
-__all__ = ["RawValue", "RawArray", "typecode_to_type"]
+__all__ = [
+    "RawValue", "RawArray", "Value", "Array", "synchronized", "typecode_to_type",
+    "Synchronized", "SynchronizedArray", "SynchronizedString",
+]
 
 typecode_to_type = {
     "c": ctypes.c_char,
@@ -75,8 +78,30 @@ def _shared_type(type_, length):
     def __reduce__(self):
         return _rebuild_ctype, (type_, length, self._pyconc_buffer.segment_name)
 
+    def fetch_add(self, *args):
+        """Atomically add to an integer item without any lock; return the previous value.
+
+        ``fetch_add(delta)`` for a value, ``fetch_add(index, delta)`` for an array."""
+        if length is None:
+            (delta,) = args
+            return self._pyconc_buffer._fetch_add(0, delta)
+        index, delta = args
+        return self._pyconc_buffer._fetch_add(_norm_index(index, length), delta)
+
     name = base.__name__ if length is None else f"{type_.__name__}_Array_{length}"
-    return type(name, (base,), {"__reduce__": __reduce__, "__module__": __name__})
+    ns = {"__reduce__": __reduce__, "__module__": __name__, "_pyconc_spec": (type_, length)}
+    if type_ in _int_typecodes:
+        ns["fetch_add"] = fetch_add
+    return type(name, (base,), ns)
+
+
+def _norm_index(index, length):
+    index = int(index)
+    if index < 0:
+        index += length
+    if not 0 <= index < length:
+        raise IndexError("index out of range")
+    return index
 
 
 def _attach_ctype(type_, length, buf):
@@ -109,3 +134,168 @@ def RawArray(typecode_or_type, size_or_initializer):
     obj = _attach_ctype(type_, len(init), _new_buffer(type_, len(init)))
     obj.__init__(*init)
     return obj
+
+
+# ---- synchronized wrappers ---------------------------------------------------------------------------------------
+
+def _embedded_rlock(buf):
+    """The cross-process RLock stored in the block's own lock area (no extra segment)."""
+    return _native.RLock._embedded(buf.segment_name, buf.lock_offset)
+
+
+def _resolve_lock(lock, buf):
+    if lock is None or lock is True:
+        return _embedded_rlock(buf)
+    if not hasattr(lock, "acquire"):
+        raise AttributeError(f"{lock!r} has no method 'acquire'")
+    return lock
+
+
+def Value(typecode_or_type, *args, lock=True, ctx=None):
+    """A ctypes object in shared memory, wrapped with a lock unless ``lock=False``.
+
+    ``lock=True`` (default) gives a cross-process ``RLock`` stored in the same segment; pass any object with
+    ``acquire``/``release`` to use it instead. Integer values also have a lock-free ``fetch_add(delta)``.
+    """
+    obj = RawValue(typecode_or_type, *args)
+    if lock is False:
+        return obj
+    return Synchronized(obj, _resolve_lock(lock, obj._pyconc_buffer))
+
+
+def Array(typecode_or_type, size_or_initializer, *, lock=True, ctx=None):
+    """A ctypes array in shared memory, wrapped with a lock unless ``lock=False``.
+
+    The wrapper (and the raw array) export the buffer protocol: ``numpy.frombuffer(arr, dtype)`` and
+    ``memoryview(arr)`` are zero-copy views of the shared memory.
+    """
+    obj = RawArray(typecode_or_type, size_or_initializer)
+    if lock is False:
+        return obj
+    return synchronized(obj, _resolve_lock(lock, obj._pyconc_buffer))
+
+
+def synchronized(obj, lock=None, ctx=None):
+    """Wraps a pyconc shared ctypes object (from RawValue/RawArray) with a lock."""
+    buf = getattr(obj, "_pyconc_buffer", None)
+    if buf is None:
+        raise TypeError("synchronized() needs a pyconc shared ctypes object (from RawValue or RawArray)")
+    if isinstance(obj, ctypes.Array):
+        cls = SynchronizedString if obj._type_ is ctypes.c_char else SynchronizedArray
+    else:
+        cls = Synchronized
+    return cls(obj, _resolve_lock(lock, buf))
+
+
+def _rebuild_synchronized(cls, type_, length, segment_name, lock):
+    obj = _rebuild_ctype(type_, length, segment_name)
+    return cls(obj, lock if lock is not None else _embedded_rlock(obj._pyconc_buffer))
+
+
+class SynchronizedBase(_native.SharedBuffer):
+    """A lock plus a shared ctypes object; also a zero-copy buffer over the object's memory."""
+
+    def __new__(cls, obj, lock=None, ctx=None):
+        buf = obj._pyconc_buffer
+        return super().__new__(cls, buf.format, buf.itemsize, buf.length, buf.typecode, buf.segment_name)
+
+    def __init__(self, obj, lock=None, ctx=None):
+        self._obj = obj
+        self._lock = lock if lock is not None else _embedded_rlock(obj._pyconc_buffer)
+        self.acquire = self._lock.acquire
+        self.release = self._lock.release
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *args):
+        return self._lock.__exit__(*args)
+
+    def __reduce__(self):
+        buf = self._obj._pyconc_buffer
+        type_, length = self._obj._pyconc_spec
+        embedded = _is_embedded(self._lock, buf)
+        return _rebuild_synchronized, (type(self), type_, length, buf.segment_name, None if embedded else self._lock)
+
+    def get_obj(self):
+        return self._obj
+
+    def get_lock(self):
+        return self._lock
+
+    def __repr__(self):
+        return f"<{type(self).__name__} wrapper for {self._obj}>"
+
+
+def _is_embedded(lock, buf):
+    handle = getattr(lock, "_handle", None)
+    return bool(handle) and handle[1] == buf.segment_name and handle[2] == buf.lock_offset
+
+
+class Synchronized(SynchronizedBase):
+    """``Value(...)``: ``.value`` reads and writes under the lock."""
+
+    @property
+    def value(self):
+        with self._lock:
+            return self._obj.value
+
+    @value.setter
+    def value(self, v):
+        with self._lock:
+            self._obj.value = v
+
+    def fetch_add(self, delta):
+        """Atomically add ``delta`` (integer values only) without taking the lock; return the previous value."""
+        return self._obj._pyconc_buffer._fetch_add(0, delta)
+
+
+class SynchronizedArray(SynchronizedBase):
+    """``Array(...)``: indexing and slicing under the lock."""
+
+    def __len__(self):
+        return len(self._obj)
+
+    def __getitem__(self, i):
+        with self._lock:
+            return self._obj[i]
+
+    def __setitem__(self, i, value):
+        with self._lock:
+            self._obj[i] = value
+
+    def __getslice__(self, start, stop):
+        with self._lock:
+            return self._obj[start:stop]
+
+    def __setslice__(self, start, stop, values):
+        with self._lock:
+            self._obj[start:stop] = values
+
+    def fetch_add(self, index, delta):
+        """Atomically add ``delta`` to item ``index`` (integer arrays only) without the lock; return the old value."""
+        return self._obj._pyconc_buffer._fetch_add(_norm_index(index, len(self._obj)), delta)
+
+
+class SynchronizedString(SynchronizedArray):
+    """``Array('c', ...)``: also ``.value`` and ``.raw`` under the lock."""
+
+    @property
+    def value(self):
+        with self._lock:
+            return self._obj.value
+
+    @value.setter
+    def value(self, v):
+        with self._lock:
+            self._obj.value = v
+
+    @property
+    def raw(self):
+        with self._lock:
+            return self._obj.raw
+
+    @raw.setter
+    def raw(self, v):
+        with self._lock:
+            self._obj.raw = v

@@ -6,6 +6,7 @@ mod atomics;
 mod block;
 mod codec;
 mod errors;
+mod queue;
 mod segments;
 
 /// `pyconc._native`: the compiled core of pyconc. Use the `pyconc` package, not this module.
@@ -16,5 +17,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     atomics::register(m)?;
     block::register(m)?;
     codec::register(m)?;
+    queue::register(m)?;
     Ok(())
 }

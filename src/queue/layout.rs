@@ -25,6 +25,11 @@ pub const PARTICIPANTS: usize = 128;
 pub const OPS_PER_PARTICIPANT: usize = 4;
 /// Capacity of the list of messages to redeliver (taken by consumers that died mid-get).
 pub const ORPHANS: usize = 12;
+/// [`QueueHeader::flags`]: spin longer before sleeping.
+pub const FLAG_LOCK_FREE: u32 = 1;
+/// [`QueueHeader::flags`]: keep the unfinished-task count for `task_done()`/`join()`.
+pub const FLAG_JOINABLE: u32 = 2;
+
 /// An `orphans` entry being filled in by a recoverer.
 pub const ORPHAN_RESERVED: u64 = u64::MAX;
 
@@ -137,7 +142,8 @@ pub struct QueueHeader {
     pub capacity: AtomicU64,
     /// Largest message in bytes.
     pub max_message: AtomicU64,
-    /// Bit 0: lock-free mode (spin longer before sleeping).
+    /// Bit 0 ([`FLAG_LOCK_FREE`]): spin longer before sleeping. Bit 1 ([`FLAG_JOINABLE`]): count unfinished
+    /// tasks.
     pub flags: AtomicU32,
     /// Number of participant entries.
     pub participants: AtomicU32,
@@ -176,8 +182,14 @@ pub struct QueueHeader {
     pub shutdown: AtomicU32,
     /// Unused; zero.
     pub reserved3: AtomicU32,
+    /// Joinable queues: items put and not yet marked done with `task_done()`.
+    pub unfinished: AtomicU64,
+    /// Futex word `join()` sleeps on; bumped when `unfinished` reaches 0.
+    pub join_wake: AtomicU32,
+    /// Threads in `join()`.
+    pub join_waiters: AtomicU32,
     /// Unused; zero.
-    pub reserved4: [AtomicU64; 13],
+    pub reserved4: [AtomicU64; 11],
     // -- recovery (512..640)
     /// Number of nonzero entries in `orphans`.
     pub orphan_count: AtomicU32,
@@ -293,6 +305,9 @@ mod loom_new {
                 prod_waiters: u32z(),
                 shutdown: u32z(),
                 reserved3: u32z(),
+                unfinished: AtomicU64::new(0),
+                join_wake: u32z(),
+                join_waiters: u32z(),
                 reserved4: zeros(),
                 orphan_count: u32z(),
                 reserved5: u32z(),

@@ -29,11 +29,13 @@ pub struct QueueConfig {
     pub heap_bytes: u64,
     /// Spin longer before sleeping.
     pub lock_free: bool,
+    /// Count unfinished tasks for `task_done()`/`join()`.
+    pub joinable: bool,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { slots: 65_536, heap_bytes: 64 << 20, lock_free: false }
+        QueueConfig { slots: 65_536, heap_bytes: 64 << 20, lock_free: false, joinable: false }
     }
 }
 
@@ -73,7 +75,8 @@ impl SharedQueue {
         let slots_off = parts_off + parts_size;
         let heap_off = slots_off + slots_size;
         hdr.capacity.store(cfg.slots, Ordering::Relaxed);
-        hdr.flags.store(cfg.lock_free as u32, Ordering::Relaxed);
+        let flags = if cfg.lock_free { FLAG_LOCK_FREE } else { 0 } | if cfg.joinable { FLAG_JOINABLE } else { 0 };
+        hdr.flags.store(flags, Ordering::Relaxed);
         hdr.participants.store(PARTICIPANTS as u32, Ordering::Relaxed);
         hdr.participants_offset.store(parts_off, Ordering::Relaxed);
         hdr.slots_offset.store(slots_off, Ordering::Relaxed);
@@ -197,7 +200,7 @@ impl SharedQueue {
 
     /// The wait policy the queue was created with.
     pub fn policy(&self) -> WaitPolicy {
-        if self.header().flags.load(Ordering::Relaxed) & 1 != 0 {
+        if self.header().flags.load(Ordering::Relaxed) & FLAG_LOCK_FREE != 0 {
             WaitPolicy::SPIN
         } else {
             WaitPolicy::DEFAULT

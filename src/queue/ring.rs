@@ -263,8 +263,16 @@ impl<'a> Ring<'a> {
     /// `Err(Error::Interrupted)` when a signal arrived (the caller handles it and calls again).
     pub fn put(&self, payload: &[u8], deadline: Deadline, policy: WaitPolicy) -> Result<Attempt> {
         self.check_size(payload.len())?;
+        let joinable = self.is_joinable();
+        if joinable {
+            // Counted before publishing, so a fast consumer's task_done() never sees the count below zero.
+            self.hdr.unfinished.fetch_add(1, Ordering::AcqRel);
+        }
         let op = self.acquire_op(OP_PUT);
         let result = self.put_with_op(op, payload, deadline, policy);
+        if joinable && !matches!(result, Ok(Attempt::Done)) {
+            self.task_done_n(1).ok();
+        }
         if !matches!(result, Ok(Attempt::Done)) {
             // Not published: give back the block (if any) we still own.
             let block = op.block.load(Ordering::Relaxed);
@@ -548,6 +556,106 @@ impl<'a> Ring<'a> {
                 self.recover_dead_participants();
             }
         }
+    }
+
+    // ---- joinable queues ----------------------------------------------------------------------------------
+
+    /// Whether the queue counts unfinished tasks.
+    pub fn is_joinable(&self) -> bool {
+        self.hdr.flags.load(Ordering::Relaxed) & FLAG_JOINABLE != 0
+    }
+
+    /// Marks `n` tasks done. Fails (changing nothing) if that would take the count below zero.
+    pub fn task_done_n(&self, n: u64) -> Result<()> {
+        let mut cur = self.hdr.unfinished.load(Ordering::Acquire);
+        loop {
+            let new = cur.checked_sub(n).ok_or_else(|| Error::Invalid("task_done() called too many times".into()))?;
+            match self.hdr.unfinished.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    if new == 0 {
+                        self.hdr.join_wake.fetch_add(1, Ordering::Release);
+                        fence(Ordering::SeqCst);
+                        if self.hdr.join_waiters.load(Ordering::Relaxed) > 0 {
+                            futex::wake_all(&self.hdr.join_wake);
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// Number of unfinished tasks.
+    pub fn unfinished(&self) -> u64 {
+        self.hdr.unfinished.load(Ordering::Acquire)
+    }
+
+    /// Waits until every task put has been marked done, or the deadline passes (returns false then), or a
+    /// signal arrives (`Err(Interrupted)`).
+    pub fn join(&self, deadline: Deadline) -> Result<bool> {
+        loop {
+            if self.hdr.unfinished.load(Ordering::Acquire) == 0 {
+                return Ok(true);
+            }
+            self.hdr.join_waiters.fetch_add(1, Ordering::SeqCst);
+            let key = self.hdr.join_wake.load(Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.hdr.unfinished.load(Ordering::Acquire) == 0 {
+                self.hdr.join_waiters.fetch_sub(1, Ordering::SeqCst);
+                return Ok(true);
+            }
+            let slice = match deadline.remaining() {
+                Some(left) if left.is_zero() => {
+                    self.hdr.join_waiters.fetch_sub(1, Ordering::SeqCst);
+                    return Ok(false);
+                }
+                Some(left) => left.min(Duration::from_millis(100)),
+                None => Duration::from_millis(100),
+            };
+            let r = futex::wait(&self.hdr.join_wake, key, Some(slice));
+            self.hdr.join_waiters.fetch_sub(1, Ordering::SeqCst);
+            if r == futex::WaitResult::Interrupted {
+                return Err(Error::Interrupted);
+            }
+        }
+    }
+
+    // ---- waiting without taking (asyncio) -------------------------------------------------------------------
+
+    /// Whether a get would find something now (a message, a redelivery, or shutdown).
+    pub fn readable(&self) -> bool {
+        if self.hdr.shutdown.load(Ordering::Relaxed) != 0 || self.hdr.orphan_count.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let h = self.hdr.head.load(Ordering::Acquire);
+        let (slot, lap) = self.slot(h);
+        let w = slot.state.load(Ordering::Acquire);
+        word_seq(w) == lap as u32 && matches!(word_state(w), state::FULL | state::DROPPED)
+    }
+
+    /// Whether a put would find a free slot now (or the queue is shut down).
+    pub fn writable(&self) -> bool {
+        if self.hdr.shutdown.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        let t = self.hdr.tail.load(Ordering::Acquire);
+        let (slot, lap) = self.slot(t);
+        let w = slot.state.load(Ordering::Acquire);
+        let diff = word_seq(w).wrapping_sub(lap as u32) as i32;
+        diff > 0 || (diff == 0 && word_state(w) == state::EMPTY)
+    }
+
+    /// Waits (spinning, then sleeping) until [`readable`](Self::readable) (`for_get`) or
+    /// [`writable`](Self::writable) holds, without taking or putting anything: for asyncio, whose event loop
+    /// then does the non-blocking operation itself, so a cancelled waiter never loses a message.
+    pub fn wait_ready(&self, for_get: bool, deadline: Deadline, policy: WaitPolicy) -> Result<bool> {
+        let side = if for_get { Side::Consumer } else { Side::Producer };
+        let r = self.wait_loop(side, deadline, policy, || {
+            let ready = if for_get { self.readable() } else { self.writable() };
+            Ok(if ready { Attempt::Done } else { Attempt::WouldBlock })
+        })?;
+        Ok(r == Attempt::Done)
     }
 
     // ---- shutdown ------------------------------------------------------------------------------------------

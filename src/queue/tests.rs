@@ -12,7 +12,7 @@ fn within(ms: u64) -> Deadline {
 }
 
 fn small(slots: u64) -> SharedQueue {
-    SharedQueue::create(QueueConfig { slots, heap_bytes: 1 << 20, lock_free: false }).unwrap()
+    SharedQueue::create(QueueConfig { slots, heap_bytes: 1 << 20, lock_free: false, joinable: false }).unwrap()
 }
 
 fn put(q: &SharedQueue, msg: &[u8]) -> Attempt {
@@ -63,13 +63,15 @@ fn message_larger_than_capacity_is_rejected() {
     assert!(err.to_string().contains("larger than"), "{err}");
     assert_eq!(put(&q, &vec![1u8; max as usize]), Attempt::Done);
     assert_eq!(get(&q).map(|m| m.len()), Some(max as usize));
-    let inline_only = SharedQueue::create(QueueConfig { slots: 4, heap_bytes: 0, lock_free: false }).unwrap();
+    let inline_only =
+        SharedQueue::create(QueueConfig { slots: 4, heap_bytes: 0, lock_free: false, joinable: false }).unwrap();
     assert!(inline_only.ring().unwrap().put(&[0u8; 49], now(), WaitPolicy::DEFAULT).is_err());
 }
 
 #[test]
 fn full_heap_blocks_until_a_get_frees_space() {
-    let q = SharedQueue::create(QueueConfig { slots: 64, heap_bytes: 64 << 10, lock_free: false }).unwrap();
+    let q = SharedQueue::create(QueueConfig { slots: 64, heap_bytes: 64 << 10, lock_free: false, joinable: false })
+        .unwrap();
     let big = vec![7u8; 20_000];
     let mut n = 0;
     while put(&q, &big) == Attempt::Done {
@@ -134,7 +136,8 @@ fn shutdown_wakes_a_blocked_consumer() {
 
 #[test]
 fn threads_mpmc_every_message_exactly_once() {
-    let q = SharedQueue::create(QueueConfig { slots: 64, heap_bytes: 1 << 20, lock_free: false }).unwrap();
+    let q =
+        SharedQueue::create(QueueConfig { slots: 64, heap_bytes: 1 << 20, lock_free: false, joinable: false }).unwrap();
     const P: u32 = 3;
     const N: u32 = 20_000;
     let received = std::sync::Mutex::new(Vec::new());

@@ -30,3 +30,77 @@ def report_pid_then_sleep(q, seconds):
 
 def attach_and_report(obj, q):
     q.put(int(obj))
+
+
+def modify_values(values, raws):
+    for v, r in zip(values, raws):
+        v.value = r
+
+
+def modify_array(arr, factor):
+    for i in range(len(arr)):
+        arr[i] *= factor
+
+
+def fetch_add_many(obj, n, index=None):
+    for _ in range(n):
+        if index is None:
+            obj.fetch_add(1)
+        else:
+            obj.fetch_add(index, 1)
+
+
+def locked_increments(value, n):
+    for _ in range(n):
+        with value.get_lock():
+            value.value += 1
+
+
+def numpy_double(arr):
+    import numpy as np
+
+    view = np.frombuffer(arr, dtype="d")
+    view *= 2
+
+
+def queue_producer(q, start, n, size=0):
+    pad = b"x" * size
+    for i in range(start, start + n):
+        q.put((i, pad) if size else i)
+
+
+def queue_consumer(q, n, out):
+    total = 0
+    count = 0
+    for _ in range(n):
+        item = q.get(timeout=60)
+        total += item[0] if isinstance(item, tuple) else item
+        count += 1
+    out.put((count, total))
+
+
+def queue_consume_until_shutdown(q, out):
+    import pyconc
+
+    got = 0
+    try:
+        while True:
+            q.get(timeout=60)
+            got += 1
+    except pyconc.ShutDown:
+        out.put(("shutdown", got))
+
+
+def joinable_worker(q, results):
+    while True:
+        item = q.get(timeout=60)
+        if item is None:
+            q.task_done()
+            return
+        results.put(item * 2)
+        q.task_done()
+
+
+def block_in_get_forever(q, ready):
+    ready.set()
+    q.get()

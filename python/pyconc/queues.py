@@ -1,0 +1,243 @@
+"""Queues in shared memory: ``ConcurrentQueue``, drop-ins for ``multiprocessing.Queue``/``SimpleQueue``/
+``JoinableQueue``, and ``StdConcurrentQueue`` (the ``queue.Queue`` API), for threads and processes alike.
+
+All of them are the same native ring (``_native.QueueCore``): a bounded multi-producer multi-consumer queue of
+encoded values in one segment. ``put`` is synchronous (when it returns the item is in shared memory: there is
+no feeder thread and no pipe), blocking calls release the GIL and honour timeouts and Ctrl-C, and every queue
+pickles as a handle.
+"""
+
+import asyncio
+import queue as _queue
+
+from . import _native
+
+__all__ = ["ConcurrentQueue", "Queue", "SimpleQueue", "JoinableQueue", "StdConcurrentQueue", "ShutDown"]
+
+ShutDown = _native.ShutDown
+Empty = _queue.Empty
+Full = _queue.Full
+
+#: Slots of a queue created with ``maxsize=0``: the most items it holds at once (puts wait beyond that).
+DEFAULT_SLOTS = 65_536
+#: Bytes for items whose encoding exceeds 48 bytes (a single item may use nearly all of it).
+DEFAULT_HEAP_BYTES = 64 << 20
+
+
+def _attach(cls, name, state):
+    obj = _native.QueueCore.__new__(cls, name=name)
+    obj.__dict__.update(state)
+    return obj
+
+
+class _Base(_native.QueueCore):
+    """Shared plumbing: creation from a maxsize, pickling as a handle, asyncio forms."""
+
+    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, _joinable=False, **_):
+        maxsize = int(maxsize)
+        slots = maxsize if maxsize > 0 else DEFAULT_SLOTS
+        return super().__new__(cls, slots, capacity_bytes, lock_free, _joinable)
+
+    def __init__(self, maxsize=0, **_):
+        self._maxsize = int(maxsize) if int(maxsize) > 0 else 0
+
+    def __reduce__(self):
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_local_")}
+        return _attach, (type(self), self._segment_handle[0], state)
+
+    def __repr__(self):
+        return f"<pyconc.{type(self).__name__} {self._segment_handle[0]} qsize={self.qsize()}>"
+
+    @property
+    def maxsize(self):
+        return self._maxsize
+
+    # -- asyncio: wait in a worker thread without taking anything, then take on the loop thread, so a
+    #    cancelled waiter never loses an item.
+
+    async def get_async(self, timeout=None):
+        """Awaitable get: never blocks the event loop. Raises queue.Empty after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            try:
+                return self.get(block=False)
+            except Empty:
+                pass
+            left = 0.1 if deadline is None else min(0.1, deadline - loop.time())
+            if left <= 0:
+                raise Empty
+            await loop.run_in_executor(None, self.wait_ready, True, left)
+
+    async def put_async(self, item, timeout=None):
+        """Awaitable put: never blocks the event loop. Raises queue.Full after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        backoff = 0.0
+        while True:
+            try:
+                return self.put(item, block=False)
+            except Full:
+                pass
+            left = 0.1 if deadline is None else min(0.1, deadline - loop.time())
+            if left <= 0:
+                raise Full
+            ready = await loop.run_in_executor(None, self.wait_ready, False, left)
+            if ready:
+                # A free slot but no heap room (large items): back off instead of spinning.
+                backoff = min(0.01, backoff * 2 or 0.0005)
+                await asyncio.sleep(backoff)
+
+
+class ConcurrentQueue(_Base):
+    """The concurrency-module queue, across threads and processes.
+
+    ``ConcurrentQueue(scaling=None, lock_free=False, maxsize=0)``: ``push(value)``, ``pop(timeout=None)``
+    (blocks until an item arrives; ``queue.Empty`` after ``timeout``), ``pop_local`` (the same as ``pop``: a
+    shared-memory queue has no thread-local part), ``size()``, ``empty()``, ``shutdown(immediate=False)``.
+    ``lock_free=True`` spins longer before sleeping: lower latency for more CPU. ``scaling`` is accepted for
+    compatibility and ignored (the ring has no per-thread shards).
+    """
+
+    def __new__(cls, scaling=None, lock_free=False, maxsize=0, **kw):
+        return super().__new__(cls, maxsize, lock_free=lock_free, **kw)
+
+    def __init__(self, scaling=None, lock_free=False, maxsize=0, **kw):
+        super().__init__(maxsize)
+
+    def push(self, value):
+        """Appends `value`; raises ShutDown after shutdown()."""
+        self.put(value)
+
+    def pop(self, timeout=None):
+        """Removes and returns the oldest item, waiting up to `timeout` seconds (forever if None)."""
+        return self.get(True, timeout)
+
+    pop_local = pop
+
+    def size(self):
+        """Approximate number of items."""
+        return self.qsize()
+
+    def __len__(self):
+        return self.qsize()
+
+    def __bool__(self):
+        return True
+
+
+class StdConcurrentQueue(_Base):
+    """The ``queue.Queue`` API (put/get with block and timeout, *_nowait, qsize, empty, full, task_done, join,
+    shutdown) over a shared-memory queue, for threads and processes."""
+
+    def __new__(cls, maxsize=0, **kw):
+        return super().__new__(cls, maxsize, _joinable=True, **kw)
+
+    def put_nowait(self, item):
+        return self.put(item, block=False)
+
+    def get_nowait(self):
+        return self.get(block=False)
+
+    def full(self):
+        return self._maxsize > 0 and self.qsize() >= self._maxsize
+
+    @property
+    def unfinished_tasks(self):
+        return super().unfinished_tasks
+
+    def join(self):
+        super().join(None)
+
+
+class Queue(_Base):
+    """Drop-in for ``multiprocessing.Queue(maxsize=0)``.
+
+    Differences: ``put`` writes the item to shared memory before it returns (no feeder thread, so joining a
+    producer before the queue is drained never deadlocks, and ``close``/``join_thread``/``cancel_join_thread``
+    have nothing to wait for); with ``maxsize=0`` the queue holds up to 65,536 items and ``capacity_bytes`` of
+    large items, and ``put`` waits for room beyond that instead of growing without bound.
+    """
+
+    def __init__(self, maxsize=0, **kw):
+        super().__init__(maxsize)
+        self._local_closed = False
+
+    def _check_closed(self):
+        if getattr(self, "_local_closed", False):
+            raise ValueError(f"Queue {self!r} is closed")
+
+    def put(self, obj, block=True, timeout=None):
+        self._check_closed()
+        return super().put(obj, block, timeout)
+
+    def get(self, block=True, timeout=None):
+        self._check_closed()
+        return super().get(block, timeout)
+
+    def put_nowait(self, obj):
+        return self.put(obj, False)
+
+    def get_nowait(self):
+        return self.get(False)
+
+    def put_many(self, items, block=True, timeout=None):
+        self._check_closed()
+        return super().put_many(items, block, timeout)
+
+    def get_many(self, max_messages=1_000_000_000, block=True, timeout=None):
+        self._check_closed()
+        return super().get_many(max_messages, block, timeout)
+
+    def full(self):
+        return self._maxsize > 0 and self.qsize() >= self._maxsize
+
+    def close(self):
+        """This process will put no more data on the queue (further put/get here raise ValueError)."""
+        self._local_closed = True
+
+    def join_thread(self):
+        """Nothing to join: put() is synchronous. Like multiprocessing, only valid after close()."""
+        assert getattr(self, "_local_closed", False), f"Queue {self!r} not closed"
+
+    def cancel_join_thread(self):
+        """Nothing to cancel: put() is synchronous."""
+
+
+class JoinableQueue(Queue):
+    """Drop-in for ``multiprocessing.JoinableQueue``: ``task_done()`` and ``join()`` across processes."""
+
+    def __new__(cls, maxsize=0, **kw):
+        return super().__new__(cls, maxsize, _joinable=True, **kw)
+
+    def task_done(self):
+        """Marks one item as processed; ValueError if called more often than items were put."""
+        super().task_done()
+
+    def join(self):
+        """Waits until every item put has been marked done."""
+        super().join(None)
+
+
+class SimpleQueue(_Base):
+    """Drop-in for ``multiprocessing.SimpleQueue``: ``put``, ``get``, ``empty``, ``close``."""
+
+    def __init__(self, **kw):
+        super().__init__(0)
+        self._local_closed = False
+
+    def _check_closed(self):
+        if getattr(self, "_local_closed", False):
+            raise OSError("handle is closed")
+
+    def put(self, obj):
+        self._check_closed()
+        return super().put(obj)
+
+    def get(self):
+        self._check_closed()
+        return super().get()
+
+    def close(self):
+        """Closes this process's use of the queue (further put/get here raise OSError)."""
+        self._local_closed = True

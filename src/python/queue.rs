@@ -1,0 +1,364 @@
+//! `QueueCore`: the native queue under `pyconc.ConcurrentQueue`, `Queue`, `SimpleQueue`, `JoinableQueue` and
+//! `StdConcurrentQueue` (the Python classes in `pyconc/queues.py` add the API shapes).
+
+use super::codec::{decode_bytes, encode_into, with_scratch};
+use super::errors::{closed, IntoPyResult};
+use crate::platform::futex::Deadline;
+use crate::queue::{Attempt, QueueConfig, SharedQueue};
+use crate::segment::{Kind, LAYOUT_VERSION};
+use crate::Error;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyType};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pyo3::create_exception!(
+    pyconc,
+    ShutDown,
+    pyo3::exceptions::PyException,
+    "Raised by put/get on a queue that was shut down (queue.ShutDown on Python 3.13+)."
+);
+
+static EMPTY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static FULL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static SHUTDOWN: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn exc<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &str) -> PyResult<Bound<'py, PyType>> {
+    cell.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+        let queue = py.import("queue")?;
+        match queue.getattr(name) {
+            Ok(t) => Ok(t.cast_into::<PyType>()?.unbind()),
+            // Before 3.13 `queue` has no ShutDown: ours stands in.
+            Err(_) => Ok(py.get_type::<ShutDown>().unbind()),
+        }
+    })
+    .map(|t| t.bind(py).clone())
+}
+
+fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str, msg: &str) -> PyErr {
+    match exc(py, cell, name) {
+        Ok(t) => PyErr::from_type(t, msg.to_string()),
+        Err(e) => e,
+    }
+}
+
+/// The longest stretch a blocked call spends without the GIL before checking for signals (Ctrl-C).
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+fn check_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err("'timeout' must be a non-negative number")),
+        Some(t) => Ok(Some(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX))),
+    }
+}
+
+/// A queue of Python values in shared memory. Values are encoded with the pyconc codec (pickle only for types
+/// it does not know). Pickles as a handle.
+#[pyclass(module = "pyconc._native", name = "QueueCore", frozen, subclass)]
+pub struct PyQueue {
+    q: SharedQueue,
+    closed: AtomicBool,
+}
+
+impl PyQueue {
+    fn open(&self) -> PyResult<&SharedQueue> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(closed("queue"));
+        }
+        Ok(&self.q)
+    }
+
+    /// Runs `op` once with the GIL (no waiting); if it would block and `block` is set, again without the GIL in
+    /// slices until it completes, the timeout passes or a signal handler raises.
+    fn blocking(
+        &self,
+        py: Python<'_>,
+        block: bool,
+        timeout: Option<f64>,
+        op: &mut (dyn FnMut(Deadline) -> crate::Result<Attempt> + Send),
+    ) -> PyResult<Attempt> {
+        let timeout = check_timeout(timeout)?;
+        match op(Deadline::after(Some(Duration::ZERO))).py(py)? {
+            Attempt::WouldBlock if block => {}
+            other => return Ok(other),
+        }
+        let end = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
+            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
+            let r = py.detach(|| op(Deadline::after(Some(slice))));
+            match r {
+                Ok(Attempt::WouldBlock) => {
+                    if matches!(left, Some(l) if l <= slice) {
+                        return Ok(Attempt::WouldBlock);
+                    }
+                    py.check_signals()?;
+                }
+                Err(Error::Interrupted) => py.check_signals()?,
+                other => return other.py(py),
+            }
+        }
+    }
+
+    fn put_encoded(&self, py: Python<'_>, buf: &[u8], block: bool, timeout: Option<f64>) -> PyResult<()> {
+        let q = self.open()?;
+        let ring = q.ring().py(py)?;
+        let policy = q.policy();
+        match self.blocking(py, block, timeout, &mut |d| ring.put(buf, d, policy))? {
+            Attempt::Done => Ok(()),
+            Attempt::WouldBlock => Err(raise(py, &FULL, "Full", "")),
+            Attempt::ShutDown => Err(raise(py, &SHUTDOWN, "ShutDown", "the queue was shut down")),
+        }
+    }
+}
+
+#[pymethods]
+impl PyQueue {
+    #[new]
+    #[pyo3(signature = (slots=65536, heap_bytes=67108864, lock_free=false, joinable=false, name=None))]
+    fn new(
+        py: Python<'_>,
+        slots: u64,
+        heap_bytes: u64,
+        lock_free: bool,
+        joinable: bool,
+        name: Option<&str>,
+    ) -> PyResult<Self> {
+        let q = match name {
+            Some(name) => py.detach(|| SharedQueue::open(name)).py(py)?,
+            None => py.detach(|| SharedQueue::create(QueueConfig { slots, heap_bytes, lock_free, joinable })).py(py)?,
+        };
+        Ok(PyQueue { q, closed: AtomicBool::new(false) })
+    }
+
+    /// put(item, block=True, timeout=None): enqueue `item`; raises queue.Full if no room came in time,
+    /// ShutDown after shutdown(), ValueError if the encoded item exceeds the per-message capacity.
+    #[pyo3(signature = (item, block=true, timeout=None))]
+    fn put(&self, py: Python<'_>, item: &Bound<'_, PyAny>, block: bool, timeout: Option<f64>) -> PyResult<()> {
+        with_scratch(|buf| {
+            encode_into(item, buf)?;
+            self.put_encoded(py, buf, block, timeout)
+        })
+    }
+
+    /// get(block=True, timeout=None): dequeue an item; raises queue.Empty if none came in time, ShutDown once a
+    /// shut-down queue is drained (at once after an immediate shutdown).
+    #[pyo3(signature = (block=true, timeout=None))]
+    fn get<'py>(&self, py: Python<'py>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let q = self.open()?;
+        let ring = q.ring().py(py)?;
+        let policy = q.policy();
+        with_scratch(|buf| {
+            let r = self.blocking(py, block, timeout, &mut |d| {
+                buf.clear();
+                ring.get(buf, d, policy)
+            })?;
+            match r {
+                Attempt::Done => decode_bytes(py, buf),
+                Attempt::WouldBlock => Err(raise(py, &EMPTY, "Empty", "")),
+                Attempt::ShutDown => Err(raise(py, &SHUTDOWN, "ShutDown", "the queue was shut down")),
+            }
+        })
+    }
+
+    /// put_many(items, block=True, timeout=None): enqueue every item of the iterable in order (the timeout
+    /// applies to each item). Returns how many were put.
+    #[pyo3(signature = (items, block=true, timeout=None))]
+    fn put_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, block: bool, timeout: Option<f64>) -> PyResult<usize> {
+        let mut n = 0;
+        with_scratch(|buf| {
+            for item in items.try_iter()? {
+                buf.clear();
+                encode_into(&item?, buf)?;
+                self.put_encoded(py, buf, block, timeout)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    /// get_many(max_messages=1000000000, block=True, timeout=None): waits (like get) for at least one item,
+    /// then takes every item available at once, up to `max_messages`. Returns a list.
+    #[pyo3(signature = (max_messages=1_000_000_000, block=true, timeout=None))]
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        max_messages: usize,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let q = self.open()?;
+        let ring = q.ring().py(py)?;
+        let policy = q.policy();
+        let list = PyList::empty(py);
+        if max_messages == 0 {
+            return Ok(list);
+        }
+        with_scratch(|buf| {
+            let r = self.blocking(py, block, timeout, &mut |d| {
+                buf.clear();
+                ring.get(buf, d, policy)
+            })?;
+            match r {
+                Attempt::Done => list.append(decode_bytes(py, buf)?)?,
+                Attempt::WouldBlock => return Err(raise(py, &EMPTY, "Empty", "")),
+                Attempt::ShutDown => return Err(raise(py, &SHUTDOWN, "ShutDown", "the queue was shut down")),
+            }
+            let mut lens = Vec::new();
+            let mut left = max_messages - 1;
+            while left > 0 {
+                buf.clear();
+                lens.clear();
+                let n = ring.get_available(buf, &mut lens, left.min(256)).py(py)?;
+                let mut at = 0;
+                for len in &lens {
+                    list.append(decode_bytes(py, &buf[at..at + len])?)?;
+                    at += len;
+                }
+                if n < left.min(256) {
+                    break;
+                }
+                left -= n;
+            }
+            Ok(list)
+        })
+    }
+
+    /// Approximate number of items.
+    fn qsize(&self) -> PyResult<u64> {
+        Ok(self.open()?.ring().map(|r| r.len()).unwrap_or(0))
+    }
+
+    /// Whether the queue looks empty.
+    fn empty(&self) -> PyResult<bool> {
+        Ok(self.qsize()? == 0)
+    }
+
+    /// Whether every slot looks taken.
+    fn full(&self) -> PyResult<bool> {
+        let q = self.open()?;
+        Ok(q.ring().map(|r| r.len() >= r.capacity()).unwrap_or(false))
+    }
+
+    /// Number of slots (the most items held at once).
+    #[getter]
+    fn capacity(&self) -> PyResult<u64> {
+        let q = self.open()?;
+        Ok(q.ring().map(|r| r.capacity()).unwrap_or(0))
+    }
+
+    /// Largest encoded item, in bytes.
+    #[getter]
+    fn max_message(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.open()?.ring().py(py)?.max_message())
+    }
+
+    /// shutdown(immediate=False): puts raise ShutDown from now on; gets drain what is left and then raise it
+    /// (at once if `immediate`). Wakes blocked callers in every process.
+    #[pyo3(signature = (immediate=false))]
+    fn shutdown(&self, py: Python<'_>, immediate: bool) -> PyResult<()> {
+        self.open()?.ring().py(py)?.shutdown(immediate);
+        Ok(())
+    }
+
+    /// Whether shutdown() was called (by any process).
+    #[getter]
+    fn is_shutdown(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.open()?.ring().py(py)?.shutdown_state() != 0)
+    }
+
+    /// task_done(): for joinable queues; ValueError if called more times than items were put.
+    fn task_done(&self, py: Python<'_>) -> PyResult<()> {
+        let ring = self.open()?.ring().py(py)?;
+        if !ring.is_joinable() {
+            return Err(PyValueError::new_err("task_done() needs a joinable queue"));
+        }
+        ring.task_done_n(1).py(py)
+    }
+
+    /// join(timeout=None) -> bool: waits until every item put has been marked done with task_done().
+    #[pyo3(signature = (timeout=None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let q = self.open()?;
+        let ring = q.ring().py(py)?;
+        if !ring.is_joinable() {
+            return Err(PyValueError::new_err("join() needs a joinable queue"));
+        }
+        let end = check_timeout(timeout)?.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
+            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
+            match py.detach(|| ring.join(Deadline::after(Some(slice)))) {
+                Ok(true) => return Ok(true),
+                Ok(false) if matches!(left, Some(l) if l <= slice) => return Ok(false),
+                Ok(false) | Err(Error::Interrupted) => py.check_signals()?,
+                Err(e) => return Err(e).py(py),
+            }
+        }
+    }
+
+    /// Items put and not yet marked done.
+    #[getter]
+    fn unfinished_tasks(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.open()?.ring().py(py)?.unfinished())
+    }
+
+    /// wait_ready(for_get, timeout) -> bool: waits (GIL released) until a get (or put) would not block, without
+    /// taking anything. Used by the asyncio methods.
+    #[pyo3(signature = (for_get, timeout))]
+    fn wait_ready(&self, py: Python<'_>, for_get: bool, timeout: f64) -> PyResult<bool> {
+        let q = self.open()?;
+        let ring = q.ring().py(py)?;
+        let policy = q.policy();
+        let t = check_timeout(Some(timeout))?;
+        match py.detach(|| ring.wait_ready(for_get, Deadline::after(t), policy)) {
+            Err(Error::Interrupted) => Ok(false),
+            r => r.py(py),
+        }
+    }
+
+    /// Counters: dropped (half-written by a producer that died), redelivered (taken by a consumer that died),
+    /// recovered (dead processes cleaned up after), and the heap.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let q = self.open()?;
+        let (dropped, redelivered, recovered) = q.stats();
+        let d = PyDict::new(py);
+        d.set_item("dropped", dropped)?;
+        d.set_item("redelivered", redelivered)?;
+        d.set_item("recovered", recovered)?;
+        d.set_item("qsize", q.ring().py(py)?.len())?;
+        Ok(d)
+    }
+
+    /// Removes the segment's name now: processes that hold the queue keep working, new attaches fail.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.q.segment().unlink().py(py)
+    }
+
+    /// Stops using the queue from this object (later calls raise ValueError).
+    fn _close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether _close() was called on this object.
+    #[getter]
+    fn _closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// (segment name, kind, layout version).
+    #[getter]
+    fn _segment_handle(&self) -> (String, u32, u32) {
+        (self.q.segment().name().to_string(), Kind::Queue as u32, LAYOUT_VERSION)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<PyQueue>()?;
+    m.add("ShutDown", exc(py, &SHUTDOWN, "ShutDown")?)?;
+    Ok(())
+}
