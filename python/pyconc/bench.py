@@ -209,9 +209,150 @@ def bench_arrays(quick):
     return rows
 
 
+# ---- queues -----------------------------------------------------------------------------------------------------
+
+def _payload(kind):
+    return {"int": 12345, "100 B": b"x" * 100, "10 KB": b"x" * 10_000, "1 MB": b"x" * 1_000_000}[kind]
+
+
+def _produce(make_put, n, payload, start, producers_done):
+    put = make_put()
+    start.wait()
+    for _ in range(n):
+        put(payload)
+    producers_done.release()
+
+
+class _Impl:
+    """One queue implementation under test: how to create it, put, get, get many."""
+
+    def __init__(self, name, create, put, get, get_many=None, close=None):
+        self.name, self.create, self.put, self.get, self.get_many, self.close = name, create, put, get, get_many, close
+
+
+def _impls():
+    impls = [
+        _Impl("pyconc.Queue", lambda: pyconc.Queue(), lambda q: q.put, lambda q: q.get, lambda q: q.get_many),
+        _Impl("mp.Queue", lambda: FORK.Queue(), lambda q: q.put, lambda q: q.get),
+        _Impl("mp.SimpleQueue", lambda: FORK.SimpleQueue(), lambda q: q.put, lambda q: q.get),
+    ]
+    try:
+        import faster_fifo
+
+        impls.append(_Impl(
+            "faster-fifo", lambda: faster_fifo.Queue(max_size_bytes=64 << 20), lambda q: q.put,
+            lambda q: q.get, lambda q: (lambda: q.get_many(max_messages_to_get=1000))))
+    except ImportError:
+        pass
+    return impls
+
+
+def _throughput(impl, payload, n, producers=1, many=False):
+    """Messages per second from `producers` forked producers to this process, wall time from the start signal
+    to the last message."""
+    q = impl.create()
+    start = FORK.Event()
+    done = FORK.Semaphore(0)
+    per = n // producers
+    procs = [FORK.Process(target=_produce, args=(lambda: impl.put(q), per, payload, start, done))
+             for _ in range(producers)]
+    for p in procs:
+        p.start()
+    get = impl.get_many(q) if many else impl.get(q)
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    start.set()
+    got = 0
+    total = per * producers
+    if many:
+        while got < total:
+            got += len(get())
+    else:
+        for _ in range(total):
+            get()
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join(120)
+    return total / elapsed
+
+
+def _pipe_throughput(payload, n):
+    r, w = FORK.Pipe(duplex=False)
+    start = FORK.Event()
+    done = FORK.Semaphore(0)
+    p = FORK.Process(target=_produce, args=(lambda: w.send, n, payload, start, done))
+    p.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    start.set()
+    for _ in range(n):
+        r.recv()
+    elapsed = time.perf_counter() - t0
+    p.join(120)
+    return n / elapsed
+
+
+def _echo(make_queues, n):
+    a, b = make_queues()
+    for _ in range(n):
+        b.put(a.get())
+
+
+def _pingpong(impl, n):
+    """Round trips: this process puts into `a`, the child echoes into `b`."""
+    a, b = impl.create(), impl.create()
+    p = FORK.Process(target=lambda: _echo(lambda: (a, b), n))
+    p.start()
+    put, get = impl.put(a), impl.get(b)
+    for _ in range(200):  # warm-up
+        put(1)
+        get()
+    samples = []
+    for _ in range(n - 200):
+        t0 = time.perf_counter()
+        put(1)
+        get()
+        samples.append(time.perf_counter() - t0)
+    p.join(120)
+    samples.sort()
+    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+
+
+def bench_queues(quick):
+    rows = []
+    scale = 0.25 if quick else 1.0
+    sizes = {"int": 400_000, "100 B": 300_000, "10 KB": 100_000, "1 MB": 1_500}
+    impls = _impls()
+    ours = impls[0]
+    for kind, n in sizes.items():
+        n = max(200, int(n * scale))
+        payload = _payload(kind)
+        mine = _throughput(ours, payload, n)
+        others = [(impl.name, _throughput(impl, payload, max(200, n // 4))) for impl in impls[1:]]
+        others.append(("mp.Pipe", _pipe_throughput(payload, max(200, n // 4))))
+        best_name, best = max(others, key=lambda x: x[1])
+        rows.append(_row("queues", f"1P->1C {kind}", mine, best, "msg/s", best_name,
+                         note="vs the best of " + ", ".join(f"{k} {_fmt(v, 'msg/s')}" for k, v in others)))
+        if kind in ("int", "10 KB"):
+            mine2 = _throughput(ours, payload, n, producers=2)
+            theirs2 = _throughput(impls[1], payload, max(200, n // 4), producers=2)
+            rows.append(_row("queues", f"2P->1C {kind}", mine2, theirs2, "msg/s", "mp.Queue"))
+        if kind == "int":
+            many = _throughput(ours, payload, n, many=True)
+            rows.append(_row("queues", "1P->1C int, get_many", many, best, "msg/s", best_name))
+    n = 2_000 if quick else 20_000
+    p50, p99 = _pingpong(ours, n)
+    base = [(impl.name, _pingpong(impl, max(400, n // 4))) for impl in impls[1:2]]
+    for name, (b50, b99) in base:
+        rows.append(_row("queues", "ping-pong round trip p50", p50, b50, "µs", name, higher_is_better=False))
+        rows.append(_row("queues", "ping-pong round trip p99", p99, b99, "µs", name, higher_is_better=False))
+    return rows
+
+
 GROUPS = {
     "counters": bench_counters,
     "arrays": bench_arrays,
+    "queues": bench_queues,
 }
 
 

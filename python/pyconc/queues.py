@@ -42,8 +42,7 @@ class _Base(_native.QueueCore):
         self._maxsize = int(maxsize) if int(maxsize) > 0 else 0
 
     def __reduce__(self):
-        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_local_")}
-        return _attach, (type(self), self._segment_handle[0], state)
+        return _attach, (type(self), self._segment_handle[0], dict(self.__dict__))
 
     def __repr__(self):
         return f"<pyconc.{type(self).__name__} {self._segment_handle[0]} qsize={self.qsize()}>"
@@ -159,46 +158,22 @@ class Queue(_Base):
     large items, and ``put`` waits for room beyond that instead of growing without bound.
     """
 
-    def __init__(self, maxsize=0, **kw):
-        super().__init__(maxsize)
-        self._local_closed = False
-
-    def _check_closed(self):
-        if getattr(self, "_local_closed", False):
-            raise ValueError(f"Queue {self!r} is closed")
-
-    def put(self, obj, block=True, timeout=None):
-        self._check_closed()
-        return super().put(obj, block, timeout)
-
-    def get(self, block=True, timeout=None):
-        self._check_closed()
-        return super().get(block, timeout)
-
     def put_nowait(self, obj):
         return self.put(obj, False)
 
     def get_nowait(self):
         return self.get(False)
 
-    def put_many(self, items, block=True, timeout=None):
-        self._check_closed()
-        return super().put_many(items, block, timeout)
-
-    def get_many(self, max_messages=1_000_000_000, block=True, timeout=None):
-        self._check_closed()
-        return super().get_many(max_messages, block, timeout)
-
     def full(self):
         return self._maxsize > 0 and self.qsize() >= self._maxsize
 
     def close(self):
-        """This process will put no more data on the queue (further put/get here raise ValueError)."""
-        self._local_closed = True
+        """This process will put no more data on the queue (further put/get on this object raise ValueError)."""
+        self._close()
 
     def join_thread(self):
         """Nothing to join: put() is synchronous. Like multiprocessing, only valid after close()."""
-        assert getattr(self, "_local_closed", False), f"Queue {self!r} not closed"
+        assert self._closed, f"Queue {self!r} not closed"
 
     def cancel_join_thread(self):
         """Nothing to cancel: put() is synchronous."""
@@ -224,20 +199,7 @@ class SimpleQueue(_Base):
 
     def __init__(self, **kw):
         super().__init__(0)
-        self._local_closed = False
-
-    def _check_closed(self):
-        if getattr(self, "_local_closed", False):
-            raise OSError("handle is closed")
-
-    def put(self, obj):
-        self._check_closed()
-        return super().put(obj)
-
-    def get(self):
-        self._check_closed()
-        return super().get()
 
     def close(self):
-        """Closes this process's use of the queue (further put/get here raise OSError)."""
-        self._local_closed = True
+        """Closes this object's use of the queue (further put/get on it raise OSError, as in multiprocessing)."""
+        self._close(True)

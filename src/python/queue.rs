@@ -2,16 +2,16 @@
 //! `StdConcurrentQueue` (the Python classes in `pyconc/queues.py` add the API shapes).
 
 use super::codec::{decode_bytes, encode_into, with_scratch};
-use super::errors::{closed, IntoPyResult};
+use super::errors::IntoPyResult;
 use crate::platform::futex::Deadline;
 use crate::queue::{Attempt, QueueConfig, SharedQueue};
 use crate::segment::{Kind, LAYOUT_VERSION};
 use crate::Error;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyType};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 pyo3::create_exception!(
@@ -60,15 +60,19 @@ fn check_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
 #[pyclass(module = "pyconc._native", name = "QueueCore", frozen, subclass)]
 pub struct PyQueue {
     q: SharedQueue,
-    closed: AtomicBool,
+    /// 0 open; else how `close()` was called (see `_close`).
+    closed: AtomicU8,
 }
 
 impl PyQueue {
     fn open(&self) -> PyResult<&SharedQueue> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(closed("queue"));
+        match self.closed.load(Ordering::Relaxed) {
+            0 => Ok(&self.q),
+            // multiprocessing.SimpleQueue: its closed pipe says so with OSError.
+            2 => Err(PyOSError::new_err("handle is closed")),
+            // multiprocessing.Queue's message.
+            _ => Err(PyValueError::new_err(format!("Queue {} is closed", self.q.segment().name()))),
         }
-        Ok(&self.q)
     }
 
     /// Runs `op` once with the GIL (no waiting); if it would block and `block` is set, again without the GIL in
@@ -131,7 +135,7 @@ impl PyQueue {
             Some(name) => py.detach(|| SharedQueue::open(name)).py(py)?,
             None => py.detach(|| SharedQueue::create(QueueConfig { slots, heap_bytes, lock_free, joinable })).py(py)?,
         };
-        Ok(PyQueue { q, closed: AtomicBool::new(false) })
+        Ok(PyQueue { q, closed: AtomicU8::new(0) })
     }
 
     /// put(item, block=True, timeout=None): enqueue `item`; raises queue.Full if no room came in time,
@@ -338,15 +342,17 @@ impl PyQueue {
         self.q.segment().unlink().py(py)
     }
 
-    /// Stops using the queue from this object (later calls raise ValueError).
-    fn _close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+    /// _close(oserror=False): stops using the queue from this object; later calls raise ValueError (OSError if
+    /// `oserror`, as multiprocessing.SimpleQueue does). Other objects and processes are not affected.
+    #[pyo3(signature = (oserror=false))]
+    fn _close(&self, oserror: bool) {
+        self.closed.store(if oserror { 2 } else { 1 }, Ordering::Relaxed);
     }
 
     /// Whether _close() was called on this object.
     #[getter]
     fn _closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.closed.load(Ordering::Relaxed) != 0
     }
 
     /// (segment name, kind, layout version).

@@ -504,24 +504,30 @@ impl<'a> Ring<'a> {
         if deadline.expired() {
             return Ok(Attempt::WouldBlock);
         }
-        // Spin.
+        // Spin: re-check often (a message usually arrives within a microsecond or two when the other side is
+        // running), read the clock rarely, and yield now and then in case the other side shares our CPU.
         let spin_until = Instant::now() + policy.spin;
         let mut spins = 0u32;
-        while Instant::now() < spin_until {
-            for _ in 0..32 {
+        loop {
+            for _ in 0..4 {
                 std::hint::spin_loop();
             }
-            spins += 1;
-            if spins % 16 == 0 {
-                std::thread::yield_now();
-            }
+            spins = spins.wrapping_add(1);
             match attempt()? {
                 Attempt::WouldBlock => {}
                 done => return Ok(done),
             }
-            if deadline.expired() {
-                return Ok(Attempt::WouldBlock);
+            if spins % 64 == 0 {
+                if Instant::now() >= spin_until || deadline.expired() {
+                    break;
+                }
+                if spins % 1024 == 0 {
+                    crate::sync::yield_now();
+                }
             }
+        }
+        if deadline.expired() {
+            return Ok(Attempt::WouldBlock);
         }
         // Sleep, in slices.
         let (wake, waiters) = match side {
