@@ -149,6 +149,58 @@ fn value_array_block() {
 }
 
 #[test]
+fn queue() {
+    use pyconc::queue::layout::{OpRecord, Participant, QueueHeader, Slot, QUEUE_VERSION};
+    check(
+        "queue.md",
+        "QueueHeader",
+        rust_layout!(
+            QueueHeader,
+            QUEUE_VERSION,
+            [
+                magic,
+                version,
+                capacity,
+                max_message,
+                flags,
+                participants,
+                participants_offset,
+                slots_offset,
+                heap_offset,
+                heap_size,
+                maxsize,
+                reserved0,
+                tail,
+                reserved1,
+                head,
+                reserved2,
+                cons_wake,
+                cons_waiters,
+                prod_wake,
+                prod_waiters,
+                shutdown,
+                reserved3,
+                unfinished,
+                join_wake,
+                join_waiters,
+                reserved4,
+                orphan_count,
+                reserved5,
+                orphans,
+                reserved6,
+                dropped,
+                redelivered,
+                recovered,
+                reserved7
+            ]
+        ),
+    );
+    check("queue.md", "Participant", rust_layout!(Participant, QUEUE_VERSION, [pid, reserved, start_time, ops, pad]));
+    check("queue.md", "OpRecord", rust_layout!(OpRecord, QUEUE_VERSION, [kind, flags, pos, block]));
+    check("queue.md", "Slot", rust_layout!(Slot, QUEUE_VERSION, [state, len, kind, data]));
+}
+
+#[test]
 fn every_documented_struct_is_checked() {
     // A struct documented here but not checked above would silently drift: list them all.
     let checked = [
@@ -156,6 +208,7 @@ fn every_documented_struct_is_checked() {
         ("heap.md", vec!["BlockHeader", "HeapHeader"]),
         ("atomic.md", vec!["AtomicCell"]),
         ("block.md", vec!["BlockHeader"]),
+        ("queue.md", vec!["OpRecord", "Participant", "QueueHeader", "Slot"]),
     ];
     let dir = format!("{}/shm-layouts", env!("CARGO_MANIFEST_DIR"));
     for entry in std::fs::read_dir(&dir).unwrap() {
