@@ -3,6 +3,7 @@
     python -m pyconc ls                 list pyconc segments in /dev/shm (kind, size, live users)
     python -m pyconc gc [--grace S]     remove segments whose users all died
     python -m pyconc bench [--quick]    benchmarks against multiprocessing, same run
+    python -m pyconc stress queue ...   many processes on one queue, every item accounted for (--kill)
 """
 
 import argparse
@@ -46,6 +47,12 @@ def _gc(args):
     return 0
 
 
+def _stress(args):
+    from . import stress
+
+    return stress.main(args)
+
+
 def _bench(args):
     from . import bench
 
@@ -64,6 +71,17 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     p.add_argument("--only", default="", help="comma-separated groups to run (counters,arrays)")
     p.set_defaults(fn=_bench)
+    p = sub.add_parser("stress", help="many processes on one structure, every item accounted for")
+    p.add_argument("structure", choices=["queue"])
+    p.add_argument("--producers", type=int, default=4)
+    p.add_argument("--consumers", type=int, default=4)
+    p.add_argument("--messages", type=int, default=1_000_000, help="total items")
+    p.add_argument("--size", type=int, default=64, help="payload bytes per item")
+    p.add_argument("--start-method", default="fork", choices=["fork", "spawn", "forkserver"])
+    p.add_argument("--kill", action="store_true", help="SIGKILL random processes during the run")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--timeout", type=float, default=1800)
+    p.set_defaults(fn=_stress)
     args = parser.parse_args(argv)
     return args.fn(args)
 

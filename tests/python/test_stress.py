@@ -1,0 +1,23 @@
+"""Short versions of `python -m pyconc stress queue` (the full runs are 8 processes x 1M items)."""
+
+import io
+
+import pytest
+
+from pyconc import stress
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_queue_stress_every_item_exactly_once(start_method):
+    out = io.StringIO()
+    ok, r = stress.run_queue(2, 2, 20_000, start_method, size=100, timeout=120, out=out)
+    assert ok, out.getvalue()
+    assert r["received"] == r["items"] and r["lost"] == r["duplicated"] == r["corrupt"] == 0
+
+
+def test_queue_stress_with_random_kills():
+    out = io.StringIO()
+    ok, r = stress.run_queue(3, 3, 300_000, "fork", size=64, kill=True, seed=11, timeout=240, out=out)
+    assert ok, out.getvalue()
+    assert r["producer_kills"] + r["consumer_kills"] > 0, out.getvalue()
+    assert r["lost"] == 0 and r["duplicated"] == 0 and r["corrupt"] == 0 and r["hung_consumers"] == 0
