@@ -1,0 +1,93 @@
+//! The waiting policy shared by every primitive: spin briefly, then sleep on a shared futex in bounded slices.
+//!
+//! Slices exist for robustness, not for wakeups: a waiter whose lock holder was SIGKILLed is never woken, so it
+//! wakes itself every [`SLICE`] to check whether the holder is still alive. Timeouts are honoured exactly (the
+//! last slice is cut to the deadline), and a signal (EINTR) is reported so the caller can run its handlers.
+
+use crate::platform::futex::{self, Deadline, WaitResult};
+use crate::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+/// Longest single futex sleep; also the delay after which a dead owner is noticed.
+pub const SLICE: Duration = Duration::from_millis(20);
+
+/// How long to spin before sleeping. Waking a process on the other CPU costs tens of microseconds on this kind
+/// of VM, so a holder that releases within this window is cheaper to wait for by spinning.
+pub const SPIN: Duration = Duration::from_micros(40);
+
+/// Why a blocking operation gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitError {
+    /// The deadline passed.
+    TimedOut,
+    /// A signal interrupted the sleep (EINTR): run signal handlers, then retry with the same deadline.
+    Interrupted,
+}
+
+impl From<WaitError> for crate::Error {
+    fn from(e: WaitError) -> Self {
+        match e {
+            WaitError::TimedOut => crate::Error::Timeout,
+            WaitError::Interrupted => crate::Error::Interrupted,
+        }
+    }
+}
+
+/// Outcome of one [`sleep`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slept {
+    /// Woken, or the word had already changed: re-check the condition.
+    Woken,
+    /// A slice ended without news: re-check the condition and the liveness of whoever is waited for.
+    SliceEnd,
+    /// The deadline passed.
+    TimedOut,
+    /// EINTR.
+    Interrupted,
+}
+
+/// Sleeps while `*word == expected`, for at most one slice and never past `deadline`.
+pub fn sleep(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Slept {
+    let mut t = SLICE;
+    if let Some(rem) = deadline.remaining() {
+        if rem.is_zero() {
+            return Slept::TimedOut;
+        }
+        t = t.min(rem);
+    }
+    match futex::wait(word, expected, Some(t)) {
+        WaitResult::Woken => Slept::Woken,
+        WaitResult::Interrupted => Slept::Interrupted,
+        WaitResult::TimedOut if deadline.expired() => Slept::TimedOut,
+        WaitResult::TimedOut => Slept::SliceEnd,
+    }
+}
+
+/// Spins for at most [`SPIN`] (less if the deadline is sooner) until `ready()` holds. Returns whether it did.
+#[inline]
+pub fn spin(deadline: &Deadline, mut ready: impl FnMut() -> bool) -> bool {
+    let limit = match deadline.remaining() {
+        Some(r) => r.min(SPIN),
+        None => SPIN,
+    };
+    if limit.is_zero() {
+        return false;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..32 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+    }
+}
+
+/// A deadline `timeout` from now (`None`: forever).
+pub fn deadline(timeout: Option<Duration>) -> Deadline {
+    Deadline::after(timeout)
+}
