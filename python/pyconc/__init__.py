@@ -12,14 +12,36 @@ import os as _os
 from . import _native
 from ._native import AtomicFlag, AtomicInt64
 from .sharedctypes import RawArray, RawValue
+from .synchronize import (
+    Barrier,
+    BoundedSemaphore,
+    BrokenBarrierError,
+    Condition,
+    Event,
+    Lock,
+    OwnerDiedWarning,
+    RLock,
+    RWLock,
+    Semaphore,
+)
 
 __version__ = _native.__version__
 
 __all__ = [
     "AtomicFlag",
     "AtomicInt64",
+    "Barrier",
+    "BoundedSemaphore",
+    "BrokenBarrierError",
+    "Condition",
+    "Event",
+    "Lock",
+    "OwnerDiedWarning",
+    "RLock",
+    "RWLock",
     "RawArray",
     "RawValue",
+    "Semaphore",
 ]
 
 # A forked child inherits this process's mappings; it registers itself as a user of each, so segments stay alive

@@ -6,6 +6,7 @@ mod atomics;
 mod block;
 mod errors;
 mod segments;
+mod sync;
 
 /// `pyconc._native`: the compiled core of pyconc. Use the `pyconc` package, not this module.
 #[pymodule(gil_used = false)]
@@ -14,5 +15,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     segments::register(m)?;
     atomics::register(m)?;
     block::register(m)?;
+    sync::register(m)?;
     Ok(())
 }

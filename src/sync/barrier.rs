@@ -266,8 +266,12 @@ impl<'a> BarrierRef<'a> {
                     match self.wait_change(s0, &forever) {
                         Slept::Interrupted => return Err(BarrierError::Interrupted),
                         Slept::SliceEnd => {
-                            let _g = self.lock();
+                            let g = self.lock();
                             self.reap_locked();
+                            drop(g);
+                            if wait::slice_ended().is_err() {
+                                return Err(BarrierError::Interrupted);
+                            }
                         }
                         _ => {}
                     }
@@ -316,8 +320,12 @@ impl<'a> BarrierRef<'a> {
             match self.wait_change(s0, deadline) {
                 Slept::Woken => {}
                 Slept::SliceEnd => {
-                    let _g = self.lock();
+                    let g = self.lock();
                     self.reap_locked();
+                    drop(g);
+                    if wait::slice_ended().is_err() {
+                        return Err(BarrierError::Interrupted);
+                    }
                 }
                 Slept::TimedOut => {
                     let _g = self.lock();

@@ -126,7 +126,8 @@ impl CondState {
                     break;
                 }
                 match wait::sleep(&s.state, SLOT_WAITING, deadline) {
-                    Slept::Woken | Slept::SliceEnd => {}
+                    Slept::Woken => {}
+                    Slept::SliceEnd => wait::slice_ended()?,
                     Slept::TimedOut => {
                         if s.state
                             .compare_exchange(

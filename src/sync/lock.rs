@@ -241,6 +241,7 @@ impl LockState {
                     if self.take_over_if_dead(w, me) {
                         return Ok(Acquired::OwnerDied);
                     }
+                    wait::slice_ended()?;
                 }
                 Slept::TimedOut => {
                     // One last look: the deadline must not hide a dead owner from a timed acquire.
@@ -320,6 +321,7 @@ impl LockState {
                     {
                         return Ok(true);
                     }
+                    wait::slice_ended()?;
                 }
                 Slept::TimedOut => return Ok(self.word.load(Ordering::Relaxed) == 0),
                 Slept::Interrupted => return Err(WaitError::Interrupted),

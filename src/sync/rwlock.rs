@@ -162,7 +162,9 @@ impl RwState {
                         // The writer died: free the write lock, and report it to this reader.
                         self.unlock_write_inner();
                         outcome = Acquired::OwnerDied;
+                        continue;
                     }
+                    wait::slice_ended()?;
                 }
                 Slept::TimedOut => {
                     if !self.writer_present() {
@@ -231,7 +233,16 @@ impl RwState {
             }
             match wait::sleep(&self.drain, d, deadline) {
                 Slept::Woken => {}
-                Slept::SliceEnd => self.reap_dead_readers(),
+                Slept::SliceEnd => {
+                    self.reap_dead_readers();
+                    if self.readers() == 0 {
+                        return Ok(a);
+                    }
+                    if let Err(e) = wait::slice_ended() {
+                        self.unlock_write_inner();
+                        return Err(e.into());
+                    }
+                }
                 Slept::TimedOut | Slept::Interrupted if self.readers() == 0 => return Ok(a),
                 Slept::TimedOut => {
                     self.unlock_write_inner();

@@ -84,7 +84,12 @@ impl SemState {
                 break Ok(());
             }
             match wait::sleep(&self.value, 0, deadline) {
-                Slept::Woken | Slept::SliceEnd => {}
+                Slept::Woken => {}
+                Slept::SliceEnd => {
+                    if let Err(e) = wait::slice_ended() {
+                        break Err(e);
+                    }
+                }
                 Slept::TimedOut => {
                     break if self.try_acquire() {
                         Ok(())
@@ -110,7 +115,12 @@ impl SemState {
                 break Ok(true);
             }
             match wait::sleep(&self.value, 0, deadline) {
-                Slept::Woken | Slept::SliceEnd => {}
+                Slept::Woken => {}
+                Slept::SliceEnd => {
+                    if let Err(e) = wait::slice_ended() {
+                        break Err(e);
+                    }
+                }
                 Slept::TimedOut => break Ok(self.value.load(Ordering::SeqCst) > 0),
                 Slept::Interrupted => break Err(WaitError::Interrupted),
             }
@@ -219,7 +229,12 @@ impl EventState {
                 break Ok(true);
             }
             match wait::sleep(&self.flag, 0, deadline) {
-                Slept::Woken | Slept::SliceEnd => {}
+                Slept::Woken => {}
+                Slept::SliceEnd => {
+                    if let Err(e) = wait::slice_ended() {
+                        break Err(e);
+                    }
+                }
                 Slept::TimedOut => break Ok(self.is_set()),
                 Slept::Interrupted => break Err(WaitError::Interrupted),
             }

@@ -6,7 +6,39 @@
 
 use crate::platform::futex::{self, Deadline, WaitResult};
 use crate::sync::atomic::AtomicU32;
+use std::cell::Cell;
 use std::time::{Duration, Instant};
+
+thread_local! {
+    static POLL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While the returned guard lives, blocking calls on this thread return [`WaitError::Interrupted`] at the end of
+/// every sleep slice (after their liveness checks), not only on EINTR. The Python layer uses it so a signal that
+/// arrived while the thread was spinning (not in the futex call) is still handled within a slice; it then calls
+/// again with the same deadline.
+pub fn poll_signals() -> PollGuard {
+    PollGuard(POLL.with(|p| p.replace(true)))
+}
+
+/// Restores the previous polling mode when dropped.
+pub struct PollGuard(bool);
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        POLL.with(|p| p.set(self.0));
+    }
+}
+
+/// Called by wait loops after handling a [`Slept::SliceEnd`]: `Err(Interrupted)` when polling is on.
+#[inline]
+pub fn slice_ended() -> Result<(), WaitError> {
+    if POLL.with(|p| p.get()) {
+        Err(WaitError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
 
 /// Longest single futex sleep; also the delay after which a dead owner is noticed.
 pub const SLICE: Duration = Duration::from_millis(20);
