@@ -149,12 +149,22 @@ fn closed_kwargs<'py>(py: Python<'py>, handle: Handle) -> PyResult<Bound<'py, Py
     Ok(d)
 }
 
+/// A helper of `pyconc.synchronize` (the asyncio forms and reprs are written in Python).
+fn helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import("pyconc.synchronize")?.getattr(name)
+}
+
+/// `repr()` through `pyconc.synchronize._repr`.
+fn py_repr(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    helper(obj.py(), "_repr")?.call1((obj,))?.extract()
+}
+
 // ---- Lock -------------------------------------------------------------------------------------------------
 
 /// A non-recursive lock shared by threads and processes (`multiprocessing.Lock` semantics: any thread or
 /// process may release it). Robust: if its holder's process dies, the next acquirer takes it over and gets an
 /// `OwnerDiedWarning`.
-#[pyclass(module = "pyconc._native", name = "Lock", subclass, frozen)]
+#[pyclass(module = "pyconc", name = "Lock", subclass, frozen)]
 pub struct PyLock {
     h: SyncHandle<LockState>,
 }
@@ -262,6 +272,31 @@ impl PyLock {
         Ok(block_on(py, || st.wait_unlocked(&d))?.unwrap_or(false))
     }
 
+    /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire_async<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_acquire_async_of")?.call1((slf, timeout))
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aenter")?.call1((slf,))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __aexit__<'py>(
+        slf: &Bound<'py, Self>,
+        _args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aexit")?.call1((slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
+    }
+
     #[getter]
     fn _handle(&self) -> Handle {
         handle_of(SyncType::Lock, self.h.segment(), self.h.offset())
@@ -290,7 +325,7 @@ fn embedded<'py>(
 // ---- RLock ------------------------------------------------------------------------------------------------
 
 /// A recursive lock owned by one thread of one process at a time; re-entered by its owner. Robust like `Lock`.
-#[pyclass(module = "pyconc._native", name = "RLock", subclass, frozen)]
+#[pyclass(module = "pyconc", name = "RLock", subclass, frozen)]
 pub struct PyRLock {
     h: SyncHandle<RLockState>,
 }
@@ -441,6 +476,31 @@ impl PyRLock {
         Ok(block_on(py, || st.0.wait_unlocked(&d))?.unwrap_or(false))
     }
 
+    /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire_async<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_acquire_async_of")?.call1((slf, timeout))
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aenter")?.call1((slf,))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __aexit__<'py>(
+        slf: &Bound<'py, Self>,
+        _args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aexit")?.call1((slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
+    }
+
     #[getter]
     fn _handle(&self) -> Handle {
         handle_of(SyncType::RLock, self.h.segment(), self.h.offset())
@@ -455,7 +515,7 @@ impl PyRLock {
 // ---- Semaphore --------------------------------------------------------------------------------------------
 
 /// A counting semaphore shared by threads and processes (bounded when `_maxvalue` is given).
-#[pyclass(module = "pyconc._native", name = "Semaphore", subclass, frozen)]
+#[pyclass(module = "pyconc", name = "Semaphore", subclass, frozen)]
 pub struct PySemaphore {
     h: SyncHandle<SemState>,
 }
@@ -558,6 +618,31 @@ impl PySemaphore {
         Ok(block_on(py, || st.wait_available(&d))?.unwrap_or(false))
     }
 
+    /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire_async<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_acquire_async_of")?.call1((slf, timeout))
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aenter")?.call1((slf,))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __aexit__<'py>(
+        slf: &Bound<'py, Self>,
+        _args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aexit")?.call1((slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
+    }
+
     #[getter]
     fn _handle(&self) -> Handle {
         handle_of(SyncType::Semaphore, self.h.segment(), self.h.offset())
@@ -572,7 +657,7 @@ impl PySemaphore {
 // ---- Event ------------------------------------------------------------------------------------------------
 
 /// A flag that threads and processes can wait for.
-#[pyclass(module = "pyconc._native", name = "Event", subclass, frozen)]
+#[pyclass(module = "pyconc", name = "Event", subclass, frozen)]
 pub struct PyEvent {
     h: SyncHandle<EventState>,
 }
@@ -602,6 +687,19 @@ impl PyEvent {
     /// Whether the flag is set.
     fn is_set(&self) -> bool {
         self.h.get().is_set()
+    }
+
+    /// Awaitable `wait`: never blocks the event loop.
+    #[pyo3(signature = (timeout=None))]
+    fn wait_async<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_event_wait_async")?.call1((slf, timeout))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
     }
 
     /// Waits until the flag is set or `timeout` passes; returns the flag.
@@ -723,7 +821,7 @@ impl PyCondQueue {
 
 /// A barrier for `parties` threads/processes (`threading.Barrier` semantics). A party whose process dies while
 /// waiting breaks the barrier for the others.
-#[pyclass(module = "pyconc._native", name = "Barrier", subclass, frozen)]
+#[pyclass(module = "pyconc", name = "Barrier", subclass, frozen)]
 pub struct PyBarrier {
     h: BarrierHandle,
     action: Option<Py<PyAny>>,
@@ -761,8 +859,8 @@ impl PyBarrier {
         })
     }
 
-    /// Waits until all parties have called wait(); returns this party's index (exactly one gets 0... in
-    /// arrival order, 0 to parties-1). Raises threading.BrokenBarrierError if the barrier breaks.
+    /// Waits until all parties have called wait(); returns this party's index, unique in the round (arrival
+    /// order, 0 to parties-1). Raises threading.BrokenBarrierError if the barrier breaks.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u32> {
         let b = self.h.clone();
@@ -807,6 +905,19 @@ impl PyBarrier {
                 }
             }
         }
+    }
+
+    /// Awaitable `wait` (runs in a worker thread; a cancelled coroutine's arrival still counts).
+    #[pyo3(signature = (timeout=None))]
+    fn wait_async<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_barrier_wait_async")?.call1((slf, timeout))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
     }
 
     /// Puts the barrier into the broken state: current and future waiters get BrokenBarrierError.
@@ -890,7 +1001,7 @@ fn rw_err(py: Python<'_>, e: RwError) -> PyResult<bool> {
 /// A reader-writer lock with writer priority: many readers or one writer, across threads and processes. Read
 /// locks are counted per process; the write lock belongs to the process that took it. Robust to dead writers
 /// (`OwnerDiedWarning` for the next acquirer) and dead readers.
-#[pyclass(module = "pyconc._native", name = "RWLock", subclass, frozen)]
+#[pyclass(module = "pyconc", name = "RWLock", subclass, frozen)]
 pub struct PyRwLock {
     h: SyncHandle<RwState>,
     /// (pid << 32) | (slot + 1) of this process's reader slot, 0 = not looked up yet.
@@ -979,6 +1090,40 @@ impl PyRwLock {
             .get()
             .unlock_write()
             .or_else(|e| rw_err(py, e).map(|_| ()))
+    }
+
+    /// Context manager (also async) holding a read lock; TimeoutError if `timeout` passes first.
+    #[pyo3(signature = (timeout=None))]
+    fn read<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_RWHold")?.call1((slf, false, timeout))
+    }
+
+    /// Context manager (also async) holding the write lock; TimeoutError if `timeout` passes first.
+    #[pyo3(signature = (timeout=None))]
+    fn write<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_RWHold")?.call1((slf, true, timeout))
+    }
+
+    /// Awaitable `lock_read`.
+    #[pyo3(signature = (timeout=None))]
+    fn lock_read_async<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_rw_lock_async")?.call1((slf, false, timeout))
+    }
+
+    /// Awaitable `lock_write`.
+    #[pyo3(signature = (timeout=None))]
+    fn lock_write_async<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_rw_lock_async")?.call1((slf, true, timeout))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
     }
 
     /// Read locks held by this process.

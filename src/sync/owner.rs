@@ -35,8 +35,8 @@ static START: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 
 thread_local! {
-    /// (pid the tid was read under) << 32 | tid.
-    static TID: Cell<u64> = const { Cell::new(0) };
+    /// The identity last computed on this thread (pid 0 = none yet). Valid while its pid equals [`PID`].
+    static ME: Cell<Me> = const { Cell::new(Me { pid: 0, start: 0, tid: 0 }) };
 }
 
 extern "C" fn child_after_fork() {
@@ -59,27 +59,26 @@ fn refresh() -> (u32, u64) {
     (id.pid, id.start_time)
 }
 
-/// The calling process and thread.
+/// The calling process and thread: one thread-local read and one atomic load on the fast path.
 #[inline]
 pub fn me() -> Me {
-    let mut pid = PID.load(Ordering::Acquire);
-    let start;
-    if pid == 0 {
-        (pid, start) = refresh();
-    } else {
-        start = START.load(Ordering::Relaxed);
+    let cached = ME.with(Cell::get);
+    if cached.pid != 0 && cached.pid == PID.load(Ordering::Relaxed) {
+        return cached;
     }
-    let tid = TID.with(|c| {
-        let v = c.get();
-        if (v >> 32) as u32 == pid {
-            v as u32
-        } else {
-            let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-            c.set(((pid as u64) << 32) | tid as u64);
-            tid
-        }
-    });
-    Me { pid, start, tid }
+    me_slow()
+}
+
+#[cold]
+fn me_slow() -> Me {
+    let (pid, start) = match PID.load(Ordering::Acquire) {
+        0 => refresh(),
+        pid => (pid, START.load(Ordering::Relaxed)),
+    };
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    let me = Me { pid, start, tid };
+    ME.with(|c| c.set(me));
+    me
 }
 
 /// Whether the process `pid` (with start time `start`, 0 = unknown) is still alive. Reads `/proc`: call it only

@@ -95,7 +95,14 @@ pub fn sleep(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Slept {
     }
 }
 
+/// Busy-waits (pause instructions) this long before yielding the CPU between checks.
+const PURE_SPIN: Duration = Duration::from_micros(3);
+
 /// Spins for at most [`SPIN`] (less if the deadline is sooner) until `ready()` holds. Returns whether it did.
+///
+/// The first few microseconds are a pure busy-wait (the partner runs on the other CPU and answers fast); after
+/// that each check is followed by `sched_yield`, which hands the CPU over if the partner is runnable on this
+/// same CPU (then busy-waiting would only delay it) and returns at once otherwise.
 #[inline]
 pub fn spin(deadline: &Deadline, mut ready: impl FnMut() -> bool) -> bool {
     let limit = match deadline.remaining() {
@@ -107,14 +114,18 @@ pub fn spin(deadline: &Deadline, mut ready: impl FnMut() -> bool) -> bool {
     }
     let start = Instant::now();
     loop {
-        for _ in 0..32 {
+        for _ in 0..16 {
             if ready() {
                 return true;
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() >= limit {
+        let el = start.elapsed();
+        if el >= limit {
             return false;
+        }
+        if el >= PURE_SPIN {
+            std::thread::yield_now();
         }
     }
 }
