@@ -1,16 +1,21 @@
-//! `Barrier`: CPython's `threading.Barrier` state machine, kept in shared memory under a robust internal mutex,
-//! with a table of who is inside so that a waiter whose process died breaks the barrier instead of hanging it.
+//! `Barrier`: `threading.Barrier` semantics in shared memory, under a robust internal mutex, with a table of who
+//! is inside so that a waiter whose process died breaks the barrier instead of hanging it.
 //!
-//! Layout: a 64-byte [`BarrierState`] followed by `parties` [`BarrierSlot`]s of 16 bytes. All zero = a broken-free
-//! barrier in the filling phase (the creator stores `parties`).
+//! Layout: a 64-byte [`BarrierState`] followed by [`slots_for`]`(parties)` [`BarrierSlot`]s of 16 bytes. All
+//! zero (with `parties` stored) = an empty barrier, filling, not broken.
 //!
-//! Phases (as in CPython: filling 0, draining 1, resetting -1, broken -2), plus ACTION: the last arriver runs
-//! the user's action outside the internal mutex (it is Python code), and new arrivals wait as during draining.
-//! Every phase change bumps `seq`, the futex word waiters sleep on. Each thread inside `wait` owns one slot
-//! (pid + start time) from arrival to exit; sleepers check the slots every slice, and a dead one is removed
-//! from the count and breaks the barrier (if the round was still filling), so every other waiter gets
-//! `BrokenBarrierError`. If a process dies inside the internal mutex, the next locker gets OwnerDied, treats the
-//! state as torn, breaks the barrier and sweeps dead slots.
+//! Each thread inside `wait` owns one slot from arrival until it has read its outcome. The thread that completes
+//! a round (or breaks it: timeout, `abort`, a failing action, a dead waiter; or `reset`s it) writes the outcome
+//! (TRIPPED or BROKEN) into the slot of every waiter of that round, starts the next round and bumps `seq`, the
+//! futex word waiters sleep on. A released waiter only reads its own slot and frees it: unlike CPython's
+//! algorithm there is no draining phase in which the next round must wait for the previous one to empty, so a
+//! round of two processes costs two cross-process wake-ups, the minimum.
+//!
+//! While the last arriver runs the action (Python code, outside the internal mutex) the phase is ACTION and new
+//! arrivals wait. Sleepers check the slots every slice: a slot whose process died while its round was pending
+//! breaks the barrier (every other waiter gets BROKEN); if the process died after its round was decided, its
+//! slot is just freed. If a process dies inside the internal mutex, the next locker gets OwnerDied, treats the
+//! state as torn and breaks the barrier.
 
 use super::lock::{Acquired, LockState};
 use super::owner;
@@ -21,32 +26,41 @@ use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Filling: arrivals are counted.
 pub const FILLING: u32 = 0;
-/// Draining: the round tripped; waiters are leaving.
-pub const DRAINING: u32 = 1;
-/// The last arriver runs the action.
+/// The last arriver runs the action; new arrivals wait.
 pub const ACTION: u32 = 2;
-/// `reset()` while waiters were inside: they leave with BrokenBarrierError.
-pub const RESETTING: u32 = 3;
 /// Broken (timeout, abort, action failure, dead waiter) until `reset()`.
 pub const BROKEN: u32 = 4;
+
+/// Slot outcome: the round is still pending.
+pub const PENDING: u32 = 0;
+/// Slot outcome: the round tripped.
+pub const TRIPPED: u32 = 1;
+/// Slot outcome: the barrier broke (or was reset) during the round.
+pub const BROKE: u32 = 2;
+
+/// Number of slots for `parties`: the current round's waiters plus released waiters of the previous round that
+/// have not yet freed their slot.
+pub const fn slots_for(parties: u32) -> u32 {
+    parties.saturating_mul(2).saturating_add(2)
+}
 
 /// The fixed part of a barrier.
 #[repr(C)]
 pub struct BarrierState {
-    /// Internal mutex over the fields below and the slots.
+    /// Internal mutex over the fields below and the slots' `pid`/`outcome` transitions.
     pub lock: LockState,
-    /// Bumped on every phase change; the futex word waiters sleep on.
+    /// Bumped on every round end and phase change; the futex word waiters sleep on.
     pub seq: AtomicU32,
     /// Threads asleep on `seq` (wakers skip the system call when 0).
     pub sleepers: AtomicU32,
     /// Number of parties (fixed at creation).
     pub parties: AtomicU32,
-    /// One of the phase constants.
+    /// FILLING, ACTION or BROKEN.
     pub phase: AtomicU32,
-    /// Threads inside `wait` (CPython's `_count`).
+    /// Arrivals in the current round.
     pub count: AtomicU32,
-    /// Unused; zero.
-    pub reserved: AtomicU32,
+    /// Round number (diagnostics; wraps).
+    pub generation: AtomicU32,
     /// Rounds completed (diagnostics).
     pub rounds: AtomicU64,
 }
@@ -56,8 +70,8 @@ pub struct BarrierState {
 pub struct BarrierSlot {
     /// pid of the waiter.
     pub pid: AtomicU32,
-    /// Unused; zero.
-    pub reserved: AtomicU32,
+    /// PENDING, TRIPPED or BROKE.
+    pub outcome: AtomicU32,
     /// Its process start time.
     pub start: AtomicU64,
 }
@@ -76,8 +90,10 @@ const _: () = {
     assert!(offset_of!(BarrierState, parties) == 40);
     assert!(offset_of!(BarrierState, phase) == 44);
     assert!(offset_of!(BarrierState, count) == 48);
+    assert!(offset_of!(BarrierState, generation) == 52);
     assert!(offset_of!(BarrierState, rounds) == 56);
     assert!(size_of::<BarrierSlot>() == 16);
+    assert!(offset_of!(BarrierSlot, outcome) == 4);
     assert!(offset_of!(BarrierSlot, start) == 8);
 };
 
@@ -86,7 +102,7 @@ const _: () = {
 pub enum BarrierError {
     /// The barrier is (or became) broken, or was reset: `threading.BrokenBarrierError`.
     Broken,
-    /// EINTR while sleeping: run signal handlers, then call the same step again (or `abandon`).
+    /// EINTR or a polling slice ended: run signal handlers, then call the same step again (or `abandon`).
     Interrupted,
 }
 
@@ -105,6 +121,7 @@ pub struct Arrival {
 pub struct BarrierRef<'a> {
     state: &'a BarrierState,
     slots: &'a [BarrierSlot],
+    parties: u32,
 }
 
 struct Locked<'a>(&'a LockState);
@@ -116,14 +133,18 @@ impl Drop for Locked<'_> {
 }
 
 impl<'a> BarrierRef<'a> {
-    /// Wraps a state and its slots (`slots.len()` is the party count used from here on).
-    pub fn new(state: &'a BarrierState, slots: &'a [BarrierSlot]) -> Self {
-        BarrierRef { state, slots }
+    /// Wraps a state and its slots; `parties` is the party count used from here on.
+    pub fn new(state: &'a BarrierState, slots: &'a [BarrierSlot], parties: u32) -> Self {
+        BarrierRef {
+            state,
+            slots,
+            parties,
+        }
     }
 
     /// Number of parties.
     pub fn parties(&self) -> u32 {
-        self.slots.len() as u32
+        self.parties
     }
 
     fn phase(&self) -> u32 {
@@ -138,7 +159,7 @@ impl<'a> BarrierRef<'a> {
         self.state.count.load(Ordering::Relaxed)
     }
 
-    /// Takes the internal mutex (its critical sections are short; a signal does not interrupt taking it).
+    /// Takes the internal mutex (critical sections are short; signals do not interrupt taking it).
     fn lock(&self) -> Locked<'a> {
         let me = owner::me();
         let forever = Deadline::after(None);
@@ -148,11 +169,8 @@ impl<'a> BarrierRef<'a> {
                 Ok(Acquired::OwnerDied) => {
                     // A process died inside a critical section: the state may be half-updated.
                     let g = Locked(&self.state.lock);
-                    if matches!(self.phase(), FILLING | ACTION) {
-                        self.set_phase(BROKEN);
-                    }
+                    self.break_locked();
                     self.reap_locked();
-                    self.notify_all();
                     return g;
                 }
                 Err(_) => continue,
@@ -168,13 +186,14 @@ impl<'a> BarrierRef<'a> {
         }
     }
 
-    /// Sleeps (without the mutex) until `seq` moves from `s0`, one slice at most.
-    fn wait_change(&self, s0: u32, deadline: &Deadline) -> Slept {
-        if wait::spin(deadline, || self.state.seq.load(Ordering::Acquire) != s0) {
+    /// Sleeps (without the mutex) until `seq` moves from `s0` or `ready()`, one slice at most.
+    fn wait_change(&self, s0: u32, deadline: &Deadline, ready: impl Fn() -> bool) -> Slept {
+        let changed = || ready() || self.state.seq.load(Ordering::Acquire) != s0;
+        if wait::spin(deadline, changed) {
             return Slept::Woken;
         }
         self.state.sleepers.fetch_add(1, Ordering::SeqCst);
-        let r = if self.state.seq.load(Ordering::SeqCst) != s0 {
+        let r = if changed() {
             Slept::Woken
         } else {
             wait::sleep(&self.state.seq, s0, deadline)
@@ -183,87 +202,87 @@ impl<'a> BarrierRef<'a> {
         r
     }
 
-    /// CPython's `_exit`: once the last waiter left, draining/resetting ends.
-    fn exit_locked(&self) {
-        if self.count() == 0 && matches!(self.phase(), DRAINING | RESETTING) {
-            self.set_phase(FILLING);
-            self.notify_all();
+    /// Decides every pending slot with `outcome` and starts a new round.
+    fn decide_locked(&self, outcome: u32) {
+        for s in self.slots {
+            if s.pid.load(Ordering::Relaxed) != 0 && s.outcome.load(Ordering::Relaxed) == PENDING {
+                // Release: the waiter that reads its outcome (Acquire) sees everything before the trip.
+                s.outcome.store(outcome, Ordering::Release);
+            }
         }
+        self.state.count.store(0, Ordering::Relaxed);
+        self.state.generation.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn leave_locked(&self, slot: usize) {
+    fn break_locked(&self) {
+        self.decide_locked(BROKE);
+        self.set_phase(BROKEN);
+        self.notify_all();
+    }
+
+    fn free(&self, slot: usize) {
         if let Some(s) = self.slots.get(slot) {
-            s.pid.store(0, Ordering::Relaxed);
             s.start.store(0, Ordering::Relaxed);
+            s.pid.store(0, Ordering::Release);
         }
-        self.state
-            .count
-            .store(self.count().saturating_sub(1), Ordering::Relaxed);
-        self.exit_locked();
     }
 
-    /// Removes waiters whose process died; breaks a filling round. Returns whether any was found.
-    fn reap_locked(&self) -> bool {
+    /// Frees the slots of dead processes; a dead waiter of the pending round breaks the barrier.
+    fn reap_locked(&self) {
         let me = owner::me().pid;
-        let mut found = false;
+        let mut broke = false;
         for s in self.slots {
             let pid = s.pid.load(Ordering::Relaxed);
-            if pid == 0 || pid == me {
+            if pid == 0 || pid == me || owner::alive(pid, s.start.load(Ordering::Relaxed)) {
                 continue;
             }
-            if !owner::alive(pid, s.start.load(Ordering::Relaxed)) {
-                s.pid.store(0, Ordering::Relaxed);
-                s.start.store(0, Ordering::Relaxed);
-                self.state
-                    .count
-                    .store(self.count().saturating_sub(1), Ordering::Relaxed);
-                found = true;
+            if s.outcome.load(Ordering::Relaxed) == PENDING {
+                broke = true;
             }
+            s.start.store(0, Ordering::Relaxed);
+            s.pid.store(0, Ordering::Release);
         }
-        if found {
-            if matches!(self.phase(), FILLING | ACTION) {
-                self.set_phase(BROKEN);
-            }
-            self.exit_locked();
-            self.notify_all();
+        if broke {
+            self.break_locked();
         }
-        found
     }
 
-    /// Arrives: waits while a previous round drains (CPython's `_enter`), then counts the caller in.
+    /// Arrives: waits while the last arriver of the round runs its action, then counts the caller in.
     pub fn arrive(&self) -> Result<Arrival, BarrierError> {
         let forever = Deadline::after(None);
         loop {
             let g = self.lock();
             match self.phase() {
+                BROKEN => return Err(BarrierError::Broken),
                 FILLING => {
-                    let index = self.count();
                     let me = owner::me();
-                    let Some(slot) = self
+                    if let Some(slot) = self
                         .slots
                         .iter()
                         .position(|s| s.pid.load(Ordering::Relaxed) == 0)
-                    else {
-                        // More threads inside than parties: only possible if the state is corrupt.
-                        self.set_phase(BROKEN);
-                        self.notify_all();
-                        return Err(BarrierError::Broken);
-                    };
-                    self.slots[slot].start.store(me.start, Ordering::Relaxed);
-                    self.slots[slot].pid.store(me.pid, Ordering::Relaxed);
-                    self.state.count.store(index + 1, Ordering::Relaxed);
-                    let last = index + 1 >= self.parties();
-                    if last {
-                        self.set_phase(ACTION);
+                    {
+                        let s = &self.slots[slot];
+                        s.outcome.store(PENDING, Ordering::Relaxed);
+                        s.start.store(me.start, Ordering::Relaxed);
+                        s.pid.store(me.pid, Ordering::Relaxed);
+                        let index = self.count();
+                        self.state.count.store(index + 1, Ordering::Relaxed);
+                        let last = index + 1 >= self.parties;
+                        if last {
+                            self.set_phase(ACTION);
+                        }
+                        return Ok(Arrival { index, last, slot });
                     }
+                    // Every slot is held by released waiters that have not left yet (or by dead processes):
+                    // free the dead ones, and let the others go first.
+                    self.reap_locked();
                     drop(g);
-                    return Ok(Arrival { index, last, slot });
+                    std::thread::yield_now();
                 }
-                BROKEN => return Err(BarrierError::Broken),
                 _ => {
                     let s0 = self.state.seq.load(Ordering::Relaxed);
                     drop(g);
-                    match self.wait_change(s0, &forever) {
+                    match self.wait_change(s0, &forever, || false) {
                         Slept::Interrupted => return Err(BarrierError::Interrupted),
                         Slept::SliceEnd => {
                             let g = self.lock();
@@ -280,101 +299,99 @@ impl<'a> BarrierRef<'a> {
         }
     }
 
-    /// The last arriver reports whether its action succeeded; releases the round (or breaks it) and leaves.
+    /// The last arriver reports whether its action succeeded; trips the round (or breaks it) and leaves.
     pub fn finish_last(&self, arrival: &Arrival, action_ok: bool) -> Result<(), BarrierError> {
         let _g = self.lock();
-        let r = if self.phase() == ACTION && action_ok {
-            self.set_phase(DRAINING);
+        let mine = self
+            .slots
+            .get(arrival.slot)
+            .map(|s| s.outcome.load(Ordering::Relaxed));
+        let r = if self.phase() == ACTION && action_ok && mine == Some(PENDING) {
+            self.decide_locked(TRIPPED);
+            self.set_phase(FILLING);
             self.state.rounds.fetch_add(1, Ordering::Relaxed);
             self.notify_all();
             Ok(())
         } else {
-            if matches!(self.phase(), ACTION | FILLING) {
-                self.set_phase(BROKEN);
-                self.notify_all();
+            if mine == Some(PENDING) {
+                self.break_locked();
             }
             Err(BarrierError::Broken)
         };
-        self.leave_locked(arrival.slot);
+        self.free(arrival.slot);
         r
     }
 
-    /// A non-last arriver waits for the round to trip (Ok), or for a break/reset/timeout (Broken). On
-    /// `Interrupted` the caller is still inside: call again, or [`abandon`](Self::abandon).
+    fn outcome(&self, arrival: &Arrival) -> u32 {
+        self.slots
+            .get(arrival.slot)
+            .map_or(BROKE, |s| s.outcome.load(Ordering::Acquire))
+    }
+
+    fn leave_with(&self, arrival: &Arrival, outcome: u32) -> Result<(), BarrierError> {
+        self.free(arrival.slot);
+        if outcome == TRIPPED {
+            Ok(())
+        } else {
+            Err(BarrierError::Broken)
+        }
+    }
+
+    /// A non-last arriver waits for its round to trip (Ok) or break (Broken). On `Interrupted` the caller is
+    /// still inside: call again, or [`abandon`](Self::abandon).
     pub fn wait_release(&self, arrival: &Arrival, deadline: &Deadline) -> Result<(), BarrierError> {
         loop {
-            let g = self.lock();
-            match self.phase() {
-                FILLING | ACTION => {}
-                DRAINING => {
-                    self.leave_locked(arrival.slot);
-                    return Ok(());
-                }
-                _ => {
-                    self.leave_locked(arrival.slot);
-                    return Err(BarrierError::Broken);
-                }
+            let s0 = self.state.seq.load(Ordering::Acquire);
+            let o = self.outcome(arrival);
+            if o != PENDING {
+                return self.leave_with(arrival, o);
             }
-            let s0 = self.state.seq.load(Ordering::Relaxed);
-            drop(g);
-            match self.wait_change(s0, deadline) {
+            match self.wait_change(s0, deadline, || self.outcome(arrival) != PENDING) {
                 Slept::Woken => {}
                 Slept::SliceEnd => {
                     let g = self.lock();
                     self.reap_locked();
                     drop(g);
-                    if wait::slice_ended().is_err() {
+                    if self.outcome(arrival) == PENDING && wait::slice_ended().is_err() {
                         return Err(BarrierError::Interrupted);
                     }
                 }
                 Slept::TimedOut => {
                     let _g = self.lock();
-                    match self.phase() {
-                        FILLING | ACTION => {
-                            // CPython: a timeout breaks the barrier for everyone.
-                            self.set_phase(BROKEN);
-                            self.notify_all();
-                            self.leave_locked(arrival.slot);
-                            return Err(BarrierError::Broken);
-                        }
-                        DRAINING => {
-                            self.leave_locked(arrival.slot);
-                            return Ok(());
-                        }
-                        _ => {
-                            self.leave_locked(arrival.slot);
-                            return Err(BarrierError::Broken);
-                        }
+                    if self.outcome(arrival) == PENDING {
+                        // As CPython: a timeout breaks the barrier for everyone.
+                        self.break_locked();
                     }
+                    let o = self.outcome(arrival);
+                    return self.leave_with(arrival, o);
                 }
                 Slept::Interrupted => return Err(BarrierError::Interrupted),
             }
         }
     }
 
-    /// Leaves after an interrupted wait whose exception propagates (like CPython's `finally: _count -= 1`).
+    /// Leaves after an interrupted wait whose exception propagates (CPython: `finally: _count -= 1`).
     pub fn abandon(&self, arrival: &Arrival) {
         let _g = self.lock();
-        self.leave_locked(arrival.slot);
+        if self.outcome(arrival) == PENDING && self.phase() == FILLING {
+            self.state
+                .count
+                .store(self.count().saturating_sub(1), Ordering::Relaxed);
+        }
+        self.free(arrival.slot);
     }
 
     /// Breaks the barrier: every waiter, now and until `reset()`, gets BrokenBarrierError.
     pub fn abort(&self) {
         let _g = self.lock();
-        self.set_phase(BROKEN);
-        self.notify_all();
+        self.break_locked();
     }
 
     /// Returns the barrier to the empty filling state; current waiters get BrokenBarrierError.
     pub fn reset(&self) {
         let _g = self.lock();
-        if self.count() > 0 {
-            if matches!(self.phase(), FILLING | ACTION | BROKEN) {
-                self.set_phase(RESETTING);
-            }
-        } else {
-            self.set_phase(FILLING);
-        }
+        self.decide_locked(BROKE);
+        self.set_phase(FILLING);
         self.notify_all();
     }
 

@@ -6,7 +6,7 @@
 //! one checks the segment kind and version, the bounds and alignment of the state, and, for own segments, that
 //! the header names the same primitive.
 
-use super::barrier::{BarrierRef, BarrierSlot, BarrierState};
+use super::barrier::{slots_for, BarrierRef, BarrierSlot, BarrierState};
 use crate::objects::block::BLOCK_VERSION;
 use crate::segment::{Kind, Offset, Segment, ShmSafe};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -177,7 +177,7 @@ impl<T: ShmSafe> SyncHandle<T> {
     }
 }
 
-/// A Barrier in its segment: the state and the `parties` slots after it.
+/// A Barrier in its segment: the state and the `slots_for(parties)` slots after it.
 #[derive(Clone)]
 pub struct BarrierHandle {
     h: SyncHandle<BarrierState>,
@@ -198,7 +198,7 @@ impl BarrierHandle {
                 "parties must be in 1..={MAX_PARTIES}, not {parties}"
             )));
         }
-        let extra = parties as u64 * std::mem::size_of::<BarrierSlot>() as u64;
+        let extra = slots_for(parties) as u64 * std::mem::size_of::<BarrierSlot>() as u64;
         let h = SyncHandle::<BarrierState>::create(SyncType::Barrier, parties, extra)?;
         h.get().parties.store(parties, Ordering::Release);
         Self::from_handle(h)
@@ -218,17 +218,18 @@ impl BarrierHandle {
             ));
         }
         let at = h.offset() + std::mem::size_of::<BarrierState>() as u64;
-        let len = parties as u64 * std::mem::size_of::<BarrierSlot>() as u64;
+        let len = slots_for(parties) as u64 * std::mem::size_of::<BarrierSlot>() as u64;
         let slots = h.segment().bytes_ptr(at, len)? as *const BarrierSlot;
         Ok(BarrierHandle { h, slots, parties })
     }
 
     /// The barrier.
     pub fn get(&self) -> BarrierRef<'_> {
-        // SAFETY: `slots` was bounds-checked for `parties` slots at open; its offset is the 8-aligned state
-        // offset plus 64, so it is aligned for BarrierSlot (ShmSafe); the mapping lives while `self.h` does.
-        let slots = unsafe { std::slice::from_raw_parts(self.slots, self.parties as usize) };
-        BarrierRef::new(self.h.get(), slots)
+        // SAFETY: `slots` was bounds-checked for `slots_for(parties)` slots at open; its offset is the 8-aligned
+        // state offset plus 64, so it is aligned for BarrierSlot (ShmSafe); the mapping lives while `self.h` does.
+        let slots =
+            unsafe { std::slice::from_raw_parts(self.slots, slots_for(self.parties) as usize) };
+        BarrierRef::new(self.h.get(), slots, self.parties)
     }
 
     /// The segment.
