@@ -9,7 +9,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "numpy>=1.22"
+	$(PY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "numpy>=1.22" "mypy>=1.10"
 	touch $@
 
 build: $(VENV)/.stamp
@@ -28,6 +28,7 @@ test-rust:
 	cargo test --quiet
 
 test-python: build
+	$(PY) -m mypy.stubtest pyconc._native --allowlist .ci/stubtest-allowlist.txt
 	$(PY) -m pytest tests/python -q
 	$(PY) -m pyconc gc --check-empty
 

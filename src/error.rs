@@ -34,11 +34,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NotFound(m)
-            | Error::Corrupt(m)
-            | Error::Invalid(m)
-            | Error::Type(m)
-            | Error::Full(m) => f.write_str(m),
+            Error::NotFound(m) | Error::Corrupt(m) | Error::Invalid(m) | Error::Type(m) | Error::Full(m) => {
+                f.write_str(m)
+            }
             Error::Timeout => f.write_str("timed out"),
             Error::Interrupted => f.write_str("interrupted by a signal"),
             Error::Os(e) => write!(f, "{e}"),

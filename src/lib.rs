@@ -18,6 +18,7 @@ pub mod codec;
 pub mod error;
 pub mod objects;
 pub mod platform;
+pub mod queue;
 pub mod segment;
 pub mod sync;
 

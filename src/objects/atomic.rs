@@ -41,11 +41,7 @@ unsafe impl Sync for SharedAtomic {}
 impl SharedAtomic {
     /// Creates a new cell holding `value` in a new segment.
     pub fn create(value: i64) -> Result<SharedAtomic> {
-        let seg = Segment::create(
-            Kind::Atomic,
-            ATOMIC_VERSION,
-            std::mem::size_of::<AtomicCell>() as u64,
-        )?;
+        let seg = Segment::create(Kind::Atomic, ATOMIC_VERSION, std::mem::size_of::<AtomicCell>() as u64)?;
         let a = Self::from_segment(seg, None)?;
         a.cell().value.store(value, Ordering::Release);
         Ok(a)
@@ -53,8 +49,7 @@ impl SharedAtomic {
 
     /// Attaches to the cell at `offset` (the payload offset when `None`) of `seg`, checking kind and bounds.
     pub fn from_segment(seg: Segment, offset: Option<u64>) -> Result<SharedAtomic> {
-        seg.info()
-            .expect(seg.name(), Kind::Atomic, ATOMIC_VERSION)?;
+        seg.info().expect(seg.name(), Kind::Atomic, ATOMIC_VERSION)?;
         let off: Offset<AtomicCell> = offset.map(Offset::new).unwrap_or_else(|| seg.data_offset());
         let cell = seg.resolve(off)? as *const AtomicCell;
         Ok(SharedAtomic { seg, cell })
@@ -121,9 +116,7 @@ impl SharedAtomic {
     /// Stores `new` if the value is `expected`; returns whether it did.
     #[inline]
     pub fn compare_exchange(&self, expected: i64, new: i64) -> bool {
-        self.value()
-            .compare_exchange(expected, new, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+        self.value().compare_exchange(expected, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     /// Applies `f` atomically (CAS loop) and returns the new value; `f` returning `None` aborts with `None`.
@@ -131,10 +124,7 @@ impl SharedAtomic {
         let mut cur = self.get();
         loop {
             let new = f(cur)?;
-            match self
-                .value()
-                .compare_exchange_weak(cur, new, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            match self.value().compare_exchange_weak(cur, new, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => return Some(new),
                 Err(c) => cur = c,
             }
@@ -156,10 +146,7 @@ mod tests {
         assert!(!a.compare_exchange(-2, 41));
         assert_eq!(a.exchange(7), 40);
         let b = SharedAtomic::open(a.segment().name(), Some(a.offset())).unwrap();
-        assert!(
-            a.segment().same_mapping(b.segment()),
-            "one mapping per process"
-        );
+        assert!(a.segment().same_mapping(b.segment()), "one mapping per process");
         b.set(99);
         assert_eq!(a.get(), 99);
         assert_eq!(a.update(|v| Some(v * 2)), Some(198));
@@ -170,10 +157,7 @@ mod tests {
     fn wrong_kind_and_bad_offset_are_errors() {
         let a = SharedAtomic::create(0).unwrap();
         assert!(SharedAtomic::open(a.segment().name(), Some(a.segment().len())).is_err());
-        assert!(
-            SharedAtomic::open(a.segment().name(), Some(4096 + 4)).is_err(),
-            "misaligned"
-        );
+        assert!(SharedAtomic::open(a.segment().name(), Some(4096 + 4)).is_err(), "misaligned");
         let blk = crate::objects::block::SharedBlock::create(0, 8, 1).unwrap();
         assert!(SharedAtomic::open(blk.segment().name(), None).is_err());
     }

@@ -62,16 +62,15 @@ unsafe impl Sync for SharedBlock {}
 impl SharedBlock {
     /// Creates a zero-filled block of `length` items of `itemsize` bytes, recording `typecode` (0 for none).
     pub fn create(typecode: u32, itemsize: u32, length: u64) -> Result<SharedBlock> {
-        let nbytes = (itemsize as u64).checked_mul(length).ok_or_else(|| {
-            Error::Invalid(format!("{length} items of {itemsize} bytes overflow"))
-        })?;
+        let nbytes = (itemsize as u64)
+            .checked_mul(length)
+            .ok_or_else(|| Error::Invalid(format!("{length} items of {itemsize} bytes overflow")))?;
         let seg = Segment::create(Kind::Block, BLOCK_VERSION, ITEMS_AT + nbytes)?;
         let hdr: &BlockHeader = seg.resolve(seg.data_offset())?;
         hdr.typecode.store(typecode, Ordering::Relaxed);
         hdr.itemsize.store(itemsize, Ordering::Relaxed);
         hdr.length.store(length, Ordering::Relaxed);
-        hdr.items_offset
-            .store(DATA_OFFSET + ITEMS_AT, Ordering::Release);
+        hdr.items_offset.store(DATA_OFFSET + ITEMS_AT, Ordering::Release);
         Self::from_segment(seg)
     }
 
@@ -83,24 +82,13 @@ impl SharedBlock {
         let itemsize = hdr.itemsize.load(Ordering::Relaxed) as u64;
         let length = hdr.length.load(Ordering::Relaxed);
         let items_offset = hdr.items_offset.load(Ordering::Acquire);
-        let nbytes = itemsize
-            .checked_mul(length)
-            .ok_or_else(|| corrupt!("{}: block size overflows", seg.name()))?;
+        let nbytes = itemsize.checked_mul(length).ok_or_else(|| corrupt!("{}: block size overflows", seg.name()))?;
         if items_offset < off.get() + ITEMS_AT || items_offset % 64 != 0 {
-            return Err(corrupt!(
-                "{}: block items at invalid offset {items_offset:#x}",
-                seg.name()
-            ));
+            return Err(corrupt!("{}: block items at invalid offset {items_offset:#x}", seg.name()));
         }
         let items = seg.bytes_ptr(items_offset, nbytes)?;
-        let nbytes =
-            usize::try_from(nbytes).map_err(|_| corrupt!("block too large for this machine"))?;
-        Ok(SharedBlock {
-            header: hdr as *const BlockHeader,
-            seg,
-            items,
-            nbytes,
-        })
+        let nbytes = usize::try_from(nbytes).map_err(|_| corrupt!("block too large for this machine"))?;
+        Ok(SharedBlock { header: hdr as *const BlockHeader, seg, items, nbytes })
     }
 
     /// Opens the block in the segment called `name`.
@@ -162,10 +150,7 @@ mod tests {
         // SAFETY: in bounds (8000 bytes).
         unsafe { std::ptr::write_bytes(b.items_ptr(), 7, 8000) };
         let c = SharedBlock::open(b.segment().name()).unwrap();
-        assert_eq!(
-            (c.typecode(), c.itemsize(), c.length()),
-            (b'd' as u32, 8, 1000)
-        );
+        assert_eq!((c.typecode(), c.itemsize(), c.length()), (b'd' as u32, 8, 1000));
         // SAFETY: in bounds.
         assert_eq!(unsafe { *c.items_ptr().add(7999) }, 7);
     }
@@ -174,9 +159,6 @@ mod tests {
     fn corrupt_length_is_rejected() {
         let b = SharedBlock::create(0, 4, 10).unwrap();
         b.header().length.store(1 << 40, Ordering::Relaxed);
-        assert!(matches!(
-            SharedBlock::from_segment(b.segment().clone()),
-            Err(Error::Corrupt(_))
-        ));
+        assert!(matches!(SharedBlock::from_segment(b.segment().clone()), Err(Error::Corrupt(_))));
     }
 }

@@ -5,6 +5,7 @@
 //! uses `Flags::empty()`.
 
 use crate::sync::atomic::AtomicU32;
+#[cfg(not(loom))]
 use rustix::thread::futex;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ pub enum WaitResult {
 }
 
 /// Sleep while `*word == expected`, at most `timeout` (forever when `None`).
+#[cfg(not(loom))]
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitResult {
     let ts = timeout.map(|d| rustix::time::Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
@@ -37,8 +39,23 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitR
 }
 
 /// Wake up to `n` waiters sleeping on `word`. Returns how many were woken.
+#[cfg(not(loom))]
 pub fn wake(word: &AtomicU32, n: u32) -> usize {
     futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
+}
+
+/// Under loom a futex wait is modelled as a spurious wakeup after a yield (every caller re-checks its
+/// condition), and a wake does nothing.
+#[cfg(loom)]
+pub fn wait(_word: &AtomicU32, _expected: u32, _timeout: Option<Duration>) -> WaitResult {
+    loom::thread::yield_now();
+    WaitResult::Woken
+}
+
+/// See the loom `wait`.
+#[cfg(loom)]
+pub fn wake(_word: &AtomicU32, _n: u32) -> usize {
+    0
 }
 
 /// Wake every waiter on `word`.

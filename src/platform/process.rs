@@ -22,10 +22,7 @@ static CACHED_START: AtomicU64 = AtomicU64::new(0);
 pub fn current() -> ProcessId {
     let pid = std::process::id();
     if CACHED_PID.load(Ordering::Acquire) == pid {
-        return ProcessId {
-            pid,
-            start_time: CACHED_START.load(Ordering::Acquire),
-        };
+        return ProcessId { pid, start_time: CACHED_START.load(Ordering::Acquire) };
     }
     let start_time = read_stat(pid).map(|s| s.start_time).unwrap_or(0);
     CACHED_START.store(start_time, Ordering::Release);
@@ -55,10 +52,7 @@ fn read_stat(pid: u32) -> Option<Stat> {
 /// A `start_time` of 0 matches any start time (used where only a pid is known).
 pub fn is_alive(id: ProcessId) -> bool {
     match read_stat(id.pid) {
-        Some(st) => {
-            !matches!(st.state, b'Z' | b'X' | b'x')
-                && (id.start_time == 0 || st.start_time == id.start_time)
-        }
+        Some(st) => !matches!(st.state, b'Z' | b'X' | b'x') && (id.start_time == 0 || st.start_time == id.start_time),
         None => false,
     }
 }
@@ -78,10 +72,7 @@ mod tests {
         assert_eq!(me.pid, std::process::id());
         assert!(me.start_time > 0);
         assert!(is_alive(me));
-        assert!(!is_alive(ProcessId {
-            pid: me.pid,
-            start_time: me.start_time + 1
-        }));
+        assert!(!is_alive(ProcessId { pid: me.pid, start_time: me.start_time + 1 }));
     }
 
     #[test]

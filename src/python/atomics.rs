@@ -102,10 +102,7 @@ impl PyAtomicInt64 {
     #[new]
     #[pyo3(signature = (value=0))]
     fn new(py: Python<'_>, value: i64) -> PyResult<Self> {
-        Ok(PyAtomicInt64 {
-            inner: SharedAtomic::create(value).py(py)?,
-            closed: AtomicBool::new(false),
-        })
+        Ok(PyAtomicInt64 { inner: SharedAtomic::create(value).py(py)?, closed: AtomicBool::new(false) })
     }
 
     /// The current value.
@@ -207,10 +204,7 @@ impl PyAtomicInt64 {
     }
 
     fn __format__(&self, py: Python<'_>, spec: &str) -> PyResult<Py<PyAny>> {
-        Ok(self
-            .value_obj(py)?
-            .call_method1("__format__", (spec,))?
-            .unbind())
+        Ok(self.value_obj(py)?.call_method1("__format__", (spec,))?.unbind())
     }
 
     fn __richcmp__<'py>(
@@ -279,15 +273,12 @@ impl PyAtomicInt64 {
 
     fn __ipow__(&self, other: &Bound<'_, PyAny>, _modulo: &Bound<'_, PyAny>) -> PyResult<()> {
         let n = int_operand(other, "**=")?;
-        let e = u32::try_from(n)
-            .map_err(|_| PyValueError::new_err("AtomicInt64 **= needs an exponent in 0..2**32"))?;
+        let e = u32::try_from(n).map_err(|_| PyValueError::new_err("AtomicInt64 **= needs an exponent in 0..2**32"))?;
         self.cas_update(|v| Ok(v.wrapping_pow(e)))
     }
 
     fn __itruediv__(&self, _other: &Bound<'_, PyAny>) -> PyResult<()> {
-        Err(PyTypeError::new_err(
-            "an AtomicInt64 holds an int: use //= instead of /=",
-        ))
+        Err(PyTypeError::new_err("an AtomicInt64 holds an int: use //= instead of /="))
     }
 
     fn __ilshift__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -317,179 +308,91 @@ impl PyAtomicInt64 {
 
     // Binary operators: computed by Python on the current value, so `a + 1.5` and `a * big` behave like ints.
 
-    fn __add__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __add__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.add(b))
     }
 
-    fn __radd__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __radd__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.add(b))
     }
 
-    fn __sub__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __sub__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.sub(b))
     }
 
-    fn __rsub__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rsub__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.sub(b))
     }
 
-    fn __mul__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __mul__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.mul(b))
     }
 
-    fn __rmul__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rmul__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.mul(b))
     }
 
-    fn __floordiv__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __floordiv__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.floor_div(b))
     }
 
-    fn __rfloordiv__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rfloordiv__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.floor_div(b))
     }
 
-    fn __truediv__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __truediv__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.div(b))
     }
 
-    fn __rtruediv__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rtruediv__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.div(b))
     }
 
-    fn __mod__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __mod__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.rem(b))
     }
 
-    fn __rmod__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rmod__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.rem(b))
     }
 
-    fn __lshift__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __lshift__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.lshift(b))
     }
 
-    fn __rlshift__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rlshift__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.lshift(b))
     }
 
-    fn __rshift__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rshift__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.rshift(b))
     }
 
-    fn __rrshift__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rrshift__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.rshift(b))
     }
 
-    fn __and__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __and__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.bitand(b))
     }
 
-    fn __rand__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rand__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.bitand(b))
     }
 
-    fn __or__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __or__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.bitor(b))
     }
 
-    fn __ror__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __ror__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.bitor(b))
     }
 
-    fn __xor__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __xor__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.binop(py, other, |a, b| a.bitxor(b))
     }
 
-    fn __rxor__<'py>(
-        &self,
-        py: Python<'py>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __rxor__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         self.rbinop(py, other, |a, b| a.bitxor(b))
     }
 
@@ -500,9 +403,7 @@ impl PyAtomicInt64 {
         modulo: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let other = unwrap_atomic(py, other)?;
-        py.import("builtins")?
-            .getattr("pow")?
-            .call1((self.value_obj(py)?, other, modulo))
+        py.import("builtins")?.getattr("pow")?.call1((self.value_obj(py)?, other, modulo))
     }
 
     fn __rpow__<'py>(
@@ -511,9 +412,7 @@ impl PyAtomicInt64 {
         other: &Bound<'py, PyAny>,
         modulo: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        py.import("builtins")?
-            .getattr("pow")?
-            .call1((other, self.value_obj(py)?, modulo))
+        py.import("builtins")?.getattr("pow")?.call1((other, self.value_obj(py)?, modulo))
     }
 }
 
@@ -566,10 +465,7 @@ impl PyAtomicFlag {
     #[pyo3(signature = (value=false))]
     fn new(py: Python<'_>, #[pyo3(from_py_with = truthy)] value: bool) -> PyResult<Self> {
         let v = value;
-        Ok(PyAtomicFlag {
-            inner: SharedAtomic::create(v as i64).py(py)?,
-            closed: AtomicBool::new(false),
-        })
+        Ok(PyAtomicFlag { inner: SharedAtomic::create(v as i64).py(py)?, closed: AtomicBool::new(false) })
     }
 
     /// Sets the flag to `bool(value)`.
@@ -585,10 +481,7 @@ impl PyAtomicFlag {
 
     fn __repr__(&self) -> String {
         match self.a() {
-            Ok(a) => format!(
-                "AtomicFlag({})",
-                if a.get() != 0 { "True" } else { "False" }
-            ),
+            Ok(a) => format!("AtomicFlag({})", if a.get() != 0 { "True" } else { "False" }),
             Err(_) => "AtomicFlag(<closed>)".into(),
         }
     }
@@ -624,16 +517,12 @@ impl PyAtomicFlag {
 #[pyfunction]
 fn _rebuild_atomic(py: Python<'_>, handle: Handle) -> PyResult<Py<PyAny>> {
     check_handle(&handle, Kind::Atomic)?;
-    let inner = py
-        .detach(|| SharedAtomic::open(&handle.1, Some(handle.2)))
-        .py(py)?;
+    let inner = py.detach(|| SharedAtomic::open(&handle.1, Some(handle.2))).py(py)?;
     let closed = AtomicBool::new(false);
     match handle.0.as_str() {
         "AtomicInt64" => Ok(Py::new(py, PyAtomicInt64 { inner, closed })?.into_any()),
         "AtomicFlag" => Ok(Py::new(py, PyAtomicFlag { inner, closed })?.into_any()),
-        other => Err(PyValueError::new_err(format!(
-            "unknown atomic type {other:?} in handle"
-        ))),
+        other => Err(PyValueError::new_err(format!("unknown atomic type {other:?} in handle"))),
     }
 }
 

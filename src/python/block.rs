@@ -55,9 +55,7 @@ impl PySharedBuffer {
             return Err(PyValueError::new_err("itemsize must be positive"));
         }
         let block = match name {
-            None => py
-                .detach(|| SharedBlock::create(typecode, itemsize, length))
-                .py(py)?,
+            None => py.detach(|| SharedBlock::create(typecode, itemsize, length)).py(py)?,
             Some(name) => {
                 let b = py.detach(|| SharedBlock::open(name)).py(py)?;
                 if (b.itemsize(), b.length()) != (itemsize, length) {
@@ -70,12 +68,10 @@ impl PySharedBuffer {
                 b
             }
         };
-        let length = ffi::Py_ssize_t::try_from(length)
-            .map_err(|_| PyValueError::new_err("too many items"))?;
+        let length = ffi::Py_ssize_t::try_from(length).map_err(|_| PyValueError::new_err("too many items"))?;
         Ok(PySharedBuffer {
             block,
-            format: CString::new(format)
-                .map_err(|_| PyValueError::new_err("format contains NUL"))?,
+            format: CString::new(format).map_err(|_| PyValueError::new_err("format contains NUL"))?,
             shape: [length],
             strides: [itemsize as ffi::Py_ssize_t],
             exports: AtomicUsize::new(0),
@@ -99,6 +95,78 @@ impl PySharedBuffer {
     #[getter]
     fn length(&self) -> u64 {
         self.block.length()
+    }
+
+    /// The struct format of one item, as exported through the buffer protocol.
+    #[getter]
+    fn format(&self) -> String {
+        self.format.to_string_lossy().into_owned()
+    }
+
+    /// Atomically adds `delta` to integer item `index` (wrapping at the item's width) and returns the previous
+    /// value. Lock-free: it does not take the block's lock. Only for integer typecodes.
+    fn _fetch_add(&self, index: u64, delta: i128) -> PyResult<i128> {
+        self.check_open()?;
+        let code = char::from_u32(self.block.typecode()).unwrap_or('\0');
+        let signed = match code {
+            'b' | 'h' | 'i' | 'l' | 'q' => true,
+            'B' | 'H' | 'I' | 'L' | 'Q' => false,
+            _ => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "fetch_add needs an integer typecode (b, B, h, H, i, I, l, L, q, Q)",
+                ))
+            }
+        };
+        if index >= self.block.length() {
+            return Err(pyo3::exceptions::PyIndexError::new_err("index out of range"));
+        }
+        let size = self.block.itemsize() as usize;
+        // SAFETY: index < length, so the item lies inside the items range validated at attach; items are
+        // 64-aligned and `size` is a power of two <= 8, so the pointer is aligned for the atomic of that width.
+        let ptr = unsafe { self.block.items_ptr().add(index as usize * size) };
+        // Two's complement truncation: a wrapping add at every width.
+        let d = delta as u64;
+        // SAFETY: in each arm `ptr` is valid and aligned for the atomic of that width (see above); other
+        // processes only access these bytes through the same atomics or through the user's own locking.
+        let old: i128 = unsafe {
+            use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
+            match (size, signed) {
+                (1, s) => {
+                    let o = (*(ptr as *const AtomicU8)).fetch_add(d as u8, Ordering::SeqCst);
+                    if s {
+                        o as i8 as i128
+                    } else {
+                        o as i128
+                    }
+                }
+                (2, s) => {
+                    let o = (*(ptr as *const AtomicU16)).fetch_add(d as u16, Ordering::SeqCst);
+                    if s {
+                        o as i16 as i128
+                    } else {
+                        o as i128
+                    }
+                }
+                (4, s) => {
+                    let o = (*(ptr as *const AtomicU32)).fetch_add(d as u32, Ordering::SeqCst);
+                    if s {
+                        o as i32 as i128
+                    } else {
+                        o as i128
+                    }
+                }
+                (8, s) => {
+                    let o = (*(ptr as *const AtomicU64)).fetch_add(d, Ordering::SeqCst);
+                    if s {
+                        o as i64 as i128
+                    } else {
+                        o as i128
+                    }
+                }
+                _ => return Err(PyValueError::new_err(format!("unsupported integer size {size}"))),
+            }
+        };
+        Ok(old)
     }
 
     /// The typecode recorded at creation (0 for a ctypes type).
@@ -134,9 +202,7 @@ impl PySharedBuffer {
     /// Stops exporting the memory from this object. Raises BufferError while views of it exist.
     fn close(&self) -> PyResult<()> {
         if self.exports.load(Ordering::Acquire) > 0 {
-            return Err(PyBufferError::new_err(
-                "cannot close: memoryviews or arrays still use this buffer",
-            ));
+            return Err(PyBufferError::new_err("cannot close: memoryviews or arrays still use this buffer"));
         }
         self.closed.store(true, Ordering::Relaxed);
         Ok(())
@@ -156,11 +222,7 @@ impl PySharedBuffer {
         Ok(v)
     }
 
-    unsafe fn __getbuffer__(
-        slf: Bound<'_, Self>,
-        view: *mut ffi::Py_buffer,
-        flags: c_int,
-    ) -> PyResult<()> {
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
         if view.is_null() {
             return Err(PyBufferError::new_err("NULL view in __getbuffer__"));
         }
@@ -181,11 +243,8 @@ impl PySharedBuffer {
                 std::ptr::null_mut()
             };
             (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
-                me.shape.as_ptr() as *mut _
-            } else {
-                std::ptr::null_mut()
-            };
+            (*view).shape =
+                if flags & ffi::PyBUF_ND == ffi::PyBUF_ND { me.shape.as_ptr() as *mut _ } else { std::ptr::null_mut() };
             (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
                 me.strides.as_ptr() as *mut _
             } else {

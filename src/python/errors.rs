@@ -1,9 +1,7 @@
 //! Mapping core errors to the Python exceptions users expect.
 
 use crate::Error;
-use pyo3::exceptions::{
-    PyFileNotFoundError, PyMemoryError, PyOSError, PyTimeoutError, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyFileNotFoundError, PyMemoryError, PyOSError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 /// Converts a core error into a Python exception. `Interrupted` runs the signal handlers (so Ctrl-C becomes
@@ -40,7 +38,5 @@ impl<T> IntoPyResult<T> for crate::Result<T> {
 
 /// The `ValueError` raised when an object is used after `close()`.
 pub fn closed(what: &str) -> PyErr {
-    PyValueError::new_err(format!(
-        "{what} is closed; create a new one or unpickle a handle to reopen it"
-    ))
+    PyValueError::new_err(format!("{what} is closed; create a new one or unpickle a handle to reopen it"))
 }

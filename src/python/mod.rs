@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod atomics;
 mod block;
+mod codec;
 mod errors;
 mod segments;
 mod sync;
@@ -15,6 +16,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     segments::register(m)?;
     atomics::register(m)?;
     block::register(m)?;
+    codec::register(m)?;
     sync::register(m)?;
     Ok(())
 }

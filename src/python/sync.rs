@@ -42,18 +42,12 @@ const TOO_MANY: &str = "semaphore or lock released too many times";
 const NOT_OWNED: &str = "cannot release un-acquired lock";
 
 fn handle_of(ty: SyncType, seg: &Segment, offset: u64) -> Handle {
-    (
-        ty.name().into(),
-        seg.name().into(),
-        offset,
-        seg.info().kind as u32,
-        LAYOUT_VERSION,
-    )
+    (ty.name().into(), seg.name().into(), offset, seg.info().kind as u32, LAYOUT_VERSION)
 }
 
 fn check_handle(h: &Handle, ty: SyncType) -> PyResult<()> {
-    let kind_ok = h.3 == Kind::Sync as u32
-        || (h.3 == Kind::Block as u32 && matches!(ty, SyncType::Lock | SyncType::RLock));
+    let kind_ok =
+        h.3 == Kind::Sync as u32 || (h.3 == Kind::Block as u32 && matches!(ty, SyncType::Lock | SyncType::RLock));
     if h.0 != ty.name() || !kind_ok || h.4 != LAYOUT_VERSION {
         return Err(PyValueError::new_err(format!(
             "handle {h:?} does not describe a {} of layout version {LAYOUT_VERSION}",
@@ -63,20 +57,12 @@ fn check_handle(h: &Handle, ty: SyncType) -> PyResult<()> {
     Ok(())
 }
 
-fn open<T: crate::segment::ShmSafe>(
-    py: Python<'_>,
-    h: &Handle,
-    ty: SyncType,
-) -> PyResult<SyncHandle<T>> {
+fn open<T: crate::segment::ShmSafe>(py: Python<'_>, h: &Handle, ty: SyncType) -> PyResult<SyncHandle<T>> {
     check_handle(h, ty)?;
     py.detach(|| SyncHandle::<T>::open(&h.1, h.2, ty)).py(py)
 }
 
-fn reduce<'py>(
-    obj: &Bound<'py, PyAny>,
-    handle: Handle,
-    args: Bound<'py, PyTuple>,
-) -> PyResult<Bound<'py, PyTuple>> {
+fn reduce<'py>(obj: &Bound<'py, PyAny>, handle: Handle, args: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
     let py = obj.py();
     let f = py.import("pyconc._native")?.getattr("_rebuild_sync")?;
     (f, (obj.get_type(), handle, args)).into_pyobject(py)
@@ -98,10 +84,7 @@ fn deadline(block: bool, timeout: Option<f64>) -> Deadline {
 
 /// Runs a blocking call with the GIL released; on EINTR or at each slice end, runs the signal handlers (raising
 /// their exception, e.g. KeyboardInterrupt) and calls again. `Ok(None)`: timed out.
-fn block_on<T: Send>(
-    py: Python<'_>,
-    f: impl Fn() -> Result<T, WaitError> + Sync,
-) -> PyResult<Option<T>> {
+fn block_on<T: Send>(py: Python<'_>, f: impl Fn() -> Result<T, WaitError> + Sync) -> PyResult<Option<T>> {
     loop {
         let r = py.detach(|| {
             let _poll = wait::poll_signals();
@@ -134,10 +117,7 @@ fn block_arg(block: bool, blocking: Option<bool>) -> bool {
 }
 
 fn broken_barrier(py: Python<'_>) -> PyErr {
-    match py
-        .import("threading")
-        .and_then(|m| m.getattr("BrokenBarrierError"))
-    {
+    match py.import("threading").and_then(|m| m.getattr("BrokenBarrierError")) {
         Ok(t) => PyErr::from_type(t.cast_into::<PyType>().expect("a type"), ()),
         Err(e) => e,
     }
@@ -184,23 +164,13 @@ impl PyLock {
     /// Attaches to lock state stored at `offset` of the existing segment `segment_name` (kind block or sync;
     /// 64 bytes reserved there, zero = unlocked). Pickles as that handle.
     #[classmethod]
-    fn _embedded<'py>(
-        cls: &Bound<'py, PyType>,
-        segment_name: &str,
-        offset: u64,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn _embedded<'py>(cls: &Bound<'py, PyType>, segment_name: &str, offset: u64) -> PyResult<Bound<'py, PyAny>> {
         embedded(cls, SyncType::Lock, segment_name, offset)
     }
 
     /// Acquires the lock; returns whether it did (False only for `block=False` or a timeout).
     #[pyo3(signature = (block=true, timeout=None, *, blocking=None))]
-    fn acquire(
-        &self,
-        py: Python<'_>,
-        block: bool,
-        timeout: Option<f64>,
-        blocking: Option<bool>,
-    ) -> PyResult<bool> {
+    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>, blocking: Option<bool>) -> PyResult<bool> {
         let me = owner::me();
         let st = self.h.get();
         if st.try_lock_as(me).is_some() {
@@ -274,10 +244,7 @@ impl PyLock {
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
     #[pyo3(signature = (timeout=None))]
-    fn acquire_async<'py>(
-        slf: &Bound<'py, Self>,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn acquire_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_acquire_async_of")?.call1((slf, timeout))
     }
 
@@ -286,10 +253,7 @@ impl PyLock {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __aexit__<'py>(
-        slf: &Bound<'py, Self>,
-        _args: &Bound<'py, PyTuple>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __aexit__<'py>(slf: &Bound<'py, Self>, _args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_aexit")?.call1((slf,))
     }
 
@@ -344,23 +308,13 @@ impl PyRLock {
 
     /// Attaches to RLock state stored at `offset` of the existing segment `segment_name` (kind block or sync).
     #[classmethod]
-    fn _embedded<'py>(
-        cls: &Bound<'py, PyType>,
-        segment_name: &str,
-        offset: u64,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn _embedded<'py>(cls: &Bound<'py, PyType>, segment_name: &str, offset: u64) -> PyResult<Bound<'py, PyAny>> {
         embedded(cls, SyncType::RLock, segment_name, offset)
     }
 
     /// Acquires (or re-enters) the lock; returns whether it did.
     #[pyo3(signature = (block=true, timeout=None, *, blocking=None))]
-    fn acquire(
-        &self,
-        py: Python<'_>,
-        block: bool,
-        timeout: Option<f64>,
-        blocking: Option<bool>,
-    ) -> PyResult<bool> {
+    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>, blocking: Option<bool>) -> PyResult<bool> {
         let st = self.h.get();
         let me = owner::me();
         if st.0.is_mine(me) {
@@ -386,11 +340,7 @@ impl PyRLock {
 
     /// Releases one level. RuntimeError if the calling thread does not hold it.
     fn release(&self) -> PyResult<()> {
-        self.h
-            .get()
-            .release()
-            .map(|_| ())
-            .map_err(|_| PyRuntimeError::new_err(NOT_OWNED))
+        self.h.get().release().map(|_| ()).map_err(|_| PyRuntimeError::new_err(NOT_OWNED))
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
@@ -432,10 +382,7 @@ impl PyRLock {
 
     /// Releases every level (Condition.wait); returns the depth for `_acquire_restore`.
     fn _release_save(&self) -> PyResult<u32> {
-        self.h
-            .get()
-            .release_save()
-            .map_err(|_| PyRuntimeError::new_err("cannot wait on un-acquired lock"))
+        self.h.get().release_save().map_err(|_| PyRuntimeError::new_err("cannot wait on un-acquired lock"))
     }
 
     /// Re-acquires and restores the depth saved by `_release_save`.
@@ -454,10 +401,7 @@ impl PyRLock {
         let me = owner::me();
         let got = match st.0.try_lock_as(me) {
             Some(a) => Some(a),
-            None => {
-                st.0.lock_as(me, &Deadline::after(Some(Duration::ZERO)))
-                    .ok()
-            }
+            None => st.0.lock_as(me, &Deadline::after(Some(Duration::ZERO))).ok(),
         };
         match got {
             Some(a) => {
@@ -478,10 +422,7 @@ impl PyRLock {
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
     #[pyo3(signature = (timeout=None))]
-    fn acquire_async<'py>(
-        slf: &Bound<'py, Self>,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn acquire_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_acquire_async_of")?.call1((slf, timeout))
     }
 
@@ -490,10 +431,7 @@ impl PyRLock {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __aexit__<'py>(
-        slf: &Bound<'py, Self>,
-        _args: &Bound<'py, PyTuple>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __aexit__<'py>(slf: &Bound<'py, Self>, _args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_aexit")?.call1((slf,))
     }
 
@@ -524,32 +462,19 @@ pub struct PySemaphore {
 impl PySemaphore {
     #[new]
     #[pyo3(signature = (value=1, *, _maxvalue=None, _handle=None))]
-    fn new(
-        py: Python<'_>,
-        value: i64,
-        _maxvalue: Option<i64>,
-        _handle: Option<Handle>,
-    ) -> PyResult<Self> {
+    fn new(py: Python<'_>, value: i64, _maxvalue: Option<i64>, _handle: Option<Handle>) -> PyResult<Self> {
         if let Some(h) = _handle {
-            return Ok(PySemaphore {
-                h: open(py, &h, SyncType::Semaphore)?,
-            });
+            return Ok(PySemaphore { h: open(py, &h, SyncType::Semaphore)? });
         }
         if value < 0 {
-            return Err(PyValueError::new_err(
-                "semaphore initial value must be >= 0",
-            ));
+            return Err(PyValueError::new_err("semaphore initial value must be >= 0"));
         }
         if value > SEM_VALUE_MAX as i64 || _maxvalue.is_some_and(|m| m > SEM_VALUE_MAX as i64) {
-            return Err(PyValueError::new_err(format!(
-                "semaphore value must be <= {SEM_VALUE_MAX}"
-            )));
+            return Err(PyValueError::new_err(format!("semaphore value must be <= {SEM_VALUE_MAX}")));
         }
         let max = match _maxvalue {
             Some(m) if m < value || m < 1 => {
-                return Err(PyValueError::new_err(
-                    "a bounded semaphore's maximum must be >= its value and >= 1",
-                ))
+                return Err(PyValueError::new_err("a bounded semaphore's maximum must be >= its value and >= 1"))
             }
             Some(m) => Some(m as u32),
             None => None,
@@ -561,13 +486,7 @@ impl PySemaphore {
 
     /// Decrements the value, waiting while it is 0; returns whether it did.
     #[pyo3(signature = (block=true, timeout=None, *, blocking=None))]
-    fn acquire(
-        &self,
-        py: Python<'_>,
-        block: bool,
-        timeout: Option<f64>,
-        blocking: Option<bool>,
-    ) -> PyResult<bool> {
+    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>, blocking: Option<bool>) -> PyResult<bool> {
         let st = self.h.get();
         if st.try_acquire() {
             return Ok(true);
@@ -585,10 +504,7 @@ impl PySemaphore {
         if n == 0 {
             return Err(PyValueError::new_err("n must be one or more"));
         }
-        self.h
-            .get()
-            .release(n)
-            .map_err(|_| PyValueError::new_err(TOO_MANY))
+        self.h.get().release(n).map_err(|_| PyValueError::new_err(TOO_MANY))
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
@@ -620,10 +536,7 @@ impl PySemaphore {
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
     #[pyo3(signature = (timeout=None))]
-    fn acquire_async<'py>(
-        slf: &Bound<'py, Self>,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn acquire_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_acquire_async_of")?.call1((slf, timeout))
     }
 
@@ -632,10 +545,7 @@ impl PySemaphore {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __aexit__<'py>(
-        slf: &Bound<'py, Self>,
-        _args: &Bound<'py, PyTuple>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn __aexit__<'py>(slf: &Bound<'py, Self>, _args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_aexit")?.call1((slf,))
     }
 
@@ -691,10 +601,7 @@ impl PyEvent {
 
     /// Awaitable `wait`: never blocks the event loop.
     #[pyo3(signature = (timeout=None))]
-    fn wait_async<'py>(
-        slf: &Bound<'py, Self>,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn wait_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_event_wait_async")?.call1((slf, timeout))
     }
 
@@ -852,11 +759,7 @@ impl PyBarrier {
                 BarrierHandle::create(p).py(py)?
             }
         };
-        Ok(PyBarrier {
-            h,
-            action: action.filter(|a| !a.is_none(py)),
-            timeout,
-        })
+        Ok(PyBarrier { h, action: action.filter(|a| !a.is_none(py)), timeout })
     }
 
     /// Waits until all parties have called wait(); returns this party's index, unique in the round (arrival
@@ -909,10 +812,7 @@ impl PyBarrier {
 
     /// Awaitable `wait` (runs in a worker thread; a cancelled coroutine's arrival still counts).
     #[pyo3(signature = (timeout=None))]
-    fn wait_async<'py>(
-        slf: &Bound<'py, Self>,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn wait_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_barrier_wait_async")?.call1((slf, timeout))
     }
 
@@ -1016,16 +916,11 @@ impl PyRwLock {
             return Ok((c as u32 - 1) as usize);
         }
         let i = self.h.get().slot_of(me)?;
-        self.slot
-            .store(((me.pid as u64) << 32) | (i as u64 + 1), Ordering::Relaxed);
+        self.slot.store(((me.pid as u64) << 32) | (i as u64 + 1), Ordering::Relaxed);
         Ok(i)
     }
 
-    fn blocking_rw(
-        &self,
-        py: Python<'_>,
-        f: impl Fn() -> Result<Acquired, RwError> + Sync,
-    ) -> PyResult<bool> {
+    fn blocking_rw(&self, py: Python<'_>, f: impl Fn() -> Result<Acquired, RwError> + Sync) -> PyResult<bool> {
         loop {
             let r = py.detach(|| {
                 let _poll = wait::poll_signals();
@@ -1052,10 +947,7 @@ impl PyRwLock {
             Some(h) => open(py, &h, SyncType::RwLock)?,
             None => SyncHandle::create(SyncType::RwLock, 0, 0).py(py)?,
         };
-        Ok(PyRwLock {
-            h,
-            slot: AtomicU64::new(0),
-        })
+        Ok(PyRwLock { h, slot: AtomicU64::new(0) })
     }
 
     /// Takes a read lock; returns False on timeout.
@@ -1070,10 +962,7 @@ impl PyRwLock {
     /// Releases a read lock held by this process. RuntimeError if it holds none.
     fn unlock_read(&self, py: Python<'_>) -> PyResult<()> {
         let i = self.slot().or_else(|e| rw_err(py, e).map(|_| 0))?;
-        self.h
-            .get()
-            .unlock_read(i)
-            .or_else(|e| rw_err(py, e).map(|_| ()))
+        self.h.get().unlock_read(i).or_else(|e| rw_err(py, e).map(|_| ()))
     }
 
     /// Takes the write lock; returns False on timeout.
@@ -1086,10 +975,7 @@ impl PyRwLock {
 
     /// Releases the write lock held by this process. RuntimeError if it does not hold it.
     fn unlock_write(&self, py: Python<'_>) -> PyResult<()> {
-        self.h
-            .get()
-            .unlock_write()
-            .or_else(|e| rw_err(py, e).map(|_| ()))
+        self.h.get().unlock_write().or_else(|e| rw_err(py, e).map(|_| ()))
     }
 
     /// Context manager (also async) holding a read lock; TimeoutError if `timeout` passes first.
@@ -1106,19 +992,13 @@ impl PyRwLock {
 
     /// Awaitable `lock_read`.
     #[pyo3(signature = (timeout=None))]
-    fn lock_read_async<'py>(
-        slf: &Bound<'py, Self>,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn lock_read_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_rw_lock_async")?.call1((slf, false, timeout))
     }
 
     /// Awaitable `lock_write`.
     #[pyo3(signature = (timeout=None))]
-    fn lock_write_async<'py>(
-        slf: &Bound<'py, Self>,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn lock_write_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_rw_lock_async")?.call1((slf, true, timeout))
     }
 

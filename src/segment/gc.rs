@@ -59,14 +59,9 @@ pub fn list() -> Vec<SegmentInfo> {
                     problem: None,
                     name,
                 },
-                Err(e) => SegmentInfo {
-                    kind: None,
-                    size,
-                    creator_pid: 0,
-                    users: vec![],
-                    problem: Some(e.to_string()),
-                    name,
-                },
+                Err(e) => {
+                    SegmentInfo { kind: None, size, creator_pid: 0, users: vec![], problem: Some(e.to_string()), name }
+                }
             }
         })
         .collect()
@@ -96,9 +91,7 @@ pub fn collect(grace: Duration) -> GcReport {
             Err(Error::NotFound(_)) => {}
             Err(_) => {
                 let (_, mtime) = file_facts(&name);
-                let old = mtime
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > grace);
+                let old = mtime.and_then(|t| t.elapsed().ok()).is_some_and(|age| age > grace);
                 if old && nix::sys::mman::shm_unlink(format!("/{name}").as_str()).is_ok() {
                     report.removed_invalid.push(name);
                 } else {

@@ -20,8 +20,7 @@ pub const DATA_OFFSET: u64 = HEADER_PAGE;
 /// Where the user table starts.
 pub const USERS_OFFSET: u64 = 256;
 /// How many processes may use one segment at the same time.
-pub const USER_CAPACITY: u32 =
-    ((HEADER_PAGE - USERS_OFFSET) / std::mem::size_of::<UserSlot>() as u64) as u32;
+pub const USER_CAPACITY: u32 = ((HEADER_PAGE - USERS_OFFSET) / std::mem::size_of::<UserSlot>() as u64) as u32;
 
 /// `state`: usable; new processes may attach.
 pub const STATE_OPEN: u32 = 1;
@@ -176,9 +175,7 @@ impl SegmentHeader {
     pub fn validate(&self, name: &str, mapped_len: u64) -> Result<HeaderInfo> {
         let magic = self.magic.load(Ordering::Acquire);
         if magic != MAGIC {
-            return Err(corrupt!(
-                "{name} is not a pyconc segment (bad magic {magic:#018x})"
-            ));
+            return Err(corrupt!("{name} is not a pyconc segment (bad magic {magic:#018x})"));
         }
         let version = self.layout_version.load(Ordering::Relaxed);
         if version != LAYOUT_VERSION {
@@ -189,13 +186,10 @@ impl SegmentHeader {
         }
         let total_size = self.total_size.load(Ordering::Relaxed);
         if total_size > mapped_len {
-            return Err(corrupt!(
-                "{name} is truncated: header says {total_size} bytes, file has {mapped_len}"
-            ));
+            return Err(corrupt!("{name} is truncated: header says {total_size} bytes, file has {mapped_len}"));
         }
         let kind_raw = self.kind.load(Ordering::Relaxed);
-        let kind = Kind::from_u32(kind_raw)
-            .ok_or_else(|| corrupt!("{name}: unknown structure kind {kind_raw}"))?;
+        let kind = Kind::from_u32(kind_raw).ok_or_else(|| corrupt!("{name}: unknown structure kind {kind_raw}"))?;
         let users_offset = self.users_offset.load(Ordering::Relaxed);
         let user_capacity = self.user_capacity.load(Ordering::Relaxed);
         let data_offset = self.data_offset.load(Ordering::Relaxed);

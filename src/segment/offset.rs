@@ -37,10 +37,7 @@ pub struct Offset<T> {
 impl<T> Offset<T> {
     /// Wraps a raw byte offset. Nothing is checked until it is resolved against a segment.
     pub const fn new(raw: u64) -> Self {
-        Offset {
-            raw,
-            _marker: PhantomData,
-        }
+        Offset { raw, _marker: PhantomData }
     }
 
     /// The raw byte offset.

@@ -1,8 +1,8 @@
 //! Creating, opening and mapping segments; the per-process registry that maps each segment once.
 
 use super::header::{
-    HeaderInfo, Kind, SegmentHeader, UserSlot, DATA_OFFSET, HEADER_PAGE, LAYOUT_VERSION, MAGIC,
-    STATE_OPEN, STATE_UNLINKED, USERS_OFFSET, USER_CAPACITY,
+    HeaderInfo, Kind, SegmentHeader, UserSlot, DATA_OFFSET, HEADER_PAGE, LAYOUT_VERSION, MAGIC, STATE_OPEN,
+    STATE_UNLINKED, USERS_OFFSET, USER_CAPACITY,
 };
 use super::offset::{check_range, Offset, ShmSafe};
 use super::users;
@@ -57,12 +57,16 @@ fn random_name() -> Result<String> {
 
 /// Whether `name` has the shape of a pyconc segment name.
 pub fn is_segment_name(name: &str) -> bool {
-    name.strip_prefix(NAME_PREFIX).is_some_and(|h| {
-        h.len() == 32
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    name.strip_prefix(NAME_PREFIX)
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
+
+fn too_big(bytes: u64) -> Error {
+    Error::Invalid(format!("a segment of {bytes} bytes does not fit in this process's address space"))
+}
+
+/// Segments above this size are checked against the free space of /dev/shm before creation.
+const SPACE_CHECK_ABOVE: u64 = 1 << 20;
 
 fn check_space(bytes: u64) -> Result<()> {
     // A write to a page that tmpfs cannot back kills the process with SIGBUS, so refuse up front when the
@@ -83,10 +87,12 @@ impl Segment {
     /// Creates a new segment holding `data_size` payload bytes of `kind` (payload version `kind_version`), maps
     /// it and registers the calling process as its first user. The payload is zero-filled.
     pub fn create(kind: Kind, kind_version: u32, data_size: u64) -> Result<Segment> {
-        let total = DATA_OFFSET.checked_add(data_size).ok_or_else(|| {
-            Error::Invalid(format!("segment payload of {data_size} bytes is too large"))
-        })?;
-        check_space(total)?;
+        let total = DATA_OFFSET
+            .checked_add(data_size)
+            .ok_or_else(|| Error::Invalid(format!("segment payload of {data_size} bytes is too large")))?;
+        if total > SPACE_CHECK_ABOVE {
+            check_space(total)?;
+        }
         let name = random_name()?;
         let fd = shm_open(
             shm_path(&name).as_str(),
@@ -96,7 +102,14 @@ impl Segment {
         let file = File::from(fd);
         let result = (|| {
             file.set_len(total)?;
-            let map = MmapRaw::map_raw(&file)?;
+            // Back the header page now: if tmpfs is full this fails with ENOSPC instead of the header write
+            // below dying of SIGBUS. (Payload pages stay lazy; large payloads are checked by check_space.)
+            nix::fcntl::posix_fallocate(&file, 0, HEADER_PAGE as i64).map_err(|e| match e {
+                nix::Error::ENOSPC => Error::Full(format!("{SHM_DIR} is full; free space there")),
+                e => e.into(),
+            })?;
+            let map =
+                memmap2::MmapOptions::new().len(usize::try_from(total).map_err(|_| too_big(total))?).map_raw(&file)?;
             let me = process::current();
             let info = HeaderInfo {
                 kind,
@@ -114,8 +127,7 @@ impl Segment {
             hdr.kind.store(kind as u32, Ordering::Relaxed);
             hdr.total_size.store(total, Ordering::Relaxed);
             hdr.creator_pid.store(me.pid, Ordering::Relaxed);
-            hdr.creator_start_time
-                .store(me.start_time, Ordering::Relaxed);
+            hdr.creator_start_time.store(me.start_time, Ordering::Relaxed);
             hdr.state.store(STATE_OPEN, Ordering::Relaxed);
             hdr.user_capacity.store(USER_CAPACITY, Ordering::Relaxed);
             hdr.users_offset.store(USERS_OFFSET, Ordering::Relaxed);
@@ -123,13 +135,8 @@ impl Segment {
             hdr.data_size.store(data_size, Ordering::Relaxed);
             hdr.kind_version.store(kind_version, Ordering::Relaxed);
             hdr.attach_count.store(1, Ordering::Relaxed);
-            let mapping = Mapping {
-                name: name.clone(),
-                map,
-                info,
-                registered_pid: AtomicU32::new(0),
-                slot: AtomicU32::new(0),
-            };
+            let mapping =
+                Mapping { name: name.clone(), map, info, registered_pid: AtomicU32::new(0), slot: AtomicU32::new(0) };
             // The creator takes slot 0 directly: nobody else can see the segment before the magic is published.
             let slot = &mapping.users()[0];
             slot.start_time.store(me.start_time, Ordering::Relaxed);
@@ -141,10 +148,7 @@ impl Segment {
         match result {
             Ok(mapping) => {
                 let arc = Arc::new(mapping);
-                REGISTRY
-                    .lock()
-                    .get_or_insert_with(HashMap::new)
-                    .insert(name, Arc::downgrade(&arc));
+                REGISTRY.lock().get_or_insert_with(HashMap::new).insert(name, Arc::downgrade(&arc));
                 Ok(Segment(arc))
             }
             Err(e) => {
@@ -159,9 +163,7 @@ impl Segment {
     /// [`Error::Corrupt`] if the file is not a valid pyconc segment of this layout version.
     pub fn open(name: &str) -> Result<Segment> {
         if !is_segment_name(name) {
-            return Err(Error::Invalid(format!(
-                "{name:?} is not a pyconc segment name"
-            )));
+            return Err(Error::Invalid(format!("{name:?} is not a pyconc segment name")));
         }
         let mut reg = REGISTRY.lock();
         let reg = reg.get_or_insert_with(HashMap::new);
@@ -178,11 +180,7 @@ impl Segment {
     /// that inspect segments they do not use.
     pub fn inspect(name: &str) -> Result<Inspected> {
         let (map, info) = map_and_validate(name)?;
-        Ok(Inspected {
-            name: name.to_string(),
-            map,
-            info,
-        })
+        Ok(Inspected { name: name.to_string(), map, info })
     }
 
     /// The segment's name (without the leading `/`).
@@ -219,13 +217,7 @@ impl Segment {
     pub fn resolve<T: ShmSafe>(&self, off: Offset<T>) -> Result<&T> {
         let size = std::mem::size_of::<T>() as u64;
         let align = std::mem::align_of::<T>() as u64;
-        check_range(
-            off.get(),
-            size,
-            align,
-            self.len(),
-            std::any::type_name::<T>(),
-        )?;
+        check_range(off.get(), size, align, self.len(), std::any::type_name::<T>())?;
         // SAFETY: [off, off + size) is inside the mapping and aligned for T (checked above); T is ShmSafe, so
         // every bit pattern is a valid T and shared mutation goes through atomics; the mapping lives as long as
         // the Arc behind &self.
@@ -277,11 +269,7 @@ impl Segment {
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Segment({}, {:?}, {} bytes)",
-            self.0.name, self.0.info.kind, self.0.info.total_size
-        )
+        write!(f, "Segment({}, {:?}, {} bytes)", self.0.name, self.0.info.kind, self.0.info.total_size)
     }
 }
 
@@ -308,11 +296,10 @@ fn map_and_validate(name: &str) -> Result<(MmapRaw, HeaderInfo)> {
     let file = File::from(fd);
     let file_len = file.metadata()?.len();
     if file_len < HEADER_PAGE {
-        return Err(corrupt!(
-            "{name} is truncated: file has {file_len} bytes, a pyconc header needs {HEADER_PAGE}"
-        ));
+        return Err(corrupt!("{name} is truncated: file has {file_len} bytes, a pyconc header needs {HEADER_PAGE}"));
     }
-    let map = MmapRaw::map_raw(&file)?;
+    let map =
+        memmap2::MmapOptions::new().len(usize::try_from(file_len).map_err(|_| too_big(file_len))?).map_raw(&file)?;
     // SAFETY: the mapping is at least HEADER_PAGE bytes, page aligned, and SegmentHeader is ShmSafe.
     let hdr = unsafe { &*(map.as_mut_ptr() as *const SegmentHeader) };
     let info = hdr.validate(name, map.len() as u64)?;
@@ -322,21 +309,15 @@ fn map_and_validate(name: &str) -> Result<(MmapRaw, HeaderInfo)> {
 impl Mapping {
     fn open_new(name: &str) -> Result<Mapping> {
         let (map, info) = map_and_validate(name)?;
-        let mapping = Mapping {
-            name: name.to_string(),
-            map,
-            info,
-            registered_pid: AtomicU32::new(0),
-            slot: AtomicU32::new(0),
-        };
+        let mapping =
+            Mapping { name: name.to_string(), map, info, registered_pid: AtomicU32::new(0), slot: AtomicU32::new(0) };
         mapping.register()?;
         Ok(mapping)
     }
 
     fn register(&self) -> Result<()> {
         let me = process::current();
-        let slot = users::attach(self.header(), self.users(), me)
-            .map_err(|e| e.with_name_if_not_found(&self.name))?;
+        let slot = users::attach(self.header(), self.users(), me).map_err(|e| e.with_name_if_not_found(&self.name))?;
         self.slot.store(slot, Ordering::Relaxed);
         self.registered_pid.store(me.pid, Ordering::Release);
         Ok(())
@@ -365,21 +346,19 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        let me = std::process::id();
+        let me = process::current();
         {
             let mut reg = REGISTRY.lock();
             if let Some(reg) = reg.as_mut() {
-                let ours = reg
-                    .get(&self.name)
-                    .is_some_and(|w| std::ptr::eq(w.as_ptr(), self));
+                let ours = reg.get(&self.name).is_some_and(|w| std::ptr::eq(w.as_ptr(), self));
                 if ours {
                     reg.remove(&self.name);
                 }
             }
         }
-        if self.registered_pid.load(Ordering::Acquire) == me {
+        if self.registered_pid.load(Ordering::Acquire) == me.pid {
             let slot = self.slot.load(Ordering::Relaxed);
-            if users::detach(self.header(), self.users(), slot, process::current()) {
+            if users::detach(self.header(), self.users(), slot, me) {
                 let _ = unlink_name(&self.name);
             }
         }
@@ -437,6 +416,10 @@ impl Inspected {
 
 // ---- fork handling --------------------------------------------------------------------------------------------
 
+/// Incremented in every forked child (by [`after_fork_child`]). Process-local state that must not be shared
+/// between a parent and its forked child (a queue's participant index) records the generation it was made in.
+pub static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Call in the parent just before `fork()`: holds the registry lock so the child inherits a consistent registry.
 pub fn before_fork() {
     REGISTRY.raw_lock();
@@ -451,6 +434,7 @@ pub fn after_fork_parent() {
 /// Call in the child just after `fork()`: registers the child as a user of every segment it inherited, so that
 /// segments stay alive while the child uses them even if the parent exits.
 pub fn after_fork_child() {
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     // SAFETY: before_fork took the lock in the parent's forking thread, which is this thread in the child.
     let reg = unsafe { REGISTRY.raw_get() };
     if let Some(reg) = reg.as_ref() {
@@ -477,15 +461,10 @@ pub fn release_all() {
     let me = process::current();
     let mappings: Vec<Arc<Mapping>> = {
         let reg = REGISTRY.lock();
-        reg.as_ref()
-            .map(|r| r.values().filter_map(Weak::upgrade).collect())
-            .unwrap_or_default()
+        reg.as_ref().map(|r| r.values().filter_map(Weak::upgrade).collect()).unwrap_or_default()
     };
     for m in mappings {
-        if m.registered_pid
-            .compare_exchange(me.pid, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
+        if m.registered_pid.compare_exchange(me.pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             let slot = m.slot.load(Ordering::Relaxed);
             if users::detach(m.header(), m.users(), slot, me) {
                 let _ = unlink_name(&m.name);

@@ -25,15 +25,11 @@ impl Drop for UsersGuard<'_> {
     }
 }
 
-fn lock(hdr: &SegmentHeader) -> UsersGuard<'_> {
-    let me = std::process::id();
+fn lock(hdr: &SegmentHeader, me: u32) -> UsersGuard<'_> {
     let backoff = crossbeam_utils::Backoff::new();
     let mut last_check = Instant::now();
     loop {
-        match hdr
-            .users_lock
-            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
+        match hdr.users_lock.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => return UsersGuard { hdr },
             Err(holder) => {
                 if !backoff.is_completed() {
@@ -45,12 +41,7 @@ fn lock(hdr: &SegmentHeader) -> UsersGuard<'_> {
                     last_check = Instant::now();
                     // The critical sections last microseconds; a holder that is gone died inside one.
                     if holder != me && !process::pid_alive(holder) {
-                        let _ = hdr.users_lock.compare_exchange(
-                            holder,
-                            0,
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        );
+                        let _ = hdr.users_lock.compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed);
                     }
                 }
             }
@@ -59,10 +50,7 @@ fn lock(hdr: &SegmentHeader) -> UsersGuard<'_> {
 }
 
 fn slot_id(slot: &UserSlot) -> ProcessId {
-    ProcessId {
-        pid: slot.pid.load(Ordering::Relaxed),
-        start_time: slot.start_time.load(Ordering::Relaxed),
-    }
+    ProcessId { pid: slot.pid.load(Ordering::Relaxed), start_time: slot.start_time.load(Ordering::Relaxed) }
 }
 
 fn clear(slot: &UserSlot) {
@@ -79,10 +67,7 @@ fn reap(table: &[UserSlot]) -> usize {
             continue;
         }
         // A start time of 0 is a half-written slot (its writer died mid-attach): max(1) makes it mismatch.
-        if process::is_alive(ProcessId {
-            pid: id.pid,
-            start_time: id.start_time.max(1),
-        }) {
+        if process::is_alive(ProcessId { pid: id.pid, start_time: id.start_time.max(1) }) {
             live += 1;
         } else {
             clear(slot);
@@ -94,7 +79,7 @@ fn reap(table: &[UserSlot]) -> usize {
 /// Registers `me` in a free slot and returns its index. Fails with [`Error::NotFound`] if the segment was
 /// already unlinked, and [`Error::Full`] if every slot holds a live process.
 pub fn attach(hdr: &SegmentHeader, table: &[UserSlot], me: ProcessId) -> Result<u32> {
-    let _g = lock(hdr);
+    let _g = lock(hdr, me.pid);
     if hdr.state.load(Ordering::Acquire) == STATE_UNLINKED {
         return Err(Error::NotFound(String::new()));
     }
@@ -122,7 +107,7 @@ pub fn attach(hdr: &SegmentHeader, table: &[UserSlot], me: ProcessId) -> Result<
 /// left: the state was then switched to unlinked under the lock (so no process can attach any more) and the
 /// caller must `shm_unlink` the name.
 pub fn detach(hdr: &SegmentHeader, table: &[UserSlot], slot: u32, me: ProcessId) -> bool {
-    let _g = lock(hdr);
+    let _g = lock(hdr, me.pid);
     if let Some(s) = table.get(slot as usize) {
         if slot_id(s) == me {
             clear(s);
@@ -139,13 +124,13 @@ pub fn mark_unlinked(hdr: &SegmentHeader) -> bool {
 /// Reaps dead users; if none is alive, marks the segment unlinked and returns true (the caller must
 /// `shm_unlink` the name). Used by `gc`.
 pub fn reap_all_dead(hdr: &SegmentHeader, table: &[UserSlot]) -> bool {
-    let _g = lock(hdr);
+    let _g = lock(hdr, process::current().pid);
     reap(table) == 0 && mark_unlinked(hdr)
 }
 
 /// The live users, after reaping dead ones.
 pub fn live_users(hdr: &SegmentHeader, table: &[UserSlot]) -> Vec<ProcessId> {
-    let _g = lock(hdr);
+    let _g = lock(hdr, process::current().pid);
     reap(table);
     table.iter().map(slot_id).filter(|id| id.pid != 0).collect()
 }

@@ -3,11 +3,7 @@
 //! `AtomicU64` has the size and alignment of a `u64`, which the shared-memory layouts rely on).
 
 #[cfg(not(loom))]
-pub use std::sync::atomic::{
-    fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering,
-};
+pub use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 #[cfg(loom)]
-pub use loom::sync::atomic::{
-    fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering,
-};
+pub use loom::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};

@@ -135,11 +135,7 @@ impl Drop for Locked<'_> {
 impl<'a> BarrierRef<'a> {
     /// Wraps a state and its slots; `parties` is the party count used from here on.
     pub fn new(state: &'a BarrierState, slots: &'a [BarrierSlot], parties: u32) -> Self {
-        BarrierRef {
-            state,
-            slots,
-            parties,
-        }
+        BarrierRef { state, slots, parties }
     }
 
     /// Number of parties.
@@ -193,11 +189,7 @@ impl<'a> BarrierRef<'a> {
             return Slept::Woken;
         }
         self.state.sleepers.fetch_add(1, Ordering::SeqCst);
-        let r = if changed() {
-            Slept::Woken
-        } else {
-            wait::sleep(&self.state.seq, s0, deadline)
-        };
+        let r = if changed() { Slept::Woken } else { wait::sleep(&self.state.seq, s0, deadline) };
         self.state.sleepers.fetch_sub(1, Ordering::SeqCst);
         r
     }
@@ -256,11 +248,7 @@ impl<'a> BarrierRef<'a> {
                 BROKEN => return Err(BarrierError::Broken),
                 FILLING => {
                     let me = owner::me();
-                    if let Some(slot) = self
-                        .slots
-                        .iter()
-                        .position(|s| s.pid.load(Ordering::Relaxed) == 0)
-                    {
+                    if let Some(slot) = self.slots.iter().position(|s| s.pid.load(Ordering::Relaxed) == 0) {
                         let s = &self.slots[slot];
                         s.outcome.store(PENDING, Ordering::Relaxed);
                         s.start.store(me.start, Ordering::Relaxed);
@@ -302,10 +290,7 @@ impl<'a> BarrierRef<'a> {
     /// The last arriver reports whether its action succeeded; trips the round (or breaks it) and leaves.
     pub fn finish_last(&self, arrival: &Arrival, action_ok: bool) -> Result<(), BarrierError> {
         let _g = self.lock();
-        let mine = self
-            .slots
-            .get(arrival.slot)
-            .map(|s| s.outcome.load(Ordering::Relaxed));
+        let mine = self.slots.get(arrival.slot).map(|s| s.outcome.load(Ordering::Relaxed));
         let r = if self.phase() == ACTION && action_ok && mine == Some(PENDING) {
             self.decide_locked(TRIPPED);
             self.set_phase(FILLING);
@@ -323,9 +308,7 @@ impl<'a> BarrierRef<'a> {
     }
 
     fn outcome(&self, arrival: &Arrival) -> u32 {
-        self.slots
-            .get(arrival.slot)
-            .map_or(BROKE, |s| s.outcome.load(Ordering::Acquire))
+        self.slots.get(arrival.slot).map_or(BROKE, |s| s.outcome.load(Ordering::Acquire))
     }
 
     fn leave_with(&self, arrival: &Arrival, outcome: u32) -> Result<(), BarrierError> {
@@ -374,9 +357,7 @@ impl<'a> BarrierRef<'a> {
     pub fn abandon(&self, arrival: &Arrival) {
         let _g = self.lock();
         if self.outcome(arrival) == PENDING && self.phase() == FILLING {
-            self.state
-                .count
-                .store(self.count().saturating_sub(1), Ordering::Relaxed);
+            self.state.count.store(self.count().saturating_sub(1), Ordering::Relaxed);
         }
         self.free(arrival.slot);
     }

@@ -72,20 +72,10 @@ impl CondState {
     fn claim(&self, pid: u32) -> Option<usize> {
         for (i, s) in self.slots.iter().enumerate() {
             if s.state.load(Ordering::Relaxed) == SLOT_FREE
-                && s.state
-                    .compare_exchange(
-                        SLOT_FREE,
-                        SLOT_CLAIMED,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
+                && s.state.compare_exchange(SLOT_FREE, SLOT_CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_ok()
             {
                 s.pid.store(pid, Ordering::Relaxed);
-                s.ticket.store(
-                    self.next_ticket.fetch_add(1, Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
+                s.ticket.store(self.next_ticket.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
                 // Release: a notifier that sees WAITING sees the pid and ticket.
                 s.state.store(SLOT_WAITING, Ordering::Release);
                 return Some(i);
@@ -130,12 +120,7 @@ impl CondState {
                     Slept::SliceEnd => wait::slice_ended()?,
                     Slept::TimedOut => {
                         if s.state
-                            .compare_exchange(
-                                SLOT_WAITING,
-                                SLOT_FREE,
-                                Ordering::AcqRel,
-                                Ordering::Acquire,
-                            )
+                            .compare_exchange(SLOT_WAITING, SLOT_FREE, Ordering::AcqRel, Ordering::Acquire)
                             .is_ok()
                         {
                             return Ok(false);
@@ -154,10 +139,7 @@ impl CondState {
     /// Withdraws a registered waiter (after an interrupted wait). Returns whether a notify had reached it.
     pub fn cancel(&self, i: usize) -> bool {
         let s = self.slot(i);
-        let notified = s
-            .state
-            .compare_exchange(SLOT_WAITING, SLOT_FREE, Ordering::AcqRel, Ordering::Acquire)
-            .is_err();
+        let notified = s.state.compare_exchange(SLOT_WAITING, SLOT_FREE, Ordering::AcqRel, Ordering::Acquire).is_err();
         if notified {
             s.state.store(SLOT_FREE, Ordering::Release);
         }
@@ -187,23 +169,10 @@ impl CondState {
             let pid = s.pid.load(Ordering::Relaxed);
             if pid != me && !owner::probably_alive(pid) {
                 // Died while waiting: free the slot instead of wasting the notify on it.
-                let _ = s.state.compare_exchange(
-                    SLOT_WAITING,
-                    SLOT_FREE,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
+                let _ = s.state.compare_exchange(SLOT_WAITING, SLOT_FREE, Ordering::AcqRel, Ordering::Relaxed);
                 continue;
             }
-            if s.state
-                .compare_exchange(
-                    SLOT_WAITING,
-                    SLOT_NOTIFIED,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            {
+            if s.state.compare_exchange(SLOT_WAITING, SLOT_NOTIFIED, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 futex::wake(&s.state, 1);
                 woken += 1;
             }
@@ -213,9 +182,6 @@ impl CondState {
 
     /// Number of registered waiters.
     pub fn waiting(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.state.load(Ordering::Relaxed) == SLOT_WAITING)
-            .count()
+        self.slots.iter().filter(|s| s.state.load(Ordering::Relaxed) == SLOT_WAITING).count()
     }
 }

@@ -96,10 +96,7 @@ impl<L: RawLock> Drop for RawGuard<'_, L> {
 }
 
 /// Acquires `lock` until `deadline` and returns a guard that releases it.
-pub fn guard<'a, L: RawLock>(
-    lock: &'a L,
-    deadline: &Deadline,
-) -> Result<RawGuard<'a, L>, WaitError> {
+pub fn guard<'a, L: RawLock>(lock: &'a L, deadline: &Deadline) -> Result<RawGuard<'a, L>, WaitError> {
     let acquired = lock.lock(deadline)?;
     Ok(RawGuard { lock, acquired })
 }
@@ -156,9 +153,7 @@ impl LockState {
     fn cas(&self, from: u32, to: u32) -> bool {
         // SeqCst (not just Acquire): the RWLock pairs this word with its reader counts in a Dekker-style
         // handshake (see rwlock.rs). On x86-64 a locked cmpxchg is a full barrier either way.
-        self.word
-            .compare_exchange(from, to, Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok()
+        self.word.compare_exchange(from, to, Ordering::SeqCst, Ordering::Relaxed).is_ok()
     }
 
     #[inline]
@@ -317,8 +312,7 @@ impl LockState {
                 Slept::Woken => {}
                 Slept::SliceEnd => {
                     let pid = w & PID_MASK;
-                    if pid != me.pid && !owner::alive(pid, self.owner_start.load(Ordering::Acquire))
-                    {
+                    if pid != me.pid && !owner::alive(pid, self.owner_start.load(Ordering::Acquire)) {
                         return Ok(true);
                     }
                     wait::slice_ended()?;
@@ -332,10 +326,7 @@ impl LockState {
     /// The current owner, if locked.
     pub fn owner(&self) -> Option<Owner> {
         let w = self.word.load(Ordering::Acquire);
-        (w != 0).then(|| Owner {
-            pid: w & PID_MASK,
-            tid: self.owner_tid.load(Ordering::Relaxed),
-        })
+        (w != 0).then(|| Owner { pid: w & PID_MASK, tid: self.owner_tid.load(Ordering::Relaxed) })
     }
 
     /// Whether the caller's thread holds the lock.

@@ -33,3 +33,12 @@ pub mod wait;
 
 #[cfg(test)]
 mod tests;
+
+/// Yields the thread (loom's yield under `cfg(loom)`, so model-checked retry loops stay finite).
+#[inline]
+pub fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}

@@ -84,11 +84,7 @@ fn me_slow() -> Me {
 /// Whether the process `pid` (with start time `start`, 0 = unknown) is still alive. Reads `/proc`: call it only
 /// on slow paths (after a sleep slice), never per acquire. pid 0 is never alive (a corrupt word).
 pub fn alive(pid: u32, start: u64) -> bool {
-    pid != 0
-        && process::is_alive(process::ProcessId {
-            pid,
-            start_time: start,
-        })
+    pid != 0 && process::is_alive(process::ProcessId { pid, start_time: start })
 }
 
 /// A cheap liveness probe (`kill(pid, 0)`, no `/proc` read) for paths that run often. A zombie counts as alive

@@ -88,11 +88,7 @@ impl From<WaitError> for RwError {
 impl RwState {
     /// Finds (or claims) the calling process's reader slot.
     pub fn slot_of(&self, me: Me) -> Result<usize, RwError> {
-        if let Some(i) = self
-            .slots
-            .iter()
-            .position(|s| s.pid.load(Ordering::Relaxed) == me.pid)
-        {
+        if let Some(i) = self.slots.iter().position(|s| s.pid.load(Ordering::Relaxed) == me.pid) {
             return Ok(i);
         }
         for pass in 0..2 {
@@ -102,11 +98,7 @@ impl RwState {
                     || (pass == 1
                         && s.count.load(Ordering::SeqCst) == 0
                         && !owner::alive(pid, s.start.load(Ordering::Relaxed)));
-                if free
-                    && s.pid
-                        .compare_exchange(pid, me.pid, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
+                if free && s.pid.compare_exchange(pid, me.pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     s.start.store(me.start, Ordering::Relaxed);
                     return Ok(i);
                 }
@@ -144,11 +136,7 @@ impl RwState {
             self.rsleepers.fetch_add(1, Ordering::SeqCst);
             let g = self.rgen.load(Ordering::SeqCst);
             let w = self.wlock.word.load(Ordering::SeqCst);
-            let slept = if w == 0 {
-                Slept::Woken
-            } else {
-                wait::sleep(&self.rgen, g, deadline)
-            };
+            let slept = if w == 0 { Slept::Woken } else { wait::sleep(&self.rgen, g, deadline) };
             self.rsleepers.fetch_sub(1, Ordering::SeqCst);
             match slept {
                 Slept::Woken => {}
@@ -185,10 +173,7 @@ impl RwState {
             if c == 0 {
                 return Err(RwError::NotHeld);
             }
-            match slot
-                .count
-                .compare_exchange_weak(c, c - 1, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match slot.count.compare_exchange_weak(c, c - 1, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(cur) => c = cur,
             }
@@ -201,19 +186,13 @@ impl RwState {
     }
 
     fn readers(&self) -> u32 {
-        self.slots
-            .iter()
-            .map(|s| s.count.load(Ordering::SeqCst))
-            .fold(0u32, u32::saturating_add)
+        self.slots.iter().map(|s| s.count.load(Ordering::SeqCst)).fold(0u32, u32::saturating_add)
     }
 
     fn reap_dead_readers(&self) {
         for s in &self.slots {
             let pid = s.pid.load(Ordering::Relaxed);
-            if pid != 0
-                && s.count.load(Ordering::SeqCst) > 0
-                && !owner::alive(pid, s.start.load(Ordering::Relaxed))
-            {
+            if pid != 0 && s.count.load(Ordering::SeqCst) > 0 && !owner::alive(pid, s.start.load(Ordering::Relaxed)) {
                 s.count.store(0, Ordering::SeqCst);
             }
         }
@@ -282,9 +261,7 @@ impl RwState {
 
     /// Read locks held in slot `i`.
     pub fn read_count(&self, i: usize) -> u32 {
-        self.slots[i.min(RW_SLOTS - 1)]
-            .count
-            .load(Ordering::Relaxed)
+        self.slots[i.min(RW_SLOTS - 1)].count.load(Ordering::Relaxed)
     }
 
     /// Read locks held by all processes.
@@ -296,16 +273,7 @@ impl RwState {
 impl LockState {
     /// Takes the lock over from the (dead) owner named by `observed`; true if this caller won.
     pub(crate) fn try_take_over(&self, observed: u32, me: Me) -> bool {
-        if self
-            .word
-            .compare_exchange(
-                observed,
-                me.pid | owner::WAITERS,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
+        if self.word.compare_exchange(observed, me.pid | owner::WAITERS, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
             self.owner_start.store(me.start, Ordering::Relaxed);
             self.owner_tid.store(me.tid, Ordering::Relaxed);
             self.takeovers.fetch_add(1, Ordering::Relaxed);

@@ -45,8 +45,7 @@ pub struct TooManyReleases;
 impl SemState {
     /// Initialises a fresh (zeroed, unshared) state.
     pub fn init(&self, value: u32, maxvalue: Option<u32>) {
-        self.maxvalue
-            .store(maxvalue.unwrap_or(0), Ordering::Relaxed);
+        self.maxvalue.store(maxvalue.unwrap_or(0), Ordering::Relaxed);
         self.value.store(value, Ordering::Release);
     }
 
@@ -56,10 +55,7 @@ impl SemState {
         let mut v = self.value.load(Ordering::Relaxed);
         while v > 0 {
             // Acquire: what the releaser wrote before its release is visible to us.
-            match self
-                .value
-                .compare_exchange_weak(v, v - 1, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.value.compare_exchange_weak(v, v - 1, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(cur) => v = cur,
             }
@@ -90,13 +86,7 @@ impl SemState {
                         break Err(e);
                     }
                 }
-                Slept::TimedOut => {
-                    break if self.try_acquire() {
-                        Ok(())
-                    } else {
-                        Err(WaitError::TimedOut)
-                    }
-                }
+                Slept::TimedOut => break if self.try_acquire() { Ok(()) } else { Err(WaitError::TimedOut) },
                 Slept::Interrupted => break Err(WaitError::Interrupted),
             }
         };
@@ -137,14 +127,8 @@ impl SemState {
         };
         let mut v = self.value.load(Ordering::Relaxed);
         loop {
-            let new = v
-                .checked_add(n)
-                .filter(|&x| x <= max)
-                .ok_or(TooManyReleases)?;
-            match self
-                .value
-                .compare_exchange_weak(v, new, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            let new = v.checked_add(n).filter(|&x| x <= max).ok_or(TooManyReleases)?;
+            match self.value.compare_exchange_weak(v, new, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(cur) => v = cur,
             }

@@ -88,10 +88,7 @@ pub struct SyncHandle<T: ShmSafe> {
 
 impl<T: ShmSafe> Clone for SyncHandle<T> {
     fn clone(&self) -> Self {
-        SyncHandle {
-            seg: self.seg.clone(),
-            ptr: self.ptr,
-        }
+        SyncHandle { seg: self.seg.clone(), ptr: self.ptr }
     }
 }
 
@@ -144,10 +141,7 @@ impl<T: ShmSafe> SyncHandle<T> {
             }
         }
         if offset < info.data_offset {
-            return Err(Error::Invalid(format!(
-                "offset {offset:#x} of {} is inside the segment header",
-                seg.name()
-            )));
+            return Err(Error::Invalid(format!("offset {offset:#x} of {} is inside the segment header", seg.name())));
         }
         let ptr = seg.resolve(Offset::<T>::new(offset))? as *const T;
         Ok(SyncHandle { seg, ptr })
@@ -194,9 +188,7 @@ impl BarrierHandle {
     /// Creates a barrier for `parties` parties.
     pub fn create(parties: u32) -> Result<Self> {
         if parties == 0 || parties > MAX_PARTIES {
-            return Err(Error::Invalid(format!(
-                "parties must be in 1..={MAX_PARTIES}, not {parties}"
-            )));
+            return Err(Error::Invalid(format!("parties must be in 1..={MAX_PARTIES}, not {parties}")));
         }
         let extra = slots_for(parties) as u64 * std::mem::size_of::<BarrierSlot>() as u64;
         let h = SyncHandle::<BarrierState>::create(SyncType::Barrier, parties, extra)?;
@@ -212,10 +204,7 @@ impl BarrierHandle {
     fn from_handle(h: SyncHandle<BarrierState>) -> Result<Self> {
         let parties = h.get().parties.load(Ordering::Acquire);
         if parties == 0 || parties > MAX_PARTIES {
-            return Err(crate::error::corrupt!(
-                "{}: barrier with {parties} parties",
-                h.segment().name()
-            ));
+            return Err(crate::error::corrupt!("{}: barrier with {parties} parties", h.segment().name()));
         }
         let at = h.offset() + std::mem::size_of::<BarrierState>() as u64;
         let len = slots_for(parties) as u64 * std::mem::size_of::<BarrierSlot>() as u64;
@@ -227,8 +216,7 @@ impl BarrierHandle {
     pub fn get(&self) -> BarrierRef<'_> {
         // SAFETY: `slots` was bounds-checked for `slots_for(parties)` slots at open; its offset is the 8-aligned
         // state offset plus 64, so it is aligned for BarrierSlot (ShmSafe); the mapping lives while `self.h` does.
-        let slots =
-            unsafe { std::slice::from_raw_parts(self.slots, slots_for(self.parties) as usize) };
+        let slots = unsafe { std::slice::from_raw_parts(self.slots, slots_for(self.parties) as usize) };
         BarrierRef::new(self.h.get(), slots, self.parties)
     }
 

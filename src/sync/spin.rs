@@ -24,10 +24,7 @@ pub struct SpinGuard<'a, T> {
 impl<T> SpinMutex<T> {
     /// A new unlocked mutex.
     pub const fn new(value: T) -> Self {
-        SpinMutex {
-            locked: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
+        SpinMutex { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
     /// Takes the lock, spinning then yielding.
@@ -39,11 +36,7 @@ impl<T> SpinMutex<T> {
     /// Takes the lock without producing a guard (for fork handlers, which unlock in another function).
     pub fn raw_lock(&self) {
         let backoff = crossbeam_utils::Backoff::new();
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             if backoff.is_completed() {
                 std::thread::yield_now();
             } else {

@@ -46,15 +46,10 @@ fn lock_excludes_threads_and_times_out() {
     assert!(lk.try_lock().is_none());
     let t0 = Instant::now();
     let l2 = l.clone();
-    let r = std::thread::spawn(move || l2.get().lock(&deadline(ms(60))))
-        .join()
-        .unwrap();
+    let r = std::thread::spawn(move || l2.get().lock(&deadline(ms(60)))).join().unwrap();
     let el = t0.elapsed();
     assert_eq!(r, Err(WaitError::TimedOut));
-    assert!(
-        el >= Duration::from_millis(60) && el < Duration::from_millis(200),
-        "{el:?}"
-    );
+    assert!(el >= Duration::from_millis(60) && el < Duration::from_millis(200), "{el:?}");
     assert!(lk.release());
     assert!(!lk.release(), "second release reports not held");
     assert!(!lk.is_locked());
@@ -176,11 +171,7 @@ fn barrier_rounds_abort_and_timeout() {
         })
         .collect();
     ts.into_iter().for_each(|t| t.join().unwrap());
-    assert_eq!(
-        sum.load(Ordering::SeqCst),
-        200 * (1 + (1 << 8) + (1 << 16)),
-        "indices 0,1,2 each round"
-    );
+    assert_eq!(sum.load(Ordering::SeqCst), 200 * (1 + (1 << 8) + (1 << 16)), "indices 0,1,2 each round");
     assert_eq!(b.get().rounds(), 200);
 
     // A timeout breaks the barrier for every waiter.
@@ -190,10 +181,7 @@ fn barrier_rounds_abort_and_timeout() {
         b2.get().wait_release(&a, &deadline(None))
     });
     let a = b.get().arrive().unwrap();
-    assert_eq!(
-        b.get().wait_release(&a, &deadline(ms(50))),
-        Err(BarrierError::Broken)
-    );
+    assert_eq!(b.get().wait_release(&a, &deadline(ms(50))), Err(BarrierError::Broken));
     assert_eq!(t.join().unwrap(), Err(BarrierError::Broken));
     assert!(b.get().broken());
     assert_eq!(b.get().arrive(), Err(BarrierError::Broken));
@@ -220,11 +208,7 @@ fn rwlock_readers_share_writers_exclude() {
                         st.unlock_write().unwrap();
                     } else {
                         let _ = st.lock_read(slot, &deadline(None)).unwrap();
-                        assert_eq!(
-                            data.load(Ordering::Relaxed) % 2,
-                            0,
-                            "a reader saw a half-done write"
-                        );
+                        assert_eq!(data.load(Ordering::Relaxed) % 2, 0, "a reader saw a half-done write");
                         st.unlock_read(slot).unwrap();
                     }
                 }
@@ -237,9 +221,7 @@ fn rwlock_readers_share_writers_exclude() {
     let slot = st.slot_of(super::owner::me()).unwrap();
     let _ = st.lock_read(slot, &deadline(None)).unwrap();
     let rw2 = rw.clone();
-    let r = std::thread::spawn(move || rw2.get().lock_write(&deadline(ms(40))))
-        .join()
-        .unwrap();
+    let r = std::thread::spawn(move || rw2.get().lock_write(&deadline(ms(40)))).join().unwrap();
     assert!(r.is_err(), "a writer waits for readers");
     st.unlock_read(slot).unwrap();
     assert!(st.unlock_read(slot).is_err());
@@ -258,15 +240,11 @@ fn embedded_lock_in_a_block() {
     assert!(l.get().release());
     assert!(SyncHandle::<LockState>::open(&name, blk.lock_offset() + 4, SyncType::Lock).is_err());
     assert!(SyncHandle::<LockState>::open(&name, blk.segment().len() - 8, SyncType::Lock).is_err());
-    assert!(
-        SyncHandle::<LockState>::open(&name, 0, SyncType::Lock).is_err(),
-        "header"
-    );
+    assert!(SyncHandle::<LockState>::open(&name, 0, SyncType::Lock).is_err(), "header");
     assert!(SyncHandle::<EventState>::open(&name, blk.lock_offset(), SyncType::Event).is_err());
     let ev = SyncHandle::<EventState>::create(SyncType::Event, 0, 0).unwrap();
     assert!(
-        SyncHandle::<SemState>::open(ev.segment().name(), ev.offset(), SyncType::Semaphore)
-            .is_err(),
+        SyncHandle::<SemState>::open(ev.segment().name(), ev.offset(), SyncType::Semaphore).is_err(),
         "type recorded in the sync header is checked"
     );
 }
@@ -277,13 +255,7 @@ const CHILD_ENV: &str = "PYCONC_SYNC_CHILD";
 
 fn spawn_child(spec: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sync::tests::child_entry",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
+        .args(["--exact", "sync::tests::child_entry", "--nocapture", "--test-threads=1", "-q"])
         .env(CHILD_ENV, spec)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -299,8 +271,7 @@ fn child_entry() {
     };
     let args: Vec<&str> = spec.split_whitespace().collect();
     let off = |i: usize| args[i].parse::<u64>().unwrap();
-    let ready =
-        |i: usize| SyncHandle::<EventState>::open(args[i], off(i + 1), SyncType::Event).unwrap();
+    let ready = |i: usize| SyncHandle::<EventState>::open(args[i], off(i + 1), SyncType::Event).unwrap();
     match args[0] {
         "count" => {
             let l = SyncHandle::<LockState>::open(args[1], off(2), SyncType::Lock).unwrap();
@@ -361,13 +332,7 @@ fn kill(mut c: Child) {
 fn lock_excludes_processes() {
     let l = SyncHandle::<LockState>::create(SyncType::Lock, 0, 0).unwrap();
     let c = crate::objects::atomic::SharedAtomic::create(0).unwrap();
-    let s = format!(
-        "count {} {} {} {}",
-        l.segment().name(),
-        l.offset(),
-        c.segment().name(),
-        c.offset()
-    );
+    let s = format!("count {} {} {} {}", l.segment().name(), l.offset(), c.segment().name(), c.offset());
     let kids: Vec<_> = (0..2).map(|_| spawn_child(&s)).collect();
     for mut k in kids {
         assert!(k.wait().unwrap().success());
@@ -377,33 +342,17 @@ fn lock_excludes_processes() {
 
 #[test]
 fn dead_lock_owner_is_taken_over() {
-    for (role, ty) in [
-        ("hold_lock", SyncType::Lock),
-        ("hold_rlock", SyncType::RLock),
-    ] {
+    for (role, ty) in [("hold_lock", SyncType::Lock), ("hold_rlock", SyncType::RLock)] {
         let h = SyncHandle::<RLockState>::create(ty, 0, 0).unwrap();
         let (r, l) = (h.get(), &h.get().0);
         let ev = ready_event();
-        let child = spawn_child(&format!(
-            "{role} {} {} {}",
-            h.segment().name(),
-            h.offset(),
-            spec(&ev)
-        ));
+        let child = spawn_child(&format!("{role} {} {} {}", h.segment().name(), h.offset(), spec(&ev)));
         assert_eq!(ev.get().wait(&deadline(ms(10_000))), Ok(true));
         assert!(l.try_lock().is_none());
-        assert_eq!(
-            l.lock(&deadline(ms(40))),
-            Err(WaitError::TimedOut),
-            "a live owner keeps it"
-        );
+        assert_eq!(l.lock(&deadline(ms(40))), Err(WaitError::TimedOut), "a live owner keeps it");
         kill(child);
         let t0 = Instant::now();
-        let got = if ty == SyncType::Lock {
-            l.lock(&deadline(ms(5000)))
-        } else {
-            r.acquire(&deadline(ms(5000)))
-        };
+        let got = if ty == SyncType::Lock { l.lock(&deadline(ms(5000))) } else { r.acquire(&deadline(ms(5000))) };
         assert_eq!(got, Ok(Acquired::OwnerDied), "{role}");
         assert!(t0.elapsed() < Duration::from_millis(500));
         assert!(l.owner_died());
@@ -423,35 +372,19 @@ fn dead_lock_owner_is_taken_over() {
 fn dead_writer_and_dead_reader_do_not_block() {
     let rw = SyncHandle::<RwState>::create(SyncType::RwLock, 0, 0).unwrap();
     let ev = ready_event();
-    let child = spawn_child(&format!(
-        "hold_write {} {} {}",
-        rw.segment().name(),
-        rw.offset(),
-        spec(&ev)
-    ));
+    let child = spawn_child(&format!("hold_write {} {} {}", rw.segment().name(), rw.offset(), spec(&ev)));
     assert_eq!(ev.get().wait(&deadline(ms(10_000))), Ok(true));
     kill(child);
     let slot = rw.get().slot_of(super::owner::me()).unwrap();
-    assert_eq!(
-        rw.get().lock_read(slot, &deadline(ms(5000))),
-        Ok(Acquired::OwnerDied)
-    );
+    assert_eq!(rw.get().lock_read(slot, &deadline(ms(5000))), Ok(Acquired::OwnerDied));
     rw.get().unlock_read(slot).unwrap();
 
     let ev = ready_event();
-    let child = spawn_child(&format!(
-        "hold_read {} {} {}",
-        rw.segment().name(),
-        rw.offset(),
-        spec(&ev)
-    ));
+    let child = spawn_child(&format!("hold_read {} {} {}", rw.segment().name(), rw.offset(), spec(&ev)));
     assert_eq!(ev.get().wait(&deadline(ms(10_000))), Ok(true));
     assert!(rw.get().lock_write(&deadline(ms(30))).is_err());
     kill(child);
-    assert_eq!(
-        rw.get().lock_write(&deadline(ms(5000))),
-        Ok(Acquired::Normal)
-    );
+    assert_eq!(rw.get().lock_write(&deadline(ms(5000))), Ok(Acquired::Normal));
     rw.get().unlock_write().unwrap();
 }
 
@@ -459,21 +392,13 @@ fn dead_writer_and_dead_reader_do_not_block() {
 fn dead_barrier_waiter_breaks_the_barrier() {
     let b = BarrierHandle::create(3).unwrap();
     let ev = ready_event();
-    let child = spawn_child(&format!(
-        "barrier {} {} {}",
-        b.segment().name(),
-        b.offset(),
-        spec(&ev)
-    ));
+    let child = spawn_child(&format!("barrier {} {} {}", b.segment().name(), b.offset(), spec(&ev)));
     assert_eq!(ev.get().wait(&deadline(ms(10_000))), Ok(true));
     let a = b.get().arrive().unwrap();
     assert_eq!(b.get().n_waiting(), 2);
     kill(child);
     let t0 = Instant::now();
-    assert_eq!(
-        b.get().wait_release(&a, &deadline(ms(5000))),
-        Err(BarrierError::Broken)
-    );
+    assert_eq!(b.get().wait_release(&a, &deadline(ms(5000))), Err(BarrierError::Broken));
     assert!(t0.elapsed() < Duration::from_millis(500));
     assert!(b.get().broken());
     b.get().reset();

@@ -1,0 +1,252 @@
+"""``python -m pyconc bench``: pyconc against the standard library, measured in the same run.
+
+Every row compares a pyconc operation with what a Python programmer would otherwise use, on the same machine,
+in the same run, with the same start method (fork, unless a row says otherwise). Figures are medians of several
+repetitions; the ratio column is the only number that means much across machines.
+"""
+
+import ctypes
+import multiprocessing as mp
+import os
+import pickle
+import statistics
+import sys
+import time
+
+import pyconc
+
+FORK = mp.get_context("fork")
+
+
+def _median_rate(fn, n, repeat):
+    """Median operations per second of fn(n) over `repeat` runs."""
+    rates = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(n)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def _median_time(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _row(group, name, ours, theirs, unit, baseline, higher_is_better=True, note=""):
+    ratio = (ours / theirs if higher_is_better else theirs / ours) if ours and theirs else None
+    return {
+        "group": group, "name": name, "pyconc": ours, "baseline": theirs, "baseline_name": baseline,
+        "unit": unit, "ratio": ratio, "note": note,
+    }
+
+
+# ---- counters ---------------------------------------------------------------------------------------------------
+
+def _incr_atomic(counter, n):
+    incr = counter.incr
+    for _ in range(n):
+        incr()
+
+
+def _incr_mp_value(value, n):
+    lock = value.get_lock()
+    for _ in range(n):
+        with lock:
+            value.value += 1
+
+
+def _two_procs(target, obj, n):
+    """Runs target(obj, n) in two forked processes at once; returns the total rate (ops/s)."""
+    start = FORK.Barrier(3)
+
+    def run():
+        start.wait()
+        target(obj, n)
+
+    procs = [FORK.Process(target=run) for _ in range(2)]
+    for p in procs:
+        p.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for p in procs:
+        p.join(300)
+    elapsed = time.perf_counter() - t0
+    if any(p.exitcode != 0 for p in procs):
+        raise RuntimeError("benchmark worker failed")
+    return 2 * n / elapsed
+
+
+def bench_counters(quick):
+    rows = []
+    n_fast = 300_000 if quick else 2_000_000
+    n_slow = 100_000 if quick else 500_000
+    repeat = 3 if quick else 5
+
+    # The floor: one C method call from Python.
+    probe = (12345).bit_length
+
+    def c_calls(n):
+        for _ in range(n):
+            probe()
+
+    floor = _median_rate(c_calls, n_fast, repeat)
+
+    a = pyconc.AtomicInt64()
+    ours = _median_rate(lambda n: _incr_atomic(a, n), n_fast, repeat)
+    v = mp.Value("q", 0)
+    theirs = _median_rate(lambda n: _incr_mp_value(v, n), n_slow, repeat)
+    rows.append(_row("counters", "incr, 1 process", ours, theirs, "incr/s", "mp.Value + get_lock()"))
+    rows.append(_row("counters", "incr vs a plain C method call", ours, floor, "calls/s", "C method call (floor)",
+                     note="ratio >= 0.5 means within 2x of the floor"))
+
+    a.set(0)
+    v.value = 0
+    ours2 = statistics.median(_two_procs(_incr_atomic, a, n_fast // 2) for _ in range(repeat))
+    theirs2 = statistics.median(_two_procs(_incr_mp_value, v, n_slow // 2) for _ in range(repeat))
+    exact = a.get() == repeat * n_fast and v.value == repeat * n_slow
+    rows.append(_row("counters", "incr, 2 processes (total)", ours2, theirs2, "incr/s", "mp.Value + get_lock()",
+                     note="final counts exact" if exact else "COUNT MISMATCH"))
+    if not exact:
+        raise AssertionError(f"lost updates: {a.get()} vs {repeat * n_fast}, {v.value} vs {repeat * n_slow}")
+    return rows
+
+
+# ---- arrays -----------------------------------------------------------------------------------------------------
+
+def _attach_pyconc(handle, q):
+    import numpy as np
+
+    t0 = time.perf_counter()
+    arr = pickle.loads(handle)
+    view = np.frombuffer(arr, dtype="d")
+    q.put((time.perf_counter() - t0, float(view[:1000].sum())))
+
+
+def _attach_shm(name, n, q):
+    import numpy as np
+    from multiprocessing import shared_memory
+
+    t0 = time.perf_counter()
+    shm = shared_memory.SharedMemory(name=name)
+    view = np.ndarray((n,), dtype="d", buffer=shm.buf)
+    elapsed = time.perf_counter() - t0
+    total = float(view[:1000].sum())
+    del view
+    shm.close()
+    q.put((elapsed, total))
+
+
+def _child_attach_time(target, args):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=args + (q,))
+    p.start()
+    elapsed, _ = q.get(timeout=120)
+    p.join(120)
+    return elapsed
+
+
+def bench_arrays(quick):
+    try:
+        import numpy as np
+    except ImportError:
+        print("  (numpy not installed: array rows skipped)")
+        return []
+    from multiprocessing import shared_memory
+
+    rows = []
+    n = 10_000_000
+    repeat = 3 if quick else 5
+
+    def make_ours():
+        arr = pyconc.RawArray("d", n)
+        del arr
+
+    def make_mp():
+        arr = mp.Array("d", n)
+        del arr
+
+    def make_shm():
+        shm = shared_memory.SharedMemory(create=True, size=8 * n)
+        shm.close()
+        shm.unlink()
+
+    t_ours = _median_time(make_ours, repeat)
+    t_mp = _median_time(make_mp, 2 if quick else 3)
+    t_shm = _median_time(make_shm, repeat)
+    rows.append(_row("arrays", "create 10M doubles", t_ours * 1e3, t_mp * 1e3, "ms", "mp.Array",
+                     higher_is_better=False))
+    rows.append(_row("arrays", "create 10M doubles", t_ours * 1e3, t_shm * 1e3, "ms", "SharedMemory",
+                     higher_is_better=False))
+
+    arr = pyconc.Array("d", n, lock=False) if hasattr(pyconc, "Array") else pyconc.RawArray("d", n)
+    ours_view = np.frombuffer(arr, dtype="d")
+    ours_view[:] = 1.0
+    shm = shared_memory.SharedMemory(create=True, size=8 * n)
+    try:
+        shm_view = np.ndarray((n,), dtype="d", buffer=shm.buf)
+        shm_view[:] = 1.0
+        t_attach_ours = statistics.median(
+            _child_attach_time(_attach_pyconc, (pickle.dumps(arr),)) for _ in range(repeat))
+        t_attach_shm = statistics.median(
+            _child_attach_time(_attach_shm, (shm.name, n)) for _ in range(repeat))
+        rows.append(_row("arrays", "attach in a spawned child", t_attach_ours * 1e3, t_attach_shm * 1e3, "ms",
+                         "SharedMemory", higher_is_better=False))
+
+        gbps = lambda view: 8 * n / _median_time(view.sum, repeat) / 1e9  # noqa: E731
+        rows.append(_row("arrays", "numpy sum over shared memory", gbps(ours_view), gbps(shm_view), "GB/s",
+                         "SharedMemory"))
+        del shm_view
+    finally:
+        shm.close()
+        shm.unlink()
+    del ours_view, arr
+    return rows
+
+
+GROUPS = {
+    "counters": bench_counters,
+    "arrays": bench_arrays,
+}
+
+
+def _fmt(x, unit):
+    if x is None:
+        return "-"
+    if unit in ("ms", "µs", "GB/s"):
+        return f"{x:,.3g}" if x < 100 else f"{x:,.0f}"
+    if x >= 1e6:
+        return f"{x / 1e6:,.2f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:,.1f}k"
+    return f"{x:,.3g}"
+
+
+def print_table(rows, out=sys.stdout):
+    out.write(f"\n| group | operation | pyconc | baseline | unit | ratio | note |\n|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        ratio = f"{r['ratio']:.1f}x" if r["ratio"] is not None else "-"
+        out.write(f"| {r['group']} | {r['name']} | {_fmt(r['pyconc'], r['unit'])} | "
+                  f"{_fmt(r['baseline'], r['unit'])} ({r['baseline_name']}) | {r['unit']} | {ratio} | "
+                  f"{r['note']} |\n")
+
+
+def main(args):
+    only = [g for g in args.only.split(",") if g] or list(GROUPS)
+    unknown = [g for g in only if g not in GROUPS]
+    if unknown:
+        print(f"unknown group(s) {unknown}; choose from {list(GROUPS)}", file=sys.stderr)
+        return 2
+    print(f"pyconc {pyconc.__version__} bench: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+          f"{'quick' if args.quick else 'full'} run; ratios > 1 mean pyconc is better")
+    rows = []
+    for g in only:
+        print(f"running {g} ...", flush=True)
+        rows.extend(GROUPS[g](args.quick))
+    print_table(rows)
+    return 0

@@ -1,0 +1,308 @@
+//! The queue's shared-memory layout (`shm-layouts/queue.md`).
+//!
+//! ```text
+//! data_offset:  QueueHeader (768 B: config, then producer, consumer, wait, recovery and stats sections,
+//!               each on its own 128-byte line pair so the two sides never share a line)
+//!               Participant x PARTICIPANTS (128 B each)
+//!               Slot x capacity (64 B each)
+//!               heap (HeapHeader + region) for messages that do not fit inline
+//! ```
+
+use crate::segment::ShmSafe;
+use crate::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Payload layout version of [`Kind::Queue`](crate::segment::Kind::Queue) segments.
+pub const QUEUE_VERSION: u32 = 1;
+/// `QueueHeader::magic`.
+pub const QUEUE_MAGIC: u32 = u32::from_le_bytes(*b"QUEU");
+/// Size of a slot.
+pub const SLOT_SIZE: usize = 64;
+/// Bytes of payload a slot holds inline.
+pub const INLINE_MAX: usize = 48;
+/// Processes that can use one queue at the same time (a slot's owner field holds index + 1 in 8 bits).
+pub const PARTICIPANTS: usize = 128;
+/// Operations one process can have in flight on one queue (threads that release the GIL while blocked).
+pub const OPS_PER_PARTICIPANT: usize = 4;
+/// Capacity of the list of messages to redeliver (taken by consumers that died mid-get).
+pub const ORPHANS: usize = 12;
+/// An `orphans` entry being filled in by a recoverer.
+pub const ORPHAN_RESERVED: u64 = u64::MAX;
+
+/// `Slot::state` states (bits 32..40 of the word).
+pub mod state {
+    /// Free for the position in `seq`: a producer may claim it.
+    pub const EMPTY: u8 = 0;
+    /// Claimed by producer `owner` for position `seq`; payload being written.
+    pub const WRITING: u8 = 1;
+    /// A message for position `seq`, ready to be taken.
+    pub const FULL: u8 = 2;
+    /// Claimed by consumer `owner`; payload being read.
+    pub const READING: u8 = 3;
+    /// The producer died mid-put: no message; consumers skip it and count it.
+    pub const DROPPED: u8 = 4;
+}
+
+/// Packs a slot state word: `seq` (low 32 bits of the lap, `position / capacity`) | state << 32 | owner << 40.
+/// A zeroed slot is `EMPTY` for lap 0, so a fresh (zero-filled) ring needs no initialisation.
+#[inline]
+pub const fn word(lap: u64, st: u8, owner: u8) -> u64 {
+    (lap & 0xffff_ffff) | ((st as u64) << 32) | ((owner as u64) << 40)
+}
+
+/// The lap tag of a state word.
+#[inline]
+pub const fn word_seq(w: u64) -> u32 {
+    w as u32
+}
+
+/// The state of a state word.
+#[inline]
+pub const fn word_state(w: u64) -> u8 {
+    (w >> 32) as u8
+}
+
+/// The owner (participant index + 1, 0 = none) of a state word.
+#[inline]
+pub const fn word_owner(w: u64) -> u8 {
+    (w >> 40) as u8
+}
+
+/// `Slot::kind`: the payload is inline.
+pub const PAYLOAD_INLINE: u32 = 0;
+/// `Slot::kind`: the payload is a heap block whose payload offset is in `data[0]`.
+pub const PAYLOAD_HEAP: u32 = 1;
+
+/// One ring slot: a state word, the message length, where the payload is, and 48 inline bytes.
+#[repr(C)]
+pub struct Slot {
+    /// `word(seq, state, owner)`.
+    pub state: AtomicU64,
+    /// Message length in bytes.
+    pub len: AtomicU32,
+    /// [`PAYLOAD_INLINE`] or [`PAYLOAD_HEAP`].
+    pub kind: AtomicU32,
+    /// Inline payload, or `data[0]` = heap payload offset.
+    pub data: [AtomicU64; 6],
+}
+
+/// One in-flight operation of a participant, recorded before it touches a slot so that, if the process dies,
+/// a survivor can tell exactly what it left half done.
+#[repr(C)]
+pub struct OpRecord {
+    /// 0 free; else [`OP_PUT`] or [`OP_GET`].
+    pub kind: AtomicU32,
+    /// [`OP_HEAP`] once a put has allocated a heap block (stays set until the record is released).
+    pub flags: AtomicU32,
+    /// The position the operation is claiming or holds.
+    pub pos: AtomicU64,
+    /// A put's heap block (payload offset), 0 if none: freed by the recoverer if the message never got
+    /// published.
+    pub block: AtomicU64,
+}
+
+/// [`OpRecord::kind`]: a put.
+pub const OP_PUT: u32 = 1;
+/// [`OpRecord::kind`]: a get.
+pub const OP_GET: u32 = 2;
+/// [`OpRecord::flags`]: the put's payload is in a heap block.
+pub const OP_HEAP: u32 = 1;
+
+/// A process using the queue. Its index + 1 is the `owner` in slot words it claims.
+#[repr(C)]
+pub struct Participant {
+    /// pid; 0 free; [`PID_RECOVERING`] while a survivor cleans up after it.
+    pub pid: AtomicU32,
+    /// Unused; zero.
+    pub reserved: AtomicU32,
+    /// Start time of the process (see `platform::process`).
+    pub start_time: AtomicU64,
+    /// In-flight operations.
+    pub ops: [OpRecord; OPS_PER_PARTICIPANT],
+    /// Unused; zero (pads the entry to 128 bytes).
+    pub pad: [AtomicU64; 2],
+}
+
+/// [`Participant::pid`] while a survivor recovers the entry of a dead process.
+pub const PID_RECOVERING: u32 = u32::MAX;
+
+/// The queue header. Read-only configuration first, then one 128-byte section per writer group.
+#[repr(C)]
+pub struct QueueHeader {
+    // -- configuration, written once by the creator (0..128)
+    /// [`QUEUE_MAGIC`].
+    pub magic: AtomicU32,
+    /// [`QUEUE_VERSION`].
+    pub version: AtomicU32,
+    /// Number of slots.
+    pub capacity: AtomicU64,
+    /// Largest message in bytes.
+    pub max_message: AtomicU64,
+    /// Bit 0: lock-free mode (spin longer before sleeping).
+    pub flags: AtomicU32,
+    /// Number of participant entries.
+    pub participants: AtomicU32,
+    /// Offset of the participant table in the segment.
+    pub participants_offset: AtomicU64,
+    /// Offset of the slot array.
+    pub slots_offset: AtomicU64,
+    /// Offset of the heap header (0: no heap).
+    pub heap_offset: AtomicU64,
+    /// Heap footprint in bytes.
+    pub heap_size: AtomicU64,
+    /// `maxsize` the queue was created with (informational; the slot count enforces it).
+    pub maxsize: AtomicU64,
+    /// Unused; zero.
+    pub reserved0: [AtomicU64; 7],
+    // -- producers (128..256)
+    /// Next position to claim.
+    pub tail: AtomicU64,
+    /// Unused; zero.
+    pub reserved1: [AtomicU64; 15],
+    // -- consumers (256..384)
+    /// Next position to take.
+    pub head: AtomicU64,
+    /// Unused; zero.
+    pub reserved2: [AtomicU64; 15],
+    // -- sleeping (384..512)
+    /// Futex word consumers sleep on; producers bump it to wake them.
+    pub cons_wake: AtomicU32,
+    /// Consumers asleep or about to sleep.
+    pub cons_waiters: AtomicU32,
+    /// Futex word producers sleep on (queue full); consumers bump it.
+    pub prod_wake: AtomicU32,
+    /// Producers asleep or about to sleep.
+    pub prod_waiters: AtomicU32,
+    /// 0 open, 1 shut down (drain then raise), 2 shut down immediately.
+    pub shutdown: AtomicU32,
+    /// Unused; zero.
+    pub reserved3: AtomicU32,
+    /// Unused; zero.
+    pub reserved4: [AtomicU64; 13],
+    // -- recovery (512..640)
+    /// Number of nonzero entries in `orphans`.
+    pub orphan_count: AtomicU32,
+    /// Unused; zero.
+    pub reserved5: AtomicU32,
+    /// Positions (+1) of messages whose consumer died mid-get, to be redelivered.
+    pub orphans: [AtomicU64; ORPHANS],
+    /// Unused; zero.
+    pub reserved6: [AtomicU64; 3],
+    // -- statistics (640..768)
+    /// Half-written messages dropped because their producer died.
+    pub dropped: AtomicU64,
+    /// Messages redelivered because their consumer died.
+    pub redelivered: AtomicU64,
+    /// Dead participants cleaned up.
+    pub recovered: AtomicU64,
+    /// Unused; zero.
+    pub reserved7: [AtomicU64; 13],
+}
+
+// SAFETY: repr(C), only atomics and arrays of atomics / ShmSafe structs, no padding (asserted below).
+unsafe impl ShmSafe for Slot {}
+// SAFETY: as above.
+unsafe impl ShmSafe for OpRecord {}
+// SAFETY: as above.
+unsafe impl ShmSafe for Participant {}
+// SAFETY: as above.
+unsafe impl ShmSafe for QueueHeader {}
+
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<Slot>() == SLOT_SIZE);
+    assert!(offset_of!(Slot, data) == 16);
+    assert!(size_of::<OpRecord>() == 24);
+    assert!(size_of::<Participant>() == 128);
+    assert!(offset_of!(Participant, ops) == 16);
+    assert!(size_of::<QueueHeader>() == 768);
+    assert!(offset_of!(QueueHeader, tail) == 128);
+    assert!(offset_of!(QueueHeader, head) == 256);
+    assert!(offset_of!(QueueHeader, cons_wake) == 384);
+    assert!(offset_of!(QueueHeader, orphan_count) == 512);
+    assert!(offset_of!(QueueHeader, dropped) == 640);
+    assert!(INLINE_MAX == 6 * 8);
+    assert!(PARTICIPANTS < 255);
+};
+
+/// Zero-valued constructors for loom models (in shared memory the structures start as zero bytes).
+#[cfg(loom)]
+mod loom_new {
+    use super::*;
+
+    fn zeros<const N: usize>() -> [AtomicU64; N] {
+        std::array::from_fn(|_| AtomicU64::new(0))
+    }
+
+    impl Slot {
+        /// A zeroed slot (EMPTY for lap 0).
+        pub fn new() -> Self {
+            Slot { state: AtomicU64::new(0), len: AtomicU32::new(0), kind: AtomicU32::new(0), data: zeros() }
+        }
+    }
+
+    impl OpRecord {
+        /// A free record.
+        pub fn new() -> Self {
+            OpRecord {
+                kind: AtomicU32::new(0),
+                flags: AtomicU32::new(0),
+                pos: AtomicU64::new(0),
+                block: AtomicU64::new(0),
+            }
+        }
+    }
+
+    impl Participant {
+        /// A free entry.
+        pub fn new() -> Self {
+            Participant {
+                pid: AtomicU32::new(0),
+                reserved: AtomicU32::new(0),
+                start_time: AtomicU64::new(0),
+                ops: std::array::from_fn(|_| OpRecord::new()),
+                pad: zeros(),
+            }
+        }
+    }
+
+    impl QueueHeader {
+        /// A header for `capacity` slots, no heap.
+        pub fn new(capacity: u64) -> Self {
+            let u32z = || AtomicU32::new(0);
+            QueueHeader {
+                magic: AtomicU32::new(QUEUE_MAGIC),
+                version: AtomicU32::new(QUEUE_VERSION),
+                capacity: AtomicU64::new(capacity),
+                max_message: AtomicU64::new(INLINE_MAX as u64),
+                flags: u32z(),
+                participants: AtomicU32::new(PARTICIPANTS as u32),
+                participants_offset: AtomicU64::new(0),
+                slots_offset: AtomicU64::new(0),
+                heap_offset: AtomicU64::new(0),
+                heap_size: AtomicU64::new(0),
+                maxsize: AtomicU64::new(0),
+                reserved0: zeros(),
+                tail: AtomicU64::new(0),
+                reserved1: zeros(),
+                head: AtomicU64::new(0),
+                reserved2: zeros(),
+                cons_wake: u32z(),
+                cons_waiters: u32z(),
+                prod_wake: u32z(),
+                prod_waiters: u32z(),
+                shutdown: u32z(),
+                reserved3: u32z(),
+                reserved4: zeros(),
+                orphan_count: u32z(),
+                reserved5: u32z(),
+                orphans: zeros(),
+                reserved6: zeros(),
+                dropped: AtomicU64::new(0),
+                redelivered: AtomicU64::new(0),
+                recovered: AtomicU64::new(0),
+                reserved7: zeros(),
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! A bounded multi-producer multi-consumer queue of byte messages in one shared segment.
+//!
+//! * [`layout`]: the `#[repr(C)]` structures (`shm-layouts/queue.md`).
+//! * [`ring`]: the algorithm: claiming, publishing, consuming, sleeping, crash recovery.
+//!
+//! [`SharedQueue`] is the process-local handle: it maps the segment, registers the process as a participant
+//! (lazily, again after `fork`) and hands out [`Ring`] views for operations. Messages are opaque bytes here;
+//! the Python layer encodes values with the codec.
+
+pub mod layout;
+pub mod ring;
+
+use crate::error::corrupt;
+use crate::platform::process;
+use crate::segment::alloc::Heap;
+use crate::segment::shm::FORK_GENERATION;
+use crate::segment::{Kind, Offset, Segment};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::{Error, Result};
+use layout::*;
+pub use ring::{Attempt, Ring, WaitPolicy};
+
+/// How to size a new queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    /// Number of slots: the most messages the queue holds at once.
+    pub slots: u64,
+    /// Bytes for messages larger than [`INLINE_MAX`] (their total at any time, plus allocator rounding).
+    pub heap_bytes: u64,
+    /// Spin longer before sleeping.
+    pub lock_free: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { slots: 65_536, heap_bytes: 64 << 20, lock_free: false }
+    }
+}
+
+/// Process-local handle to a queue. Cheap to clone the segment; each handle registers its own participant.
+pub struct SharedQueue {
+    seg: Segment,
+    hdr: *const QueueHeader,
+    slots: *const Slot,
+    nslots: usize,
+    parts: *const Participant,
+    heap_at: u64,
+    /// `(fork generation << 8) | (participant index + 1)`; 0 = not registered.
+    me: AtomicU64,
+}
+
+// SAFETY: the raw pointers point into the mapping owned by `seg` (Arc, Send + Sync) and are only used to form
+// shared references to atomics-only structs.
+unsafe impl Send for SharedQueue {}
+// SAFETY: as above; `me` is an atomic.
+unsafe impl Sync for SharedQueue {}
+
+impl SharedQueue {
+    /// Creates a queue in a new segment.
+    pub fn create(cfg: QueueConfig) -> Result<SharedQueue> {
+        if cfg.slots == 0 || cfg.slots > (1 << 32) {
+            return Err(Error::Invalid(format!("a queue needs 1 to 2**32 slots, not {}", cfg.slots)));
+        }
+        let hdr_size = std::mem::size_of::<QueueHeader>() as u64;
+        let parts_size = (PARTICIPANTS * std::mem::size_of::<Participant>()) as u64;
+        let slots_size = cfg.slots * SLOT_SIZE as u64;
+        let heap_size = if cfg.heap_bytes > 0 { Heap::footprint(cfg.heap_bytes) } else { 0 };
+        let total = hdr_size + parts_size + slots_size + heap_size;
+        let seg = Segment::create(Kind::Queue, QUEUE_VERSION, total)?;
+        let base = seg.info().data_offset;
+        let hdr: &QueueHeader = seg.resolve(Offset::new(base))?;
+        let parts_off = base + hdr_size;
+        let slots_off = parts_off + parts_size;
+        let heap_off = slots_off + slots_size;
+        hdr.capacity.store(cfg.slots, Ordering::Relaxed);
+        hdr.flags.store(cfg.lock_free as u32, Ordering::Relaxed);
+        hdr.participants.store(PARTICIPANTS as u32, Ordering::Relaxed);
+        hdr.participants_offset.store(parts_off, Ordering::Relaxed);
+        hdr.slots_offset.store(slots_off, Ordering::Relaxed);
+        let max_message = if heap_size > 0 {
+            Heap::init(&seg, Offset::new(heap_off), heap_size)?;
+            hdr.heap_offset.store(heap_off, Ordering::Relaxed);
+            hdr.heap_size.store(heap_size, Ordering::Relaxed);
+            // The largest block the heap can ever hand out whole (its class rounding included).
+            let region = heap_size - std::mem::size_of::<crate::segment::alloc::HeapHeader>() as u64;
+            largest_payload(region).max(INLINE_MAX as u64)
+        } else {
+            INLINE_MAX as u64
+        };
+        hdr.max_message.store(max_message, Ordering::Relaxed);
+        hdr.version.store(QUEUE_VERSION, Ordering::Relaxed);
+        hdr.magic.store(QUEUE_MAGIC, Ordering::Release);
+        Self::from_segment(seg)
+    }
+
+    /// Attaches to the queue in `seg`, validating its header against the segment.
+    pub fn from_segment(seg: Segment) -> Result<SharedQueue> {
+        seg.info().expect(seg.name(), Kind::Queue, QUEUE_VERSION)?;
+        let base = seg.info().data_offset;
+        let hdr: &QueueHeader = seg.resolve(Offset::new(base))?;
+        if hdr.magic.load(Ordering::Acquire) != QUEUE_MAGIC {
+            return Err(corrupt!("{}: queue header not initialised", seg.name()));
+        }
+        let nslots = hdr.capacity.load(Ordering::Relaxed);
+        let nparts = hdr.participants.load(Ordering::Relaxed) as usize;
+        let parts_off = hdr.participants_offset.load(Ordering::Relaxed);
+        let slots_off = hdr.slots_offset.load(Ordering::Relaxed);
+        let heap_at = hdr.heap_offset.load(Ordering::Relaxed);
+        if nparts != PARTICIPANTS || nslots == 0 || nslots > (1 << 32) {
+            return Err(corrupt!("{}: queue header has {nslots} slots / {nparts} participants", seg.name()));
+        }
+        let parts_len = (PARTICIPANTS * std::mem::size_of::<Participant>()) as u64;
+        crate::segment::offset::check_range(parts_off, parts_len, 64, seg.len(), "participant table")?;
+        crate::segment::offset::check_range(slots_off, nslots * SLOT_SIZE as u64, 64, seg.len(), "slots")?;
+        if heap_at != 0 {
+            Heap::attach(&seg, Offset::new(heap_at))?;
+        }
+        let parts = seg.bytes_ptr(parts_off, parts_len)? as *const Participant;
+        let slots = seg.bytes_ptr(slots_off, nslots * SLOT_SIZE as u64)? as *const Slot;
+        Ok(SharedQueue {
+            hdr: hdr as *const QueueHeader,
+            slots,
+            nslots: nslots as usize,
+            parts,
+            heap_at,
+            seg,
+            me: AtomicU64::new(0),
+        })
+    }
+
+    /// Opens the queue in the segment called `name`.
+    pub fn open(name: &str) -> Result<SharedQueue> {
+        Self::from_segment(Segment::open(name)?)
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// The header.
+    pub fn header(&self) -> &QueueHeader {
+        // SAFETY: resolved with bounds/alignment checks at construction; the mapping lives as long as `seg`.
+        unsafe { &*self.hdr }
+    }
+
+    fn slots(&self) -> &[Slot] {
+        // SAFETY: range-checked at construction (nslots * 64 bytes at a 64-aligned offset inside the mapping);
+        // Slot is ShmSafe.
+        unsafe { std::slice::from_raw_parts(self.slots, self.nslots) }
+    }
+
+    fn parts(&self) -> &[Participant] {
+        // SAFETY: as for slots: range-checked at construction; Participant is ShmSafe.
+        unsafe { std::slice::from_raw_parts(self.parts, PARTICIPANTS) }
+    }
+
+    /// This process's participant index, registering it first if needed (and again in a forked child).
+    fn participant(&self) -> Result<usize> {
+        let gen = FORK_GENERATION.load(Ordering::Relaxed);
+        let me = self.me.load(Ordering::Acquire);
+        if me != 0 && me >> 8 == gen {
+            return Ok((me & 0xff) as usize - 1);
+        }
+        let idx = self.register()?;
+        self.me.store((gen << 8) | (idx as u64 + 1), Ordering::Release);
+        Ok(idx)
+    }
+
+    fn register(&self) -> Result<usize> {
+        let id = process::current();
+        for attempt in 0..2 {
+            for (i, p) in self.parts().iter().enumerate() {
+                if p.pid.load(Ordering::Relaxed) == 0
+                    && p.pid.compare_exchange(0, id.pid, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                {
+                    p.start_time.store(id.start_time, Ordering::Release);
+                    return Ok(i);
+                }
+            }
+            if attempt == 0 {
+                self.view(usize::MAX).recover_dead_participants();
+            }
+        }
+        Err(Error::Full(format!("{PARTICIPANTS} live processes already use this queue, the most it supports")))
+    }
+
+    fn view(&self, me: usize) -> Ring<'_> {
+        let heap = (self.heap_at != 0).then(|| Heap::attach(&self.seg, Offset::new(self.heap_at)).ok()).flatten();
+        Ring { hdr: self.header(), slots: self.slots(), parts: self.parts(), heap, seg: Some(&self.seg), me }
+    }
+
+    /// A view for operations by this process.
+    pub fn ring(&self) -> Result<Ring<'_>> {
+        Ok(self.view(self.participant()?))
+    }
+
+    /// The wait policy the queue was created with.
+    pub fn policy(&self) -> WaitPolicy {
+        if self.header().flags.load(Ordering::Relaxed) & 1 != 0 {
+            WaitPolicy::SPIN
+        } else {
+            WaitPolicy::DEFAULT
+        }
+    }
+
+    /// Counters: (dropped, redelivered, recovered).
+    pub fn stats(&self) -> (u64, u64, u64) {
+        let h = self.header();
+        (h.dropped.load(Ordering::Relaxed), h.redelivered.load(Ordering::Relaxed), h.recovered.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for SharedQueue {
+    fn drop(&mut self) {
+        let me = self.me.load(Ordering::Acquire);
+        if me == 0 || me >> 8 != FORK_GENERATION.load(Ordering::Relaxed) {
+            return;
+        }
+        let p = &self.parts()[(me & 0xff) as usize - 1];
+        if p.pid.load(Ordering::Relaxed) == std::process::id()
+            && p.ops.iter().all(|o| o.kind.load(Ordering::Acquire) == 0)
+        {
+            p.start_time.store(0, Ordering::Relaxed);
+            p.pid.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// The largest payload a heap region of `region` bytes can hold in one block.
+fn largest_payload(region: u64) -> u64 {
+    use crate::segment::alloc::{class_size, BLOCK_HEADER, NUM_CLASSES};
+    (0..NUM_CLASSES).map(class_size).take_while(|&s| s <= region).last().unwrap_or(0).saturating_sub(BLOCK_HEADER)
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,703 @@
+//! The queue algorithm: a bounded multi-producer multi-consumer slot ring with crash recovery.
+//!
+//! Each slot's state word packs `(seq, state, owner)` (see [`layout`](super::layout)). For position `p` the slot
+//! at `p % capacity` goes `EMPTY(p) -> WRITING(p, producer) -> FULL(p) -> READING(p, consumer) ->
+//! EMPTY(p + capacity)`. Producers claim the slot at `tail` with one CAS on its state word (which records who
+//! claimed it), then advance `tail` (anyone who sees the slot claimed helps advance it); consumers do the same
+//! at `head`. `tail` and `head` only ever move forward, one position at a time.
+//!
+//! Ordering: the payload is written with Relaxed stores (or a memcpy into a heap block) before the Release
+//! store of `FULL`; a consumer's Acquire load of `FULL` makes it visible. Symmetrically a consumer reads the
+//! payload before its Release store of `EMPTY(p + capacity)`, which the next producer loads with Acquire.
+//!
+//! Sleeping uses an eventcount per side: a would-be sleeper increments `*_waiters`, issues a SeqCst fence,
+//! re-checks its condition, then futex-waits on `*_wake`; the other side, after its Release store, issues a
+//! SeqCst fence and wakes only if `*_waiters` is nonzero. One of the two fences is ordered first, so either the
+//! sleeper sees the new state or the waker sees the sleeper: no lost wakeups, and no syscall when nobody sleeps.
+//!
+//! Crash recovery: before touching a slot, every operation writes its intent (kind, position, heap block) in an
+//! [`OpRecord`] of its process's [`Participant`] entry. When a survivor finds a participant dead, it
+//! inspects exactly the slots named by its intents: a `WRITING` slot the dead producer owned becomes `DROPPED`
+//! (consumers skip it; counted in `dropped`) and its heap block is freed; a `READING` slot the dead consumer
+//! owned becomes `FULL` again and its position goes on the `orphans` list, from which the next consumer takes
+//! it (counted in `redelivered`): a message whose put returned is delivered exactly once, possibly out of
+//! order. A consumer marks its slot `EMPTY` only after copying the payload out, and frees the heap block only
+//! after that, so a redelivered message is never read from freed memory (a consumer killed between the two
+//! leaks one block).
+
+use super::layout::*;
+use crate::platform::futex::{self, Deadline};
+use crate::platform::process::{self, ProcessId};
+use crate::segment::alloc::Heap;
+use crate::segment::Segment;
+use crate::sync::atomic::{fence, Ordering};
+use crate::{Error, Result};
+use std::time::{Duration, Instant};
+
+/// What a non-blocking attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Done.
+    Done,
+    /// No room (put) or nothing to take (get).
+    WouldBlock,
+    /// The queue was shut down.
+    ShutDown,
+}
+
+/// How long a blocked operation spins before sleeping, and how often a sleeper looks for dead participants.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitPolicy {
+    /// Spin (re-trying, with `spin_loop` hints and yields) this long before sleeping on the futex.
+    pub spin: Duration,
+    /// Longest single sleep; between sleeps the waiter checks for dead participants and returns
+    /// [`Error::Interrupted`]-free control to the caller at most this late.
+    pub slice: Duration,
+}
+
+impl WaitPolicy {
+    /// Default: a short spin (waking a process on the other CPU is expensive; most waits are short).
+    pub const DEFAULT: WaitPolicy = WaitPolicy { spin: Duration::from_micros(50), slice: Duration::from_millis(50) };
+    /// `lock_free=True`: spin much longer before sleeping (more CPU, lower latency).
+    pub const SPIN: WaitPolicy = WaitPolicy { spin: Duration::from_millis(2), slice: Duration::from_millis(50) };
+}
+
+/// A view of a queue in a mapped segment, for one calling participant.
+pub struct Ring<'a> {
+    pub(crate) hdr: &'a QueueHeader,
+    pub(crate) slots: &'a [Slot],
+    pub(crate) parts: &'a [Participant],
+    pub(crate) heap: Option<Heap<'a>>,
+    pub(crate) seg: Option<&'a Segment>,
+    /// Participant index of the caller.
+    pub(crate) me: usize,
+}
+
+/// Messages up to this size are stored inline by [`Ring::put`] (heap-less rings take nothing larger).
+pub fn inline_capacity() -> usize {
+    INLINE_MAX
+}
+
+impl<'a> Ring<'a> {
+    #[inline]
+    fn cap(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    #[inline]
+    fn owner(&self) -> u8 {
+        self.me as u8 + 1
+    }
+
+    /// The slot of position `pos` and the lap tag its state word carries (`pos / capacity`, low 32 bits).
+    #[inline]
+    fn slot(&self, pos: u64) -> (&'a Slot, u64) {
+        let cap = self.cap();
+        (&self.slots[(pos % cap) as usize], pos / cap)
+    }
+
+    /// Largest message this queue takes.
+    pub fn max_message(&self) -> u64 {
+        self.hdr.max_message.load(Ordering::Relaxed)
+    }
+
+    /// The queue's shutdown state: 0 open, 1 draining, 2 immediate.
+    pub fn shutdown_state(&self) -> u32 {
+        self.hdr.shutdown.load(Ordering::Acquire)
+    }
+
+    // ---- op records ---------------------------------------------------------------------------------------
+
+    fn acquire_op(&self, kind: u32) -> &'a OpRecord {
+        let ops = &self.parts[self.me].ops;
+        loop {
+            for op in ops {
+                if op.kind.load(Ordering::Relaxed) == 0
+                    && op.kind.compare_exchange(0, kind, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                {
+                    return op;
+                }
+            }
+            // More operations in flight in this process than records: wait for one to finish.
+            crate::sync::yield_now();
+        }
+    }
+
+    fn release_op(op: &OpRecord) {
+        op.block.store(0, Ordering::Relaxed);
+        op.flags.store(0, Ordering::Relaxed);
+        op.kind.store(0, Ordering::Release);
+    }
+
+    // ---- payload -------------------------------------------------------------------------------------------
+
+    fn write_inline(slot: &Slot, payload: &[u8]) {
+        for (i, chunk) in payload.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            slot.data[i].store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+    }
+
+    fn read_inline(slot: &Slot, len: usize, out: &mut Vec<u8>) {
+        let mut left = len;
+        for word in &slot.data {
+            if left == 0 {
+                break;
+            }
+            let bytes = word.load(Ordering::Relaxed).to_le_bytes();
+            let n = left.min(8);
+            out.extend_from_slice(&bytes[..n]);
+            left -= n;
+        }
+    }
+
+    fn heap(&self) -> Result<&Heap<'a>> {
+        self.heap.as_ref().ok_or_else(|| Error::Invalid("this queue has no heap for large messages".into()))
+    }
+
+    fn copy_to_block(&self, block: u64, payload: &[u8]) -> Result<()> {
+        let seg = self.seg.ok_or_else(|| Error::Invalid("no segment".into()))?;
+        let dst = seg.bytes_ptr(block, payload.len() as u64)?;
+        // SAFETY: `dst` is in bounds for payload.len() bytes (checked), the block was just allocated to this
+        // operation so nobody else reads or writes it until it is published.
+        unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), dst, payload.len()) };
+        Ok(())
+    }
+
+    fn copy_from_block(&self, block: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
+        let seg = self.seg.ok_or_else(|| Error::Invalid("no segment".into()))?;
+        let heap = self.heap()?;
+        if heap.usable_size(block)? < len as u64 {
+            return Err(Error::Corrupt(format!("queue message of {len} bytes overruns its heap block")));
+        }
+        let src = seg.bytes_ptr(block, len as u64)?;
+        out.reserve(len);
+        // SAFETY: `src` is in bounds for len bytes (checked); the block belongs to the message this consumer
+        // claimed (READING), which no producer touches until the slot is EMPTY again; `out` has room for len
+        // more bytes (reserved) and set_len covers exactly the bytes copied.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, out.as_mut_ptr().add(out.len()), len);
+            out.set_len(out.len() + len);
+        }
+        Ok(())
+    }
+
+    // ---- put -----------------------------------------------------------------------------------------------
+
+    /// Checks that a message of `len` bytes can ever fit.
+    pub fn check_size(&self, len: usize) -> Result<()> {
+        let max = self.max_message().min(u32::MAX as u64);
+        if len as u64 > max {
+            return Err(Error::Invalid(format!(
+                "message of {len} bytes is larger than this queue's capacity of {max} bytes per message; create \
+                 the queue with a larger capacity"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Tries once to enqueue `payload`. `block` is a heap block already holding the payload (for messages
+    /// larger than [`INLINE_MAX`]); on success its ownership passes to the queue.
+    fn try_put_once(&self, op: &OpRecord, payload: &[u8], block: u64) -> Result<Attempt> {
+        if self.hdr.shutdown.load(Ordering::Relaxed) != 0 {
+            return Ok(Attempt::ShutDown);
+        }
+        loop {
+            let t = self.hdr.tail.load(Ordering::Acquire);
+            op.pos.store(t, Ordering::Release);
+            let (slot, lap) = self.slot(t);
+            let w = slot.state.load(Ordering::Acquire);
+            let diff = word_seq(w).wrapping_sub(lap as u32) as i32;
+            if diff == 0 {
+                if word_state(w) == state::EMPTY {
+                    let claimed = word(lap, state::WRITING, self.owner());
+                    if slot.state.compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                        continue;
+                    }
+                    let _ = self.hdr.tail.compare_exchange(t, t + 1, Ordering::Release, Ordering::Relaxed);
+                    slot.len.store(payload.len() as u32, Ordering::Relaxed);
+                    if block == 0 {
+                        slot.kind.store(PAYLOAD_INLINE, Ordering::Relaxed);
+                        Self::write_inline(slot, payload);
+                    } else {
+                        slot.kind.store(PAYLOAD_HEAP, Ordering::Relaxed);
+                        slot.data[0].store(block, Ordering::Relaxed);
+                        // From here the slot references the block: a recoverer of a WRITING slot frees it
+                        // through the slot, and a record with `block != 0` always means "not published".
+                        op.block.store(0, Ordering::Release);
+                    }
+                    slot.state.store(word(lap, state::FULL, 0), Ordering::Release);
+                    return Ok(Attempt::Done);
+                }
+                // Claimed for `t` by another producer: help it advance `tail`.
+                let _ = self.hdr.tail.compare_exchange(t, t + 1, Ordering::Release, Ordering::Relaxed);
+            } else if diff < 0 {
+                // The slot still holds the previous lap: full (or our `tail` is stale; re-check it).
+                if self.hdr.tail.load(Ordering::Acquire) == t {
+                    return Ok(Attempt::WouldBlock);
+                }
+            }
+            // diff > 0: `tail` moved on since we read it; retry.
+        }
+    }
+
+    fn wake_consumers(&self, all: bool) {
+        fence(Ordering::SeqCst);
+        if self.hdr.cons_waiters.load(Ordering::Relaxed) > 0 {
+            self.hdr.cons_wake.fetch_add(1, Ordering::Release);
+            futex::wake(&self.hdr.cons_wake, if all { i32::MAX as u32 } else { 1 });
+        }
+    }
+
+    fn wake_producers(&self, all: bool) {
+        fence(Ordering::SeqCst);
+        if self.hdr.prod_waiters.load(Ordering::Relaxed) > 0 {
+            self.hdr.prod_wake.fetch_add(1, Ordering::Release);
+            futex::wake(&self.hdr.prod_wake, if all { i32::MAX as u32 } else { 1 });
+        }
+    }
+
+    /// Enqueues `payload`, waiting up to `deadline` for room. Returns `Ok(Attempt::Done)`,
+    /// `Ok(Attempt::WouldBlock)` when the deadline passed, `Ok(Attempt::ShutDown)`, or
+    /// `Err(Error::Interrupted)` when a signal arrived (the caller handles it and calls again).
+    pub fn put(&self, payload: &[u8], deadline: Deadline, policy: WaitPolicy) -> Result<Attempt> {
+        self.check_size(payload.len())?;
+        let op = self.acquire_op(OP_PUT);
+        let result = self.put_with_op(op, payload, deadline, policy);
+        if !matches!(result, Ok(Attempt::Done)) {
+            // Not published: give back the block (if any) we still own.
+            let block = op.block.load(Ordering::Relaxed);
+            if block != 0 {
+                let _ = self.heap().and_then(|h| h.free(block));
+            }
+        }
+        Self::release_op(op);
+        if matches!(result, Ok(Attempt::Done)) {
+            self.wake_consumers(false);
+        }
+        result
+    }
+
+    fn put_with_op(&self, op: &OpRecord, payload: &[u8], deadline: Deadline, policy: WaitPolicy) -> Result<Attempt> {
+        let mut block = 0;
+        if payload.len() > INLINE_MAX {
+            match self.alloc_waiting(op, payload.len(), &mut block, deadline, policy)? {
+                Attempt::Done => {}
+                other => return Ok(other),
+            }
+            self.copy_to_block(block, payload)?;
+        }
+        self.wait_loop(Side::Producer, deadline, policy, || self.try_put_once(op, payload, block))
+    }
+
+    /// Allocates a heap block for `len` bytes into `*block`, waiting for consumers to free space.
+    fn alloc_waiting(
+        &self,
+        op: &OpRecord,
+        len: usize,
+        block: &mut u64,
+        deadline: Deadline,
+        policy: WaitPolicy,
+    ) -> Result<Attempt> {
+        let heap = self.heap()?;
+        self.wait_loop(Side::Producer, deadline, policy, || {
+            if self.hdr.shutdown.load(Ordering::Relaxed) != 0 {
+                return Ok(Attempt::ShutDown);
+            }
+            match heap.alloc(len as u64) {
+                Ok(b) => {
+                    *block = b;
+                    // Recorded at once, so a recoverer can free it if we die before publishing.
+                    op.flags.store(OP_HEAP, Ordering::Relaxed);
+                    op.block.store(b, Ordering::Release);
+                    Ok(Attempt::Done)
+                }
+                Err(Error::Full(_)) => Ok(Attempt::WouldBlock),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    // ---- get -----------------------------------------------------------------------------------------------
+
+    /// Tries once to take a message into `out` (appended). Skips dropped messages.
+    fn try_get_once(&self, op: &OpRecord, out: &mut Vec<u8>) -> Result<Attempt> {
+        let sd = self.hdr.shutdown.load(Ordering::Relaxed);
+        if sd == 2 {
+            return Ok(Attempt::ShutDown);
+        }
+        if self.hdr.orphan_count.load(Ordering::Relaxed) > 0 && self.take_orphan(op, out)? {
+            return Ok(Attempt::Done);
+        }
+        loop {
+            let h = self.hdr.head.load(Ordering::Acquire);
+            op.pos.store(h, Ordering::Release);
+            let (slot, lap) = self.slot(h);
+            let w = slot.state.load(Ordering::Acquire);
+            let diff = word_seq(w).wrapping_sub(lap as u32) as i32;
+            if diff == 0 {
+                match word_state(w) {
+                    state::FULL => {
+                        let claimed = word(lap, state::READING, self.owner());
+                        if slot.state.compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                            continue;
+                        }
+                        let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                        self.consume(slot, lap, out)?;
+                        return Ok(Attempt::Done);
+                    }
+                    state::DROPPED => {
+                        let next = word(lap + 1, state::EMPTY, 0);
+                        if slot.state.compare_exchange(w, next, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                            let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                            self.wake_producers(false);
+                        }
+                    }
+                    state::EMPTY => {
+                        return Ok(if sd == 1 { Attempt::ShutDown } else { Attempt::WouldBlock });
+                    }
+                    state::WRITING => {
+                        // A producer is filling it: the message is imminent (or the producer died, which the
+                        // waiter's liveness scan handles).
+                        return Ok(Attempt::WouldBlock);
+                    }
+                    _ => {
+                        // READING: another consumer took it; help advance `head`.
+                        let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                    }
+                }
+            } else if diff < 0 {
+                // The slot still shows the previous lap being read: nothing new at `head`.
+                if self.hdr.head.load(Ordering::Acquire) == h {
+                    return Ok(if sd == 1 { Attempt::ShutDown } else { Attempt::WouldBlock });
+                }
+            }
+        }
+    }
+
+    /// Copies the message of a slot this consumer holds in `READING` (lap `lap`), releases the slot for the
+    /// next lap, then frees the block.
+    fn consume(&self, slot: &Slot, lap: u64, out: &mut Vec<u8>) -> Result<()> {
+        let len = slot.len.load(Ordering::Relaxed) as usize;
+        let kind = slot.kind.load(Ordering::Relaxed);
+        let mut block = 0;
+        let copied = if kind == PAYLOAD_INLINE && len <= INLINE_MAX {
+            Self::read_inline(slot, len, out);
+            Ok(())
+        } else if kind == PAYLOAD_HEAP {
+            block = slot.data[0].load(Ordering::Relaxed);
+            self.copy_from_block(block, len, out)
+        } else {
+            Err(Error::Corrupt(format!("queue slot (lap {lap}) has invalid payload kind {kind} / length {len}")))
+        };
+        slot.state.store(word(lap + 1, state::EMPTY, 0), Ordering::Release);
+        if block != 0 {
+            if let Ok(heap) = self.heap() {
+                let _ = heap.free(block);
+            }
+        }
+        self.wake_producers(false);
+        copied
+    }
+
+    fn take_orphan(&self, op: &OpRecord, out: &mut Vec<u8>) -> Result<bool> {
+        for entry in &self.hdr.orphans {
+            let v = entry.load(Ordering::Acquire);
+            if v == 0
+                || v == ORPHAN_RESERVED
+                || entry.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed).is_err()
+            {
+                continue;
+            }
+            self.hdr.orphan_count.fetch_sub(1, Ordering::AcqRel);
+            let pos = v - 1;
+            op.pos.store(pos, Ordering::Release);
+            let (slot, lap) = self.slot(pos);
+            let full = word(lap, state::FULL, 0);
+            let claimed = word(lap, state::READING, self.owner());
+            if slot.state.compare_exchange(full, claimed, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                self.hdr.redelivered.fetch_add(1, Ordering::Relaxed);
+                self.consume(slot, lap, out)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Takes one message into `out` (appended), waiting up to `deadline`. Same results as [`put`](Self::put).
+    pub fn get(&self, out: &mut Vec<u8>, deadline: Deadline, policy: WaitPolicy) -> Result<Attempt> {
+        let op = self.acquire_op(OP_GET);
+        let result = self.wait_loop(Side::Consumer, deadline, policy, || self.try_get_once(op, out));
+        Self::release_op(op);
+        result
+    }
+
+    /// Takes up to `max` messages without waiting, appending each to `out` and its length to `lens`.
+    /// Returns how many were taken.
+    pub fn get_available(&self, out: &mut Vec<u8>, lens: &mut Vec<usize>, max: usize) -> Result<usize> {
+        let op = self.acquire_op(OP_GET);
+        let mut n = 0;
+        let mut result = Ok(0);
+        while n < max {
+            let before = out.len();
+            match self.try_get_once(op, out) {
+                Ok(Attempt::Done) => {
+                    lens.push(out.len() - before);
+                    n += 1;
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        Self::release_op(op);
+        result.map(|_| n)
+    }
+
+    /// One non-blocking put attempt of an inline-sized message (no waiting, no heap): for model checking and
+    /// callers that manage their own waiting.
+    pub fn try_put(&self, payload: &[u8]) -> Result<Attempt> {
+        if payload.len() > INLINE_MAX {
+            return Err(Error::Invalid("try_put takes inline-sized messages only".into()));
+        }
+        let op = self.acquire_op(OP_PUT);
+        let r = self.try_put_once(op, payload, 0);
+        Self::release_op(op);
+        if matches!(r, Ok(Attempt::Done)) {
+            self.wake_consumers(false);
+        }
+        r
+    }
+
+    /// One non-blocking get attempt (appends to `out`).
+    pub fn try_get(&self, out: &mut Vec<u8>) -> Result<Attempt> {
+        let op = self.acquire_op(OP_GET);
+        let r = self.try_get_once(op, out);
+        Self::release_op(op);
+        r
+    }
+
+    // ---- waiting -------------------------------------------------------------------------------------------
+
+    fn wait_loop(
+        &self,
+        side: Side,
+        deadline: Deadline,
+        policy: WaitPolicy,
+        mut attempt: impl FnMut() -> Result<Attempt>,
+    ) -> Result<Attempt> {
+        match attempt()? {
+            Attempt::WouldBlock => {}
+            done => return Ok(done),
+        }
+        if deadline.expired() {
+            return Ok(Attempt::WouldBlock);
+        }
+        // Spin.
+        let spin_until = Instant::now() + policy.spin;
+        let mut spins = 0u32;
+        while Instant::now() < spin_until {
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            spins += 1;
+            if spins % 16 == 0 {
+                std::thread::yield_now();
+            }
+            match attempt()? {
+                Attempt::WouldBlock => {}
+                done => return Ok(done),
+            }
+            if deadline.expired() {
+                return Ok(Attempt::WouldBlock);
+            }
+        }
+        // Sleep, in slices.
+        let (wake, waiters) = match side {
+            Side::Consumer => (&self.hdr.cons_wake, &self.hdr.cons_waiters),
+            Side::Producer => (&self.hdr.prod_wake, &self.hdr.prod_waiters),
+        };
+        let mut last_scan = Instant::now();
+        loop {
+            waiters.fetch_add(1, Ordering::SeqCst);
+            let key = wake.load(Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let r = attempt();
+            if !matches!(r, Ok(Attempt::WouldBlock)) {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+                return r;
+            }
+            let slice = match deadline.remaining() {
+                Some(left) if left.is_zero() => {
+                    waiters.fetch_sub(1, Ordering::SeqCst);
+                    return Ok(Attempt::WouldBlock);
+                }
+                Some(left) => left.min(policy.slice),
+                None => policy.slice,
+            };
+            let res = futex::wait(wake, key, Some(slice));
+            waiters.fetch_sub(1, Ordering::SeqCst);
+            if res == futex::WaitResult::Interrupted {
+                return Err(Error::Interrupted);
+            }
+            if last_scan.elapsed() >= policy.slice {
+                last_scan = Instant::now();
+                self.recover_dead_participants();
+            }
+        }
+    }
+
+    // ---- shutdown ------------------------------------------------------------------------------------------
+
+    /// Shuts the queue down: puts fail from now on; gets drain what is left (`immediate == false`) or fail at
+    /// once. Wakes every sleeper in every process.
+    pub fn shutdown(&self, immediate: bool) {
+        let new = if immediate { 2 } else { 1 };
+        self.hdr.shutdown.fetch_max(new, Ordering::AcqRel);
+        self.wake_consumers(true);
+        self.wake_producers(true);
+        // Sleepers register as waiters only around their futex wait; wake unconditionally too.
+        self.hdr.cons_wake.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.hdr.cons_wake);
+        self.hdr.prod_wake.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.hdr.prod_wake);
+    }
+
+    // ---- recovery ------------------------------------------------------------------------------------------
+
+    fn participant_id(p: &Participant) -> Option<ProcessId> {
+        let pid = p.pid.load(Ordering::Acquire);
+        (pid != 0 && pid != PID_RECOVERING)
+            .then(|| ProcessId { pid, start_time: p.start_time.load(Ordering::Relaxed).max(1) })
+    }
+
+    /// Finds participants whose process died and cleans up after them. Returns how many were recovered.
+    pub fn recover_dead_participants(&self) -> usize {
+        let mut n = 0;
+        for (i, p) in self.parts.iter().enumerate() {
+            if i == self.me {
+                continue;
+            }
+            let Some(id) = Self::participant_id(p) else {
+                continue;
+            };
+            if process::is_alive(id) {
+                continue;
+            }
+            if self.recover(i, id.pid) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Cleans up after dead participant `idx` (pid `pid`). Returns false if someone else is doing it.
+    fn recover(&self, idx: usize, pid: u32) -> bool {
+        let p = &self.parts[idx];
+        if p.pid.compare_exchange(pid, PID_RECOVERING, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        let owner = idx as u8 + 1;
+        let mut keep = false;
+        for op in &p.ops {
+            let kind = op.kind.load(Ordering::Acquire);
+            if kind == 0 {
+                continue;
+            }
+            let pos = op.pos.load(Ordering::Acquire);
+            let block = op.block.load(Ordering::Acquire);
+            let (slot, lap) = self.slot(pos);
+            let w = slot.state.load(Ordering::Acquire);
+            let ours = word_seq(w) == lap as u32 && word_owner(w) == owner;
+            match kind {
+                OP_PUT => {
+                    if ours && word_state(w) == state::WRITING {
+                        // Half written: drop it. Its block is in the op record, or (once the record was cleared)
+                        // fully referenced by the slot.
+                        // (The slot's own kind/data may be stale from an earlier lap, so only trust them for a
+                        // heap put whose record was cleared, which happens after they were written.)
+                        let heap_put = op.flags.load(Ordering::Acquire) & OP_HEAP != 0;
+                        let slot_block = if heap_put && block == 0 { slot.data[0].load(Ordering::Relaxed) } else { 0 };
+                        let dropped = word(lap, state::DROPPED, 0);
+                        if slot.state.compare_exchange(w, dropped, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                            self.hdr.dropped.fetch_add(1, Ordering::Relaxed);
+                            self.free_quietly(block.max(slot_block));
+                        }
+                    } else {
+                        // No slot of ours in WRITING: the message was published (the record's block was cleared
+                        // before that) or never claimed a slot; a block still in the record is unpublished.
+                        self.free_quietly(block);
+                    }
+                }
+                OP_GET if ours && word_state(w) == state::READING => {
+                    // Not delivered: make it FULL again and list its position for redelivery. An entry is
+                    // reserved first and filled only after the slot is FULL, so a consumer that takes the entry
+                    // always finds the message.
+                    let entry =
+                        self.hdr.orphans.iter().find(|e| {
+                            e.compare_exchange(0, ORPHAN_RESERVED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                        });
+                    match entry {
+                        Some(entry) => {
+                            slot.state.store(word(lap, state::FULL, 0), Ordering::Release);
+                            entry.store(pos + 1, Ordering::Release);
+                            self.hdr.orphan_count.fetch_add(1, Ordering::AcqRel);
+                            self.wake_consumers(true);
+                        }
+                        None => keep = true, // list full: try again on a later scan
+                    }
+                }
+                _ => {}
+            }
+            if !keep {
+                Self::release_op(op);
+            }
+        }
+        if keep {
+            p.pid.store(pid, Ordering::Release);
+            return false;
+        }
+        self.hdr.recovered.fetch_add(1, Ordering::Relaxed);
+        p.start_time.store(0, Ordering::Relaxed);
+        p.pid.store(0, Ordering::Release);
+        self.wake_producers(true);
+        self.wake_consumers(true);
+        true
+    }
+
+    fn free_quietly(&self, block: u64) {
+        if block != 0 {
+            if let Ok(heap) = self.heap() {
+                let _ = heap.free(block);
+            }
+        }
+    }
+
+    // ---- sizes ---------------------------------------------------------------------------------------------
+
+    /// Approximate number of messages (`tail - head`; exact when nothing is in flight).
+    pub fn len(&self) -> u64 {
+        let h = self.hdr.head.load(Ordering::Acquire);
+        let t = self.hdr.tail.load(Ordering::Acquire);
+        t.saturating_sub(h) + self.hdr.orphan_count.load(Ordering::Relaxed) as u64
+    }
+
+    /// Whether [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u64 {
+        self.cap()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Producer,
+    Consumer,
+}

@@ -1,0 +1,288 @@
+use super::layout::*;
+use super::*;
+use crate::platform::futex::Deadline;
+use std::time::Duration;
+
+fn now() -> Deadline {
+    Deadline::after(Some(Duration::ZERO))
+}
+
+fn within(ms: u64) -> Deadline {
+    Deadline::after(Some(Duration::from_millis(ms)))
+}
+
+fn small(slots: u64) -> SharedQueue {
+    SharedQueue::create(QueueConfig { slots, heap_bytes: 1 << 20, lock_free: false }).unwrap()
+}
+
+fn put(q: &SharedQueue, msg: &[u8]) -> Attempt {
+    q.ring().unwrap().put(msg, now(), WaitPolicy::DEFAULT).unwrap()
+}
+
+fn get(q: &SharedQueue) -> Option<Vec<u8>> {
+    let mut out = vec![];
+    match q.ring().unwrap().get(&mut out, now(), WaitPolicy::DEFAULT).unwrap() {
+        Attempt::Done => Some(out),
+        _ => None,
+    }
+}
+
+fn heap_used(q: &SharedQueue) -> u64 {
+    Heap::attach(q.segment(), Offset::new(q.heap_at)).unwrap().stats().used_blocks
+}
+
+#[test]
+fn fifo_inline_and_heap_messages() {
+    let q = small(8);
+    let msgs: Vec<Vec<u8>> =
+        [0usize, 1, 7, 8, 47, 48, 49, 100, 5000].iter().map(|&n| (0..n).map(|i| i as u8).collect()).collect();
+    for m in &msgs[..8] {
+        assert_eq!(put(&q, m), Attempt::Done);
+    }
+    assert_eq!(put(&q, &msgs[8]), Attempt::WouldBlock, "8 slots hold 8 messages");
+    assert_eq!(q.ring().unwrap().len(), 8);
+    for m in &msgs[..8] {
+        assert_eq!(get(&q).as_ref(), Some(m));
+    }
+    assert_eq!(get(&q), None);
+    assert_eq!(heap_used(&q), 0, "heap blocks are freed after the get");
+    // Many laps around a small ring.
+    for round in 0..1000u32 {
+        let m = round.to_le_bytes().repeat((round % 20) as usize);
+        assert_eq!(put(&q, &m), Attempt::Done);
+        assert_eq!(get(&q), Some(m));
+    }
+}
+
+#[test]
+fn message_larger_than_capacity_is_rejected() {
+    let q = small(4);
+    let max = q.ring().unwrap().max_message();
+    assert!(max >= 512 * 1024, "{max}");
+    let err = q.ring().unwrap().put(&vec![0u8; max as usize + 1], now(), WaitPolicy::DEFAULT).unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+    assert_eq!(put(&q, &vec![1u8; max as usize]), Attempt::Done);
+    assert_eq!(get(&q).map(|m| m.len()), Some(max as usize));
+    let inline_only = SharedQueue::create(QueueConfig { slots: 4, heap_bytes: 0, lock_free: false }).unwrap();
+    assert!(inline_only.ring().unwrap().put(&[0u8; 49], now(), WaitPolicy::DEFAULT).is_err());
+}
+
+#[test]
+fn full_heap_blocks_until_a_get_frees_space() {
+    let q = SharedQueue::create(QueueConfig { slots: 64, heap_bytes: 64 << 10, lock_free: false }).unwrap();
+    let big = vec![7u8; 20_000];
+    let mut n = 0;
+    while put(&q, &big) == Attempt::Done {
+        n += 1;
+    }
+    assert!(n >= 2, "{n}");
+    assert_eq!(heap_used(&q), n);
+    assert_eq!(get(&q), Some(big.clone()));
+    assert_eq!(put(&q, &big), Attempt::Done);
+}
+
+#[test]
+fn blocking_get_times_out_then_receives() {
+    let q = small(4);
+    let t0 = std::time::Instant::now();
+    let mut out = vec![];
+    let r = q.ring().unwrap().get(&mut out, within(30), WaitPolicy::DEFAULT).unwrap();
+    assert_eq!(r, Attempt::WouldBlock);
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(29) && waited < Duration::from_millis(500), "{waited:?}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(put(&q, b"late"), Attempt::Done);
+        });
+        let mut out = vec![];
+        let r = q.ring().unwrap().get(&mut out, within(5000), WaitPolicy::DEFAULT).unwrap();
+        assert_eq!((r, out.as_slice()), (Attempt::Done, &b"late"[..]));
+    });
+}
+
+#[test]
+fn shutdown_drains_then_fails() {
+    let q = small(8);
+    put(&q, b"a");
+    put(&q, b"b");
+    q.ring().unwrap().shutdown(false);
+    assert_eq!(put(&q, b"c"), Attempt::ShutDown);
+    assert_eq!(get(&q), Some(b"a".to_vec()));
+    assert_eq!(get(&q), Some(b"b".to_vec()));
+    let mut out = vec![];
+    assert_eq!(q.ring().unwrap().get(&mut out, within(1000), WaitPolicy::DEFAULT).unwrap(), Attempt::ShutDown);
+    let q2 = small(8);
+    put(&q2, b"a");
+    q2.ring().unwrap().shutdown(true);
+    assert_eq!(q2.ring().unwrap().get(&mut out, now(), WaitPolicy::DEFAULT).unwrap(), Attempt::ShutDown);
+}
+
+#[test]
+fn shutdown_wakes_a_blocked_consumer() {
+    let q = small(8);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut out = vec![];
+            q.ring().unwrap().get(&mut out, within(10_000), WaitPolicy::DEFAULT).unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        q.ring().unwrap().shutdown(false);
+        assert_eq!(h.join().unwrap(), Attempt::ShutDown);
+    });
+}
+
+#[test]
+fn threads_mpmc_every_message_exactly_once() {
+    let q = SharedQueue::create(QueueConfig { slots: 64, heap_bytes: 1 << 20, lock_free: false }).unwrap();
+    const P: u32 = 3;
+    const N: u32 = 20_000;
+    let received = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for p in 0..P {
+            let q = &q;
+            s.spawn(move || {
+                for i in 0..N {
+                    let len = if i % 10 == 0 { 200 } else { 8 };
+                    let mut m = vec![0u8; len];
+                    m[..4].copy_from_slice(&p.to_le_bytes());
+                    m[4..8].copy_from_slice(&i.to_le_bytes());
+                    let r = q.ring().unwrap().put(&m, within(30_000), WaitPolicy::DEFAULT).unwrap();
+                    assert_eq!(r, Attempt::Done);
+                }
+            });
+        }
+        for _ in 0..3 {
+            let (q, received) = (&q, &received);
+            s.spawn(move || {
+                let mut mine = vec![];
+                let mut out = vec![];
+                while mine.len() < (P * N) as usize {
+                    out.clear();
+                    match q.ring().unwrap().get(&mut out, within(300), WaitPolicy::DEFAULT).unwrap() {
+                        Attempt::Done => {
+                            let p = u32::from_le_bytes(out[..4].try_into().unwrap());
+                            let i = u32::from_le_bytes(out[4..8].try_into().unwrap());
+                            assert_eq!(out.len(), if i % 10 == 0 { 200 } else { 8 });
+                            mine.push((p, i));
+                        }
+                        _ => break, // idle for 300 ms: the producers are done
+                    }
+                }
+                received.lock().unwrap().extend(mine);
+            });
+        }
+    });
+    let mut all = received.into_inner().unwrap();
+    all.sort();
+    let expected: Vec<(u32, u32)> = (0..P).flat_map(|p| (0..N).map(move |i| (p, i))).collect();
+    assert_eq!(all.len(), expected.len(), "lost or duplicated messages");
+    assert_eq!(all, expected);
+    assert_eq!(heap_used(&q), 0);
+}
+
+/// A pid that is certainly dead (a reaped child).
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+/// Registers a fake participant for a dead process and returns its index.
+fn fake_dead_participant(q: &SharedQueue) -> usize {
+    let (i, p) = q.parts().iter().enumerate().find(|(_, p)| p.pid.load(Ordering::Relaxed) == 0).unwrap();
+    p.pid.store(dead_pid(), Ordering::Relaxed);
+    p.start_time.store(1, Ordering::Relaxed);
+    i
+}
+
+#[test]
+fn producer_killed_mid_put_is_dropped_and_counted() {
+    let q = small(8);
+    put(&q, b"before");
+    // A dead producer claimed the next slot (and allocated a heap block) but never published it.
+    let dead = fake_dead_participant(&q);
+    let ring = q.ring().unwrap();
+    let heap = Heap::attach(q.segment(), Offset::new(q.heap_at)).unwrap();
+    let block = heap.alloc(1000).unwrap();
+    let t = q.header().tail.load(Ordering::Relaxed);
+    let op = &q.parts()[dead].ops[0];
+    op.kind.store(OP_PUT, Ordering::Relaxed);
+    op.flags.store(OP_HEAP, Ordering::Relaxed);
+    op.pos.store(t, Ordering::Relaxed);
+    op.block.store(block, Ordering::Relaxed);
+    q.slots()[t as usize % 8].state.store(word(t / 8, state::WRITING, dead as u8 + 1), Ordering::Relaxed);
+    q.header().tail.store(t + 1, Ordering::Relaxed);
+    put(&q, b"after");
+
+    assert_eq!(get(&q), Some(b"before".to_vec()));
+    assert_eq!(get(&q), None, "the half-written slot blocks until its producer is known dead");
+    assert_eq!(ring.recover_dead_participants(), 1);
+    assert_eq!(get(&q), Some(b"after".to_vec()), "the dropped message is skipped");
+    assert_eq!(q.stats(), (1, 0, 1));
+    assert_eq!(heap_used(&q), 0, "the dead producer's block was freed");
+    assert_eq!(q.parts()[dead].pid.load(Ordering::Relaxed), 0, "its entry is free again");
+}
+
+#[test]
+fn consumer_killed_mid_get_has_its_message_redelivered() {
+    let q = small(8);
+    put(&q, b"first");
+    put(&q, &[9u8; 300]);
+    put(&q, b"third");
+    // A dead consumer claimed the first message and never finished reading it.
+    let dead = fake_dead_participant(&q);
+    let h = q.header().head.load(Ordering::Relaxed);
+    let op = &q.parts()[dead].ops[2];
+    op.kind.store(OP_GET, Ordering::Relaxed);
+    op.pos.store(h, Ordering::Relaxed);
+    q.slots()[h as usize].state.store(word(0, state::READING, dead as u8 + 1), Ordering::Relaxed);
+    q.header().head.store(h + 1, Ordering::Relaxed);
+
+    assert_eq!(get(&q), Some(vec![9u8; 300]));
+    assert_eq!(q.ring().unwrap().recover_dead_participants(), 1);
+    assert_eq!(get(&q), Some(b"first".to_vec()), "redelivered before newer messages");
+    assert_eq!(get(&q), Some(b"third".to_vec()));
+    assert_eq!(get(&q), None);
+    assert_eq!(q.stats(), (0, 1, 1));
+}
+
+#[test]
+fn a_blocked_consumer_recovers_a_dead_producer_by_itself() {
+    let q = small(8);
+    let dead = fake_dead_participant(&q);
+    let op = &q.parts()[dead].ops[0];
+    op.kind.store(OP_PUT, Ordering::Relaxed);
+    op.pos.store(0, Ordering::Relaxed);
+    q.slots()[0].state.store(word(0, state::WRITING, dead as u8 + 1), Ordering::Relaxed);
+    q.header().tail.store(1, Ordering::Relaxed);
+    put(&q, b"x");
+    let t0 = std::time::Instant::now();
+    let mut out = vec![];
+    let r = q.ring().unwrap().get(&mut out, within(5000), WaitPolicy::DEFAULT).unwrap();
+    assert_eq!((r, out.as_slice()), (Attempt::Done, &b"x"[..]));
+    assert!(t0.elapsed() < Duration::from_secs(1), "recovered within a second: {:?}", t0.elapsed());
+}
+
+#[test]
+fn participants_are_registered_per_handle_and_released() {
+    let q = small(4);
+    put(&q, b"x");
+    let q2 = SharedQueue::open(q.segment().name()).unwrap();
+    assert_eq!(get(&q2), Some(b"x".to_vec()));
+    let registered = |q: &SharedQueue| q.parts().iter().filter(|p| p.pid.load(Ordering::Relaxed) != 0).count();
+    assert_eq!(registered(&q), 2);
+    drop(q2);
+    assert_eq!(registered(&q), 1);
+}
+
+#[test]
+fn corrupt_queue_header_is_an_error() {
+    let q = small(4);
+    q.header().capacity.store(1 << 40, Ordering::Relaxed);
+    assert!(matches!(SharedQueue::from_segment(q.segment().clone()), Err(Error::Corrupt(_))));
+    q.header().capacity.store(4, Ordering::Relaxed);
+    q.header().slots_offset.store(u64::MAX - 8, Ordering::Relaxed);
+    assert!(matches!(SharedQueue::from_segment(q.segment().clone()), Err(Error::Corrupt(_))));
+}
