@@ -6,7 +6,7 @@ times better pyconc is: a throughput ratio, or a latency ratio mp/pyconc) and ``
 Method: processes are started with the fork context; both sides run the same Python loop; contended and
 ping-pong figures are blocking waits (futexes for pyconc, POSIX semaphores for multiprocessing) between two
 processes, which on a 2-CPU machine usually run on different CPUs. Lock pairs/s count acquire+release pairs;
-ping-pong is the median round trip of set/wait/clear between two Events; Barrier(2) is the mean time per round
+the uncontended figure is the median of 5 alternating runs; ping-pong is the median round trip of set/wait/clear between two Events; Barrier(2) is the mean time per round
 of two processes calling ``wait()`` in a loop. The lock loops are ``lock.acquire(); lock.release()`` in a plain
 ``for`` loop. Where the two processes run (same CPU or not) changes the cross-process figures several-fold on a
 small VM: compare ratios from one run.
@@ -28,11 +28,21 @@ def _lock_loop(lock, n):
         lock.release()
 
 
-def _uncontended(lock, n):
-    _lock_loop(lock, n // 10)  # warm-up
+def _rate(lock, n):
     t0 = time.perf_counter()
     _lock_loop(lock, n)
     return n / (time.perf_counter() - t0)
+
+
+def _uncontended(ours, theirs, n, repeat=5):
+    """Medians of `repeat` runs, alternating the two locks so that machine noise hits both alike."""
+    _lock_loop(ours, n // 10)
+    _lock_loop(theirs, n // 10)
+    a, b = [], []
+    for _ in range(repeat):
+        a.append(_rate(ours, n))
+        b.append(_rate(theirs, n))
+    return statistics.median(a), statistics.median(b)
 
 
 def _contender(lock, go, n, done):
@@ -106,16 +116,8 @@ def run(quick=False):
     """Runs the sync benchmarks; returns the rows."""
     scale = 1 if quick else 5
     rows = []
-    n = 400_000 * scale
-    rows.append(
-        _row(
-            "Lock acquire+release, 1 process",
-            _uncontended(_sync.Lock(), n),
-            _uncontended(_CTX.Lock(), n),
-            "pairs/s",
-            True,
-        )
-    )
+    ours, theirs = _uncontended(_sync.Lock(), _CTX.Lock(), 200_000 * scale)
+    rows.append(_row("Lock acquire+release, 1 process", ours, theirs, "pairs/s", True))
     n = 100_000 * scale
     rows.append(
         _row(

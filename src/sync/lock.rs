@@ -204,7 +204,7 @@ impl LockState {
         // Spin while the holder is likely to release soon, without announcing ourselves as a waiter (so the
         // release stays a plain swap with no wake-up system call).
         let mut got = false;
-        wait::spin(deadline, || {
+        wait::spin_backoff(deadline, || {
             let w = self.word.load(Ordering::Relaxed);
             got = w == 0 && self.cas(0, me.pid);
             got
