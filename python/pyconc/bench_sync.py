@@ -5,20 +5,51 @@ times better pyconc is: a throughput ratio, or a latency ratio mp/pyconc) and ``
 
 Method: processes are started with the fork context; both sides run the same Python loop; contended and
 ping-pong figures are blocking waits (futexes for pyconc, POSIX semaphores for multiprocessing) between two
-processes, which on a 2-CPU machine usually run on different CPUs. Lock pairs/s count acquire+release pairs;
+processes pinned to two different CPUs (``os.sched_setaffinity``; unpinned on a 1-CPU machine), so that the
+"contended" lock really is contended and a wake-up crosses CPUs, as in the stdlib anchors. Lock pairs/s count acquire+release pairs;
 the uncontended figure is the median of 5 alternating runs; ping-pong is the median round trip of set/wait/clear between two Events; Barrier(2) is the mean time per round
 of two processes calling ``wait()`` in a loop. The lock loops are ``lock.acquire(); lock.release()`` in a plain
 ``for`` loop. Where the two processes run (same CPU or not) changes the cross-process figures several-fold on a
-small VM: compare ratios from one run.
+small VM (the README also gives same-CPU figures): compare ratios from one run.
 """
 
+import contextlib
 import multiprocessing as mp
+import os
 import statistics
 import time
 
 from . import synchronize as _sync
 
 _CTX = mp.get_context("fork")
+
+
+def _cpus():
+    """Two distinct CPUs to pin the two processes of a cross-process measurement to (None if only one)."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
+
+
+def _pin(cpu):
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+@contextlib.contextmanager
+def _pinned(cpu):
+    """Pins the calling process to `cpu` for the duration."""
+    if cpu is None:
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
 
 
 def _lock_loop(lock, n):
@@ -45,7 +76,8 @@ def _uncontended(ours, theirs, n, repeat=5):
     return statistics.median(a), statistics.median(b)
 
 
-def _contender(lock, go, n, done):
+def _contender(lock, go, n, done, cpu):
+    _pin(cpu)
     go.wait()
     _lock_loop(lock, n)
     done.put(time.perf_counter())
@@ -54,7 +86,8 @@ def _contender(lock, go, n, done):
 def _contended(lock, n, Event):
     go = Event()
     done = _CTX.Queue()
-    procs = [_CTX.Process(target=_contender, args=(lock, go, n, done)) for _ in range(2)]
+    cpus = _cpus() or (None, None)
+    procs = [_CTX.Process(target=_contender, args=(lock, go, n, done, cpu)) for cpu in cpus]
     for p in procs:
         p.start()
     time.sleep(0.05)
@@ -66,7 +99,8 @@ def _contended(lock, n, Event):
     return 2 * n / (max(ends) - t0)
 
 
-def _ponger(ping, pong, rounds):
+def _ponger(ping, pong, rounds, cpu=None):
+    _pin(cpu)
     for _ in range(rounds):
         ping.wait()
         ping.clear()
@@ -75,34 +109,39 @@ def _ponger(ping, pong, rounds):
 
 def _ping_pong(Event, rounds):
     ping, pong = Event(), Event()
-    p = _CTX.Process(target=_ponger, args=(ping, pong, rounds))
+    cpus = _cpus() or (None, None)
+    p = _CTX.Process(target=_ponger, args=(ping, pong, rounds, cpus[1]))
     p.start()
     times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        ping.set()
-        pong.wait()
-        pong.clear()
-        times.append(time.perf_counter() - t0)
+    with _pinned(cpus[0]):
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            ping.set()
+            pong.wait()
+            pong.clear()
+            times.append(time.perf_counter() - t0)
     p.join(30)
     return statistics.median(times[rounds // 10 :]) * 1e6
 
 
-def _barrier_party(b, rounds):
+def _barrier_party(b, rounds, cpu=None):
+    _pin(cpu)
     for _ in range(rounds):
         b.wait()
 
 
 def _barrier_round(Barrier, rounds):
     b = Barrier(2)
-    p = _CTX.Process(target=_barrier_party, args=(b, rounds + 20))
+    cpus = _cpus() or (None, None)
+    p = _CTX.Process(target=_barrier_party, args=(b, rounds + 20, cpus[1]))
     p.start()
-    for _ in range(20):
-        b.wait()
-    t0 = time.perf_counter()
-    for _ in range(rounds):
-        b.wait()
-    dt = time.perf_counter() - t0
+    with _pinned(cpus[0]):
+        for _ in range(20):
+            b.wait()
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            b.wait()
+        dt = time.perf_counter() - t0
     p.join(30)
     return dt / rounds * 1e6
 

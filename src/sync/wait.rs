@@ -96,11 +96,11 @@ pub fn sleep(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Slept {
 }
 
 /// Busy-waits (pause instructions) this long before yielding the CPU between checks.
-const PURE_SPIN: Duration = Duration::from_micros(3);
+const PURE_SPIN: Duration = Duration::from_micros(1);
 
 /// Spins for at most [`SPIN`] (less if the deadline is sooner) until `ready()` holds. Returns whether it did.
 ///
-/// The first few microseconds are a pure busy-wait (the partner runs on the other CPU and answers fast); after
+/// The first microsecond is a pure busy-wait (a partner on the other CPU answers within it); after
 /// that each check is followed by `sched_yield`, which hands the CPU over if the partner is runnable on this
 /// same CPU (then busy-waiting would only delay it) and returns at once otherwise.
 #[inline]
