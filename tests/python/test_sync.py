@@ -346,6 +346,82 @@ def test_barrier_default_timeout_and_failing_action():
         pyconc.Barrier(0)
 
 
+# CPython's Lib/test/lock_tests.py BarrierTests, ported (threads; the process versions are above).
+N_PARTIES = 5
+
+
+def run_parties(f):
+    ts = [threading.Thread(target=f) for _ in range(N_PARTIES)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    assert not any(t.is_alive() for t in ts), "a party hung"
+
+
+def test_cpython_barrier_reset():
+    barrier = pyconc.Barrier(N_PARTIES)
+    results1, results2, results3 = [], [], []
+
+    def f():
+        i = barrier.wait()
+        if i == N_PARTIES // 2:
+            while barrier.n_waiting < N_PARTIES - 1:
+                time.sleep(0.001)
+            barrier.reset()
+        else:
+            try:
+                barrier.wait()
+                results1.append(True)
+            except threading.BrokenBarrierError:
+                results2.append(True)
+        barrier.wait()
+        results3.append(True)
+
+    run_parties(f)
+    assert (len(results1), len(results2), len(results3)) == (0, N_PARTIES - 1, N_PARTIES)
+
+
+def test_cpython_barrier_abort_and_reset():
+    barrier, barrier2 = pyconc.Barrier(N_PARTIES), pyconc.Barrier(N_PARTIES)
+    results1, results2, results3 = [], [], []
+
+    def f():
+        try:
+            i = barrier.wait()
+            if i == N_PARTIES // 2:
+                raise RuntimeError
+            barrier.wait()
+            results1.append(True)
+        except threading.BrokenBarrierError:
+            results2.append(True)
+        except RuntimeError:
+            barrier.abort()
+        if barrier2.wait() == N_PARTIES // 2:
+            barrier.reset()
+        barrier2.wait()
+        barrier.wait()
+        results3.append(True)
+
+    run_parties(f)
+    assert (len(results1), len(results2), len(results3)) == (0, N_PARTIES - 1, N_PARTIES)
+
+
+def test_cpython_barrier_single_thread_and_many_rounds():
+    b = pyconc.Barrier(1)
+    for _ in range(3):
+        assert b.wait() == 0
+    rounds = []
+    b = pyconc.Barrier(N_PARTIES, action=lambda: rounds.append(True))
+
+    def f():
+        for _ in range(200):
+            b.wait()
+
+    run_parties(f)
+    assert len(rounds) == 200
+
+
 # ---- RWLock -------------------------------------------------------------------------------------------------
 
 
