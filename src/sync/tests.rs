@@ -49,7 +49,7 @@ fn lock_excludes_threads_and_times_out() {
     let r = std::thread::spawn(move || l2.get().lock(&deadline(ms(60)))).join().unwrap();
     let el = t0.elapsed();
     assert_eq!(r, Err(WaitError::TimedOut));
-    assert!(el >= Duration::from_millis(60) && el < Duration::from_millis(200), "{el:?}");
+    assert!(el >= Duration::from_millis(60) && el < Duration::from_millis(1000), "{el:?}");
     assert!(lk.release());
     assert!(!lk.release(), "second release reports not held");
     assert!(!lk.is_locked());
@@ -354,7 +354,7 @@ fn dead_lock_owner_is_taken_over() {
         let t0 = Instant::now();
         let got = if ty == SyncType::Lock { l.lock(&deadline(ms(5000))) } else { r.acquire(&deadline(ms(5000))) };
         assert_eq!(got, Ok(Acquired::OwnerDied), "{role}");
-        assert!(t0.elapsed() < Duration::from_millis(500));
+        assert!(t0.elapsed() < Duration::from_millis(2000));
         assert!(l.owner_died());
         if ty == SyncType::RLock {
             assert_eq!(r.count(), 1, "the inherited holding starts at depth 1");
@@ -399,7 +399,7 @@ fn dead_barrier_waiter_breaks_the_barrier() {
     kill(child);
     let t0 = Instant::now();
     assert_eq!(b.get().wait_release(&a, &deadline(ms(5000))), Err(BarrierError::Broken));
-    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert!(t0.elapsed() < Duration::from_millis(2000));
     assert!(b.get().broken());
     b.get().reset();
     assert_eq!(b.get().n_waiting(), 0);

@@ -37,9 +37,9 @@ def test_lock_semantics():
     assert lock.acquire(block=False) is False
     assert lock.acquire(blocking=False) is False
     r, t = elapsed(lock.acquire, timeout=0.1)
-    assert r is False and 0.09 <= t < 0.3
+    assert r is False and 0.09 <= t < 1.0
     r, t = elapsed(lock.acquire, True, 0.05)
-    assert r is False and t < 0.3
+    assert r is False and t < 1.0
     lock.release()
     assert not lock.locked()
     with pytest.raises(ValueError, match="released too many times"):
@@ -134,7 +134,7 @@ def test_semaphore_semantics():
     assert sem.get_value() == 0
     assert sem.acquire(False) is False
     r, t = elapsed(sem.acquire, timeout=0.1)
-    assert r is False and 0.09 <= t < 0.3
+    assert r is False and 0.09 <= t < 1.0
     sem.release()
     sem.release()
     sem.release()  # unbounded
@@ -175,7 +175,7 @@ def test_event_semantics():
     e = pyconc.Event()
     assert not e.is_set()
     r, t = elapsed(e.wait, 0.1)
-    assert r is False and 0.09 <= t < 0.3
+    assert r is False and 0.09 <= t < 1.0
     assert e.wait(0) is False
     e.set()
     assert e.is_set() and e.wait() is True and e.wait(0) is True
@@ -201,7 +201,7 @@ def test_condition_requires_the_lock():
         pyconc.Condition(threading.Lock())
     with c:
         r, t = elapsed(c.wait, 0.1)
-        assert r is False and 0.09 <= t < 0.3
+        assert r is False and 0.09 <= t < 1.0
         assert c._lock._is_owned()
 
 
@@ -247,7 +247,7 @@ def test_condition_wait_for():
     with cond:
         assert cond.wait_for(lambda: state.get() >= 3, timeout=5)
         r, t = elapsed(cond.wait_for, lambda: False, 0.1)
-        assert r is False and 0.09 <= t < 0.4
+        assert r is False and 0.09 <= t < 1.0
 
 
 def test_condition_rlock_restores_depth():
@@ -302,7 +302,7 @@ def test_barrier_timeout_and_abort_break_every_waiter():
     t0 = time.monotonic()
     with pytest.raises(threading.BrokenBarrierError):
         b.wait(0.1)
-    assert 0.09 <= time.monotonic() - t0 < 0.5
+    assert 0.09 <= time.monotonic() - t0 < 1.5
     t.join(5)
     assert errors == ["broken"] and b.broken
     with pytest.raises(threading.BrokenBarrierError):
@@ -430,7 +430,7 @@ def test_rwlock_semantics():
     assert rw.lock_read() and rw.lock_read()
     assert rw.read_count == 2 and rw.readers == 2
     r, t = elapsed(rw.lock_write, 0.05)
-    assert r is False and t < 0.5, "a writer waits for readers"
+    assert r is False and t < 1.5, "a writer waits for readers"
     rw.unlock_read()
     rw.unlock_read()
     with pytest.raises(RuntimeError):
