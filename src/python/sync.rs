@@ -117,13 +117,16 @@ fn block_arg(block: bool, blocking: Option<bool>) -> bool {
 }
 
 fn broken_barrier(py: Python<'_>) -> PyErr {
-    match py.import("threading").and_then(|m| m.getattr("BrokenBarrierError")) {
-        Ok(t) => PyErr::from_type(t.cast_into::<PyType>().expect("a type"), ()),
+    let ty = py.import("threading").and_then(|m| m.getattr("BrokenBarrierError"));
+    match ty.map(|t| t.cast_into::<PyType>()) {
+        Ok(Ok(t)) => PyErr::from_type(t, ()),
+        Ok(Err(e)) => e.into(),
         Err(e) => e,
     }
 }
 
-fn closed_kwargs<'py>(py: Python<'py>, handle: Handle) -> PyResult<Bound<'py, PyDict>> {
+/// `{"_handle": handle}`, the keyword that makes a constructor attach instead of create.
+fn handle_kwargs<'py>(py: Python<'py>, handle: Handle) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("_handle", handle)?;
     Ok(d)
@@ -283,7 +286,7 @@ fn embedded<'py>(
     let handle = handle_of(ty, &seg, offset);
     // Validate now (kind, bounds, alignment) so a bad offset fails here, with the segment still mapped.
     SyncHandle::<LockState>::attach(seg, offset, ty).py(py)?;
-    cls.call((), Some(&closed_kwargs(py, handle)?))
+    cls.call((), Some(&handle_kwargs(py, handle)?))
 }
 
 // ---- RLock ------------------------------------------------------------------------------------------------
@@ -633,6 +636,14 @@ impl PyEvent {
 
 // ---- Condition's wait queue -------------------------------------------------------------------------------
 
+fn check_slot(slot: usize) -> PyResult<usize> {
+    if slot < crate::sync::condvar::COND_SLOTS {
+        Ok(slot)
+    } else {
+        Err(PyValueError::new_err(format!("no condition slot {slot}")))
+    }
+}
+
 /// The per-waiter queue behind `pyconc.Condition` (which pairs it with a Lock or RLock).
 #[pyclass(module = "pyconc._native", name = "CondQueue", subclass, frozen)]
 pub struct PyCondQueue {
@@ -664,6 +675,7 @@ impl PyCondQueue {
     /// Sleeps in `slot` until notified (True) or timeout (False). On an exception (Ctrl-C) the slot is freed.
     #[pyo3(signature = (slot, timeout=None))]
     fn wait(&self, py: Python<'_>, slot: usize, timeout: Option<f64>) -> PyResult<bool> {
+        let slot = check_slot(slot)?;
         let d = deadline(true, timeout);
         let st = self.h.get();
         match block_on(py, || st.wait(slot, &d)) {
@@ -675,21 +687,25 @@ impl PyCondQueue {
         }
     }
 
-    /// Like `wait`, for one slice of at most `timeout` (asyncio): returns None if neither notified nor
-    /// finally timed out, leaving the slot registered.
+    /// For asyncio: sleeps in `slot` for at most `timeout`; returns whether it has been notified. Unlike `wait`
+    /// the slot stays registered either way (free it with `cancel`, which also reports a late notify).
     fn _wait_slice(&self, py: Python<'_>, slot: usize, timeout: f64) -> PyResult<bool> {
+        let slot = check_slot(slot)?;
         let d = deadline(true, Some(timeout));
         let st = self.h.get();
-        let s = &st.slots[slot.min(crate::sync::condvar::COND_SLOTS - 1)];
+        let s = &st.slots[slot];
         let notified = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_NOTIFIED;
+        let waiting = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_WAITING;
         let _ = block_on(py, || {
-            if notified() {
+            // Stop as soon as the slot is no longer waiting: notified, or cancelled by the coroutine.
+            if !waiting() {
                 return Ok(());
             }
             match wait::sleep(&s.state, crate::sync::condvar::SLOT_WAITING, &d) {
                 wait::Slept::TimedOut => Err(WaitError::TimedOut),
                 wait::Slept::Interrupted => Err(WaitError::Interrupted),
-                _ if notified() || d.expired() => Ok(()),
+                _ if !waiting() || d.expired() => Ok(()),
+                // Slice end (or a spurious wake-up): come back through the signal check and sleep again.
                 _ => Err(WaitError::Interrupted),
             }
         })?;
@@ -697,8 +713,8 @@ impl PyCondQueue {
     }
 
     /// Withdraws a waiter; returns whether a notify had reached it (and frees the slot either way).
-    fn cancel(&self, slot: usize) -> bool {
-        self.h.get().cancel(slot)
+    fn cancel(&self, slot: usize) -> PyResult<bool> {
+        Ok(self.h.get().cancel(check_slot(slot)?))
     }
 
     /// Wakes up to `n` waiters, longest waiting first; returns how many.
@@ -1048,7 +1064,7 @@ fn _rebuild_sync<'py>(
     handle: Handle,
     args: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    cls.call(args, Some(&closed_kwargs(cls.py(), handle)?))
+    cls.call(args, Some(&handle_kwargs(cls.py(), handle)?))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
