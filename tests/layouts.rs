@@ -201,6 +201,33 @@ fn queue() {
 }
 
 #[test]
+fn sync_primitives() {
+    use pyconc::sync::barrier::{BarrierSlot, BarrierState};
+    use pyconc::sync::condvar::{CondSlot, CondState};
+    use pyconc::sync::lock::LockState;
+    use pyconc::sync::rwlock::{ReaderSlot, RwState};
+    use pyconc::sync::semaphore::{EventState, SemState};
+    use pyconc::sync::shared::{SyncHeader, SYNC_VERSION};
+    let v = SYNC_VERSION;
+    check("sync.md", "SyncHeader", rust_layout!(SyncHeader, v, [type_code, param, reserved]));
+    check("sync.md", "LockState", rust_layout!(LockState, v, [word, flags, owner_start, owner_tid, count, takeovers]));
+    check("sync.md", "SemState", rust_layout!(SemState, v, [value, waiters, maxvalue, reserved]));
+    check("sync.md", "EventState", rust_layout!(EventState, v, [flag, waiters, reserved]));
+    check("sync.md", "CondState", rust_layout!(CondState, v, [next_ticket, reserved, slots]));
+    check("sync.md", "CondSlot", rust_layout!(CondSlot, v, [state, pid, ticket]));
+    check(
+        "sync.md",
+        "BarrierState",
+        rust_layout!(BarrierState, v, [lock, seq, sleepers, parties, phase, count, generation, rounds]),
+    );
+    check("sync.md", "BarrierSlot", rust_layout!(BarrierSlot, v, [pid, outcome, start]));
+    check("sync.md", "RwState", rust_layout!(RwState, v, [wlock, rgen, rsleepers, drain, reserved, slots]));
+    check("sync.md", "ReaderSlot", rust_layout!(ReaderSlot, v, [pid, count, start]));
+    // The embedded lock must fit the 64 bytes a Value/Array block reserves for it.
+    assert!(size_of::<LockState>() <= 64);
+}
+
+#[test]
 fn every_documented_struct_is_checked() {
     // A struct documented here but not checked above would silently drift: list them all.
     let checked = [
@@ -209,6 +236,21 @@ fn every_documented_struct_is_checked() {
         ("atomic.md", vec!["AtomicCell"]),
         ("block.md", vec!["BlockHeader"]),
         ("queue.md", vec!["OpRecord", "Participant", "QueueHeader", "Slot"]),
+        (
+            "sync.md",
+            vec![
+                "BarrierSlot",
+                "BarrierState",
+                "CondSlot",
+                "CondState",
+                "EventState",
+                "LockState",
+                "ReaderSlot",
+                "RwState",
+                "SemState",
+                "SyncHeader",
+            ],
+        ),
     ];
     let dir = format!("{}/shm-layouts", env!("CARGO_MANIFEST_DIR"));
     for entry in std::fs::read_dir(&dir).unwrap() {

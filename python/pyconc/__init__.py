@@ -13,6 +13,18 @@ from . import _native
 from ._native import AtomicFlag, AtomicInt64
 from .queues import ConcurrentQueue, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
 from .sharedctypes import Array, RawArray, RawValue, Value
+from .synchronize import (
+    Barrier,
+    BoundedSemaphore,
+    BrokenBarrierError,
+    Condition,
+    Event,
+    Lock,
+    OwnerDiedWarning,
+    RLock,
+    RWLock,
+    Semaphore,
+)
 
 __version__ = _native.__version__
 
@@ -20,11 +32,21 @@ __all__ = [
     "Array",
     "AtomicFlag",
     "AtomicInt64",
+    "Barrier",
+    "BoundedSemaphore",
+    "BrokenBarrierError",
     "ConcurrentQueue",
+    "Condition",
+    "Event",
     "JoinableQueue",
+    "Lock",
+    "OwnerDiedWarning",
     "Queue",
+    "RLock",
+    "RWLock",
     "RawArray",
     "RawValue",
+    "Semaphore",
     "ShutDown",
     "SimpleQueue",
     "StdConcurrentQueue",

@@ -8,6 +8,7 @@ mod codec;
 mod errors;
 mod queue;
 mod segments;
+mod sync;
 
 /// `pyconc._native`: the compiled core of pyconc. Use the `pyconc` package, not this module.
 #[pymodule(gil_used = false)]
@@ -18,5 +19,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     block::register(m)?;
     codec::register(m)?;
     queue::register(m)?;
+    sync::register(m)?;
     Ok(())
 }

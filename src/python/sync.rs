@@ -1,0 +1,1081 @@
+//! `Lock`, `RLock`, `Semaphore`, `Event`, `CondQueue`, `Barrier`, `RWLock`: thin wrappers over `crate::sync`.
+//!
+//! The classes are subclassable; `pyconc.synchronize` derives the public classes from them (adding reprs,
+//! asyncio forms, `BoundedSemaphore` and `Condition`). Each pickles as a handle
+//! (type, segment name, offset, kind, layout version) through `_rebuild_sync(cls, handle, args)`, which calls
+//! `cls(*args, _handle=handle)` in the receiving process.
+//!
+//! Blocking calls release the GIL and wake at least once per 20 ms slice (and on EINTR) to run Python's signal
+//! handlers, so Ctrl-C raises `KeyboardInterrupt` promptly; then they resume with the same deadline.
+
+use super::errors::IntoPyResult;
+use crate::platform::futex::Deadline;
+use crate::segment::{Kind, Segment, LAYOUT_VERSION};
+use crate::sync::barrier::{Arrival, BarrierError};
+use crate::sync::condvar::CondState;
+use crate::sync::lock::{Acquired, LockState, RLockState};
+use crate::sync::owner;
+use crate::sync::rwlock::{RwError, RwState};
+use crate::sync::semaphore::{EventState, SemState, SEM_VALUE_MAX};
+use crate::sync::shared::{BarrierHandle, SyncHandle, SyncType};
+use crate::sync::wait::{self, WaitError};
+use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple, PyType};
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pyo3::create_exception!(
+    pyconc._native,
+    OwnerDiedWarning,
+    PyRuntimeWarning,
+    "Issued by an acquire that took over a lock whose owner process died holding it. The acquire succeeded and the \
+     caller holds the lock, but the data it protects may be half-updated. Turn it into an exception with \
+     warnings.simplefilter('error', OwnerDiedWarning): the exception is then raised with the lock held."
+);
+
+/// A pickled handle: (type name, segment name, offset, kind, layout version).
+pub type Handle = (String, String, u64, u32, u32);
+
+const TOO_MANY: &str = "semaphore or lock released too many times";
+const NOT_OWNED: &str = "cannot release un-acquired lock";
+
+fn handle_of(ty: SyncType, seg: &Segment, offset: u64) -> Handle {
+    (ty.name().into(), seg.name().into(), offset, seg.info().kind as u32, LAYOUT_VERSION)
+}
+
+fn check_handle(h: &Handle, ty: SyncType) -> PyResult<()> {
+    let kind_ok =
+        h.3 == Kind::Sync as u32 || (h.3 == Kind::Block as u32 && matches!(ty, SyncType::Lock | SyncType::RLock));
+    if h.0 != ty.name() || !kind_ok || h.4 != LAYOUT_VERSION {
+        return Err(PyValueError::new_err(format!(
+            "handle {h:?} does not describe a {} of layout version {LAYOUT_VERSION}",
+            ty.name()
+        )));
+    }
+    Ok(())
+}
+
+fn open<T: crate::segment::ShmSafe>(py: Python<'_>, h: &Handle, ty: SyncType) -> PyResult<SyncHandle<T>> {
+    check_handle(h, ty)?;
+    py.detach(|| SyncHandle::<T>::open(&h.1, h.2, ty)).py(py)
+}
+
+fn reduce<'py>(obj: &Bound<'py, PyAny>, handle: Handle, args: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
+    let py = obj.py();
+    let f = py.import("pyconc._native")?.getattr("_rebuild_sync")?;
+    (f, (obj.get_type(), handle, args)).into_pyobject(py)
+}
+
+/// Turns `(block, timeout)` into a deadline, as `multiprocessing` reads them: `timeout=None` waits forever; a
+/// negative timeout means 0, except `-1`, threading's "forever"; `block=False` ignores the timeout.
+fn deadline(block: bool, timeout: Option<f64>) -> Deadline {
+    if !block {
+        return Deadline::after(Some(Duration::ZERO));
+    }
+    match timeout {
+        None => Deadline::after(None),
+        Some(t) if t == -1.0 || t.is_nan() => Deadline::after(None),
+        Some(t) if t <= 0.0 => Deadline::after(Some(Duration::ZERO)),
+        Some(t) => Deadline::after(Duration::try_from_secs_f64(t).ok()),
+    }
+}
+
+/// Runs a blocking call with the GIL released; on EINTR or at each slice end, runs the signal handlers (raising
+/// their exception, e.g. KeyboardInterrupt) and calls again. `Ok(None)`: timed out.
+fn block_on<T: Send>(py: Python<'_>, f: impl Fn() -> Result<T, WaitError> + Sync) -> PyResult<Option<T>> {
+    loop {
+        let r = py.detach(|| {
+            let _poll = wait::poll_signals();
+            f()
+        });
+        match r {
+            Ok(v) => return Ok(Some(v)),
+            Err(WaitError::TimedOut) => return Ok(None),
+            Err(WaitError::Interrupted) => py.check_signals()?,
+        }
+    }
+}
+
+/// Reports a takeover from a dead owner as an `OwnerDiedWarning` (the lock is held either way).
+fn report(py: Python<'_>, a: Acquired, what: &str) -> PyResult<()> {
+    if a == Acquired::OwnerDied {
+        let msg = CString::new(format!(
+            "the process that held this {what} died holding it; the lock is now held by this thread, and the \
+             data it protects may be inconsistent"
+        ))
+        .unwrap_or_default();
+        let cat = py.get_type::<OwnerDiedWarning>();
+        PyErr::warn(py, cat.as_any(), &msg, 2)?;
+    }
+    Ok(())
+}
+
+fn block_arg(block: bool, blocking: Option<bool>) -> bool {
+    blocking.unwrap_or(block)
+}
+
+fn broken_barrier(py: Python<'_>) -> PyErr {
+    let ty = py.import("threading").and_then(|m| m.getattr("BrokenBarrierError"));
+    match ty.map(|t| t.cast_into::<PyType>()) {
+        Ok(Ok(t)) => PyErr::from_type(t, ()),
+        Ok(Err(e)) => e.into(),
+        Err(e) => e,
+    }
+}
+
+/// `{"_handle": handle}`, the keyword that makes a constructor attach instead of create.
+fn handle_kwargs<'py>(py: Python<'py>, handle: Handle) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("_handle", handle)?;
+    Ok(d)
+}
+
+/// A helper of `pyconc.synchronize` (the asyncio forms and reprs are written in Python).
+fn helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import("pyconc.synchronize")?.getattr(name)
+}
+
+/// `repr()` through `pyconc.synchronize._repr`.
+fn py_repr(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    helper(obj.py(), "_repr")?.call1((obj,))?.extract()
+}
+
+// ---- Lock -------------------------------------------------------------------------------------------------
+
+/// A non-recursive lock shared by threads and processes (`multiprocessing.Lock` semantics: any thread or
+/// process may release it). Robust: if its holder's process dies, the next acquirer takes it over and gets an
+/// `OwnerDiedWarning`.
+#[pyclass(module = "pyconc", name = "Lock", subclass, frozen)]
+pub struct PyLock {
+    h: SyncHandle<LockState>,
+}
+
+#[pymethods]
+impl PyLock {
+    #[new]
+    #[pyo3(signature = (*, _handle=None))]
+    fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
+        let h = match _handle {
+            Some(h) => open(py, &h, SyncType::Lock)?,
+            None => SyncHandle::create(SyncType::Lock, 0, 0).py(py)?,
+        };
+        Ok(PyLock { h })
+    }
+
+    /// Attaches to lock state stored at `offset` of the existing segment `segment_name` (kind block or sync;
+    /// 64 bytes reserved there, zero = unlocked). Pickles as that handle.
+    #[classmethod]
+    fn _embedded<'py>(cls: &Bound<'py, PyType>, segment_name: &str, offset: u64) -> PyResult<Bound<'py, PyAny>> {
+        embedded(cls, SyncType::Lock, segment_name, offset)
+    }
+
+    /// Acquires the lock; returns whether it did (False only for `block=False` or a timeout).
+    #[pyo3(signature = (block=true, timeout=None, *, blocking=None))]
+    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>, blocking: Option<bool>) -> PyResult<bool> {
+        let me = owner::me();
+        let st = self.h.get();
+        if st.try_lock_as(me).is_some() {
+            return Ok(true);
+        }
+        if !block_arg(block, blocking) {
+            return Ok(false);
+        }
+        let d = deadline(true, timeout);
+        match block_on(py, || st.lock_as(owner::me(), &d))? {
+            Some(a) => {
+                report(py, a, "Lock")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Releases the lock (from any thread or process). ValueError if it is not locked.
+    fn release(&self) -> PyResult<()> {
+        if self.h.get().release() {
+            Ok(())
+        } else {
+            Err(PyValueError::new_err(TOO_MANY))
+        }
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
+        self.acquire(py, true, None, None)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.release()
+    }
+
+    /// Whether the lock is held (by anyone).
+    fn locked(&self) -> bool {
+        self.h.get().word.load(Ordering::Relaxed) != 0
+    }
+
+    /// True while the current holding was taken over from a process that died holding the lock.
+    #[getter]
+    fn owner_died(&self) -> bool {
+        self.h.get().owner_died()
+    }
+
+    /// How many times a dead owner's holding was taken over.
+    #[getter]
+    fn _takeovers(&self) -> u64 {
+        self.h.get().takeovers()
+    }
+
+    /// Whether the calling thread holds the lock.
+    fn _is_owned(&self) -> bool {
+        self.h.get().is_mine(owner::me())
+    }
+
+    /// (pid, tid) of the holder, or None.
+    fn _owner(&self) -> Option<(u32, u32)> {
+        self.h.get().owner().map(|o| (o.pid, o.tid))
+    }
+
+    /// Waits (GIL released) until the lock looks free or its owner died; False on timeout. For asyncio.
+    #[pyo3(signature = (timeout=None))]
+    fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let d = deadline(true, timeout);
+        let st = self.h.get();
+        Ok(block_on(py, || st.wait_unlocked(&d))?.unwrap_or(false))
+    }
+
+    /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_acquire_async_of")?.call1((slf, timeout))
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aenter")?.call1((slf,))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __aexit__<'py>(slf: &Bound<'py, Self>, _args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aexit")?.call1((slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
+    }
+
+    #[getter]
+    fn _handle(&self) -> Handle {
+        handle_of(SyncType::Lock, self.h.segment(), self.h.offset())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let h = slf.get()._handle();
+        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+    }
+}
+
+fn embedded<'py>(
+    cls: &Bound<'py, PyType>,
+    ty: SyncType,
+    segment_name: &str,
+    offset: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let seg = py.detach(|| Segment::open(segment_name)).py(py)?;
+    let handle = handle_of(ty, &seg, offset);
+    // Validate now (kind, bounds, alignment) so a bad offset fails here, with the segment still mapped.
+    SyncHandle::<LockState>::attach(seg, offset, ty).py(py)?;
+    cls.call((), Some(&handle_kwargs(py, handle)?))
+}
+
+// ---- RLock ------------------------------------------------------------------------------------------------
+
+/// A recursive lock owned by one thread of one process at a time; re-entered by its owner. Robust like `Lock`.
+#[pyclass(module = "pyconc", name = "RLock", subclass, frozen)]
+pub struct PyRLock {
+    h: SyncHandle<RLockState>,
+}
+
+#[pymethods]
+impl PyRLock {
+    #[new]
+    #[pyo3(signature = (*, _handle=None))]
+    fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
+        let h = match _handle {
+            Some(h) => open(py, &h, SyncType::RLock)?,
+            None => SyncHandle::create(SyncType::RLock, 0, 0).py(py)?,
+        };
+        Ok(PyRLock { h })
+    }
+
+    /// Attaches to RLock state stored at `offset` of the existing segment `segment_name` (kind block or sync).
+    #[classmethod]
+    fn _embedded<'py>(cls: &Bound<'py, PyType>, segment_name: &str, offset: u64) -> PyResult<Bound<'py, PyAny>> {
+        embedded(cls, SyncType::RLock, segment_name, offset)
+    }
+
+    /// Acquires (or re-enters) the lock; returns whether it did.
+    #[pyo3(signature = (block=true, timeout=None, *, blocking=None))]
+    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>, blocking: Option<bool>) -> PyResult<bool> {
+        let st = self.h.get();
+        let me = owner::me();
+        if st.0.is_mine(me) {
+            st.0.count.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        if st.0.try_lock_as(me).is_some() {
+            st.0.count.store(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        if !block_arg(block, blocking) {
+            return Ok(false);
+        }
+        let d = deadline(true, timeout);
+        match block_on(py, || st.acquire(&d))? {
+            Some(a) => {
+                report(py, a, "RLock")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Releases one level. RuntimeError if the calling thread does not hold it.
+    fn release(&self) -> PyResult<()> {
+        self.h.get().release().map(|_| ()).map_err(|_| PyRuntimeError::new_err(NOT_OWNED))
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
+        self.acquire(py, true, None, None)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.release()
+    }
+
+    /// Whether the lock is held (by anyone).
+    fn locked(&self) -> bool {
+        self.h.get().0.word.load(Ordering::Relaxed) != 0
+    }
+
+    /// True while the current holding was taken over from a process that died holding the lock.
+    #[getter]
+    fn owner_died(&self) -> bool {
+        self.h.get().0.owner_died()
+    }
+
+    #[getter]
+    fn _takeovers(&self) -> u64 {
+        self.h.get().0.takeovers()
+    }
+
+    fn _is_owned(&self) -> bool {
+        self.h.get().is_mine()
+    }
+
+    fn _owner(&self) -> Option<(u32, u32)> {
+        self.h.get().0.owner().map(|o| (o.pid, o.tid))
+    }
+
+    fn _count(&self) -> u32 {
+        self.h.get().count()
+    }
+
+    /// Releases every level (Condition.wait); returns the depth for `_acquire_restore`.
+    fn _release_save(&self) -> PyResult<u32> {
+        self.h.get().release_save().map_err(|_| PyRuntimeError::new_err("cannot wait on un-acquired lock"))
+    }
+
+    /// Re-acquires and restores the depth saved by `_release_save`.
+    fn _acquire_restore(&self, py: Python<'_>, count: u32) -> PyResult<()> {
+        let st = self.h.get();
+        let d = Deadline::after(None);
+        if let Some(a) = block_on(py, || st.acquire_restore(count, &d))? {
+            report(py, a, "RLock")?;
+        }
+        Ok(())
+    }
+
+    /// Takes the lock without waiting and sets its depth (asyncio `_acquire_restore`); returns success.
+    fn _try_acquire_restore(&self, py: Python<'_>, count: u32) -> PyResult<bool> {
+        let st = self.h.get();
+        let me = owner::me();
+        let got = match st.0.try_lock_as(me) {
+            Some(a) => Some(a),
+            None => st.0.lock_as(me, &Deadline::after(Some(Duration::ZERO))).ok(),
+        };
+        match got {
+            Some(a) => {
+                st.0.count.store(count.max(1), Ordering::Relaxed);
+                report(py, a, "RLock")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let d = deadline(true, timeout);
+        let st = self.h.get();
+        Ok(block_on(py, || st.0.wait_unlocked(&d))?.unwrap_or(false))
+    }
+
+    /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_acquire_async_of")?.call1((slf, timeout))
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aenter")?.call1((slf,))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __aexit__<'py>(slf: &Bound<'py, Self>, _args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aexit")?.call1((slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
+    }
+
+    #[getter]
+    fn _handle(&self) -> Handle {
+        handle_of(SyncType::RLock, self.h.segment(), self.h.offset())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let h = slf.get()._handle();
+        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+    }
+}
+
+// ---- Semaphore --------------------------------------------------------------------------------------------
+
+/// A counting semaphore shared by threads and processes (bounded when `_maxvalue` is given).
+#[pyclass(module = "pyconc", name = "Semaphore", subclass, frozen)]
+pub struct PySemaphore {
+    h: SyncHandle<SemState>,
+}
+
+#[pymethods]
+impl PySemaphore {
+    #[new]
+    #[pyo3(signature = (value=1, *, _maxvalue=None, _handle=None))]
+    fn new(py: Python<'_>, value: i64, _maxvalue: Option<i64>, _handle: Option<Handle>) -> PyResult<Self> {
+        if let Some(h) = _handle {
+            return Ok(PySemaphore { h: open(py, &h, SyncType::Semaphore)? });
+        }
+        if value < 0 {
+            return Err(PyValueError::new_err("semaphore initial value must be >= 0"));
+        }
+        if value > SEM_VALUE_MAX as i64 || _maxvalue.is_some_and(|m| m > SEM_VALUE_MAX as i64) {
+            return Err(PyValueError::new_err(format!("semaphore value must be <= {SEM_VALUE_MAX}")));
+        }
+        let max = match _maxvalue {
+            Some(m) if m < value || m < 1 => {
+                return Err(PyValueError::new_err("a bounded semaphore's maximum must be >= its value and >= 1"))
+            }
+            Some(m) => Some(m as u32),
+            None => None,
+        };
+        let h = SyncHandle::<SemState>::create(SyncType::Semaphore, 0, 0).py(py)?;
+        h.get().init(value as u32, max);
+        Ok(PySemaphore { h })
+    }
+
+    /// Decrements the value, waiting while it is 0; returns whether it did.
+    #[pyo3(signature = (block=true, timeout=None, *, blocking=None))]
+    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>, blocking: Option<bool>) -> PyResult<bool> {
+        let st = self.h.get();
+        if st.try_acquire() {
+            return Ok(true);
+        }
+        if !block_arg(block, blocking) {
+            return Ok(false);
+        }
+        let d = deadline(true, timeout);
+        Ok(block_on(py, || st.acquire(&d))?.is_some())
+    }
+
+    /// Increments the value by `n`, waking waiters. ValueError past a bounded semaphore's maximum.
+    #[pyo3(signature = (n=1))]
+    fn release(&self, n: u32) -> PyResult<()> {
+        if n == 0 {
+            return Err(PyValueError::new_err("n must be one or more"));
+        }
+        self.h.get().release(n).map_err(|_| PyValueError::new_err(TOO_MANY))
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
+        self.acquire(py, true, None, None)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.release(1)
+    }
+
+    /// The current value.
+    fn get_value(&self) -> u32 {
+        self.h.get().value()
+    }
+
+    /// The maximum of a bounded semaphore, else None.
+    #[getter]
+    fn _maxvalue(&self) -> Option<u32> {
+        self.h.get().maxvalue()
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn _wait_available(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let d = deadline(true, timeout);
+        let st = self.h.get();
+        Ok(block_on(py, || st.wait_available(&d))?.unwrap_or(false))
+    }
+
+    /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_acquire_async_of")?.call1((slf, timeout))
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aenter")?.call1((slf,))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __aexit__<'py>(slf: &Bound<'py, Self>, _args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_aexit")?.call1((slf,))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
+    }
+
+    #[getter]
+    fn _handle(&self) -> Handle {
+        handle_of(SyncType::Semaphore, self.h.segment(), self.h.offset())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let h = slf.get()._handle();
+        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+    }
+}
+
+// ---- Event ------------------------------------------------------------------------------------------------
+
+/// A flag that threads and processes can wait for.
+#[pyclass(module = "pyconc", name = "Event", subclass, frozen)]
+pub struct PyEvent {
+    h: SyncHandle<EventState>,
+}
+
+#[pymethods]
+impl PyEvent {
+    #[new]
+    #[pyo3(signature = (*, _handle=None))]
+    fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
+        let h = match _handle {
+            Some(h) => open(py, &h, SyncType::Event)?,
+            None => SyncHandle::create(SyncType::Event, 0, 0).py(py)?,
+        };
+        Ok(PyEvent { h })
+    }
+
+    /// Sets the flag, waking every waiter.
+    fn set(&self) {
+        self.h.get().set()
+    }
+
+    /// Clears the flag.
+    fn clear(&self) {
+        self.h.get().clear()
+    }
+
+    /// Whether the flag is set.
+    fn is_set(&self) -> bool {
+        self.h.get().is_set()
+    }
+
+    /// Awaitable `wait`: never blocks the event loop.
+    #[pyo3(signature = (timeout=None))]
+    fn wait_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_event_wait_async")?.call1((slf, timeout))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
+    }
+
+    /// Waits until the flag is set or `timeout` passes; returns the flag.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let st = self.h.get();
+        if st.is_set() {
+            return Ok(true);
+        }
+        let d = deadline(true, timeout);
+        Ok(block_on(py, || st.wait(&d))?.unwrap_or(false))
+    }
+
+    #[getter]
+    fn _handle(&self) -> Handle {
+        handle_of(SyncType::Event, self.h.segment(), self.h.offset())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let h = slf.get()._handle();
+        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+    }
+}
+
+// ---- Condition's wait queue -------------------------------------------------------------------------------
+
+fn check_slot(slot: usize) -> PyResult<usize> {
+    if slot < crate::sync::condvar::COND_SLOTS {
+        Ok(slot)
+    } else {
+        Err(PyValueError::new_err(format!("no condition slot {slot}")))
+    }
+}
+
+/// The per-waiter queue behind `pyconc.Condition` (which pairs it with a Lock or RLock).
+#[pyclass(module = "pyconc._native", name = "CondQueue", subclass, frozen)]
+pub struct PyCondQueue {
+    h: SyncHandle<CondState>,
+}
+
+#[pymethods]
+impl PyCondQueue {
+    #[new]
+    #[pyo3(signature = (*, _handle=None))]
+    fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
+        let h = match _handle {
+            Some(h) => open(py, &h, SyncType::Condition)?,
+            None => SyncHandle::create(SyncType::Condition, 0, 0).py(py)?,
+        };
+        Ok(PyCondQueue { h })
+    }
+
+    /// Registers the caller as a waiter (call with the lock held); returns its slot.
+    fn prepare(&self) -> PyResult<usize> {
+        self.h.get().prepare().map_err(|_| {
+            PyRuntimeError::new_err(format!(
+                "too many waiters on one Condition (at most {})",
+                crate::sync::condvar::COND_SLOTS
+            ))
+        })
+    }
+
+    /// Sleeps in `slot` until notified (True) or timeout (False). On an exception (Ctrl-C) the slot is freed.
+    #[pyo3(signature = (slot, timeout=None))]
+    fn wait(&self, py: Python<'_>, slot: usize, timeout: Option<f64>) -> PyResult<bool> {
+        let slot = check_slot(slot)?;
+        let d = deadline(true, timeout);
+        let st = self.h.get();
+        match block_on(py, || st.wait(slot, &d)) {
+            Ok(r) => Ok(r.unwrap_or(false)),
+            Err(e) => {
+                st.cancel(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// For asyncio: sleeps in `slot` for at most `timeout`; returns whether it has been notified. Unlike `wait`
+    /// the slot stays registered either way (free it with `cancel`, which also reports a late notify).
+    fn _wait_slice(&self, py: Python<'_>, slot: usize, timeout: f64) -> PyResult<bool> {
+        let slot = check_slot(slot)?;
+        let d = deadline(true, Some(timeout));
+        let st = self.h.get();
+        let s = &st.slots[slot];
+        let notified = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_NOTIFIED;
+        let waiting = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_WAITING;
+        let _ = block_on(py, || {
+            // Stop as soon as the slot is no longer waiting: notified, or cancelled by the coroutine.
+            if !waiting() {
+                return Ok(());
+            }
+            match wait::sleep(&s.state, crate::sync::condvar::SLOT_WAITING, &d) {
+                wait::Slept::TimedOut => Err(WaitError::TimedOut),
+                wait::Slept::Interrupted => Err(WaitError::Interrupted),
+                _ if !waiting() || d.expired() => Ok(()),
+                // Slice end (or a spurious wake-up): come back through the signal check and sleep again.
+                _ => Err(WaitError::Interrupted),
+            }
+        })?;
+        Ok(notified())
+    }
+
+    /// Withdraws a waiter; returns whether a notify had reached it (and frees the slot either way).
+    fn cancel(&self, slot: usize) -> PyResult<bool> {
+        Ok(self.h.get().cancel(check_slot(slot)?))
+    }
+
+    /// Wakes up to `n` waiters, longest waiting first; returns how many.
+    #[pyo3(signature = (n=1))]
+    fn notify(&self, n: usize) -> usize {
+        self.h.get().notify(n)
+    }
+
+    /// Registered waiters.
+    #[getter]
+    fn waiting(&self) -> usize {
+        self.h.get().waiting()
+    }
+
+    #[getter]
+    fn _handle(&self) -> Handle {
+        handle_of(SyncType::Condition, self.h.segment(), self.h.offset())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let h = slf.get()._handle();
+        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+    }
+}
+
+// ---- Barrier ----------------------------------------------------------------------------------------------
+
+/// A barrier for `parties` threads/processes (`threading.Barrier` semantics). A party whose process dies while
+/// waiting breaks the barrier for the others.
+#[pyclass(module = "pyconc", name = "Barrier", subclass, frozen)]
+pub struct PyBarrier {
+    h: BarrierHandle,
+    action: Option<Py<PyAny>>,
+    timeout: Option<f64>,
+}
+
+#[pymethods]
+impl PyBarrier {
+    #[new]
+    #[pyo3(signature = (parties, action=None, timeout=None, *, _handle=None))]
+    fn new(
+        py: Python<'_>,
+        parties: i64,
+        action: Option<Py<PyAny>>,
+        timeout: Option<f64>,
+        _handle: Option<Handle>,
+    ) -> PyResult<Self> {
+        let h = match _handle {
+            Some(h) => {
+                check_handle(&h, SyncType::Barrier)?;
+                py.detach(|| BarrierHandle::open(&h.1, h.2)).py(py)?
+            }
+            None => {
+                let p = u32::try_from(parties)
+                    .ok()
+                    .filter(|&p| p >= 1)
+                    .ok_or_else(|| PyValueError::new_err("parties must be > 0"))?;
+                BarrierHandle::create(p).py(py)?
+            }
+        };
+        Ok(PyBarrier { h, action: action.filter(|a| !a.is_none(py)), timeout })
+    }
+
+    /// Waits until all parties have called wait(); returns this party's index, unique in the round (arrival
+    /// order, 0 to parties-1). Raises threading.BrokenBarrierError if the barrier breaks.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u32> {
+        let b = self.h.clone();
+        let arrival: Arrival = loop {
+            let r = py.detach(|| {
+                let _poll = wait::poll_signals();
+                b.get().arrive()
+            });
+            match r {
+                Ok(a) => break a,
+                Err(BarrierError::Broken) => return Err(broken_barrier(py)),
+                Err(BarrierError::Interrupted) => py.check_signals()?,
+            }
+        };
+        if arrival.last {
+            let action_result = match &self.action {
+                Some(a) => a.call0(py).map(|_| ()),
+                None => Ok(()),
+            };
+            let ok = action_result.is_ok();
+            let r = b.get().finish_last(&arrival, ok);
+            action_result?;
+            return match r {
+                Ok(()) => Ok(arrival.index),
+                Err(_) => Err(broken_barrier(py)),
+            };
+        }
+        let d = deadline(true, timeout.or(self.timeout));
+        loop {
+            let r = py.detach(|| {
+                let _poll = wait::poll_signals();
+                b.get().wait_release(&arrival, &d)
+            });
+            match r {
+                Ok(()) => return Ok(arrival.index),
+                Err(BarrierError::Broken) => return Err(broken_barrier(py)),
+                Err(BarrierError::Interrupted) => {
+                    if let Err(e) = py.check_signals() {
+                        b.get().abandon(&arrival);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Awaitable `wait` (runs in a worker thread; a cancelled coroutine's arrival still counts).
+    #[pyo3(signature = (timeout=None))]
+    fn wait_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_barrier_wait_async")?.call1((slf, timeout))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
+    }
+
+    /// Puts the barrier into the broken state: current and future waiters get BrokenBarrierError.
+    fn abort(&self, py: Python<'_>) {
+        let b = self.h.clone();
+        py.detach(|| b.get().abort())
+    }
+
+    /// Returns the barrier to its empty state; current waiters get BrokenBarrierError.
+    fn reset(&self, py: Python<'_>) {
+        let b = self.h.clone();
+        py.detach(|| b.get().reset())
+    }
+
+    /// Number of parties.
+    #[getter]
+    fn parties(&self) -> u32 {
+        self.h.get().parties()
+    }
+
+    /// Parties currently waiting.
+    #[getter]
+    fn n_waiting(&self) -> u32 {
+        self.h.get().n_waiting()
+    }
+
+    /// Whether the barrier is broken.
+    #[getter]
+    fn broken(&self) -> bool {
+        self.h.get().broken()
+    }
+
+    /// The action run by the last arriver of each round.
+    #[getter]
+    fn action(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.action.as_ref().map(|a| a.clone_ref(py))
+    }
+
+    /// The default timeout of wait().
+    #[getter]
+    fn timeout(&self) -> Option<f64> {
+        self.timeout
+    }
+
+    /// Rounds completed.
+    #[getter]
+    fn _rounds(&self) -> u64 {
+        self.h.get().rounds()
+    }
+
+    #[getter]
+    fn _handle(&self) -> Handle {
+        handle_of(SyncType::Barrier, self.h.segment(), self.h.offset())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let me = slf.get();
+        let args = (me.h.get().parties(), me.action(py), me.timeout).into_pyobject(py)?;
+        reduce(slf.as_any(), me._handle(), args)
+    }
+}
+
+// ---- RWLock -----------------------------------------------------------------------------------------------
+
+fn rw_err(py: Python<'_>, e: RwError) -> PyResult<bool> {
+    match e {
+        RwError::Wait(WaitError::TimedOut) => Ok(false),
+        RwError::Wait(WaitError::Interrupted) => {
+            py.check_signals()?;
+            Err(PyRuntimeError::new_err("interrupted"))
+        }
+        RwError::TooManyReaders => Err(PyRuntimeError::new_err(format!(
+            "too many processes hold read locks at once (at most {})",
+            crate::sync::rwlock::RW_SLOTS
+        ))),
+        RwError::NotHeld => Err(PyRuntimeError::new_err(NOT_OWNED)),
+    }
+}
+
+/// A reader-writer lock with writer priority: many readers or one writer, across threads and processes. Read
+/// locks are counted per process; the write lock belongs to the process that took it. Robust to dead writers
+/// (`OwnerDiedWarning` for the next acquirer) and dead readers.
+#[pyclass(module = "pyconc", name = "RWLock", subclass, frozen)]
+pub struct PyRwLock {
+    h: SyncHandle<RwState>,
+    /// (pid << 32) | (slot + 1) of this process's reader slot, 0 = not looked up yet.
+    slot: AtomicU64,
+}
+
+impl PyRwLock {
+    fn slot(&self) -> Result<usize, RwError> {
+        let me = owner::me();
+        let c = self.slot.load(Ordering::Relaxed);
+        if c != 0 && (c >> 32) as u32 == me.pid {
+            return Ok((c as u32 - 1) as usize);
+        }
+        let i = self.h.get().slot_of(me)?;
+        self.slot.store(((me.pid as u64) << 32) | (i as u64 + 1), Ordering::Relaxed);
+        Ok(i)
+    }
+
+    fn blocking_rw(&self, py: Python<'_>, f: impl Fn() -> Result<Acquired, RwError> + Sync) -> PyResult<bool> {
+        loop {
+            let r = py.detach(|| {
+                let _poll = wait::poll_signals();
+                f()
+            });
+            match r {
+                Ok(a) => {
+                    report(py, a, "RWLock")?;
+                    return Ok(true);
+                }
+                Err(RwError::Wait(WaitError::Interrupted)) => py.check_signals()?,
+                Err(e) => return rw_err(py, e),
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PyRwLock {
+    #[new]
+    #[pyo3(signature = (*, _handle=None))]
+    fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
+        let h = match _handle {
+            Some(h) => open(py, &h, SyncType::RwLock)?,
+            None => SyncHandle::create(SyncType::RwLock, 0, 0).py(py)?,
+        };
+        Ok(PyRwLock { h, slot: AtomicU64::new(0) })
+    }
+
+    /// Takes a read lock; returns False on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn lock_read(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let i = self.slot().or_else(|e| rw_err(py, e).map(|_| 0))?;
+        let d = deadline(true, timeout);
+        let st = self.h.get();
+        self.blocking_rw(py, || st.lock_read(i, &d))
+    }
+
+    /// Releases a read lock held by this process. RuntimeError if it holds none.
+    fn unlock_read(&self, py: Python<'_>) -> PyResult<()> {
+        let i = self.slot().or_else(|e| rw_err(py, e).map(|_| 0))?;
+        self.h.get().unlock_read(i).or_else(|e| rw_err(py, e).map(|_| ()))
+    }
+
+    /// Takes the write lock; returns False on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn lock_write(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let d = deadline(true, timeout);
+        let st = self.h.get();
+        self.blocking_rw(py, || st.lock_write(&d))
+    }
+
+    /// Releases the write lock held by this process. RuntimeError if it does not hold it.
+    fn unlock_write(&self, py: Python<'_>) -> PyResult<()> {
+        self.h.get().unlock_write().or_else(|e| rw_err(py, e).map(|_| ()))
+    }
+
+    /// Context manager (also async) holding a read lock; TimeoutError if `timeout` passes first.
+    #[pyo3(signature = (timeout=None))]
+    fn read<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_RWHold")?.call1((slf, false, timeout))
+    }
+
+    /// Context manager (also async) holding the write lock; TimeoutError if `timeout` passes first.
+    #[pyo3(signature = (timeout=None))]
+    fn write<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_RWHold")?.call1((slf, true, timeout))
+    }
+
+    /// Awaitable `lock_read`.
+    #[pyo3(signature = (timeout=None))]
+    fn lock_read_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_rw_lock_async")?.call1((slf, false, timeout))
+    }
+
+    /// Awaitable `lock_write`.
+    #[pyo3(signature = (timeout=None))]
+    fn lock_write_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        helper(slf.py(), "_rw_lock_async")?.call1((slf, true, timeout))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        py_repr(slf.as_any())
+    }
+
+    /// Read locks held by this process.
+    #[getter]
+    fn read_count(&self) -> PyResult<u32> {
+        Ok(self.slot().map(|i| self.h.get().read_count(i)).unwrap_or(0))
+    }
+
+    /// Read locks held by all processes.
+    #[getter]
+    fn readers(&self) -> u32 {
+        self.h.get().total_readers()
+    }
+
+    /// Whether this process holds the write lock.
+    #[getter]
+    fn write_locked(&self) -> bool {
+        self.h.get().write_held_by_me()
+    }
+
+    /// True while the current write holding was taken over from a dead writer.
+    #[getter]
+    fn owner_died(&self) -> bool {
+        self.h.get().wlock.owner_died()
+    }
+
+    #[getter]
+    fn _handle(&self) -> Handle {
+        handle_of(SyncType::RwLock, self.h.segment(), self.h.offset())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let h = slf.get()._handle();
+        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+    }
+}
+
+/// Rebuilds a pickled primitive: `cls(*args, _handle=handle)`.
+#[pyfunction]
+fn _rebuild_sync<'py>(
+    cls: &Bound<'py, PyType>,
+    handle: Handle,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    cls.call(args, Some(&handle_kwargs(cls.py(), handle)?))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("OwnerDiedWarning", m.py().get_type::<OwnerDiedWarning>())?;
+    m.add_class::<PyLock>()?;
+    m.add_class::<PyRLock>()?;
+    m.add_class::<PySemaphore>()?;
+    m.add_class::<PyEvent>()?;
+    m.add_class::<PyCondQueue>()?;
+    m.add_class::<PyBarrier>()?;
+    m.add_class::<PyRwLock>()?;
+    m.add_function(wrap_pyfunction!(_rebuild_sync, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! `RWLock`: many readers or one writer, writer priority, robust to dead writers and dead readers.
+//!
+//! Layout: a 64-byte [`RwState`] followed by [`RW_SLOTS`] reader slots of 16 bytes (1024 bytes). Zero = free.
+//!
+//! * Writers serialise on `wlock`, a [`LockState`] (so a dead writer is taken over exactly like a dead `Lock`
+//!   owner). Holding `wlock` also bars new readers: that is the writer priority. The writer then waits until
+//!   every reader has left.
+//! * Readers count themselves in their process's slot (`count`), then look at `wlock.word`. If a writer holds
+//!   or waits, they back out, and sleep on `rgen` until the writer leaves. The two sides form a Dekker
+//!   handshake (reader: increment count, then load word; writer: CAS word, then load counts), all SeqCst, so at
+//!   least one side sees the other: never a reader and a writer inside together.
+//! * A reader leaving while a writer waits bumps `drain` and wakes it.
+//! * Dead readers: a writer that sleeps a full slice checks the slots; a slot whose process died has its count
+//!   dropped. Dead writers: readers sleeping on `rgen` check `wlock`'s owner every slice and, if it died, take
+//!   it over and release it (that reader's `lock_read` reports OwnerDied).
+
+use super::lock::{Acquired, LockState};
+use super::owner::{self, Me, PID_MASK};
+use super::wait::{self, Slept, WaitError};
+use crate::platform::futex::{self, Deadline};
+use crate::segment::ShmSafe;
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// How many processes may hold read locks at the same time (threads of one process share a slot).
+pub const RW_SLOTS: usize = 64;
+
+/// The fixed part of an RWLock.
+#[repr(C)]
+pub struct RwState {
+    /// The writers' mutex; nonzero word = a writer holds or is draining readers.
+    pub wlock: LockState,
+    /// Bumped when a writer leaves; blocked readers sleep on it.
+    pub rgen: AtomicU32,
+    /// Readers asleep on `rgen`.
+    pub rsleepers: AtomicU32,
+    /// Bumped by readers leaving while a writer waits; the writer sleeps on it.
+    pub drain: AtomicU32,
+    /// Unused; zero.
+    pub reserved: [AtomicU32; 5],
+    /// The reader slots.
+    pub slots: [ReaderSlot; RW_SLOTS],
+}
+
+/// Read locks held by one process.
+#[repr(C)]
+pub struct ReaderSlot {
+    /// Owning pid; 0 = free.
+    pub pid: AtomicU32,
+    /// Read locks it holds.
+    pub count: AtomicU32,
+    /// Its start time.
+    pub start: AtomicU64,
+}
+
+// SAFETY: repr(C), atomics only, no padding (asserted), zero is valid.
+unsafe impl ShmSafe for RwState {}
+// SAFETY: as above.
+unsafe impl ShmSafe for ReaderSlot {}
+
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(RwState, rgen) == 32);
+    assert!(offset_of!(RwState, rsleepers) == 36);
+    assert!(offset_of!(RwState, drain) == 40);
+    assert!(offset_of!(RwState, slots) == 64);
+    assert!(size_of::<RwState>() == 64 + 16 * RW_SLOTS);
+    assert!(size_of::<ReaderSlot>() == 16);
+};
+
+/// Errors of the RWLock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RwError {
+    /// Timed out or interrupted.
+    Wait(WaitError),
+    /// Every reader slot is used by a live process.
+    TooManyReaders,
+    /// Unlock of a lock the caller does not hold.
+    NotHeld,
+}
+
+impl From<WaitError> for RwError {
+    fn from(e: WaitError) -> Self {
+        RwError::Wait(e)
+    }
+}
+
+impl RwState {
+    /// Finds (or claims) the calling process's reader slot.
+    pub fn slot_of(&self, me: Me) -> Result<usize, RwError> {
+        if let Some(i) = self.slots.iter().position(|s| s.pid.load(Ordering::Relaxed) == me.pid) {
+            return Ok(i);
+        }
+        for pass in 0..2 {
+            for (i, s) in self.slots.iter().enumerate() {
+                let pid = s.pid.load(Ordering::Relaxed);
+                let free = pid == 0
+                    || (pass == 1
+                        && s.count.load(Ordering::SeqCst) == 0
+                        && !owner::alive(pid, s.start.load(Ordering::Relaxed)));
+                if free && s.pid.compare_exchange(pid, me.pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    s.start.store(me.start, Ordering::Relaxed);
+                    return Ok(i);
+                }
+            }
+        }
+        Err(RwError::TooManyReaders)
+    }
+
+    fn writer_present(&self) -> bool {
+        self.wlock.word.load(Ordering::SeqCst) != 0
+    }
+
+    fn leave_read(&self, slot: &ReaderSlot) {
+        slot.count.fetch_sub(1, Ordering::SeqCst);
+        if self.writer_present() {
+            self.drain.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(&self.drain);
+        }
+    }
+
+    /// Takes a read lock, slot `i` being the caller's (from [`slot_of`](Self::slot_of)).
+    pub fn lock_read(&self, i: usize, deadline: &Deadline) -> Result<Acquired, RwError> {
+        let me = owner::me();
+        let slot = &self.slots[i.min(RW_SLOTS - 1)];
+        let mut outcome = Acquired::Normal;
+        loop {
+            slot.count.fetch_add(1, Ordering::SeqCst);
+            if !self.writer_present() {
+                return Ok(outcome);
+            }
+            self.leave_read(slot);
+            if wait::spin(deadline, || !self.writer_present()) {
+                continue;
+            }
+            self.rsleepers.fetch_add(1, Ordering::SeqCst);
+            let g = self.rgen.load(Ordering::SeqCst);
+            let w = self.wlock.word.load(Ordering::SeqCst);
+            let slept = if w == 0 { Slept::Woken } else { wait::sleep(&self.rgen, g, deadline) };
+            self.rsleepers.fetch_sub(1, Ordering::SeqCst);
+            match slept {
+                Slept::Woken => {}
+                Slept::SliceEnd => {
+                    let pid = w & PID_MASK;
+                    if w != 0
+                        && pid != me.pid
+                        && !owner::alive(pid, self.wlock.owner_start.load(Ordering::Acquire))
+                        && self.wlock.try_take_over(w, me)
+                    {
+                        // The writer died: free the write lock, and report it to this reader.
+                        self.unlock_write_inner();
+                        outcome = Acquired::OwnerDied;
+                        continue;
+                    }
+                    wait::slice_ended()?;
+                }
+                Slept::TimedOut => {
+                    if !self.writer_present() {
+                        continue;
+                    }
+                    return Err(RwError::Wait(WaitError::TimedOut));
+                }
+                Slept::Interrupted => return Err(RwError::Wait(WaitError::Interrupted)),
+            }
+        }
+    }
+
+    /// Releases a read lock held through slot `i`.
+    pub fn unlock_read(&self, i: usize) -> Result<(), RwError> {
+        let slot = &self.slots[i.min(RW_SLOTS - 1)];
+        let mut c = slot.count.load(Ordering::Relaxed);
+        loop {
+            if c == 0 {
+                return Err(RwError::NotHeld);
+            }
+            match slot.count.compare_exchange_weak(c, c - 1, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(cur) => c = cur,
+            }
+        }
+        if self.writer_present() {
+            self.drain.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(&self.drain);
+        }
+        Ok(())
+    }
+
+    fn readers(&self) -> u32 {
+        self.slots.iter().map(|s| s.count.load(Ordering::SeqCst)).fold(0u32, u32::saturating_add)
+    }
+
+    fn reap_dead_readers(&self) {
+        for s in &self.slots {
+            let pid = s.pid.load(Ordering::Relaxed);
+            if pid != 0 && s.count.load(Ordering::SeqCst) > 0 && !owner::alive(pid, s.start.load(Ordering::Relaxed)) {
+                s.count.store(0, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Takes the write lock.
+    pub fn lock_write(&self, deadline: &Deadline) -> Result<Acquired, RwError> {
+        let me = owner::me();
+        let a = self.wlock.lock_as(me, deadline)?;
+        loop {
+            let d = self.drain.load(Ordering::SeqCst);
+            if self.readers() == 0 {
+                return Ok(a);
+            }
+            if wait::spin(deadline, || self.readers() == 0) {
+                return Ok(a);
+            }
+            match wait::sleep(&self.drain, d, deadline) {
+                Slept::Woken => {}
+                Slept::SliceEnd => {
+                    self.reap_dead_readers();
+                    if self.readers() == 0 {
+                        return Ok(a);
+                    }
+                    if let Err(e) = wait::slice_ended() {
+                        self.unlock_write_inner();
+                        return Err(e.into());
+                    }
+                }
+                Slept::TimedOut | Slept::Interrupted if self.readers() == 0 => return Ok(a),
+                Slept::TimedOut => {
+                    self.unlock_write_inner();
+                    return Err(RwError::Wait(WaitError::TimedOut));
+                }
+                Slept::Interrupted => {
+                    self.unlock_write_inner();
+                    return Err(RwError::Wait(WaitError::Interrupted));
+                }
+            }
+        }
+    }
+
+    fn unlock_write_inner(&self) {
+        self.wlock.release();
+        // SeqCst: pairs with the reader's rsleepers increment before it re-reads the word (no lost wake-up).
+        if self.rsleepers.load(Ordering::SeqCst) > 0 {
+            self.rgen.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(&self.rgen);
+        }
+    }
+
+    /// Releases the write lock; the caller's process must hold it.
+    pub fn unlock_write(&self) -> Result<(), RwError> {
+        let me = owner::me();
+        if self.wlock.word.load(Ordering::Relaxed) & PID_MASK != me.pid {
+            return Err(RwError::NotHeld);
+        }
+        self.unlock_write_inner();
+        Ok(())
+    }
+
+    /// Whether the caller's process holds the write lock.
+    pub fn write_held_by_me(&self) -> bool {
+        self.wlock.word.load(Ordering::Relaxed) & PID_MASK == owner::me().pid
+    }
+
+    /// Read locks held in slot `i`.
+    pub fn read_count(&self, i: usize) -> u32 {
+        self.slots[i.min(RW_SLOTS - 1)].count.load(Ordering::Relaxed)
+    }
+
+    /// Read locks held by all processes.
+    pub fn total_readers(&self) -> u32 {
+        self.readers()
+    }
+}
+
+impl LockState {
+    /// Takes the lock over from the (dead) owner named by `observed`; true if this caller won.
+    pub(crate) fn try_take_over(&self, observed: u32, me: Me) -> bool {
+        if self.word.compare_exchange(observed, me.pid | owner::WAITERS, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+            self.owner_start.store(me.start, Ordering::Relaxed);
+            self.owner_tid.store(me.tid, Ordering::Relaxed);
+            self.takeovers.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Primitives placed in segments: their own small `Kind::Sync` segment, or embedded at an offset of another
+//! segment (a `Value`/`Array` block's lock).
+//!
+//! A primitive's own segment holds a 64-byte [`SyncHeader`] at the payload offset (which primitive, and its
+//! parameter), then the state at payload + [`STATE_AT`]. A handle is (segment name, offset of the state); opening
+//! one checks the segment kind and version, the bounds and alignment of the state, and, for own segments, that
+//! the header names the same primitive.
+
+use super::barrier::{slots_for, BarrierRef, BarrierSlot, BarrierState};
+use crate::objects::block::BLOCK_VERSION;
+use crate::segment::{Kind, Offset, Segment, ShmSafe};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::{Error, Result};
+
+/// Payload layout version of `Kind::Sync` segments (`shm-layouts/sync.md`).
+pub const SYNC_VERSION: u32 = 1;
+/// Offset of the state from the payload start of a primitive's own segment.
+pub const STATE_AT: u64 = 64;
+/// Bytes reserved for an embedded lock (`BlockHeader::lock`).
+pub const EMBEDDED_LOCK_BYTES: usize = 64;
+/// Largest party count of a Barrier.
+pub const MAX_PARTIES: u32 = 1 << 16;
+
+/// Which primitive a segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SyncType {
+    /// `Lock`.
+    Lock = 1,
+    /// `RLock`.
+    RLock = 2,
+    /// `Semaphore` / `BoundedSemaphore`.
+    Semaphore = 3,
+    /// `Event`.
+    Event = 4,
+    /// The wait queue of a `Condition`.
+    Condition = 5,
+    /// `Barrier`.
+    Barrier = 6,
+    /// `RWLock`.
+    RwLock = 7,
+}
+
+impl SyncType {
+    /// The primitive's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncType::Lock => "Lock",
+            SyncType::RLock => "RLock",
+            SyncType::Semaphore => "Semaphore",
+            SyncType::Event => "Event",
+            SyncType::Condition => "Condition",
+            SyncType::Barrier => "Barrier",
+            SyncType::RwLock => "RWLock",
+        }
+    }
+
+    fn embeddable(self) -> bool {
+        matches!(self, SyncType::Lock | SyncType::RLock)
+    }
+}
+
+/// The header of a primitive's own segment.
+#[repr(C)]
+pub struct SyncHeader {
+    /// A [`SyncType`].
+    pub type_code: AtomicU32,
+    /// Its parameter (Barrier: parties; others 0).
+    pub param: AtomicU32,
+    /// Unused; zero.
+    pub reserved: [AtomicU64; 7],
+}
+
+// SAFETY: repr(C), atomics only, no padding (asserted), zero is valid.
+unsafe impl ShmSafe for SyncHeader {}
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(std::mem::size_of::<SyncHeader>() == STATE_AT as usize);
+    assert!(std::mem::size_of::<super::lock::LockState>() <= EMBEDDED_LOCK_BYTES);
+};
+
+/// A process-local handle to a `T` in a segment. Clones share the mapping.
+pub struct SyncHandle<T: ShmSafe> {
+    seg: Segment,
+    ptr: *const T,
+}
+
+impl<T: ShmSafe> Clone for SyncHandle<T> {
+    fn clone(&self) -> Self {
+        SyncHandle { seg: self.seg.clone(), ptr: self.ptr }
+    }
+}
+
+// SAFETY: `ptr` points into the mapping kept alive (Arc) by `seg`; T is ShmSafe (atomics only, Sync).
+unsafe impl<T: ShmSafe> Send for SyncHandle<T> {}
+// SAFETY: as above.
+unsafe impl<T: ShmSafe> Sync for SyncHandle<T> {}
+
+impl<T: ShmSafe> SyncHandle<T> {
+    /// Creates a segment for one `ty` whose state is a `T` followed by `extra` bytes; all zero.
+    pub fn create(ty: SyncType, param: u32, extra: u64) -> Result<Self> {
+        let size = STATE_AT + std::mem::size_of::<T>() as u64 + extra;
+        let seg = Segment::create(Kind::Sync, SYNC_VERSION, size)?;
+        let hdr: &SyncHeader = seg.resolve(seg.data_offset())?;
+        hdr.param.store(param, Ordering::Relaxed);
+        hdr.type_code.store(ty as u32, Ordering::Release);
+        let off = seg.info().data_offset + STATE_AT;
+        Self::attach(seg, off, ty)
+    }
+
+    /// Attaches to the `T` at `offset` of `seg`, checking kind, version, bounds, alignment and type.
+    pub fn attach(seg: Segment, offset: u64, ty: SyncType) -> Result<Self> {
+        let info = *seg.info();
+        match info.kind {
+            Kind::Sync => {
+                info.expect(seg.name(), Kind::Sync, SYNC_VERSION)?;
+                if offset == info.data_offset + STATE_AT {
+                    let hdr: &SyncHeader = seg.resolve(seg.data_offset())?;
+                    let code = hdr.type_code.load(Ordering::Acquire);
+                    if code != ty as u32 && !(ty.embeddable() && code == 0) {
+                        return Err(Error::Invalid(format!(
+                            "{} holds sync primitive type {code}, not a {}",
+                            seg.name(),
+                            ty.name()
+                        )));
+                    }
+                }
+            }
+            Kind::Block if ty.embeddable() => {
+                info.expect(seg.name(), Kind::Block, BLOCK_VERSION)?;
+            }
+            k => {
+                return Err(Error::Invalid(format!(
+                    "{} holds a {} structure; a {} can live only in a sync{} segment",
+                    seg.name(),
+                    k.name(),
+                    ty.name(),
+                    if ty.embeddable() { " or block" } else { "" }
+                )))
+            }
+        }
+        if offset < info.data_offset {
+            return Err(Error::Invalid(format!("offset {offset:#x} of {} is inside the segment header", seg.name())));
+        }
+        let ptr = seg.resolve(Offset::<T>::new(offset))? as *const T;
+        Ok(SyncHandle { seg, ptr })
+    }
+
+    /// Opens the segment `name` and attaches at `offset`.
+    pub fn open(name: &str, offset: u64, ty: SyncType) -> Result<Self> {
+        Self::attach(Segment::open(name)?, offset, ty)
+    }
+
+    /// The state.
+    #[inline]
+    pub fn get(&self) -> &T {
+        // SAFETY: resolved with bounds and alignment checks at attach; the mapping lives while `seg` does; T is
+        // ShmSafe.
+        unsafe { &*self.ptr }
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Offset of the state in the segment.
+    pub fn offset(&self) -> u64 {
+        self.ptr as u64 - self.seg.base_ptr() as u64
+    }
+}
+
+/// A Barrier in its segment: the state and the `slots_for(parties)` slots after it.
+#[derive(Clone)]
+pub struct BarrierHandle {
+    h: SyncHandle<BarrierState>,
+    slots: *const BarrierSlot,
+    parties: u32,
+}
+
+// SAFETY: as for SyncHandle: pointers into the mapping kept alive by `h`.
+unsafe impl Send for BarrierHandle {}
+// SAFETY: as above.
+unsafe impl Sync for BarrierHandle {}
+
+impl BarrierHandle {
+    /// Creates a barrier for `parties` parties.
+    pub fn create(parties: u32) -> Result<Self> {
+        if parties == 0 || parties > MAX_PARTIES {
+            return Err(Error::Invalid(format!("parties must be in 1..={MAX_PARTIES}, not {parties}")));
+        }
+        let extra = slots_for(parties) as u64 * std::mem::size_of::<BarrierSlot>() as u64;
+        let h = SyncHandle::<BarrierState>::create(SyncType::Barrier, parties, extra)?;
+        h.get().parties.store(parties, Ordering::Release);
+        Self::from_handle(h)
+    }
+
+    /// Opens a barrier handle.
+    pub fn open(name: &str, offset: u64) -> Result<Self> {
+        Self::from_handle(SyncHandle::open(name, offset, SyncType::Barrier)?)
+    }
+
+    fn from_handle(h: SyncHandle<BarrierState>) -> Result<Self> {
+        let parties = h.get().parties.load(Ordering::Acquire);
+        if parties == 0 || parties > MAX_PARTIES {
+            return Err(crate::error::corrupt!("{}: barrier with {parties} parties", h.segment().name()));
+        }
+        let at = h.offset() + std::mem::size_of::<BarrierState>() as u64;
+        let len = slots_for(parties) as u64 * std::mem::size_of::<BarrierSlot>() as u64;
+        let slots = h.segment().bytes_ptr(at, len)? as *const BarrierSlot;
+        Ok(BarrierHandle { h, slots, parties })
+    }
+
+    /// The barrier.
+    pub fn get(&self) -> BarrierRef<'_> {
+        // SAFETY: `slots` was bounds-checked for `slots_for(parties)` slots at open; its offset is the 8-aligned
+        // state offset plus 64, so it is aligned for BarrierSlot (ShmSafe); the mapping lives while `self.h` does.
+        let slots = unsafe { std::slice::from_raw_parts(self.slots, slots_for(self.parties) as usize) };
+        BarrierRef::new(self.h.get(), slots, self.parties)
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        self.h.segment()
+    }
+
+    /// Offset of the state.
+    pub fn offset(&self) -> u64 {
+        self.h.offset()
+    }
+}

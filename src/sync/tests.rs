@@ -1,0 +1,406 @@
+//! Tests of the primitives: threads, and child processes (this test binary re-run with `PYCONC_SYNC_CHILD`).
+
+use super::barrier::BarrierError;
+use super::condvar::CondState;
+use super::lock::{guard, Acquired, LockState, NotOwner, RLockState, RawLock};
+use super::rwlock::RwState;
+use super::semaphore::{EventState, SemState, TooManyReleases};
+use super::shared::{BarrierHandle, SyncHandle, SyncType};
+use super::wait::{deadline, WaitError};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn ms(n: u64) -> Option<Duration> {
+    Some(Duration::from_millis(n))
+}
+
+/// A racy increment (load, then store): loses updates unless the caller excludes others.
+fn racy_incr(c: &AtomicU64) {
+    let v = c.load(Ordering::Relaxed);
+    std::hint::spin_loop();
+    c.store(v + 1, Ordering::Relaxed);
+}
+
+#[test]
+fn lock_excludes_threads_and_times_out() {
+    let l = Arc::new(SyncHandle::<LockState>::create(SyncType::Lock, 0, 8).unwrap());
+    let counter = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (l, c) = (l.clone(), counter.clone());
+            std::thread::spawn(move || {
+                for _ in 0..20_000 {
+                    let _g = guard(l.get(), &deadline(None)).unwrap();
+                    racy_incr(&c);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(counter.load(Ordering::Relaxed), 80_000);
+
+    let lk = l.get();
+    assert_eq!(lk.try_lock(), Some(Acquired::Normal));
+    assert!(lk.try_lock().is_none());
+    let t0 = Instant::now();
+    let l2 = l.clone();
+    let r = std::thread::spawn(move || l2.get().lock(&deadline(ms(60)))).join().unwrap();
+    let el = t0.elapsed();
+    assert_eq!(r, Err(WaitError::TimedOut));
+    assert!(el >= Duration::from_millis(60) && el < Duration::from_millis(1000), "{el:?}");
+    assert!(lk.release());
+    assert!(!lk.release(), "second release reports not held");
+    assert!(!lk.is_locked());
+}
+
+#[test]
+fn rlock_reenters_per_thread() {
+    let l = Arc::new(SyncHandle::<RLockState>::create(SyncType::RLock, 0, 0).unwrap());
+    let r = l.get();
+    assert_eq!(r.acquire(&deadline(None)), Ok(Acquired::Normal));
+    assert_eq!(r.acquire(&deadline(None)), Ok(Acquired::Normal));
+    assert_eq!(r.count(), 2);
+    let l2 = l.clone();
+    let other = std::thread::spawn(move || {
+        let r = l2.get();
+        (r.release(), r.acquire(&deadline(ms(30))))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(other, (Err(NotOwner), Err(WaitError::TimedOut)));
+    assert_eq!(r.release(), Ok(1));
+    assert_eq!(r.release_save(), Ok(1));
+    assert!(!r.is_locked());
+    assert_eq!(r.acquire_restore(3, &deadline(None)), Ok(Acquired::Normal));
+    assert_eq!(r.count(), 3);
+    for left in [2, 1, 0] {
+        assert_eq!(r.release(), Ok(left));
+    }
+    assert_eq!(r.release(), Err(NotOwner));
+}
+
+#[test]
+fn semaphore_counts_bounds_and_wakes() {
+    let s = Arc::new(SyncHandle::<SemState>::create(SyncType::Semaphore, 0, 0).unwrap());
+    s.get().init(2, Some(2));
+    let sem = s.get();
+    assert_eq!(sem.release(1), Err(TooManyReleases));
+    sem.acquire(&deadline(None)).unwrap();
+    sem.acquire(&deadline(None)).unwrap();
+    assert_eq!(sem.acquire(&deadline(ms(20))), Err(WaitError::TimedOut));
+    let s2 = s.clone();
+    let t = std::thread::spawn(move || s2.get().acquire(&deadline(ms(5000))));
+    std::thread::sleep(Duration::from_millis(30));
+    sem.release(1).unwrap();
+    assert_eq!(t.join().unwrap(), Ok(()));
+    assert_eq!(sem.value(), 0);
+}
+
+#[test]
+fn event_wakes_all_waiters() {
+    let e = Arc::new(SyncHandle::<EventState>::create(SyncType::Event, 0, 0).unwrap());
+    assert_eq!(e.get().wait(&deadline(ms(10))), Ok(false));
+    let ts: Vec<_> = (0..3)
+        .map(|_| {
+            let e = e.clone();
+            std::thread::spawn(move || e.get().wait(&deadline(ms(5000))))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(30));
+    e.get().set();
+    for t in ts {
+        assert_eq!(t.join().unwrap(), Ok(true));
+    }
+    e.get().clear();
+    assert!(!e.get().is_set());
+}
+
+#[test]
+fn condvar_notify_wakes_exactly_n() {
+    let c = Arc::new(SyncHandle::<CondState>::create(SyncType::Condition, 0, 0).unwrap());
+    let woken = Arc::new(AtomicU64::new(0));
+    let ts: Vec<_> = (0..3)
+        .map(|_| {
+            let (c, w) = (c.clone(), woken.clone());
+            let slot = c.get().prepare().unwrap();
+            std::thread::spawn(move || {
+                let r = c.get().wait(slot, &deadline(ms(3000))).unwrap();
+                if r {
+                    w.fetch_add(1, Ordering::SeqCst);
+                }
+                r
+            })
+        })
+        .collect();
+    assert_eq!(c.get().waiting(), 3);
+    assert_eq!(c.get().notify(1), 1);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(woken.load(Ordering::SeqCst), 1);
+    // A waiter arriving now must not take the next notify from the older ones.
+    let late = c.get().prepare().unwrap();
+    assert_eq!(c.get().notify(2), 2);
+    for t in ts {
+        assert!(t.join().unwrap());
+    }
+    assert_eq!(c.get().wait(late, &deadline(ms(20))), Ok(false));
+    assert_eq!(c.get().waiting(), 0);
+    assert_eq!(c.get().notify(5), 0);
+}
+
+#[test]
+fn barrier_rounds_abort_and_timeout() {
+    let b = BarrierHandle::create(3).unwrap();
+    let sum = Arc::new(AtomicU64::new(0));
+    let ts: Vec<_> = (0..3)
+        .map(|_| {
+            let (b, sum) = (b.clone(), sum.clone());
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let br = b.get();
+                    let a = br.arrive().unwrap();
+                    sum.fetch_add(1 << (8 * a.index), Ordering::SeqCst);
+                    if a.last {
+                        br.finish_last(&a, true).unwrap();
+                    } else {
+                        br.wait_release(&a, &deadline(ms(10_000))).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    ts.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(sum.load(Ordering::SeqCst), 200 * (1 + (1 << 8) + (1 << 16)), "indices 0,1,2 each round");
+    assert_eq!(b.get().rounds(), 200);
+
+    // A timeout breaks the barrier for every waiter.
+    let b2 = b.clone();
+    let t = std::thread::spawn(move || {
+        let a = b2.get().arrive().unwrap();
+        b2.get().wait_release(&a, &deadline(None))
+    });
+    let a = b.get().arrive().unwrap();
+    assert_eq!(b.get().wait_release(&a, &deadline(ms(50))), Err(BarrierError::Broken));
+    assert_eq!(t.join().unwrap(), Err(BarrierError::Broken));
+    assert!(b.get().broken());
+    assert_eq!(b.get().arrive(), Err(BarrierError::Broken));
+    b.get().reset();
+    assert!(!b.get().broken());
+    assert_eq!(b.get().n_waiting(), 0);
+}
+
+#[test]
+fn rwlock_readers_share_writers_exclude() {
+    let rw = Arc::new(SyncHandle::<RwState>::create(SyncType::RwLock, 0, 0).unwrap());
+    let data = Arc::new(AtomicU64::new(0));
+    let ts: Vec<_> = (0..4)
+        .map(|k| {
+            let (rw, data) = (rw.clone(), data.clone());
+            std::thread::spawn(move || {
+                let st = rw.get();
+                let slot = st.slot_of(super::owner::me()).unwrap();
+                for _ in 0..3000 {
+                    if k == 0 {
+                        let _ = st.lock_write(&deadline(None)).unwrap();
+                        racy_incr(&data);
+                        racy_incr(&data);
+                        st.unlock_write().unwrap();
+                    } else {
+                        let _ = st.lock_read(slot, &deadline(None)).unwrap();
+                        assert_eq!(data.load(Ordering::Relaxed) % 2, 0, "a reader saw a half-done write");
+                        st.unlock_read(slot).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    ts.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(data.load(Ordering::Relaxed), 6000);
+    let st = rw.get();
+    let slot = st.slot_of(super::owner::me()).unwrap();
+    let _ = st.lock_read(slot, &deadline(None)).unwrap();
+    let rw2 = rw.clone();
+    let r = std::thread::spawn(move || rw2.get().lock_write(&deadline(ms(40)))).join().unwrap();
+    assert!(r.is_err(), "a writer waits for readers");
+    st.unlock_read(slot).unwrap();
+    assert!(st.unlock_read(slot).is_err());
+    assert_eq!(st.lock_write(&deadline(ms(1000))), Ok(Acquired::Normal));
+    st.unlock_write().unwrap();
+}
+
+#[test]
+fn embedded_lock_in_a_block() {
+    let blk = crate::objects::block::SharedBlock::create(b'i' as u32, 4, 4).unwrap();
+    let name = blk.segment().name().to_string();
+    let l = SyncHandle::<LockState>::open(&name, blk.lock_offset(), SyncType::Lock).unwrap();
+    let r = SyncHandle::<RLockState>::open(&name, blk.lock_offset(), SyncType::RLock).unwrap();
+    assert_eq!(l.get().try_lock(), Some(Acquired::Normal));
+    assert!(r.get().0.is_locked());
+    assert!(l.get().release());
+    assert!(SyncHandle::<LockState>::open(&name, blk.lock_offset() + 4, SyncType::Lock).is_err());
+    assert!(SyncHandle::<LockState>::open(&name, blk.segment().len() - 8, SyncType::Lock).is_err());
+    assert!(SyncHandle::<LockState>::open(&name, 0, SyncType::Lock).is_err(), "header");
+    assert!(SyncHandle::<EventState>::open(&name, blk.lock_offset(), SyncType::Event).is_err());
+    let ev = SyncHandle::<EventState>::create(SyncType::Event, 0, 0).unwrap();
+    assert!(
+        SyncHandle::<SemState>::open(ev.segment().name(), ev.offset(), SyncType::Semaphore).is_err(),
+        "type recorded in the sync header is checked"
+    );
+}
+
+// ---- child processes ------------------------------------------------------------------------------------
+
+const CHILD_ENV: &str = "PYCONC_SYNC_CHILD";
+
+fn spawn_child(spec: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sync::tests::child_entry", "--nocapture", "--test-threads=1", "-q"])
+        .env(CHILD_ENV, spec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Not a test by itself: the body of a child process when `PYCONC_SYNC_CHILD` is set.
+#[test]
+fn child_entry() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let args: Vec<&str> = spec.split_whitespace().collect();
+    let off = |i: usize| args[i].parse::<u64>().unwrap();
+    let ready = |i: usize| SyncHandle::<EventState>::open(args[i], off(i + 1), SyncType::Event).unwrap();
+    match args[0] {
+        "count" => {
+            let l = SyncHandle::<LockState>::open(args[1], off(2), SyncType::Lock).unwrap();
+            let c = crate::objects::atomic::SharedAtomic::open(args[3], Some(off(4))).unwrap();
+            for _ in 0..20_000 {
+                let _g = guard(l.get(), &deadline(None)).unwrap();
+                let v = c.get();
+                c.set(v + 1);
+            }
+        }
+        "hold_lock" | "hold_rlock" => {
+            if args[0] == "hold_lock" {
+                let l = SyncHandle::<LockState>::open(args[1], off(2), SyncType::Lock).unwrap();
+                let _ = l.get().lock(&deadline(None)).unwrap();
+            } else {
+                let l = SyncHandle::<RLockState>::open(args[1], off(2), SyncType::RLock).unwrap();
+                let _ = l.get().acquire(&deadline(None)).unwrap();
+                let _ = l.get().acquire(&deadline(None)).unwrap();
+            }
+            ready(3).get().set();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "hold_write" | "hold_read" => {
+            let rw = SyncHandle::<RwState>::open(args[1], off(2), SyncType::RwLock).unwrap();
+            if args[0] == "hold_write" {
+                let _ = rw.get().lock_write(&deadline(None)).unwrap();
+            } else {
+                let slot = rw.get().slot_of(super::owner::me()).unwrap();
+                let _ = rw.get().lock_read(slot, &deadline(None)).unwrap();
+            }
+            ready(3).get().set();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "barrier" => {
+            let b = BarrierHandle::open(args[1], off(2)).unwrap();
+            let _a = b.get().arrive().unwrap();
+            ready(3).get().set();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+fn ready_event() -> SyncHandle<EventState> {
+    SyncHandle::<EventState>::create(SyncType::Event, 0, 0).unwrap()
+}
+
+fn spec(ev: &SyncHandle<EventState>) -> String {
+    format!("{} {}", ev.segment().name(), ev.offset())
+}
+
+fn kill(mut c: Child) {
+    c.kill().unwrap();
+    c.wait().unwrap();
+}
+
+#[test]
+fn lock_excludes_processes() {
+    let l = SyncHandle::<LockState>::create(SyncType::Lock, 0, 0).unwrap();
+    let c = crate::objects::atomic::SharedAtomic::create(0).unwrap();
+    let s = format!("count {} {} {} {}", l.segment().name(), l.offset(), c.segment().name(), c.offset());
+    let kids: Vec<_> = (0..2).map(|_| spawn_child(&s)).collect();
+    for mut k in kids {
+        assert!(k.wait().unwrap().success());
+    }
+    assert_eq!(c.get(), 40_000);
+}
+
+#[test]
+fn dead_lock_owner_is_taken_over() {
+    for (role, ty) in [("hold_lock", SyncType::Lock), ("hold_rlock", SyncType::RLock)] {
+        let h = SyncHandle::<RLockState>::create(ty, 0, 0).unwrap();
+        let (r, l) = (h.get(), &h.get().0);
+        let ev = ready_event();
+        let child = spawn_child(&format!("{role} {} {} {}", h.segment().name(), h.offset(), spec(&ev)));
+        assert_eq!(ev.get().wait(&deadline(ms(10_000))), Ok(true));
+        assert!(l.try_lock().is_none());
+        assert_eq!(l.lock(&deadline(ms(40))), Err(WaitError::TimedOut), "a live owner keeps it");
+        kill(child);
+        let t0 = Instant::now();
+        let got = if ty == SyncType::Lock { l.lock(&deadline(ms(5000))) } else { r.acquire(&deadline(ms(5000))) };
+        assert_eq!(got, Ok(Acquired::OwnerDied), "{role}");
+        assert!(t0.elapsed() < Duration::from_millis(2000));
+        assert!(l.owner_died());
+        if ty == SyncType::RLock {
+            assert_eq!(r.count(), 1, "the inherited holding starts at depth 1");
+            assert_eq!(r.release(), Ok(0));
+        } else {
+            assert!(l.release());
+        }
+        assert!(!l.owner_died());
+        assert_eq!(l.try_lock(), Some(Acquired::Normal));
+        assert!(l.release());
+    }
+}
+
+#[test]
+fn dead_writer_and_dead_reader_do_not_block() {
+    let rw = SyncHandle::<RwState>::create(SyncType::RwLock, 0, 0).unwrap();
+    let ev = ready_event();
+    let child = spawn_child(&format!("hold_write {} {} {}", rw.segment().name(), rw.offset(), spec(&ev)));
+    assert_eq!(ev.get().wait(&deadline(ms(10_000))), Ok(true));
+    kill(child);
+    let slot = rw.get().slot_of(super::owner::me()).unwrap();
+    assert_eq!(rw.get().lock_read(slot, &deadline(ms(5000))), Ok(Acquired::OwnerDied));
+    rw.get().unlock_read(slot).unwrap();
+
+    let ev = ready_event();
+    let child = spawn_child(&format!("hold_read {} {} {}", rw.segment().name(), rw.offset(), spec(&ev)));
+    assert_eq!(ev.get().wait(&deadline(ms(10_000))), Ok(true));
+    assert!(rw.get().lock_write(&deadline(ms(30))).is_err());
+    kill(child);
+    assert_eq!(rw.get().lock_write(&deadline(ms(5000))), Ok(Acquired::Normal));
+    rw.get().unlock_write().unwrap();
+}
+
+#[test]
+fn dead_barrier_waiter_breaks_the_barrier() {
+    let b = BarrierHandle::create(3).unwrap();
+    let ev = ready_event();
+    let child = spawn_child(&format!("barrier {} {} {}", b.segment().name(), b.offset(), spec(&ev)));
+    assert_eq!(ev.get().wait(&deadline(ms(10_000))), Ok(true));
+    let a = b.get().arrive().unwrap();
+    assert_eq!(b.get().n_waiting(), 2);
+    kill(child);
+    let t0 = Instant::now();
+    assert_eq!(b.get().wait_release(&a, &deadline(ms(5000))), Err(BarrierError::Broken));
+    assert!(t0.elapsed() < Duration::from_millis(2000));
+    assert!(b.get().broken());
+    b.get().reset();
+    assert_eq!(b.get().n_waiting(), 0);
+}
