@@ -58,9 +58,18 @@ def _typecode_of(type_):
     return _int_typecodes.get(type_, "")
 
 
+# Native struct codes for the simple ctypes types, so memoryview(arr)[i] works (ctypes itself exports "<d",
+# which memoryview cannot index).
+_native_codes = {
+    ctypes.c_char: "c", ctypes.c_bool: "?", ctypes.c_byte: "b", ctypes.c_ubyte: "B", ctypes.c_short: "h",
+    ctypes.c_ushort: "H", ctypes.c_int: "i", ctypes.c_uint: "I", ctypes.c_long: "l", ctypes.c_ulong: "L",
+    ctypes.c_longlong: "q", ctypes.c_ulonglong: "Q", ctypes.c_float: "f", ctypes.c_double: "d",
+}
+
+
 @functools.lru_cache(maxsize=None)
 def _buffer_format(type_):
-    return memoryview(type_()).format
+    return _native_codes.get(type_) or memoryview(type_()).format
 
 
 def _new_buffer(type_, length, name=None):
@@ -88,8 +97,14 @@ def _shared_type(type_, length):
         index, delta = args
         return self._pyconc_buffer._fetch_add(_norm_index(index, length), delta)
 
+    def __repr__(self):
+        # ctypes shows "c_int(5)" only for its own simple types; keep that for ours.
+        return f"{type_.__name__}({self.value!r})"
+
     name = base.__name__ if length is None else f"{type_.__name__}_Array_{length}"
     ns = {"__reduce__": __reduce__, "__module__": __name__, "_pyconc_spec": (type_, length)}
+    if length is None and hasattr(type_, "_type_") and isinstance(type_._type_, str):
+        ns["__repr__"] = __repr__
     if type_ in _int_typecodes:
         ns["fetch_add"] = fetch_add
     return type(name, (base,), ns)
