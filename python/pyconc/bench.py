@@ -349,9 +349,17 @@ def bench_queues(quick):
     return rows
 
 
+def bench_sync(quick):
+    from . import bench_sync as bs
+
+    return [_row("sync", r["name"], r["pyconc"], r["mp"], r["unit"], "multiprocessing",
+                 higher_is_better=r["unit"] != "µs") for r in bs.run(quick)]
+
+
 GROUPS = {
     "counters": bench_counters,
     "arrays": bench_arrays,
+    "sync": bench_sync,
     "queues": bench_queues,
 }
 

@@ -9,8 +9,11 @@ use crate::{Error, Result};
 
 /// Payload layout version of [`Kind::Block`] segments.
 pub const BLOCK_VERSION: u32 = 1;
-/// Offset of the items from the block header (the header is this many bytes, 64-aligned).
-pub const ITEMS_AT: u64 = 128;
+/// Size of [`BlockHeader`].
+pub const BLOCK_HEADER_SIZE: u64 = 128;
+/// Offset of the items from the block header: with the payload at 256 bytes before the end of the header page
+/// (see `segment::header::DATA_OFFSET`), the items start on a page boundary.
+pub const ITEMS_AT: u64 = 256;
 
 /// The block header, at the payload offset of the segment.
 #[repr(C)]
@@ -36,7 +39,7 @@ unsafe impl ShmSafe for BlockHeader {}
 #[cfg(not(loom))]
 const _: () = {
     use std::mem::{offset_of, size_of};
-    assert!(size_of::<BlockHeader>() == ITEMS_AT as usize);
+    assert!(size_of::<BlockHeader>() == BLOCK_HEADER_SIZE as usize);
     assert!(offset_of!(BlockHeader, lock) == 0);
     assert!(offset_of!(BlockHeader, typecode) == 64);
     assert!(offset_of!(BlockHeader, itemsize) == 68);
@@ -65,12 +68,19 @@ impl SharedBlock {
         let nbytes = (itemsize as u64)
             .checked_mul(length)
             .ok_or_else(|| Error::Invalid(format!("{length} items of {itemsize} bytes overflow")))?;
-        let seg = Segment::create(Kind::Block, BLOCK_VERSION, ITEMS_AT + nbytes)?;
-        let hdr: &BlockHeader = seg.resolve(seg.data_offset())?;
-        hdr.typecode.store(typecode, Ordering::Relaxed);
-        hdr.itemsize.store(itemsize, Ordering::Relaxed);
-        hdr.length.store(length, Ordering::Relaxed);
-        hdr.items_offset.store(DATA_OFFSET + ITEMS_AT, Ordering::Release);
+        // Built locally and written with the segment header (see Segment::create_with).
+        let init = [0u64; BLOCK_HEADER_SIZE as usize / 8];
+        {
+            // SAFETY: `init` is 8-aligned and exactly size_of::<BlockHeader>() bytes; BlockHeader is ShmSafe.
+            let hdr = unsafe { &*(init.as_ptr() as *const BlockHeader) };
+            hdr.typecode.store(typecode, Ordering::Relaxed);
+            hdr.itemsize.store(itemsize, Ordering::Relaxed);
+            hdr.length.store(length, Ordering::Relaxed);
+            hdr.items_offset.store(DATA_OFFSET + ITEMS_AT, Ordering::Relaxed);
+        }
+        // SAFETY: `init` is BLOCK_HEADER_SIZE initialised bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(init.as_ptr() as *const u8, BLOCK_HEADER_SIZE as usize) };
+        let seg = Segment::create_with(Kind::Block, BLOCK_VERSION, ITEMS_AT + nbytes, bytes)?;
         Self::from_segment(seg)
     }
 
@@ -83,7 +93,7 @@ impl SharedBlock {
         let length = hdr.length.load(Ordering::Relaxed);
         let items_offset = hdr.items_offset.load(Ordering::Acquire);
         let nbytes = itemsize.checked_mul(length).ok_or_else(|| corrupt!("{}: block size overflows", seg.name()))?;
-        if items_offset < off.get() + ITEMS_AT || items_offset % 64 != 0 {
+        if items_offset < off.get() + BLOCK_HEADER_SIZE || items_offset % 64 != 0 {
             return Err(corrupt!("{}: block items at invalid offset {items_offset:#x}", seg.name()));
         }
         let items = seg.bytes_ptr(items_offset, nbytes)?;

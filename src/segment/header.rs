@@ -13,14 +13,16 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"PYCONC\0\x01");
 /// and update `shm-layouts/segment-header.md` (a test compares the two).
 pub const LAYOUT_VERSION: u32 = 1;
 
-/// Size of the header page: header, then the user table, then the payload at [`DATA_OFFSET`].
+/// Size of the header page: header, user table, and the first 256 bytes of the payload.
 pub const HEADER_PAGE: u64 = 4096;
-/// Where the payload of every segment starts (page aligned, so arrays are well aligned for numpy).
-pub const DATA_OFFSET: u64 = HEADER_PAGE;
+/// Where the payload of every segment starts: the last 256 bytes of the header page, so that a small structure
+/// (an atomic cell, a lock, an array's header) shares the one page creation has to touch anyway. Arrays put
+/// their items at the next page boundary.
+pub const DATA_OFFSET: u64 = HEADER_PAGE - 256;
 /// Where the user table starts.
 pub const USERS_OFFSET: u64 = 256;
 /// How many processes may use one segment at the same time.
-pub const USER_CAPACITY: u32 = ((HEADER_PAGE - USERS_OFFSET) / std::mem::size_of::<UserSlot>() as u64) as u32;
+pub const USER_CAPACITY: u32 = ((DATA_OFFSET - USERS_OFFSET) / std::mem::size_of::<UserSlot>() as u64) as u32;
 
 /// `state`: usable; new processes may attach.
 pub const STATE_OPEN: u32 = 1;
@@ -148,7 +150,7 @@ const _: () = {
     assert!(offset_of!(UserSlot, pid) == 0);
     assert!(offset_of!(UserSlot, start_time) == 8);
     assert!(USERS_OFFSET as usize >= size_of::<SegmentHeader>());
-    assert!(USER_CAPACITY == 240);
+    assert!(USER_CAPACITY == 224);
 };
 
 /// The validated facts of a header, read once at open.

@@ -65,12 +65,10 @@ fn too_big(bytes: u64) -> Error {
     Error::Invalid(format!("a segment of {bytes} bytes does not fit in this process's address space"))
 }
 
-/// Segments above this size are checked against the free space of /dev/shm before creation.
-const SPACE_CHECK_ABOVE: u64 = 1 << 20;
-
 fn check_space(bytes: u64) -> Result<()> {
     // A write to a page that tmpfs cannot back kills the process with SIGBUS, so refuse up front when the
-    // filesystem plainly lacks the room (pages are otherwise allocated lazily, which keeps creation fast).
+    // filesystem plainly lacks the room, header page included. Pages are allocated lazily, which keeps creation
+    // fast; another process filling /dev/shm between this check and our first write can still cause SIGBUS.
     if let Ok(st) = nix::sys::statvfs::statvfs(SHM_DIR) {
         let avail = st.blocks_available().saturating_mul(st.fragment_size());
         if avail > 0 && bytes > avail {
@@ -87,42 +85,31 @@ impl Segment {
     /// Creates a new segment holding `data_size` payload bytes of `kind` (payload version `kind_version`), maps
     /// it and registers the calling process as its first user. The payload is zero-filled.
     pub fn create(kind: Kind, kind_version: u32, data_size: u64) -> Result<Segment> {
+        Self::create_with(kind, kind_version, data_size, &[])
+    }
+
+    /// Like [`create`](Self::create), with the first `payload.len()` bytes of the payload set to `payload`.
+    ///
+    /// The header page and this payload prefix are written with one `pwrite` before the file is mapped: a page
+    /// first touched through a fresh mapping costs a page fault (about 10 µs here, allocation and zeroing
+    /// included), which would make creating an array slower than `multiprocessing.shared_memory`.
+    pub fn create_with(kind: Kind, kind_version: u32, data_size: u64, payload: &[u8]) -> Result<Segment> {
         let total = DATA_OFFSET
             .checked_add(data_size)
-            .ok_or_else(|| Error::Invalid(format!("segment payload of {data_size} bytes is too large")))?;
-        if total > SPACE_CHECK_ABOVE {
-            check_space(total)?;
+            .ok_or_else(|| Error::Invalid(format!("segment payload of {data_size} bytes is too large")))?
+            .max(HEADER_PAGE);
+        if payload.len() as u64 > data_size {
+            return Err(Error::Invalid(format!("{} payload bytes do not fit in {data_size}", payload.len())));
         }
-        let name = random_name()?;
-        let fd = shm_open(
-            shm_path(&name).as_str(),
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
-            Mode::S_IRUSR | Mode::S_IWUSR,
-        )?;
-        let file = File::from(fd);
-        let result = (|| {
-            file.set_len(total)?;
-            // Back the header page now: if tmpfs is full this fails with ENOSPC instead of the header write
-            // below dying of SIGBUS. (Payload pages stay lazy; large payloads are checked by check_space.)
-            nix::fcntl::posix_fallocate(&file, 0, HEADER_PAGE as i64).map_err(|e| match e {
-                nix::Error::ENOSPC => Error::Full(format!("{SHM_DIR} is full; free space there")),
-                e => e.into(),
-            })?;
-            let map =
-                memmap2::MmapOptions::new().len(usize::try_from(total).map_err(|_| too_big(total))?).map_raw(&file)?;
-            let me = process::current();
-            let info = HeaderInfo {
-                kind,
-                kind_version,
-                total_size: total,
-                data_offset: DATA_OFFSET,
-                data_size,
-                users_offset: USERS_OFFSET,
-                user_capacity: USER_CAPACITY,
-            };
-            // SAFETY: the mapping is at least HEADER_PAGE bytes (total >= DATA_OFFSET == HEADER_PAGE), page
-            // aligned, and SegmentHeader is ShmSafe (valid for the zero bytes a fresh file holds).
-            let hdr = unsafe { &*(map.as_mut_ptr() as *const SegmentHeader) };
+        check_space(total)?;
+        let me = process::current();
+        // The initial bytes, built in an 8-aligned local buffer through the same atomics-only structs.
+        let init_len = DATA_OFFSET as usize + payload.len();
+        let mut words = vec![0u64; init_len.max(HEADER_PAGE as usize).div_ceil(8)];
+        {
+            // SAFETY: `words` is 8-aligned and at least HEADER_PAGE bytes long; SegmentHeader and UserSlot are
+            // ShmSafe (valid for zero bytes) and only accessed through atomics here.
+            let hdr = unsafe { &*(words.as_ptr() as *const SegmentHeader) };
             hdr.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
             hdr.kind.store(kind as u32, Ordering::Relaxed);
             hdr.total_size.store(total, Ordering::Relaxed);
@@ -135,15 +122,47 @@ impl Segment {
             hdr.data_size.store(data_size, Ordering::Relaxed);
             hdr.kind_version.store(kind_version, Ordering::Relaxed);
             hdr.attach_count.store(1, Ordering::Relaxed);
-            let mapping =
-                Mapping { name: name.clone(), map, info, registered_pid: AtomicU32::new(0), slot: AtomicU32::new(0) };
-            // The creator takes slot 0 directly: nobody else can see the segment before the magic is published.
-            let slot = &mapping.users()[0];
+            // The creator takes user slot 0 directly: nobody can attach before the name is handed out.
+            // SAFETY: USERS_OFFSET + 16 <= HEADER_PAGE, 8-aligned, inside `words`.
+            let slot = unsafe { &*((words.as_ptr() as *const u8).add(USERS_OFFSET as usize) as *const UserSlot) };
             slot.start_time.store(me.start_time, Ordering::Relaxed);
             slot.pid.store(me.pid, Ordering::Relaxed);
-            mapping.registered_pid.store(me.pid, Ordering::Relaxed);
-            hdr.magic.store(MAGIC, Ordering::Release);
-            Ok::<_, Error>(mapping)
+            hdr.magic.store(MAGIC, Ordering::Relaxed);
+        }
+        // SAFETY: `words` holds words.len() * 8 >= init_len initialised bytes (a zeroed Vec<u64>).
+        let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8) };
+        bytes[DATA_OFFSET as usize..init_len].copy_from_slice(payload);
+        let bytes = &bytes[..init_len];
+
+        let name = random_name()?;
+        let fd = shm_open(
+            shm_path(&name).as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )?;
+        let file = File::from(fd);
+        let result = (|| {
+            file.set_len(total)?;
+            let len = usize::try_from(total).map_err(|_| too_big(total))?;
+            let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
+            // SAFETY: the mapping is `total >= init_len` bytes long and nobody else knows the name yet.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr(), bytes.len()) };
+            let info = HeaderInfo {
+                kind,
+                kind_version,
+                total_size: total,
+                data_offset: DATA_OFFSET,
+                data_size,
+                users_offset: USERS_OFFSET,
+                user_capacity: USER_CAPACITY,
+            };
+            Ok::<_, Error>(Mapping {
+                name: name.clone(),
+                map,
+                info,
+                registered_pid: AtomicU32::new(me.pid),
+                slot: AtomicU32::new(0),
+            })
         })();
         match result {
             Ok(mapping) => {
