@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(abspath $(VENV))/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: demo test test-rust test-python build build-release bench lint clean
+.PHONY: demo test test-rust test-python build build-release bench loom lint clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test-python: build
 	$(PY) -m pyconc gc --check-empty
 
 test: test-rust test-python
+
+# Model checking of the queue ring with loom (minutes; not part of `make test`).
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib queue::loom_tests
 
 lint:
 	cargo fmt --check

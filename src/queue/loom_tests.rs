@@ -59,31 +59,24 @@ fn get_until_done(ring: &Ring<'_>) -> Vec<u8> {
 }
 
 #[test]
-fn two_producers_one_consumer_wrapping_ring() {
+fn two_producers_one_consumer_on_a_one_slot_ring() {
+    // One slot: every second put must wait for the consumer, so claiming, publishing, releasing and the next
+    // lap's claim all interleave.
     model(|| {
-        let m = Model::new(2);
+        let m = Model::new(1);
         let producers: Vec<_> = (0..2u8)
             .map(|p| {
                 let m = m.clone();
-                thread::spawn(move || {
-                    let r = m.ring(p as usize);
-                    put_until_done(&r, &[p, 0]);
-                    put_until_done(&r, &[p, 1]);
-                })
+                thread::spawn(move || put_until_done(&m.ring(p as usize), &[p]))
             })
             .collect();
         let r = m.ring(2);
-        let mut got: Vec<Vec<u8>> = (0..4).map(|_| get_until_done(&r)).collect();
+        let mut got = vec![get_until_done(&r), get_until_done(&r)];
         for h in producers {
             h.join().unwrap();
         }
-        // Per-producer order holds; every message arrives exactly once.
-        for p in 0..2u8 {
-            let seq: Vec<u8> = got.iter().filter(|m| m[0] == p).map(|m| m[1]).collect();
-            assert_eq!(seq, vec![0, 1]);
-        }
         got.sort();
-        assert_eq!(got, vec![vec![0, 0], vec![0, 1], vec![1, 0], vec![1, 1]]);
+        assert_eq!(got, vec![vec![0], vec![1]], "each message exactly once");
         let mut out = vec![];
         assert_eq!(r.try_get(&mut out).unwrap(), Attempt::WouldBlock);
     });
@@ -92,7 +85,7 @@ fn two_producers_one_consumer_wrapping_ring() {
 #[test]
 fn one_producer_two_consumers() {
     model(|| {
-        let m = Model::new(2);
+        let m = Model::new(1);
         let consumers: Vec<_> = (1..3usize)
             .map(|c| {
                 let m = m.clone();
