@@ -10,10 +10,11 @@
 //! store of `FULL`; a consumer's Acquire load of `FULL` makes it visible. Symmetrically a consumer reads the
 //! payload before its Release store of `EMPTY(p + capacity)`, which the next producer loads with Acquire.
 //!
-//! Sleeping uses an eventcount per side: a would-be sleeper increments `*_waiters`, issues a SeqCst fence,
-//! re-checks its condition, then futex-waits on `*_wake`; the other side, after its Release store, issues a
-//! SeqCst fence and wakes only if `*_waiters` is nonzero. One of the two fences is ordered first, so either the
-//! sleeper sees the new state or the waker sees the sleeper: no lost wakeups, and no syscall when nobody sleeps.
+//! Sleeping uses one futex word per side: a would-be sleeper sets bit 0 of `*_wake` ("someone may sleep"),
+//! issues a SeqCst fence, re-checks its condition, then futex-waits on the word; the other side, after its
+//! Release store, issues a SeqCst fence and, only if bit 0 is set, clears it with a CAS (changing the word) and
+//! wakes every sleeper. One of the two fences is ordered first, so either the sleeper sees the new state or the
+//! waker sees the bit: no lost wakeups, no system call when nobody sleeps, and one per sleep, not per item.
 //!
 //! Crash recovery: before touching a slot, every operation writes its intent (kind, position, heap block) in an
 //! [`OpRecord`] of its process's [`Participant`] entry. When a survivor finds a participant dead, it
@@ -242,19 +243,24 @@ impl<'a> Ring<'a> {
         }
     }
 
-    fn wake_consumers(&self, all: bool) {
-        fence(Ordering::SeqCst);
-        if self.hdr.cons_waiters.load(Ordering::Relaxed) > 0 {
-            self.hdr.cons_wake.fetch_add(1, Ordering::Release);
-            futex::wake(&self.hdr.cons_wake, if all { i32::MAX as u32 } else { 1 });
-        }
+    fn wake_consumers(&self, _all: bool) {
+        Self::wake(&self.hdr.cons_wake);
     }
 
-    fn wake_producers(&self, all: bool) {
+    fn wake_producers(&self, _all: bool) {
+        Self::wake(&self.hdr.prod_wake);
+    }
+
+    /// The waking half of the sleep protocol. Bit 0 of a wake word says "someone may be asleep on me"; the first
+    /// waker to see it set clears it (the CAS also changes the word, which is what sleepers wait on) and wakes
+    /// every sleeper. Later wakers find it clear and make no system call, so a consumer draining a queue whose
+    /// producers sleep costs one `futex_wake`, not one per item.
+    #[inline]
+    fn wake(word: &crate::sync::atomic::AtomicU32) {
         fence(Ordering::SeqCst);
-        if self.hdr.prod_waiters.load(Ordering::Relaxed) > 0 {
-            self.hdr.prod_wake.fetch_add(1, Ordering::Release);
-            futex::wake(&self.hdr.prod_wake, if all { i32::MAX as u32 } else { 1 });
+        let w = word.load(Ordering::Relaxed);
+        if w & 1 == 1 && word.compare_exchange(w, w.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            futex::wake_all(word);
         }
     }
 
@@ -536,24 +542,32 @@ impl<'a> Ring<'a> {
         };
         let mut last_scan = Instant::now();
         loop {
-            waiters.fetch_add(1, Ordering::SeqCst);
-            let key = wake.load(Ordering::SeqCst);
+            // Announce the sleep (set bit 0; see `wake`), then re-check: a waker either sees the bit or its
+            // change is visible to this re-check (both sides put a SeqCst fence between store and load).
+            let mut key = wake.load(Ordering::Acquire);
+            while key & 1 == 0 {
+                match wake.compare_exchange_weak(key, key | 1, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => key |= 1,
+                    Err(w) => key = w,
+                }
+            }
+            waiters.fetch_add(1, Ordering::Relaxed);
             fence(Ordering::SeqCst);
             let r = attempt();
             if !matches!(r, Ok(Attempt::WouldBlock)) {
-                waiters.fetch_sub(1, Ordering::SeqCst);
+                waiters.fetch_sub(1, Ordering::Relaxed);
                 return r;
             }
             let slice = match deadline.remaining() {
                 Some(left) if left.is_zero() => {
-                    waiters.fetch_sub(1, Ordering::SeqCst);
+                    waiters.fetch_sub(1, Ordering::Relaxed);
                     return Ok(Attempt::WouldBlock);
                 }
                 Some(left) => left.min(policy.slice),
                 None => policy.slice,
             };
             let res = futex::wait(wake, key, Some(slice));
-            waiters.fetch_sub(1, Ordering::SeqCst);
+            waiters.fetch_sub(1, Ordering::Relaxed);
             if res == futex::WaitResult::Interrupted {
                 return Err(Error::Interrupted);
             }
@@ -671,13 +685,9 @@ impl<'a> Ring<'a> {
     pub fn shutdown(&self, immediate: bool) {
         let new = if immediate { 2 } else { 1 };
         self.hdr.shutdown.fetch_max(new, Ordering::AcqRel);
+        // Every sleeper set bit 0 of its side's word before sleeping, so these wake them all.
         self.wake_consumers(true);
         self.wake_producers(true);
-        // Sleepers register as waiters only around their futex wait; wake unconditionally too.
-        self.hdr.cons_wake.fetch_add(1, Ordering::Release);
-        futex::wake_all(&self.hdr.cons_wake);
-        self.hdr.prod_wake.fetch_add(1, Ordering::Release);
-        futex::wake_all(&self.hdr.prod_wake);
     }
 
     // ---- recovery ------------------------------------------------------------------------------------------
