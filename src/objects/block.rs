@@ -11,9 +11,10 @@ use crate::{Error, Result};
 pub const BLOCK_VERSION: u32 = 1;
 /// Size of [`BlockHeader`].
 pub const BLOCK_HEADER_SIZE: u64 = 128;
-/// Offset of the items from the block header: with the payload at 256 bytes before the end of the header page
-/// (see `segment::header::DATA_OFFSET`), the items start on a page boundary.
-pub const ITEMS_AT: u64 = 256;
+/// Offset of the items from the block header (64-aligned). The payload starts 256 bytes before the end of the
+/// header page (see `segment::header::DATA_OFFSET`), so the first 128 bytes of items share that page, which
+/// creation writes anyway: a small Value costs one page, and the first write to an array faults no new page.
+pub const ITEMS_AT: u64 = BLOCK_HEADER_SIZE;
 
 /// The block header, at the payload offset of the segment.
 #[repr(C)]
