@@ -14,6 +14,8 @@ mod sync;
 #[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Read this process's start time now (a /proc read) rather than inside the first attach.
+    crate::platform::process::current();
     segments::register(m)?;
     atomics::register(m)?;
     block::register(m)?;
