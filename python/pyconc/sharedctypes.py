@@ -247,18 +247,24 @@ def _is_embedded(lock, buf):
     return bool(handle) and handle[1] == buf.segment_name and handle[2] == buf.lock_offset
 
 
+def _locked_property(name):
+    """A property reading and writing attribute `name` of the wrapped object under the lock."""
+
+    def get(self):
+        with self._lock:
+            return getattr(self._obj, name)
+
+    def set(self, v):
+        with self._lock:
+            setattr(self._obj, name, v)
+
+    return property(get, set, doc=f"``{name}`` of the shared object, under the lock")
+
+
 class Synchronized(SynchronizedBase):
     """``Value(...)``: ``.value`` reads and writes under the lock."""
 
-    @property
-    def value(self):
-        with self._lock:
-            return self._obj.value
-
-    @value.setter
-    def value(self, v):
-        with self._lock:
-            self._obj.value = v
+    value = _locked_property("value")
 
     def fetch_add(self, delta):
         """Atomically add ``delta`` (integer values only) without taking the lock; return the previous value."""
@@ -295,22 +301,5 @@ class SynchronizedArray(SynchronizedBase):
 class SynchronizedString(SynchronizedArray):
     """``Array('c', ...)``: also ``.value`` and ``.raw`` under the lock."""
 
-    @property
-    def value(self):
-        with self._lock:
-            return self._obj.value
-
-    @value.setter
-    def value(self, v):
-        with self._lock:
-            self._obj.value = v
-
-    @property
-    def raw(self):
-        with self._lock:
-            return self._obj.raw
-
-    @raw.setter
-    def raw(self, v):
-        with self._lock:
-            self._obj.raw = v
+    value = _locked_property("value")
+    raw = _locked_property("raw")

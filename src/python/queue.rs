@@ -107,6 +107,28 @@ impl PyQueue {
         }
     }
 
+    /// Takes one encoded item into `buf` (replacing its contents), waiting as `get` does; raises queue.Empty
+    /// or ShutDown.
+    fn get_one(
+        &self,
+        py: Python<'_>,
+        ring: &crate::queue::Ring<'_>,
+        buf: &mut Vec<u8>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let policy = self.q.policy();
+        let r = self.blocking(py, block, timeout, &mut |d| {
+            buf.clear();
+            ring.get(buf, d, policy)
+        })?;
+        match r {
+            Attempt::Done => Ok(()),
+            Attempt::WouldBlock => Err(raise(py, &EMPTY, "Empty", "")),
+            Attempt::ShutDown => Err(raise(py, &SHUTDOWN, "ShutDown", "the queue was shut down")),
+        }
+    }
+
     fn put_encoded(&self, py: Python<'_>, buf: &[u8], block: bool, timeout: Option<f64>) -> PyResult<()> {
         let q = self.open()?;
         let ring = q.ring().py(py)?;
@@ -154,17 +176,9 @@ impl PyQueue {
     fn get<'py>(&self, py: Python<'py>, block: bool, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let q = self.open()?;
         let ring = q.ring().py(py)?;
-        let policy = q.policy();
         with_scratch(|buf| {
-            let r = self.blocking(py, block, timeout, &mut |d| {
-                buf.clear();
-                ring.get(buf, d, policy)
-            })?;
-            match r {
-                Attempt::Done => decode_bytes(py, buf),
-                Attempt::WouldBlock => Err(raise(py, &EMPTY, "Empty", "")),
-                Attempt::ShutDown => Err(raise(py, &SHUTDOWN, "ShutDown", "the queue was shut down")),
-            }
+            self.get_one(py, &ring, buf, block, timeout)?;
+            decode_bytes(py, buf)
         })
     }
 
@@ -196,21 +210,13 @@ impl PyQueue {
     ) -> PyResult<Bound<'py, PyList>> {
         let q = self.open()?;
         let ring = q.ring().py(py)?;
-        let policy = q.policy();
         let list = PyList::empty(py);
         if max_messages == 0 {
             return Ok(list);
         }
         with_scratch(|buf| {
-            let r = self.blocking(py, block, timeout, &mut |d| {
-                buf.clear();
-                ring.get(buf, d, policy)
-            })?;
-            match r {
-                Attempt::Done => list.append(decode_bytes(py, buf)?)?,
-                Attempt::WouldBlock => return Err(raise(py, &EMPTY, "Empty", "")),
-                Attempt::ShutDown => return Err(raise(py, &SHUTDOWN, "ShutDown", "the queue was shut down")),
-            }
+            self.get_one(py, &ring, buf, block, timeout)?;
+            list.append(decode_bytes(py, buf)?)?;
             let mut lens = Vec::new();
             let mut left = max_messages - 1;
             while left > 0 {
