@@ -11,6 +11,7 @@ import os as _os
 
 from . import _native
 from ._native import AtomicFlag, AtomicInt64
+from .dicts import ConcurrentDict
 from .sharedctypes import RawArray, RawValue
 from .synchronize import (
     Barrier,
@@ -33,6 +34,7 @@ __all__ = [
     "Barrier",
     "BoundedSemaphore",
     "BrokenBarrierError",
+    "ConcurrentDict",
     "Condition",
     "Event",
     "Lock",

@@ -507,6 +507,12 @@ impl SharedDict {
         self.len() == 0
     }
 
+    /// Whether the calling thread holds shard `i`'s lock (a re-entrant attempt would deadlock).
+    pub fn held_by_me(&self, i: u32) -> bool {
+        let me = owner::me();
+        self.shard(i).lock.owner().is_some_and(|o| o.pid == me.pid && o.tid == me.tid)
+    }
+
     /// Takes shard `i`'s lock without waiting. A shard left half-written by a dead writer is repaired first.
     pub fn try_lock(&self, i: u32) -> Result<Option<ShardGuard<'_>>> {
         let sh = self.shard(i);

@@ -690,7 +690,7 @@ thread_local! {
 
 /// Runs `f` with the thread's scratch buffer, emptied. Re-entrant calls (from a `__reduce__` run by pickle)
 /// find the cell empty and use a fresh buffer.
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     const KEEP_AT_MOST: usize = 4 << 20;
     let mut buf = SCRATCH.with(|c| c.take());
     buf.clear();

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 mod atomics;
 mod block;
 mod codec;
+mod dict;
 mod errors;
 mod segments;
 mod sync;
@@ -18,5 +19,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     block::register(m)?;
     codec::register(m)?;
     sync::register(m)?;
+    dict::register(m)?;
     Ok(())
 }
