@@ -188,7 +188,7 @@ fn dict() {
             [magic, version, nshards, nsegs, shards_off, heap_off, last_seg_size, reserved, grow_lock, seg_names]
         ),
     );
-    check("dict.md", "Shard", rust_layout!(Shard, v, [lock, seq, table, len, tombstones, reserved]));
+    check("dict.md", "Shard", rust_layout!(Shard, v, [lock, seq, table, len, tombstones, spare, reserved]));
     check("dict.md", "TableHeader", rust_layout!(TableHeader, v, [magic, reserved, capacity]));
     check("dict.md", "Slot", rust_layout!(Slot, v, [hash, entry]));
     check("dict.md", "EntryHeader", rust_layout!(EntryHeader, v, [key_len, orig_len, val_len, reserved]));

@@ -64,8 +64,11 @@ pub struct Shard {
     pub len: AtomicU64,
     /// Tombstone slots.
     pub tombstones: AtomicU64,
+    /// Blocks this shard retired and keeps for reuse (0 = none): overwrites then recycle blocks without
+    /// touching the shared heap header, which every process would otherwise contend on.
+    pub spare: [AtomicU64; 4],
     /// Unused; zero. Pads the shard to two cache lines.
-    pub reserved: [AtomicU64; 8],
+    pub reserved: [AtomicU64; 4],
 }
 
 /// The start of a table block.
@@ -122,6 +125,7 @@ const _: () = {
     assert!(size_of::<Shard>() == 128);
     assert!(offset_of!(Shard, seq) == 32);
     assert!(offset_of!(Shard, table) == 40);
+    assert!(offset_of!(Shard, spare) == 64);
     assert!(size_of::<TableHeader>() == 16);
     assert!(size_of::<Slot>() == 16);
     assert!(size_of::<EntryHeader>() == 16);

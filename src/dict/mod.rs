@@ -9,7 +9,8 @@
 //!   with one store, so other shards never pause.
 //! * **Entries.** A slot holds the key's hash and a reference to an entry block (header, key bytes, as-inserted
 //!   key bytes, value bytes). An entry is never changed once published: an overwrite publishes a new block and
-//!   frees the old one, so memory is reused through the allocator's free lists.
+//!   frees the old one, so memory is reused (first through the shard's small spare cache, then through the
+//!   allocator's free lists).
 //! * **Reads** take no lock: they load the shard's version, probe, copy the value bytes out, and re-check the
 //!   version (a seqlock). A reader never keeps a reference into the table past the copy; what it copied from a
 //!   block that was freed and reused meanwhile is thrown away because the version moved. Every reference read
@@ -330,6 +331,11 @@ impl SharedDict {
         }
     }
 
+    fn usable(&self, r: u64) -> Result<u64> {
+        let s = self.seg((r >> REF_SHIFT) as usize)?;
+        Heap::attach(&s.seg, Offset::new(s.heap_off))?.usable_size(r & REF_OFFSET_MASK)
+    }
+
     fn free(&self, r: u64) -> Result<()> {
         let s = self.seg((r >> REF_SHIFT) as usize)?;
         Heap::attach(&s.seg, Offset::new(s.heap_off))?.free(r & REF_OFFSET_MASK)
@@ -634,13 +640,48 @@ impl ShardGuard<'_> {
         self.d.dump(self.sh.table.load(Ordering::Relaxed), out)
     }
 
+    /// Allocates `size` bytes, preferring a fitting block from the shard's spare cache.
+    fn alloc_entry(&self, size: u64) -> Result<u64> {
+        for spare in &self.sh.spare {
+            let r = spare.load(Ordering::Relaxed);
+            if r == 0 {
+                continue;
+            }
+            match self.d.usable(r) {
+                Ok(cap) if cap >= size && cap <= size * 2 + 64 => {
+                    // Cleared before the block is written: a writer killed after this leaks the block, never
+                    // leaves it both cached and in use.
+                    spare.store(0, Ordering::Relaxed);
+                    return Ok(r);
+                }
+                Ok(_) => {}
+                Err(_) => spare.store(0, Ordering::Relaxed),
+            }
+        }
+        self.d.alloc(size)
+    }
+
+    /// Gives up a block that is no longer published: keeps it in the spare cache if there is room, else frees it.
+    fn retire(&self, r: u64) -> Result<()> {
+        for spare in &self.sh.spare {
+            if spare.load(Ordering::Relaxed) == 0 {
+                spare.store(r, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        // Cache full: swap the new block in for a random-ish victim so sizes adapt, free the victim.
+        let victim = &self.sh.spare[(r >> 4) as usize % self.sh.spare.len()];
+        let old = victim.swap(r, Ordering::Relaxed);
+        self.d.free(old)
+    }
+
     fn build_entry(&self, key: &[u8], orig: &[u8], value: &[u8]) -> Result<u64> {
         let lens = [key.len(), orig.len(), value.len()];
         if lens.iter().any(|&l| l > u32::MAX as usize / 2) {
             return Err(Error::Invalid("key or value too large for a shared dict".into()));
         }
         let total = size_of::<EntryHeader>() + key.len() + orig.len() + value.len();
-        let r = self.d.alloc(total as u64)?;
+        let r = self.alloc_entry(total as u64)?;
         let h = self.d.res::<EntryHeader>(r)?;
         h.key_len.store(key.len() as u32, Ordering::Relaxed);
         h.orig_len.store(orig.len() as u32, Ordering::Relaxed);
@@ -672,7 +713,7 @@ impl ShardGuard<'_> {
             t.slot(idx).entry.store(new, Ordering::Release);
             self.end(s);
             crash_point(2);
-            self.d.free(old)?;
+            self.retire(old)?;
             return Ok(false);
         }
         self.reserve_one()?;
@@ -699,7 +740,7 @@ impl ShardGuard<'_> {
             }
             i = i.wrapping_add(1);
         }
-        let _ = self.d.free(new);
+        let _ = self.retire(new);
         Err(corrupt!("dict shard table has no free slot"))
     }
 
@@ -727,7 +768,7 @@ impl ShardGuard<'_> {
         self.sh.tombstones.fetch_add(1, Ordering::Relaxed);
         self.end(s);
         crash_point(7);
-        self.d.free(e)
+        self.retire(e)
     }
 
     /// Removes some entry; copies its key, as-inserted key and value bytes (a [`records`] record) into `out`.
@@ -764,6 +805,12 @@ impl ShardGuard<'_> {
             let e = t.slot(i).entry.load(Ordering::Relaxed);
             if e > SLOT_TOMBSTONE {
                 self.d.free(e)?;
+            }
+        }
+        for spare in &self.sh.spare {
+            let r = spare.swap(0, Ordering::Relaxed);
+            if r != 0 {
+                self.d.free(r)?;
             }
         }
         self.d.free(old)
@@ -829,6 +876,10 @@ impl ShardGuard<'_> {
         let s = s & !1;
         self.sh.seq.store(s + 1, Ordering::Relaxed);
         fence(Ordering::Release);
+        // A dead writer may have been between taking a spare and using it: forget the cache (blocks leak).
+        for spare in &self.sh.spare {
+            spare.store(0, Ordering::Relaxed);
+        }
         let (mut live, mut tombs) = (0, 0);
         match self.table() {
             Ok(t) => {
