@@ -11,7 +11,7 @@ import os as _os
 
 from . import _native
 from ._native import AtomicFlag, AtomicInt64
-from .dicts import ConcurrentDict
+from .dicts import AtomicReference, ConcurrentDict, LocalWrapper
 from .sharedctypes import RawArray, RawValue
 from .synchronize import (
     Barrier,
@@ -31,6 +31,7 @@ __version__ = _native.__version__
 __all__ = [
     "AtomicFlag",
     "AtomicInt64",
+    "AtomicReference",
     "Barrier",
     "BoundedSemaphore",
     "BrokenBarrierError",
@@ -38,6 +39,7 @@ __all__ = [
     "Condition",
     "Event",
     "Lock",
+    "LocalWrapper",
     "OwnerDiedWarning",
     "RLock",
     "RWLock",

@@ -19,3 +19,10 @@ def check_and_write(d, key, value):
 def update_with_many(d, key, n):
     for _ in range(n):
         d.update_with(key, lambda v: v + [1], [])
+
+
+
+
+def check_ref(r):
+    assert r.get() is None or r.get() == "shared"
+    r.set("child")
