@@ -7,6 +7,7 @@
 //!   unlinks a segment when its last live user lets go, typed [`segment::Offset`]s and the block allocator.
 //! * [`codec`]: the byte format in which Python values are stored in segments, and the stable key hash.
 //! * [`sync`]: the one atomics module (swapped for loom under `cfg(loom)`) and the cross-process locks.
+//! * [`dict`]: the sharded hash map behind `ConcurrentDict`.
 //! * [`objects`]: the structures that live in segments (atomic cells, Value/Array).
 //! * `python` (feature `python`): the thin PyO3 layer that becomes `pyconc._native`.
 //!
@@ -15,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod dict;
 pub mod error;
 pub mod objects;
 pub mod platform;

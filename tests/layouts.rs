@@ -228,6 +228,25 @@ fn sync_primitives() {
 }
 
 #[test]
+fn dict() {
+    use pyconc::dict::layout::*;
+    let v = DICT_VERSION;
+    check(
+        "dict.md",
+        "DictHeader",
+        rust_layout!(
+            DictHeader,
+            v,
+            [magic, version, nshards, nsegs, shards_off, heap_off, last_seg_size, reserved, grow_lock, seg_names]
+        ),
+    );
+    check("dict.md", "Shard", rust_layout!(Shard, v, [lock, seq, table, len, tombstones, spare, reserved]));
+    check("dict.md", "TableHeader", rust_layout!(TableHeader, v, [magic, reserved, capacity]));
+    check("dict.md", "Slot", rust_layout!(Slot, v, [hash, entry]));
+    check("dict.md", "EntryHeader", rust_layout!(EntryHeader, v, [key_len, orig_len, val_len, reserved]));
+}
+
+#[test]
 fn every_documented_struct_is_checked() {
     // A struct documented here but not checked above would silently drift: list them all.
     let checked = [
@@ -236,6 +255,7 @@ fn every_documented_struct_is_checked() {
         ("atomic.md", vec!["AtomicCell"]),
         ("block.md", vec!["BlockHeader"]),
         ("queue.md", vec!["OpRecord", "Participant", "QueueHeader", "Slot"]),
+        ("dict.md", vec!["DictHeader", "EntryHeader", "Shard", "Slot", "TableHeader"]),
         (
             "sync.md",
             vec![

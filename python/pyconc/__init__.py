@@ -11,6 +11,7 @@ import os as _os
 
 from . import _native
 from ._native import AtomicFlag, AtomicInt64
+from .dicts import AtomicReference, ConcurrentDict, LocalWrapper
 from .queues import ConcurrentQueue, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
 from .sharedctypes import Array, RawArray, RawValue, Value
 from .synchronize import (
@@ -32,14 +33,17 @@ __all__ = [
     "Array",
     "AtomicFlag",
     "AtomicInt64",
+    "AtomicReference",
     "Barrier",
     "BoundedSemaphore",
     "BrokenBarrierError",
+    "ConcurrentDict",
     "ConcurrentQueue",
     "Condition",
     "Event",
     "JoinableQueue",
     "Lock",
+    "LocalWrapper",
     "OwnerDiedWarning",
     "Queue",
     "RLock",

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 mod atomics;
 mod block;
 mod codec;
+mod dict;
 mod errors;
 mod queue;
 mod segments;
@@ -22,5 +23,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     codec::register(m)?;
     queue::register(m)?;
     sync::register(m)?;
+    dict::register(m)?;
     Ok(())
 }

@@ -1,0 +1,163 @@
+"""Benchmarks of `ConcurrentDict` (the lead wires `run` into `python -m pyconc bench`).
+
+Method: one process, a tight Python loop over bound methods (`d.__getitem__` etc.) on 1,000 str keys with
+100-byte bytes values (100,000 keys for the large-set row); the median of several runs. Baselines from the same
+run: `multiprocessing.Manager().dict()` (a socket round trip per operation), a plain `dict` (the floor: no
+sharing at all), and UltraDict when it is installed (skipped otherwise). The two-process row runs two processes
+(fork) writing disjoint keys and compares their aggregate rate with one process doing the same alone.
+"""
+
+import multiprocessing as mp
+import statistics
+import time
+
+from .dicts import ConcurrentDict
+
+VALUE = b"v" * 100
+
+
+def _row(group, name, ours, theirs, unit, baseline, higher_is_better=True, note=""):
+    ratio = (ours / theirs if higher_is_better else theirs / ours) if ours and theirs else None
+    return {
+        "group": group, "name": name, "pyconc": ours, "baseline": theirs, "baseline_name": baseline,
+        "unit": unit, "ratio": ratio, "note": note,
+    }
+
+
+def _rates(d, keys, repeat):
+    """ops/s of get, set, in, del over `keys` (d must hold them with VALUE)."""
+    get, setitem, delitem = d.__getitem__, d.__setitem__, d.__delitem__
+    contains = d.__contains__
+    out = {"get": [], "set": [], "in": [], "del": []}
+    n = len(keys)
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for k in keys:
+            get(k)
+        out["get"].append(n / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for k in keys:
+            setitem(k, VALUE)
+        out["set"].append(n / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for k in keys:
+            contains(k)
+        out["in"].append(n / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for k in keys:
+            delitem(k)
+        out["del"].append(n / (time.perf_counter() - t0))
+        for k in keys:
+            setitem(k, VALUE)
+    return {op: statistics.median(v) for op, v in out.items()}
+
+
+def _fill(d, keys):
+    for k in keys:
+        d[k] = VALUE
+
+
+def _set_rate(d, keys, repeat):
+    setitem = d.__setitem__
+    rates = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for k in keys:
+            setitem(k, VALUE)
+        rates.append(len(keys) / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def _ultradict():
+    try:
+        from UltraDict import UltraDict  # type: ignore[import-not-found]
+    except Exception:
+        return None
+    return UltraDict
+
+
+def _writer(d, wid, keys, rounds, barrier, q):
+    setitem = d.__setitem__
+    mine = [(wid, k) for k in keys]
+    barrier.wait()
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        for k in mine:
+            setitem(k, VALUE)
+    q.put((t0, time.perf_counter()))
+
+
+def _parallel(nprocs, keys, rounds):
+    ctx = mp.get_context("fork")
+    d = ConcurrentDict()
+    barrier = ctx.Barrier(nprocs)
+    q = ctx.Queue()
+    ps = [ctx.Process(target=_writer, args=(d, i, keys, rounds, barrier, q)) for i in range(nprocs)]
+    for p in ps:
+        p.start()
+    spans = [q.get(timeout=120) for _ in ps]
+    for p in ps:
+        p.join(30)
+    d.clear()
+    return nprocs * rounds * len(keys) / (max(e for _, e in spans) - min(s for s, _ in spans))
+
+
+def run(quick=False):
+    repeat = 3 if quick else 7
+    keys = [f"key-{i}" for i in range(1000)]
+    rows = []
+
+    d = ConcurrentDict()
+    _fill(d, keys)
+    ours = _rates(d, keys, repeat)
+    plain = {}
+    _fill(plain, keys)
+    floor = _rates(plain, keys, repeat)
+
+    with mp.Manager() as m:
+        md = m.dict()
+        mkeys = keys[: 200 if quick else 1000]
+        _fill(md, mkeys)
+        theirs = _rates(md, mkeys, 1 if quick else 2)
+
+    for op in ("get", "set", "in", "del"):
+        rows.append(_row("dict", f"{op}, 1k keys, 100 B values", ours[op], theirs[op], "ops/s", "Manager().dict()"))
+        rows.append(_row("dict", f"{op}, 1k keys (floor)", ours[op], floor[op], "ops/s", "dict",
+                         note="plain dict: not shared"))
+
+    UltraDict = _ultradict()
+    if UltraDict is not None:
+        try:
+            ud = UltraDict(buffer_size=16 << 20)
+            _fill(ud, keys)
+            u = _rates(ud, keys, repeat)
+            for op in ("get", "set"):
+                rows.append(_row("dict", f"{op}, 1k keys (UltraDict)", ours[op], u[op], "ops/s", "UltraDict"))
+            ud.unlink()
+        except Exception as e:  # pragma: no cover - optional comparison
+            rows.append(_row("dict", "UltraDict", None, None, "ops/s", "UltraDict", note=f"failed: {e}"))
+    d.clear()
+
+    big = [f"key-{i}" for i in range(100_000 if not quick else 30_000)]
+    d2 = ConcurrentDict()
+    _fill(d2, big)
+    big_ours = _set_rate(d2, big, 3 if not quick else 1)
+    plain2 = {}
+    _fill(plain2, big)
+    big_floor = _set_rate(plain2, big, 3 if not quick else 1)
+    rows.append(_row("dict", f"set, {len(big) // 1000}k keys", big_ours, big_floor, "ops/s", "dict",
+                     note="plain dict: not shared"))
+    d2.clear()
+    del d2
+
+    rounds = 20 if quick else 100
+    one = _parallel(1, keys, rounds)
+    two = _parallel(2, keys, rounds)
+    rows.append(_row("dict", "set, 2 processes on disjoint keys", two, one, "ops/s", "1 process",
+                     note="aggregate rate; fork"))
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(r)

@@ -1,0 +1,120 @@
+"""Shared dicts: `ConcurrentDict` (native; a sharded hash map in shared memory), `AtomicReference` (one value
+replaced atomically, built on it) and `LocalWrapper` (a forwarding wrapper).
+
+`ConcurrentDict` behaves like a `dict` shared by every thread and process that holds it (it pickles as a small
+handle, so it can be passed to processes started by fork, spawn or forkserver). Single operations are atomic,
+including `setdefault`, `pop` and the read-modify-write methods `add`, `compare_and_set` and `update_with`
+(which `d[k] += 1` can never be: that is a read followed by a write).
+
+Not snapshot-consistent: `len()`, iteration, `keys()`/`values()`/`items()`, `as_dict()`, `==` and `repr()` visit
+one shard at a time, so while other threads or processes write they may mix states from different moments
+(each key is seen either before or after any single write, never half-written). `keys()`, `values()` and
+`items()` return lists (copies), not live views.
+
+Keys must be None, bool, int, float, str, bytes or tuples of those (exact types); `1`, `1.0` and `True` are the
+same key, and the first inserted spelling is kept. Other keys raise `TypeError`.
+
+`update_with(key, fn, default=None)` runs `fn` in the calling process while the key's shard is locked: other
+writers of that shard wait (readers do not). If `fn` raises, the exception propagates and the dict is unchanged.
+`fn` must not use the same dict (a re-entrant write raises `RuntimeError` instead of deadlocking).
+`compare_and_set` compares encoded values: `1` and `1.0` are different values there.
+"""
+
+from collections.abc import MutableMapping as _MutableMapping
+
+from ._native import ConcurrentDict
+
+_MutableMapping.register(ConcurrentDict)
+
+
+class AtomicReference:
+    """A reference to one value in shared memory, replaced atomically from any thread or process.
+
+    Built on a one-shard `ConcurrentDict`; pickles as a handle. Values are stored encoded, so `get()` returns a
+    copy, and identity means nothing across processes: `compare_exchange(expected, obj)` compares the *encoded*
+    value of `expected` with the stored one (so `1` and `1.0` differ, and equal lists match).
+    """
+
+    __slots__ = ("_d",)
+
+    def __init__(self, obj=None, *, _dict=None):
+        if _dict is None:
+            _dict = ConcurrentDict(scaling=1)
+            _dict[0] = obj
+        self._d = _dict
+
+    def get(self):
+        """The current value (a copy)."""
+        return self._d[0]
+
+    def set(self, obj):
+        """Stores `obj`."""
+        self._d[0] = obj
+
+    def exchange(self, obj):
+        """Stores `obj` and returns the previous value, atomically."""
+        old = []
+
+        def swap(v):
+            old.append(v)
+            return obj
+
+        self._d.update_with(0, swap)
+        return old[0]
+
+    def compare_exchange(self, expected, obj):
+        """Stores `obj` if the value encodes like `expected`; returns whether it did."""
+        return self._d.compare_and_set(0, expected, obj)
+
+    def __reduce__(self):
+        return (_rebuild_reference, (self._d,))
+
+    def __repr__(self):
+        return f"AtomicReference({self.get()!r})"
+
+
+def _rebuild_reference(d):
+    return AtomicReference(_dict=d)
+
+
+class LocalWrapper:
+    """Wraps an object and forwards attribute access and the common protocols to it (like the concurrency
+    docs' `LocalWrapper`): code can hold a per-thread wrapper instead of sharing the object itself. The
+    wrapper is a plain process-local object; `wrapped` is the object."""
+
+    __slots__ = ("wrapped",)
+
+    def __init__(self, obj):
+        object.__setattr__(self, "wrapped", obj)
+
+    def __getattr__(self, name):
+        return getattr(object.__getattribute__(self, "wrapped"), name)
+
+    def __setattr__(self, name, value):
+        setattr(self.wrapped, name, value)
+
+    def __delattr__(self, name):
+        delattr(self.wrapped, name)
+
+    def __repr__(self):
+        return f"LocalWrapper({self.wrapped!r})"
+
+
+def _forward(name):
+    def method(self, *args, **kwargs):
+        return getattr(self.wrapped, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in (
+    "__len__", "__iter__", "__next__", "__contains__", "__getitem__", "__setitem__", "__delitem__", "__call__",
+    "__enter__", "__exit__", "__bool__", "__str__", "__hash__", "__int__", "__float__", "__index__",
+    "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+    "__floordiv__", "__mod__", "__neg__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__",
+):
+    setattr(LocalWrapper, _name, _forward(_name))
+del _name
+
+__all__ = ["AtomicReference", "ConcurrentDict", "LocalWrapper"]

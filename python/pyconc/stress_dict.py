@@ -1,0 +1,137 @@
+"""Stress test of `ConcurrentDict`: several processes mixing set/get/del/add with a verifiable final state.
+
+Each worker process
+  * adds 1 to random shared counters `("c", k)` and tallies locally how often it added to each;
+  * sets, reads back and deletes its own keys `("own", worker, k)`, keeping a local model of them;
+  * overwrites and reads shared keys `("s", k)` whose values are self-checking (`(writer, n, payload)` with
+    `payload == bytes([n % 256]) * (n % 50)`), so a torn or mixed value is detected.
+At the end each worker stores its tally and model in the dict. The parent then checks that every counter equals
+the sum of the tallies exactly, that every worker's own keys equal its model, and that `len` matches iteration.
+
+`kill=True` adds victim processes doing the same on keys of their own, SIGKILLed at random moments (possibly
+holding a shard lock, in the middle of a write): the survivors' state must still check out exactly, and the
+dict must stay fully readable.
+"""
+
+import multiprocessing as mp
+import os
+import random
+import signal
+import time
+
+from .dicts import ConcurrentDict
+
+COUNTERS = 16
+OWN_KEYS = 64
+SHARED = 8
+
+
+def _payload(n):
+    return bytes([n % 256]) * (n % 50)
+
+
+def _worker(d, wid, ops, seed, victim):
+    rng = random.Random(seed * 1000 + wid)
+    tally = {}
+    model = {}
+    prefix = "victim" if victim else "own"
+    cprefix = "vc" if victim else "c"
+    for n in range(ops):
+        r = rng.random()
+        if r < 0.3:
+            k = rng.randrange(COUNTERS)
+            d.add((cprefix, k), 1)
+            tally[k] = tally.get(k, 0) + 1
+        elif r < 0.55:
+            k = rng.randrange(OWN_KEYS)
+            v = (wid, n, "x" * (n % 40))
+            d[(prefix, wid, k)] = v
+            model[k] = v
+        elif r < 0.7:
+            k = rng.randrange(OWN_KEYS)
+            got = d.get((prefix, wid, k))
+            if got != model.get(k):
+                raise AssertionError(f"worker {wid}: key {k} holds {got!r}, expected {model.get(k)!r}")
+        elif r < 0.8:
+            k = rng.randrange(OWN_KEYS)
+            if d.pop((prefix, wid, k), None) != model.pop(k, None):
+                raise AssertionError(f"worker {wid}: pop of key {k} returned the wrong value")
+        elif r < 0.9:
+            d[("s", rng.randrange(SHARED))] = (wid, n, _payload(n))
+        else:
+            got = d.get(("s", rng.randrange(SHARED)))
+            if got is not None and got[2] != _payload(got[1]):
+                raise AssertionError(f"worker {wid}: torn shared value {got!r}")
+    if not victim:
+        d[("tally", wid)] = tally
+        d[("model", wid)] = model
+
+
+def run_dict(procs=8, ops=20000, start_method="spawn", kill=False, seed=None, timeout=120.0, out=print):
+    """Runs the stress test; returns `(ok, result)` where result is a dict of figures and any errors."""
+    seed = random.randrange(1 << 30) if seed is None else seed
+    ctx = mp.get_context(start_method)
+    d = ConcurrentDict()
+    result = {"procs": procs, "ops": ops, "start_method": start_method, "kill": kill, "seed": seed, "errors": []}
+    t0 = time.perf_counter()
+    workers = [ctx.Process(target=_worker, args=(d, i, ops, seed, False)) for i in range(procs)]
+    victims = []
+    if kill:
+        victims = [ctx.Process(target=_worker, args=(d, procs + i, 10**9, seed, True)) for i in range(2)]
+    for p in workers + victims:
+        p.start()
+    rng = random.Random(seed)
+    killed = 0
+    if kill:
+        # Kill each victim after a random delay, then restart it, a few times.
+        for _ in range(3):
+            time.sleep(rng.uniform(0.05, 0.4))
+            for i, v in enumerate(victims):
+                if v.is_alive():
+                    os.kill(v.pid, signal.SIGKILL)
+                    killed += 1
+                v.join(10)
+                victims[i] = ctx.Process(target=_worker, args=(d, procs + i, 10**9, seed + killed, True))
+                victims[i].start()
+        for v in victims:
+            os.kill(v.pid, signal.SIGKILL)
+            killed += 1
+            v.join(10)
+    deadline = time.monotonic() + timeout
+    for p in workers:
+        p.join(max(0.1, deadline - time.monotonic()))
+    hung = [p for p in workers if p.is_alive()]
+    for p in hung:
+        p.kill()
+        p.join(5)
+    if hung:
+        result["errors"].append(f"{len(hung)} worker(s) hung")
+    bad = [p.exitcode for p in workers if p.exitcode != 0]
+    if bad and not hung:
+        result["errors"].append(f"worker exit codes {bad}")
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    result["killed"] = killed
+    if not result["errors"]:
+        expected = {}
+        for i in range(procs):
+            for k, n in d[("tally", i)].items():
+                expected[k] = expected.get(k, 0) + n
+            model = d[("model", i)]
+            own = {k: d[("own", i, k)] for k in range(OWN_KEYS) if ("own", i, k) in d}
+            if own != model:
+                result["errors"].append(f"worker {i}: own keys differ from its model")
+        for k, n in expected.items():
+            got = d.get(("c", k))
+            if got != n:
+                result["errors"].append(f"counter {k}: {got} != {n} (lost or extra adds)")
+        items = d.items()
+        if len(items) != len(d):
+            result["errors"].append(f"len() {len(d)} != {len(items)} items")
+        result["adds"] = sum(expected.values())
+        result["keys"] = len(items)
+        result["ops_per_s"] = round(procs * ops / result["seconds"])
+    d.clear()
+    ok = not result["errors"]
+    if out is not None:
+        out(f"stress dict: {'OK' if ok else 'FAILED'} {result}")
+    return ok, result

@@ -1,0 +1,132 @@
+//! The `#[repr(C)]` structs of a shared dict (documented in `shm-layouts/dict.md`).
+
+use crate::segment::ShmSafe;
+use crate::sync::atomic::{AtomicU32, AtomicU64};
+use crate::sync::lock::LockState;
+
+/// Payload layout version of [`Kind::Dict`](crate::segment::Kind::Dict) segments.
+pub const DICT_VERSION: u32 = 1;
+/// `DictHeader::magic` (`b"DICT"`).
+pub const DICT_MAGIC: u32 = u32::from_le_bytes(*b"DICT");
+/// `TableHeader::magic` (`b"TABL"`).
+pub const TABLE_MAGIC: u32 = u32::from_le_bytes(*b"TABL");
+/// Most segments one dict may span (the main one included).
+pub const MAX_SEGMENTS: usize = 32;
+/// Bytes reserved for one extension segment name (names are 39 ASCII bytes).
+pub const NAME_WORDS: usize = 6;
+/// Most shards.
+pub const MAX_SHARDS: u32 = 4096;
+
+/// A reference to bytes of a dict: `(segment index << REF_SHIFT) | byte offset in that segment`.
+pub const REF_SHIFT: u32 = 40;
+/// Mask of the offset part of a reference.
+pub const REF_OFFSET_MASK: u64 = (1 << REF_SHIFT) - 1;
+/// A slot's `entry` when the slot was never used (ends a probe sequence).
+pub const SLOT_EMPTY: u64 = 0;
+/// A slot's `entry` after its key was deleted (probing continues past it).
+pub const SLOT_TOMBSTONE: u64 = 1;
+
+/// At the start of the main segment's payload.
+#[repr(C)]
+pub struct DictHeader {
+    /// [`DICT_MAGIC`] once initialised.
+    pub magic: AtomicU32,
+    /// [`DICT_VERSION`].
+    pub version: AtomicU32,
+    /// Number of shards.
+    pub nshards: AtomicU32,
+    /// Segments in use (1 = only the main one). Grows only, under `grow_lock`, after the name is written.
+    pub nsegs: AtomicU32,
+    /// Offset of the shard array in the main segment.
+    pub shards_off: AtomicU64,
+    /// Offset of the main segment's heap header.
+    pub heap_off: AtomicU64,
+    /// Payload size of the last segment added (extension segments double it).
+    pub last_seg_size: AtomicU64,
+    /// Unused; zero.
+    pub reserved: [AtomicU64; 3],
+    /// Serialises adding extension segments.
+    pub grow_lock: LockState,
+    /// Names of the extension segments (index 0, the main segment, is unused): ASCII, zero padded.
+    pub seg_names: [[AtomicU64; NAME_WORDS]; MAX_SEGMENTS],
+}
+
+/// One shard: a lock, a seqlock version and a table.
+#[repr(C)]
+pub struct Shard {
+    /// Robust write lock.
+    pub lock: LockState,
+    /// Seqlock version: odd while a writer changes the table; readers retry when it moved.
+    pub seq: AtomicU64,
+    /// Reference to the table block (a [`TableHeader`] followed by `capacity` [`Slot`]s).
+    pub table: AtomicU64,
+    /// Live keys.
+    pub len: AtomicU64,
+    /// Tombstone slots.
+    pub tombstones: AtomicU64,
+    /// Blocks this shard retired and keeps for reuse (0 = none): overwrites then recycle blocks without
+    /// touching the shared heap header, which every process would otherwise contend on.
+    pub spare: [AtomicU64; 4],
+    /// Unused; zero. Pads the shard to two cache lines.
+    pub reserved: [AtomicU64; 4],
+}
+
+/// The start of a table block.
+#[repr(C)]
+pub struct TableHeader {
+    /// [`TABLE_MAGIC`].
+    pub magic: AtomicU32,
+    /// Unused; zero.
+    pub reserved: AtomicU32,
+    /// Number of slots (a power of two).
+    pub capacity: AtomicU64,
+}
+
+/// One open-addressing slot.
+#[repr(C)]
+pub struct Slot {
+    /// Stable hash of the key (meaningful only while `entry` is a reference).
+    pub hash: AtomicU64,
+    /// [`SLOT_EMPTY`], [`SLOT_TOMBSTONE`] or a reference to an entry block.
+    pub entry: AtomicU64,
+}
+
+/// The start of an entry block, followed by the key bytes, the as-inserted key bytes, then the value bytes.
+#[repr(C)]
+pub struct EntryHeader {
+    /// Length of the canonical key encoding.
+    pub key_len: AtomicU32,
+    /// Length of the as-inserted key encoding (0: the canonical bytes decode to the key as inserted).
+    pub orig_len: AtomicU32,
+    /// Length of the value encoding.
+    pub val_len: AtomicU32,
+    /// Unused; zero.
+    pub reserved: AtomicU32,
+}
+
+// SAFETY: repr(C), only atomics, arrays of atomics and LockState (itself ShmSafe), no padding (asserted below).
+unsafe impl ShmSafe for DictHeader {}
+// SAFETY: as above.
+unsafe impl ShmSafe for Shard {}
+// SAFETY: as above.
+unsafe impl ShmSafe for TableHeader {}
+// SAFETY: as above.
+unsafe impl ShmSafe for Slot {}
+// SAFETY: as above.
+unsafe impl ShmSafe for EntryHeader {}
+
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<DictHeader>() == 96 + 48 * MAX_SEGMENTS);
+    assert!(offset_of!(DictHeader, shards_off) == 16);
+    assert!(offset_of!(DictHeader, grow_lock) == 64);
+    assert!(offset_of!(DictHeader, seg_names) == 96);
+    assert!(size_of::<Shard>() == 128);
+    assert!(offset_of!(Shard, seq) == 32);
+    assert!(offset_of!(Shard, table) == 40);
+    assert!(offset_of!(Shard, spare) == 64);
+    assert!(size_of::<TableHeader>() == 16);
+    assert!(size_of::<Slot>() == 16);
+    assert!(size_of::<EntryHeader>() == 16);
+};

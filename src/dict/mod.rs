@@ -1,0 +1,921 @@
+//! A sharded hash map in shared memory: the core of `pyconc.ConcurrentDict`. Layout: `shm-layouts/dict.md`.
+//!
+//! Keys and values are byte strings (the Python layer stores canonical key encodings and value encodings of
+//! the codec); this module knows nothing of Python.
+//!
+//! * **Shards.** A key's stable hash picks a shard (high 32 bits) and a home slot (low bits). Each shard is an
+//!   open-addressing table (linear probing, tombstones) in a heap block, with its own robust lock and seqlock
+//!   version. Shards grow one at a time: the writer builds a bigger table beside the old one and publishes it
+//!   with one store, so other shards never pause.
+//! * **Entries.** A slot holds the key's hash and a reference to an entry block (header, key bytes, as-inserted
+//!   key bytes, value bytes). An entry is never changed once published: an overwrite publishes a new block and
+//!   frees the old one, so memory is reused (first through the shard's small spare cache, then through the
+//!   allocator's free lists).
+//! * **Reads** take no lock: they load the shard's version, probe, copy the value bytes out, and re-check the
+//!   version (a seqlock). A reader never keeps a reference into the table past the copy; what it copied from a
+//!   block that was freed and reused meanwhile is thrown away because the version moved. Every reference read
+//!   is bounds-checked, so a torn read can at worst produce an error that is then discarded and retried. After
+//!   a bounded number of failed attempts (a writer is busy, or died mid-write) readers ask for the lock.
+//! * **Writes** take the shard lock, build the new entry fully in a fresh block, then (version odd) publish it
+//!   with one atomic store of the slot's `entry` (plus the `len`/`tombstones` counters), make the version even
+//!   again, and free replaced blocks last.
+//! * **Crash consistency.** A writer killed at any instant leaves every slot either as before or as after its
+//!   single publishing store; at worst a block leaks or the counters are off by one. The next locker sees
+//!   "owner died" (or an odd version) and [`repairs`](ShardGuard::repair) the shard: it validates every entry
+//!   (bounds, lengths, hash of the key), turns invalid ones into tombstones, recounts, and makes the version
+//!   even, which unblocks readers.
+//! * **Growth beyond the first segment.** When the main segment's heap is full, a writer adds an extension
+//!   segment (twice the size of the last one) under the dict's `grow_lock` and records its name in the header.
+//!   References carry the segment index in their top bits; each process opens extension segments on first use.
+
+pub mod layout;
+#[cfg(test)]
+mod tests;
+
+use crate::error::corrupt;
+use crate::platform::futex::Deadline;
+use crate::segment::alloc::Heap;
+use crate::segment::{Kind, Offset, Segment, ShmSafe};
+use crate::sync::atomic::{fence, Ordering};
+use crate::sync::owner;
+use crate::{Error, Result};
+use layout::*;
+use std::mem::size_of;
+use std::sync::OnceLock;
+
+/// Default heap size of the main segment (pages are only backed once used).
+pub const DEFAULT_HEAP_BYTES: u64 = 64 << 20;
+/// Slots of a fresh shard table.
+const MIN_CAPACITY: u64 = 8;
+/// Optimistic read attempts before a reader asks for the lock.
+const OPTIMISTIC_TRIES: u32 = 256;
+/// Largest extension segment heap.
+const MAX_SEG_BYTES: u64 = 16 << 30;
+
+/// The outcome of a lock-free read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The key is present; its bytes were copied out.
+    Found,
+    /// The key is absent.
+    Missing,
+    /// Writers kept the shard busy (or one died mid-write): retry under the lock ([`SharedDict::lock`]).
+    Busy,
+}
+
+struct SegSlot {
+    seg: Segment,
+    heap_off: u64,
+}
+
+/// A process-local handle to a shared dict. Clones are cheap through `Arc` in the callers.
+pub struct SharedDict {
+    main: Segment,
+    hdr: *const DictHeader,
+    shards: *const Shard,
+    nshards: u32,
+    segs: Box<[OnceLock<SegSlot>]>,
+    open_lock: parking_lot::Mutex<()>,
+}
+
+// SAFETY: the raw pointers point into the mapping owned by `main` (an Arc'd mapping that is Send + Sync); all
+// shared state is accessed through atomics or bounds-checked raw copies.
+unsafe impl Send for SharedDict {}
+// SAFETY: as above.
+unsafe impl Sync for SharedDict {}
+
+/// An entry block, bounds-checked at the time it was read.
+#[derive(Clone, Copy)]
+struct Entry {
+    base: *mut u8,
+    key_len: usize,
+    orig_len: usize,
+    val_len: usize,
+}
+
+impl Entry {
+    fn key_ptr(&self) -> *const u8 {
+        // SAFETY: the whole block (header + lengths) was range-checked in `SharedDict::entry`.
+        unsafe { self.base.add(size_of::<EntryHeader>()) }
+    }
+    fn orig_ptr(&self) -> *const u8 {
+        // SAFETY: as above.
+        unsafe { self.key_ptr().add(self.key_len) }
+    }
+    fn val_ptr(&self) -> *const u8 {
+        // SAFETY: as above.
+        unsafe { self.orig_ptr().add(self.orig_len) }
+    }
+    fn total(&self) -> usize {
+        size_of::<EntryHeader>() + self.key_len + self.orig_len + self.val_len
+    }
+}
+
+/// A table block, bounds-checked when read.
+#[derive(Clone, Copy)]
+struct Table {
+    slots: *const Slot,
+    cap: u64,
+}
+
+impl Table {
+    fn slot<'a>(&self, i: u64) -> &'a Slot {
+        // SAFETY: `cap` slots were range-checked in `SharedDict::table`; the index is masked to `cap - 1`; Slot
+        // is ShmSafe. The mapping outlives every use (callers hold `&SharedDict`).
+        unsafe { &*self.slots.add((i & (self.cap - 1)) as usize) }
+    }
+}
+
+/// Appends `len` bytes at `ptr` to `out`.
+///
+/// # Safety
+/// `ptr..ptr + len` must lie inside a live mapping. Other processes may write those bytes concurrently; the
+/// copy is then garbage, which the seqlock callers detect and discard.
+unsafe fn copy_out(ptr: *const u8, len: usize, out: &mut Vec<u8>) {
+    out.reserve(len);
+    // SAFETY: the destination has `len` spare bytes (reserved above); the source is readable (caller).
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr, out.as_mut_ptr().add(out.len()), len);
+        out.set_len(out.len() + len);
+    }
+}
+
+/// Whether `len` bytes at `ptr` equal `key`.
+///
+/// # Safety
+/// `ptr..ptr + len` must lie inside a live mapping (possibly concurrently written: the result is then garbage).
+unsafe fn bytes_eq(ptr: *const u8, len: usize, key: &[u8]) -> bool {
+    // memcmp through FFI: compares the shared bytes without forming a Rust slice over memory that another
+    // process may be writing.
+    // SAFETY: both ranges are readable for `len` bytes (caller, and `key` is a slice of that length).
+    len == key.len() && unsafe { libc::memcmp(ptr.cast(), key.as_ptr().cast(), len) } == 0
+}
+
+fn make_ref(seg: usize, off: u64) -> u64 {
+    ((seg as u64) << REF_SHIFT) | off
+}
+
+impl SharedDict {
+    /// Creates a dict with `nshards` shards and a main-segment heap of `heap_bytes`.
+    pub fn create(nshards: u32, heap_bytes: u64) -> Result<SharedDict> {
+        if nshards == 0 || nshards > MAX_SHARDS {
+            return Err(Error::Invalid(format!("scaling must be between 1 and {MAX_SHARDS}, got {nshards}")));
+        }
+        let heap_bytes = heap_bytes.max(64 << 10);
+        let data_off = crate::segment::header::DATA_OFFSET;
+        let shards_off = (data_off + size_of::<DictHeader>() as u64).next_multiple_of(128);
+        let heap_off = (shards_off + nshards as u64 * size_of::<Shard>() as u64).next_multiple_of(64);
+        let footprint = Heap::footprint(heap_bytes);
+        let seg = Segment::create(Kind::Dict, DICT_VERSION, heap_off + footprint - data_off)?;
+        Heap::init(&seg, Offset::new(heap_off), footprint)?;
+        let hdr = seg.resolve::<DictHeader>(seg.data_offset())?;
+        hdr.version.store(DICT_VERSION, Ordering::Relaxed);
+        hdr.nshards.store(nshards, Ordering::Relaxed);
+        hdr.nsegs.store(1, Ordering::Relaxed);
+        hdr.shards_off.store(shards_off, Ordering::Relaxed);
+        hdr.heap_off.store(heap_off, Ordering::Relaxed);
+        hdr.last_seg_size.store(heap_bytes, Ordering::Relaxed);
+        let d = Self::attach(seg, false)?;
+        for i in 0..nshards {
+            let t = d.new_table(MIN_CAPACITY)?;
+            d.shard(i).table.store(t, Ordering::Relaxed);
+        }
+        // Release: a process that sees the magic sees the initialised header, shards and tables.
+        d.header().magic.store(DICT_MAGIC, Ordering::Release);
+        Ok(d)
+    }
+
+    /// Opens the dict whose main segment is called `name`.
+    pub fn open(name: &str) -> Result<SharedDict> {
+        Self::attach(Segment::open(name)?, true)
+    }
+
+    fn attach(seg: Segment, check_magic: bool) -> Result<SharedDict> {
+        seg.info().expect(seg.name(), Kind::Dict, DICT_VERSION)?;
+        let hdr = seg.resolve::<DictHeader>(seg.data_offset())?;
+        if check_magic && hdr.magic.load(Ordering::Acquire) != DICT_MAGIC {
+            return Err(corrupt!("segment {} is not the main segment of a dict", seg.name()));
+        }
+        if hdr.version.load(Ordering::Relaxed) != DICT_VERSION {
+            return Err(corrupt!("dict layout version mismatch in {}", seg.name()));
+        }
+        let nshards = hdr.nshards.load(Ordering::Relaxed);
+        if nshards == 0 || nshards > MAX_SHARDS {
+            return Err(corrupt!("dict {} has {nshards} shards", seg.name()));
+        }
+        let shards_off = hdr.shards_off.load(Ordering::Relaxed);
+        let bytes = nshards as u64 * size_of::<Shard>() as u64;
+        // Resolve the first shard for alignment, then check the whole array's range.
+        let first = seg.resolve::<Shard>(Offset::new(shards_off))? as *const Shard;
+        seg.bytes_ptr(shards_off, bytes)?;
+        let heap_off = hdr.heap_off.load(Ordering::Relaxed);
+        Heap::attach(&seg, Offset::new(heap_off))?;
+        let hdr = hdr as *const DictHeader;
+        let segs: Box<[OnceLock<SegSlot>]> = (0..MAX_SEGMENTS).map(|_| OnceLock::new()).collect();
+        let _ = segs[0].set(SegSlot { seg: seg.clone(), heap_off });
+        let d = SharedDict { main: seg, hdr, shards: first, nshards, segs, open_lock: parking_lot::Mutex::new(()) };
+        // Map the extension segments that exist now, so this process keeps them alive while it holds the dict.
+        let n = d.header().nsegs.load(Ordering::Acquire) as usize;
+        for i in 1..n.min(MAX_SEGMENTS) {
+            d.seg(i)?;
+        }
+        Ok(d)
+    }
+
+    /// The main segment.
+    pub fn segment(&self) -> &Segment {
+        &self.main
+    }
+
+    /// Number of shards.
+    pub fn nshards(&self) -> u32 {
+        self.nshards
+    }
+
+    /// Number of segments the dict spans now.
+    pub fn segments(&self) -> usize {
+        self.header().nsegs.load(Ordering::Acquire) as usize
+    }
+
+    fn header(&self) -> &DictHeader {
+        // SAFETY: resolved (bounds + alignment) at attach; the mapping lives while `self.main` does.
+        unsafe { &*self.hdr }
+    }
+
+    /// Shard `i` (`i < nshards`).
+    fn shard(&self, i: u32) -> &Shard {
+        debug_assert!(i < self.nshards);
+        // SAFETY: the array of `nshards` shards was range-checked at attach and `i` is reduced modulo nshards
+        // by every caller.
+        unsafe { &*self.shards.add((i % self.nshards) as usize) }
+    }
+
+    /// The shard a key hash belongs to.
+    #[inline]
+    pub fn shard_index(&self, hash: u64) -> u32 {
+        ((hash >> 32) % self.nshards as u64) as u32
+    }
+
+    fn seg(&self, idx: usize) -> Result<&SegSlot> {
+        let cell = self.segs.get(idx).ok_or_else(|| corrupt!("dict reference to segment #{idx}"))?;
+        if let Some(s) = cell.get() {
+            return Ok(s);
+        }
+        let _g = self.open_lock.lock();
+        if let Some(s) = cell.get() {
+            return Ok(s);
+        }
+        if idx >= self.header().nsegs.load(Ordering::Acquire) as usize {
+            return Err(corrupt!("dict reference to segment #{idx}, which does not exist"));
+        }
+        let mut name = Vec::with_capacity(NAME_WORDS * 8);
+        for w in &self.header().seg_names[idx] {
+            name.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        let name = std::str::from_utf8(&name[..end]).map_err(|_| corrupt!("bad extension segment name"))?;
+        let seg = Segment::open(name)?;
+        seg.info().expect(seg.name(), Kind::Dict, DICT_VERSION)?;
+        let heap_off = seg.info().data_offset;
+        Heap::attach(&seg, Offset::new(heap_off))?;
+        let _ = cell.set(SegSlot { seg, heap_off });
+        cell.get().ok_or_else(|| corrupt!("extension segment cell"))
+    }
+
+    /// A bounds-checked pointer to `len` bytes at reference `r`.
+    #[inline]
+    fn ptr(&self, r: u64, len: u64) -> Result<*mut u8> {
+        self.seg((r >> REF_SHIFT) as usize)?.seg.bytes_ptr(r & REF_OFFSET_MASK, len)
+    }
+
+    #[inline]
+    fn res<T: ShmSafe>(&self, r: u64) -> Result<&T> {
+        self.seg((r >> REF_SHIFT) as usize)?.seg.resolve(Offset::new(r & REF_OFFSET_MASK))
+    }
+
+    fn table(&self, r: u64) -> Result<Table> {
+        let th = self.res::<TableHeader>(r)?;
+        let cap = th.capacity.load(Ordering::Relaxed);
+        if th.magic.load(Ordering::Relaxed) != TABLE_MAGIC || !cap.is_power_of_two() || cap > 1 << 40 {
+            return Err(corrupt!("dict table at {r:#x} is invalid"));
+        }
+        let slots = self.ptr(r + size_of::<TableHeader>() as u64, cap * size_of::<Slot>() as u64)?;
+        Ok(Table { slots: slots as *const Slot, cap })
+    }
+
+    fn entry(&self, r: u64) -> Result<Entry> {
+        let h = self.res::<EntryHeader>(r)?;
+        let key_len = h.key_len.load(Ordering::Relaxed) as usize;
+        let orig_len = h.orig_len.load(Ordering::Relaxed) as usize;
+        let val_len = h.val_len.load(Ordering::Relaxed) as usize;
+        let total = (size_of::<EntryHeader>() + key_len + orig_len + val_len) as u64;
+        let base = self.ptr(r, total)?;
+        Ok(Entry { base, key_len, orig_len, val_len })
+    }
+
+    fn alloc(&self, size: u64) -> Result<u64> {
+        loop {
+            let n = self.header().nsegs.load(Ordering::Acquire) as usize;
+            if n == 0 || n > MAX_SEGMENTS {
+                return Err(corrupt!("dict header counts {n} segments"));
+            }
+            for idx in (0..n).rev() {
+                let s = self.seg(idx)?;
+                match Heap::attach(&s.seg, Offset::new(s.heap_off))?.alloc(size) {
+                    Ok(off) => return Ok(make_ref(idx, off)),
+                    Err(Error::Full(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.add_segment(n, size)?;
+        }
+    }
+
+    fn usable(&self, r: u64) -> Result<u64> {
+        let s = self.seg((r >> REF_SHIFT) as usize)?;
+        Heap::attach(&s.seg, Offset::new(s.heap_off))?.usable_size(r & REF_OFFSET_MASK)
+    }
+
+    fn free(&self, r: u64) -> Result<()> {
+        let s = self.seg((r >> REF_SHIFT) as usize)?;
+        Heap::attach(&s.seg, Offset::new(s.heap_off))?.free(r & REF_OFFSET_MASK)
+    }
+
+    /// Adds extension segment number `seen` unless another writer already did.
+    #[cold]
+    fn add_segment(&self, seen: usize, need: u64) -> Result<()> {
+        let hdr = self.header();
+        let lock = &hdr.grow_lock;
+        // Short critical section without Python code: a plain blocking acquire is fine (a dead holder is taken
+        // over, and nothing it did needs repair: the segment count is only published last).
+        let _ = lock.lock_as(owner::me(), &Deadline::after(None))?;
+        struct Release<'a>(&'a crate::sync::lock::LockState);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.release();
+            }
+        }
+        let _release = Release(lock);
+        if hdr.nsegs.load(Ordering::Acquire) as usize != seen {
+            return Ok(());
+        }
+        if seen >= MAX_SEGMENTS {
+            return Err(Error::Full(format!("the dict spans {MAX_SEGMENTS} segments and cannot grow further")));
+        }
+        let size = (hdr.last_seg_size.load(Ordering::Relaxed).saturating_mul(2))
+            .max(need.saturating_mul(2) + (1 << 20))
+            .min(MAX_SEG_BYTES.max(need + (1 << 20)));
+        let footprint = Heap::footprint(size);
+        let seg = Segment::create(Kind::Dict, DICT_VERSION, footprint)?;
+        let heap_off = seg.info().data_offset;
+        Heap::init(&seg, Offset::new(heap_off), footprint)?;
+        let bytes = seg.name().as_bytes();
+        if bytes.len() >= NAME_WORDS * 8 {
+            return Err(Error::Invalid("segment name too long for the dict header".into()));
+        }
+        for (i, w) in hdr.seg_names[seen].iter().enumerate() {
+            let mut word = [0u8; 8];
+            for (j, b) in word.iter_mut().enumerate() {
+                *b = bytes.get(i * 8 + j).copied().unwrap_or(0);
+            }
+            w.store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+        hdr.last_seg_size.store(size, Ordering::Relaxed);
+        let _ = self.segs[seen].set(SegSlot { seg, heap_off });
+        // Release: a process that sees the new count sees the name.
+        hdr.nsegs.store(seen as u32 + 1, Ordering::Release);
+        Ok(())
+    }
+
+    fn new_table(&self, cap: u64) -> Result<u64> {
+        let bytes = size_of::<TableHeader>() as u64 + cap * size_of::<Slot>() as u64;
+        let r = self.alloc(bytes)?;
+        let p = self.ptr(r, bytes)?;
+        // SAFETY: the block is ours (fresh from the allocator) and `bytes` long (checked by `ptr`).
+        unsafe { std::ptr::write_bytes(p, 0, bytes as usize) };
+        let th = self.res::<TableHeader>(r)?;
+        th.capacity.store(cap, Ordering::Relaxed);
+        th.magic.store(TABLE_MAGIC, Ordering::Relaxed);
+        Ok(r)
+    }
+
+    /// Runs `f` as a seqlock reader of shard `i`: returns its result if no writer interfered, `None` if writers
+    /// kept interfering (retry under the lock). Errors from `f` count only if the version did not move.
+    pub fn optimistic<R>(&self, i: u32, mut f: impl FnMut(&Self, u64) -> Result<R>) -> Result<Option<R>> {
+        let sh = self.shard(i);
+        for _ in 0..OPTIMISTIC_TRIES {
+            // Acquire: everything the last writer published before making the version even is visible.
+            let s1 = sh.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let r = f(self, sh.table.load(Ordering::Acquire));
+            // The fence orders the reads done by `f` (atomics and raw copies) before the re-check, so a version
+            // unchanged here means no writer published or freed anything the reads could have seen.
+            fence(Ordering::Acquire);
+            if sh.seq.load(Ordering::Relaxed) == s1 {
+                return r.map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Looks `key` up (stable hash `hash`) in the table `t` and returns its slot index and entry reference.
+    fn probe(&self, t: u64, key: &[u8], hash: u64) -> Result<Option<(u64, u64)>> {
+        let t = self.table(t)?;
+        let mut i = hash;
+        for _ in 0..t.cap {
+            let slot = t.slot(i);
+            let e = slot.entry.load(Ordering::Acquire);
+            if e == SLOT_EMPTY {
+                return Ok(None);
+            }
+            if e != SLOT_TOMBSTONE && slot.hash.load(Ordering::Relaxed) == hash {
+                let ent = self.entry(e)?;
+                // SAFETY: the key range lies inside the entry block, range-checked by `entry`.
+                if unsafe { bytes_eq(ent.key_ptr(), ent.key_len, key) } {
+                    return Ok(Some((i & (t.cap - 1), e)));
+                }
+            }
+            i = i.wrapping_add(1);
+        }
+        Ok(None)
+    }
+
+    /// Lock-free lookup: copies the value bytes of `key` into `out` (cleared first).
+    #[inline]
+    pub fn get_into(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<Read> {
+        let r = self.optimistic(self.shard_index(hash), |d, t| {
+            out.clear();
+            match d.probe(t, key, hash)? {
+                Some((_, e)) => {
+                    let ent = d.entry(e)?;
+                    // SAFETY: the value range lies inside the block, range-checked by `entry`.
+                    unsafe { copy_out(ent.val_ptr(), ent.val_len, out) };
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })?;
+        Ok(match r {
+            Some(true) => Read::Found,
+            Some(false) => Read::Missing,
+            None => Read::Busy,
+        })
+    }
+
+    /// Lock-free membership test.
+    #[inline]
+    pub fn contains(&self, key: &[u8], hash: u64) -> Result<Read> {
+        let r = self.optimistic(self.shard_index(hash), |d, t| Ok(d.probe(t, key, hash)?.is_some()))?;
+        Ok(match r {
+            Some(true) => Read::Found,
+            Some(false) => Read::Missing,
+            None => Read::Busy,
+        })
+    }
+
+    /// Copies every entry of table `t` into `out` as records `(key_len u32, orig_len u32, val_len u32, bytes)`
+    /// and returns how many.
+    fn dump(&self, t: u64, out: &mut Vec<u8>) -> Result<usize> {
+        out.clear();
+        let t = self.table(t)?;
+        let mut n = 0;
+        for i in 0..t.cap {
+            let e = t.slot(i).entry.load(Ordering::Acquire);
+            if e <= SLOT_TOMBSTONE {
+                continue;
+            }
+            let ent = self.entry(e)?;
+            for l in [ent.key_len, ent.orig_len, ent.val_len] {
+                out.extend_from_slice(&(l as u32).to_le_bytes());
+            }
+            // SAFETY: the whole block lies inside the mapping (checked by `entry`).
+            unsafe { copy_out(ent.key_ptr(), ent.key_len + ent.orig_len + ent.val_len, out) };
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Lock-free copy of shard `i` (see [`records`]); `None` when busy (use [`ShardGuard::dump`]).
+    pub fn dump_shard(&self, i: u32, out: &mut Vec<u8>) -> Result<Option<usize>> {
+        self.optimistic(i, |d, t| d.dump(t, out))
+    }
+
+    /// Number of keys (the sum of the shard counters; not a snapshot while writers run).
+    pub fn len(&self) -> u64 {
+        (0..self.nshards).map(|i| self.shard(i).len.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Whether the dict has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the calling thread holds shard `i`'s lock (a re-entrant attempt would deadlock).
+    pub fn held_by_me(&self, i: u32) -> bool {
+        let me = owner::me();
+        self.shard(i).lock.owner().is_some_and(|o| o.pid == me.pid && o.tid == me.tid)
+    }
+
+    /// Takes shard `i`'s lock without waiting. A shard left half-written by a dead writer is repaired first.
+    pub fn try_lock(&self, i: u32) -> Result<Option<ShardGuard<'_>>> {
+        let sh = self.shard(i);
+        match sh.lock.try_lock_as(owner::me()) {
+            Some(a) => self.guard(sh, a.owner_died()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Takes shard `i`'s lock, waiting until `deadline`. Blocks: callers holding the GIL must release it.
+    pub fn lock(&self, i: u32, deadline: &Deadline) -> Result<ShardGuard<'_>> {
+        let sh = self.shard(i);
+        let a = sh.lock.lock_as(owner::me(), deadline)?;
+        self.guard(sh, a.owner_died())
+    }
+
+    fn guard<'a>(&'a self, sh: &'a Shard, died: bool) -> Result<ShardGuard<'a>> {
+        let g = ShardGuard { d: self, sh, repaired: false };
+        // An odd version while we hold the lock can only be left by a holder that died mid-write.
+        if died || sh.seq.load(Ordering::Relaxed) & 1 == 1 {
+            let mut g = g;
+            g.repair()?;
+            return Ok(g);
+        }
+        Ok(g)
+    }
+}
+
+/// Splits the records written by [`SharedDict::dump_shard`] / [`ShardGuard::dump`] into
+/// `(key, orig, value)` slices.
+pub fn records(buf: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8], &[u8])>> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        if pos >= buf.len() {
+            return None;
+        }
+        let rd = |p: usize| buf.get(p..p + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let (Some(k), Some(o), Some(v)) = (rd(pos), rd(pos + 4), rd(pos + 8)) else {
+            pos = buf.len();
+            return Some(Err(corrupt!("truncated dict record")));
+        };
+        let s = pos + 12;
+        let Some(rec) = buf.get(s..s + k + o + v) else {
+            pos = buf.len();
+            return Some(Err(corrupt!("truncated dict record")));
+        };
+        pos = s + k + o + v;
+        Some(Ok((&rec[..k], &rec[k..k + o], &rec[k + o..])))
+    })
+}
+
+/// Holds a shard's write lock; every mutation goes through it. Released when dropped.
+pub struct ShardGuard<'a> {
+    d: &'a SharedDict,
+    sh: &'a Shard,
+    /// Whether acquiring it repaired the shard after a writer died.
+    pub repaired: bool,
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        self.sh.lock.release();
+    }
+}
+
+/// Test hook: when set, a writer calls `_exit` at the given point of a mutation (crash-consistency tests).
+#[doc(hidden)]
+pub static CRASH_POINT: crate::sync::atomic::AtomicU32 = crate::sync::atomic::AtomicU32::new(0);
+
+#[inline]
+fn crash_point(n: u32) {
+    if CRASH_POINT.load(Ordering::Relaxed) == n {
+        // SAFETY: `_exit` ends the process at once; used only by tests to simulate a kill at this point.
+        unsafe { libc::_exit(9) }
+    }
+}
+
+impl ShardGuard<'_> {
+    fn table(&self) -> Result<Table> {
+        self.d.table(self.sh.table.load(Ordering::Relaxed))
+    }
+
+    /// Makes the version odd: readers that overlap what follows will retry.
+    fn begin(&self) -> u64 {
+        let s = self.sh.seq.load(Ordering::Relaxed);
+        self.sh.seq.store(s + 1, Ordering::Relaxed);
+        // Release fence: the odd version is ordered before every store that follows (a reader that sees any of
+        // them then sees a changed version on its re-check).
+        fence(Ordering::Release);
+        s
+    }
+
+    fn end(&self, s: u64) {
+        // Release: readers that load the new even version see the whole change.
+        self.sh.seq.store(s + 2, Ordering::Release);
+    }
+
+    /// Finds `key`; returns `(slot index, entry ref)`.
+    pub fn find(&self, key: &[u8], hash: u64) -> Result<Option<(u64, u64)>> {
+        self.d.probe(self.sh.table.load(Ordering::Relaxed), key, hash)
+    }
+
+    /// Copies the value of `key` into `out` (cleared first); whether it was present.
+    pub fn get_into(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<bool> {
+        out.clear();
+        match self.find(key, hash)? {
+            Some((_, e)) => {
+                let ent = self.d.entry(e)?;
+                // SAFETY: in-bounds range of a block that cannot change while we hold the lock.
+                unsafe { copy_out(ent.val_ptr(), ent.val_len, out) };
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Copies every entry (see [`records`]).
+    pub fn dump(&self, out: &mut Vec<u8>) -> Result<usize> {
+        self.d.dump(self.sh.table.load(Ordering::Relaxed), out)
+    }
+
+    /// Allocates `size` bytes, preferring a fitting block from the shard's spare cache.
+    fn alloc_entry(&self, size: u64) -> Result<u64> {
+        for spare in &self.sh.spare {
+            let r = spare.load(Ordering::Relaxed);
+            if r == 0 {
+                continue;
+            }
+            match self.d.usable(r) {
+                Ok(cap) if cap >= size && cap <= size * 2 + 64 => {
+                    // Cleared before the block is written: a writer killed after this leaks the block, never
+                    // leaves it both cached and in use.
+                    spare.store(0, Ordering::Relaxed);
+                    return Ok(r);
+                }
+                Ok(_) => {}
+                Err(_) => spare.store(0, Ordering::Relaxed),
+            }
+        }
+        self.d.alloc(size)
+    }
+
+    /// Gives up a block that is no longer published: keeps it in the spare cache if there is room, else frees it.
+    fn retire(&self, r: u64) -> Result<()> {
+        for spare in &self.sh.spare {
+            if spare.load(Ordering::Relaxed) == 0 {
+                spare.store(r, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        // Cache full: swap the new block in for a random-ish victim so sizes adapt, free the victim.
+        let victim = &self.sh.spare[(r >> 4) as usize % self.sh.spare.len()];
+        let old = victim.swap(r, Ordering::Relaxed);
+        self.d.free(old)
+    }
+
+    fn build_entry(&self, key: &[u8], orig: &[u8], value: &[u8]) -> Result<u64> {
+        let lens = [key.len(), orig.len(), value.len()];
+        if lens.iter().any(|&l| l > u32::MAX as usize / 2) {
+            return Err(Error::Invalid("key or value too large for a shared dict".into()));
+        }
+        let total = size_of::<EntryHeader>() + key.len() + orig.len() + value.len();
+        let r = self.alloc_entry(total as u64)?;
+        let h = self.d.res::<EntryHeader>(r)?;
+        h.key_len.store(key.len() as u32, Ordering::Relaxed);
+        h.orig_len.store(orig.len() as u32, Ordering::Relaxed);
+        h.val_len.store(value.len() as u32, Ordering::Relaxed);
+        h.reserved.store(0, Ordering::Relaxed);
+        let p = self.d.ptr(r, total as u64)?;
+        let mut at = size_of::<EntryHeader>();
+        for part in [key, orig, value] {
+            // SAFETY: the block is ours (fresh from the allocator, not yet published) and `total` bytes long.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), part.len()) };
+            at += part.len();
+        }
+        Ok(r)
+    }
+
+    /// Sets `key` (canonical bytes, stable hash `hash`) to `value`. `orig` is the as-inserted key encoding when
+    /// it differs from the canonical one (kept from the first insert, as a dict keeps its first key object).
+    /// Returns whether the key is new.
+    pub fn set(&mut self, key: &[u8], hash: u64, orig: &[u8], value: &[u8]) -> Result<bool> {
+        if let Some((idx, old)) = self.find(key, hash)? {
+            let ent = self.d.entry(old)?;
+            let mut kept = Vec::new();
+            // SAFETY: in-bounds range of a published block, stable while we hold the lock.
+            unsafe { copy_out(ent.orig_ptr(), ent.orig_len, &mut kept) };
+            let new = self.build_entry(key, &kept, value)?;
+            crash_point(1);
+            let t = self.table()?;
+            let s = self.begin();
+            t.slot(idx).entry.store(new, Ordering::Release);
+            self.end(s);
+            crash_point(2);
+            self.retire(old)?;
+            return Ok(false);
+        }
+        self.reserve_one()?;
+        let new = self.build_entry(key, orig, value)?;
+        crash_point(3);
+        let t = self.table()?;
+        let mut i = hash;
+        for _ in 0..t.cap {
+            let slot = t.slot(i);
+            let e = slot.entry.load(Ordering::Relaxed);
+            if e == SLOT_EMPTY || e == SLOT_TOMBSTONE {
+                let s = self.begin();
+                slot.hash.store(hash, Ordering::Relaxed);
+                crash_point(4);
+                // The single publishing store: before it the slot is free, after it the entry is live.
+                slot.entry.store(new, Ordering::Release);
+                crash_point(5);
+                self.sh.len.fetch_add(1, Ordering::Relaxed);
+                if e == SLOT_TOMBSTONE {
+                    self.sh.tombstones.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.end(s);
+                return Ok(true);
+            }
+            i = i.wrapping_add(1);
+        }
+        let _ = self.retire(new);
+        Err(corrupt!("dict shard table has no free slot"))
+    }
+
+    /// Removes `key`; copies its value into `out` if given. Returns whether it was present.
+    pub fn remove(&mut self, key: &[u8], hash: u64, out: Option<&mut Vec<u8>>) -> Result<bool> {
+        let Some((idx, e)) = self.find(key, hash)? else {
+            return Ok(false);
+        };
+        self.remove_at(idx, e, out)?;
+        Ok(true)
+    }
+
+    fn remove_at(&mut self, idx: u64, e: u64, out: Option<&mut Vec<u8>>) -> Result<()> {
+        if let Some(out) = out {
+            out.clear();
+            let ent = self.d.entry(e)?;
+            // SAFETY: in-bounds range of a published block, stable while we hold the lock.
+            unsafe { copy_out(ent.val_ptr(), ent.val_len, out) };
+        }
+        let t = self.table()?;
+        let s = self.begin();
+        t.slot(idx).entry.store(SLOT_TOMBSTONE, Ordering::Release);
+        crash_point(6);
+        self.sh.len.fetch_sub(1, Ordering::Relaxed);
+        self.sh.tombstones.fetch_add(1, Ordering::Relaxed);
+        self.end(s);
+        crash_point(7);
+        self.retire(e)
+    }
+
+    /// Removes some entry; copies its key, as-inserted key and value bytes (a [`records`] record) into `out`.
+    pub fn pop_any(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        let t = self.table()?;
+        for i in 0..t.cap {
+            let e = t.slot(i).entry.load(Ordering::Relaxed);
+            if e > SLOT_TOMBSTONE {
+                let ent = self.d.entry(e)?;
+                out.clear();
+                for l in [ent.key_len, ent.orig_len, ent.val_len] {
+                    out.extend_from_slice(&(l as u32).to_le_bytes());
+                }
+                // SAFETY: in-bounds, stable under the lock.
+                unsafe { copy_out(ent.key_ptr(), ent.total() - size_of::<EntryHeader>(), out) };
+                self.remove_at(i, e, None)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes every entry of this shard.
+    pub fn clear(&mut self) -> Result<()> {
+        let old = self.sh.table.load(Ordering::Relaxed);
+        let t = self.d.table(old)?;
+        let fresh = self.d.new_table(MIN_CAPACITY)?;
+        let s = self.begin();
+        self.sh.table.store(fresh, Ordering::Release);
+        self.sh.len.store(0, Ordering::Relaxed);
+        self.sh.tombstones.store(0, Ordering::Relaxed);
+        self.end(s);
+        for i in 0..t.cap {
+            let e = t.slot(i).entry.load(Ordering::Relaxed);
+            if e > SLOT_TOMBSTONE {
+                self.d.free(e)?;
+            }
+        }
+        for spare in &self.sh.spare {
+            let r = spare.swap(0, Ordering::Relaxed);
+            if r != 0 {
+                self.d.free(r)?;
+            }
+        }
+        self.d.free(old)
+    }
+
+    /// Makes room for one more key: grows (or rehashes away tombstones) at 3/4 occupancy.
+    fn reserve_one(&mut self) -> Result<()> {
+        let t = self.table()?;
+        let len = self.sh.len.load(Ordering::Relaxed);
+        let used = len + self.sh.tombstones.load(Ordering::Relaxed) + 1;
+        if used * 4 <= t.cap * 3 {
+            return Ok(());
+        }
+        let mut cap = t.cap;
+        while (len + 1) * 2 > cap {
+            cap *= 2;
+        }
+        self.rehash(cap.max(MIN_CAPACITY))
+    }
+
+    /// Moves every live slot into a new table of `cap` slots and publishes it with one store.
+    fn rehash(&mut self, cap: u64) -> Result<()> {
+        let old = self.sh.table.load(Ordering::Relaxed);
+        let t = self.d.table(old)?;
+        let fresh = self.d.new_table(cap)?;
+        let nt = self.d.table(fresh)?;
+        let mut live = 0;
+        for i in 0..t.cap {
+            let slot = t.slot(i);
+            let e = slot.entry.load(Ordering::Relaxed);
+            if e <= SLOT_TOMBSTONE {
+                continue;
+            }
+            let h = slot.hash.load(Ordering::Relaxed);
+            let mut j = h;
+            loop {
+                let ns = nt.slot(j);
+                if ns.entry.load(Ordering::Relaxed) == SLOT_EMPTY {
+                    ns.hash.store(h, Ordering::Relaxed);
+                    ns.entry.store(e, Ordering::Relaxed);
+                    break;
+                }
+                j = j.wrapping_add(1);
+            }
+            live += 1;
+        }
+        crash_point(8);
+        let s = self.begin();
+        // Release: readers that load the new table reference see its slots filled in.
+        self.sh.table.store(fresh, Ordering::Release);
+        self.sh.len.store(live, Ordering::Relaxed);
+        self.sh.tombstones.store(0, Ordering::Relaxed);
+        self.end(s);
+        self.d.free(old)
+    }
+
+    /// Validates the shard after a writer died holding its lock: entries that are out of bounds or whose key
+    /// does not hash to their slot's hash become tombstones (their blocks leak), the counters are recounted and
+    /// the version made even. A table that is itself invalid is replaced by an empty one (its keys are lost).
+    pub fn repair(&mut self) -> Result<()> {
+        self.repaired = true;
+        let s = self.sh.seq.load(Ordering::Relaxed);
+        let s = s & !1;
+        self.sh.seq.store(s + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        // A dead writer may have been between taking a spare and using it: forget the cache (blocks leak).
+        for spare in &self.sh.spare {
+            spare.store(0, Ordering::Relaxed);
+        }
+        let (mut live, mut tombs) = (0, 0);
+        match self.table() {
+            Ok(t) => {
+                let mut key = Vec::new();
+                for i in 0..t.cap {
+                    let slot = t.slot(i);
+                    let e = slot.entry.load(Ordering::Relaxed);
+                    if e == SLOT_EMPTY {
+                        continue;
+                    }
+                    if e == SLOT_TOMBSTONE {
+                        tombs += 1;
+                        continue;
+                    }
+                    let ok = self.d.entry(e).is_ok_and(|ent| {
+                        key.clear();
+                        // SAFETY: in-bounds range (checked by `entry`); we hold the lock.
+                        unsafe { copy_out(ent.key_ptr(), ent.key_len, &mut key) };
+                        ent.key_len > 0 && crate::codec::stable_hash(&key) == slot.hash.load(Ordering::Relaxed)
+                    });
+                    if ok {
+                        live += 1;
+                    } else {
+                        slot.entry.store(SLOT_TOMBSTONE, Ordering::Relaxed);
+                        tombs += 1;
+                    }
+                }
+            }
+            Err(_) => {
+                let fresh = self.d.new_table(MIN_CAPACITY)?;
+                self.sh.table.store(fresh, Ordering::Release);
+            }
+        }
+        self.sh.len.store(live, Ordering::Relaxed);
+        self.sh.tombstones.store(tombs, Ordering::Relaxed);
+        self.end(s);
+        Ok(())
+    }
+}

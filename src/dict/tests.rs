@@ -1,0 +1,183 @@
+use super::*;
+use crate::codec::stable_hash;
+use crate::segment::alloc::Heap;
+
+fn k(i: u64) -> Vec<u8> {
+    format!("key-{i}").into_bytes()
+}
+
+fn set(d: &SharedDict, key: &[u8], v: &[u8]) -> bool {
+    let h = stable_hash(key);
+    let mut g = d.lock(d.shard_index(h), &Deadline::after(None)).unwrap();
+    g.set(key, h, b"", v).unwrap()
+}
+
+fn get(d: &SharedDict, key: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match d.get_into(key, stable_hash(key), &mut out).unwrap() {
+        Read::Found => Some(out),
+        Read::Missing => None,
+        Read::Busy => {
+            let h = stable_hash(key);
+            let g = d.lock(d.shard_index(h), &Deadline::after(None)).unwrap();
+            g.get_into(key, h, &mut out).unwrap().then_some(out)
+        }
+    }
+}
+
+fn del(d: &SharedDict, key: &[u8]) -> bool {
+    let h = stable_hash(key);
+    let mut g = d.lock(d.shard_index(h), &Deadline::after(None)).unwrap();
+    g.remove(key, h, None).unwrap()
+}
+
+fn heap_blocks(d: &SharedDict) -> u64 {
+    let s = d.seg(0).unwrap();
+    Heap::attach(&s.seg, Offset::new(s.heap_off)).unwrap().stats().used_blocks
+}
+
+#[test]
+fn set_get_overwrite_delete_and_reopen() {
+    let d = SharedDict::create(5, 1 << 20).unwrap();
+    assert!(set(&d, b"a", b"1"));
+    assert!(!set(&d, b"a", b"22"));
+    assert_eq!(get(&d, b"a").as_deref(), Some(&b"22"[..]));
+    assert_eq!(get(&d, b"b"), None);
+    assert_eq!(d.len(), 1);
+    let e = SharedDict::open(d.segment().name()).unwrap();
+    assert!(e.segment().same_mapping(d.segment()));
+    assert_eq!(get(&e, b"a").as_deref(), Some(&b"22"[..]));
+    assert!(del(&e, b"a"));
+    assert!(!del(&e, b"a"));
+    assert_eq!(get(&d, b"a"), None);
+    assert_eq!(d.len(), 0);
+}
+
+#[test]
+fn growth_and_memory_reuse() {
+    let d = SharedDict::create(3, 4 << 20).unwrap();
+    for i in 0..5000 {
+        assert!(set(&d, &k(i), &i.to_le_bytes()));
+    }
+    assert_eq!(d.len(), 5000);
+    for i in 0..5000 {
+        assert_eq!(get(&d, &k(i)).unwrap(), i.to_le_bytes());
+    }
+    let blocks = heap_blocks(&d);
+    // Overwrites and delete/reinsert cycles reuse blocks instead of consuming fresh memory.
+    for round in 0..20u64 {
+        for i in 0..5000 {
+            set(&d, &k(i), &(i + round).to_le_bytes());
+        }
+        for i in (0..5000).step_by(2) {
+            assert!(del(&d, &k(i)));
+        }
+        for i in (0..5000).step_by(2) {
+            assert!(set(&d, &k(i), b"x"));
+        }
+    }
+    assert_eq!(d.len(), 5000);
+    assert!(
+        heap_blocks(&d) <= blocks + 4 * d.nshards() as u64,
+        "{} blocks after churn, {blocks} before",
+        heap_blocks(&d)
+    );
+    let mut total = 0;
+    let mut buf = Vec::new();
+    for s in 0..d.nshards() {
+        total += d.dump_shard(s, &mut buf).unwrap().unwrap();
+        for r in records(&buf) {
+            let (key, orig, _v) = r.unwrap();
+            assert!(key.starts_with(b"key-") && orig.is_empty());
+        }
+    }
+    assert_eq!(total, 5000);
+    for s in 0..d.nshards() {
+        d.lock(s, &Deadline::after(None)).unwrap().clear().unwrap();
+    }
+    assert_eq!(d.len(), 0);
+    assert_eq!(heap_blocks(&d), d.nshards() as u64, "only the empty tables remain");
+}
+
+#[test]
+fn chains_extension_segments_when_the_heap_is_full() {
+    let d = SharedDict::create(2, 64 << 10).unwrap();
+    let big = vec![7u8; 4000];
+    for i in 0..400 {
+        set(&d, &k(i), &big);
+    }
+    assert!(d.segments() > 1, "a 64 KiB heap cannot hold 1.6 MB");
+    let e = SharedDict::open(d.segment().name()).unwrap();
+    for i in 0..400 {
+        assert_eq!(get(&e, &k(i)).unwrap().len(), 4000);
+    }
+}
+
+#[test]
+fn threads_share_the_dict() {
+    let d = std::sync::Arc::new(SharedDict::create(4, 8 << 20).unwrap());
+    let hs: Vec<_> = (0..4u64)
+        .map(|t| {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                for i in 0..3000 {
+                    let key = k(t * 100_000 + i);
+                    set(&d, &key, &key);
+                    assert_eq!(get(&d, &key).unwrap(), key);
+                    if i % 3 == 0 {
+                        assert!(del(&d, &key));
+                    }
+                    // Readers of shared keys never see torn values.
+                    if let Some(v) = get(&d, b"shared") {
+                        assert!(v.iter().all(|&b| b == v[0]) && v.len() == 64);
+                    }
+                    set(&d, b"shared", &[(t * 10 + i % 10) as u8; 64]);
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(d.len(), 4 * 2000 + 1);
+}
+
+#[test]
+fn corrupt_references_are_errors() {
+    let d = SharedDict::create(1, 1 << 20).unwrap();
+    set(&d, b"a", b"1");
+    let sh = d.shard(0);
+    let good = sh.table.load(Ordering::Relaxed);
+    for bad in [d.segment().len() + 16, 3 << REF_SHIFT, 8] {
+        sh.table.store(bad, Ordering::Relaxed);
+        let mut out = Vec::new();
+        assert!(matches!(d.get_into(b"a", stable_hash(b"a"), &mut out), Err(Error::Corrupt(_))));
+    }
+    sh.table.store(good, Ordering::Relaxed);
+    // A slot pointing outside the segment.
+    let t = d.table(good).unwrap();
+    let h = stable_hash(b"a");
+    let slot = t.slot(h);
+    let e = slot.entry.load(Ordering::Relaxed);
+    slot.entry.store(d.segment().len() - 8, Ordering::Relaxed);
+    assert!(d.get_into(b"a", h, &mut Vec::new()).is_err());
+    // Repair turns it into a tombstone (a dead writer's leftovers are handled the same way).
+    d.lock(0, &Deadline::after(None)).unwrap().repair().unwrap();
+    assert_eq!(get(&d, b"a"), None);
+    assert_eq!(d.len(), 0);
+    slot.entry.store(e, Ordering::Relaxed);
+}
+
+#[test]
+fn odd_version_left_by_a_dead_writer_is_repaired_by_the_next_locker() {
+    let d = SharedDict::create(1, 1 << 20).unwrap();
+    set(&d, b"a", b"1");
+    let sh = d.shard(0);
+    sh.seq.fetch_add(1, Ordering::Relaxed); // as if a writer died mid-change
+    let mut out = Vec::new();
+    assert_eq!(d.get_into(b"a", stable_hash(b"a"), &mut out).unwrap(), Read::Busy);
+    let g = d.lock(0, &Deadline::after(None)).unwrap();
+    assert!(g.repaired);
+    drop(g);
+    assert_eq!(get(&d, b"a").as_deref(), Some(&b"1"[..]));
+}

@@ -1,0 +1,483 @@
+//! `ConcurrentDict`: the Python face of [`crate::dict::SharedDict`].
+//!
+//! Keys are stored as canonical key encodings (`codec::key`), values as codec encodings. Every Python-level
+//! conversion (encoding, decoding, pickling) happens outside the shard locks, except in the read-modify-write
+//! methods (`add`, `update_with`) whose whole point is to run under the lock.
+
+use super::codec::{decode_bytes, encode_into, encode_key_into, with_scratch};
+use super::errors::IntoPyResult;
+use crate::codec::stable_hash;
+use crate::dict::{records, Read, ShardGuard, SharedDict, DEFAULT_HEAP_BYTES};
+use crate::platform::futex::Deadline;
+use pyo3::exceptions::{PyKeyError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+thread_local! {
+    /// Value buffer (the key goes in the codec's scratch buffer).
+    static VAL: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's value buffer (re-entrant calls get a fresh one).
+fn with_val<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = VAL.with(|c| c.take());
+    buf.clear();
+    let r = f(&mut buf);
+    if buf.capacity() <= 4 << 20 {
+        VAL.with(|c| c.set(buf));
+    }
+    r
+}
+
+/// Encodes `key` into `kb`: canonical bytes first, then (if they decode to another type) the as-inserted
+/// encoding. Returns the length of the canonical part.
+fn encode_key(key: &Bound<'_, PyAny>, kb: &mut Vec<u8>) -> PyResult<usize> {
+    let same = encode_key_into(key, kb)?;
+    let klen = kb.len();
+    if !same {
+        encode_into(key, kb)?;
+    }
+    Ok(klen)
+}
+
+/// A dict in shared memory, usable from every thread and process that holds it (it pickles as a handle).
+///
+/// Keys must be None, bool, int, float, str, bytes or tuples of those (`1`, `1.0` and `True` are one key);
+/// values may be anything the pyconc codec encodes (other objects are pickled). Single operations are atomic;
+/// `len()`, iteration, `keys()`/`values()`/`items()`, `as_dict()` and `==` look at one shard at a time and are
+/// not a snapshot while other threads or processes write.
+#[pyclass(module = "pyconc._native", name = "ConcurrentDict", frozen)]
+pub struct PyConcurrentDict {
+    inner: SharedDict,
+    /// Where `popitem` starts looking (rotates so repeated popitems do not rescan empty shards).
+    pop_from: AtomicU32,
+}
+
+impl PyConcurrentDict {
+    /// Locks shard `i`, releasing the GIL while waiting (the holder may be a thread of this process that needs
+    /// the GIL to finish an `update_with`).
+    fn locked(&self, py: Python<'_>, i: u32) -> PyResult<ShardGuard<'_>> {
+        if let Some(g) = self.inner.try_lock(i).py(py)? {
+            return Ok(g);
+        }
+        if self.inner.held_by_me(i) {
+            return Err(PyRuntimeError::new_err(
+                "ConcurrentDict: this thread already holds the lock of that shard (an update_with/add callback \
+                 must not use the same dict)",
+            ));
+        }
+        let d = &self.inner;
+        py.detach(|| d.lock(i, &Deadline::after(None))).py(py)
+    }
+
+    fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        with_scratch(|kb| {
+            encode_key_into(key, kb)?;
+            let h = stable_hash(kb);
+            with_val(|vb| {
+                let found = match self.inner.get_into(kb, h, vb).py(py)? {
+                    Read::Found => true,
+                    Read::Missing => false,
+                    Read::Busy => self.locked(py, self.inner.shard_index(h))?.get_into(kb, h, vb).py(py)?,
+                };
+                if found {
+                    decode_bytes(py, vb).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+        })
+    }
+
+    fn store(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        with_scratch(|kb| {
+            let klen = encode_key(key, kb)?;
+            with_val(|vb| {
+                encode_into(value, vb)?;
+                let h = stable_hash(&kb[..klen]);
+                let mut g = self.locked(py, self.inner.shard_index(h))?;
+                g.set(&kb[..klen], h, &kb[klen..], vb).py(py)?;
+                Ok(())
+            })
+        })
+    }
+
+    /// Copies every shard's records (lock-free when possible) and calls `f(key, value_bytes)` for each.
+    fn each<'py>(&self, py: Python<'py>, mut f: impl FnMut(Bound<'py, PyAny>, &[u8]) -> PyResult<()>) -> PyResult<()> {
+        let mut buf = Vec::new();
+        for i in 0..self.inner.nshards() {
+            if self.inner.dump_shard(i, &mut buf).py(py)?.is_none() {
+                self.locked(py, i)?.dump(&mut buf).py(py)?;
+            }
+            for r in records(&buf) {
+                let (k, o, v) = r.py(py)?;
+                let key = decode_bytes(py, if o.is_empty() { k } else { o })?;
+                f(key, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f(current value or None)` under the key's shard lock; `f` returns the new value to store (or None
+    /// to leave the entry as it is) and the result to return.
+    fn rmw<'py, R>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        f: impl FnOnce(Option<Bound<'py, PyAny>>) -> PyResult<(Option<Bound<'py, PyAny>>, R)>,
+    ) -> PyResult<R> {
+        with_scratch(|kb| {
+            let klen = encode_key(key, kb)?;
+            let h = stable_hash(&kb[..klen]);
+            with_val(|vb| {
+                let mut g = self.locked(py, self.inner.shard_index(h))?;
+                let cur = if g.get_into(&kb[..klen], h, vb).py(py)? { Some(decode_bytes(py, vb)?) } else { None };
+                let (new, r) = f(cur)?;
+                if let Some(new) = new {
+                    vb.clear();
+                    encode_into(&new, vb)?;
+                    g.set(&kb[..klen], h, &kb[klen..], vb).py(py)?;
+                }
+                Ok(r)
+            })
+        })
+    }
+
+    fn as_dict_obj<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        self.each(py, |k, v| out.set_item(k, decode_bytes(py, v)?))?;
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl PyConcurrentDict {
+    #[new]
+    #[pyo3(signature = (scaling=17, initial=None))]
+    fn new(py: Python<'_>, scaling: u32, initial: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let inner = py.detach(|| SharedDict::create(scaling, DEFAULT_HEAP_BYTES)).py(py)?;
+        let d = PyConcurrentDict { inner, pop_from: AtomicU32::new(0) };
+        if let Some(init) = initial {
+            d.update(py, Some(init), None)?;
+        }
+        Ok(d)
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.lookup(py, key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+    }
+
+    fn __setitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.store(py, key, value)
+    }
+
+    fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let found = with_scratch(|kb| {
+            encode_key_into(key, kb)?;
+            let h = stable_hash(kb);
+            self.locked(py, self.inner.shard_index(h))?.remove(kb, h, None).py(py)
+        })?;
+        if found {
+            Ok(())
+        } else {
+            Err(PyKeyError::new_err(key.clone().unbind()))
+        }
+    }
+
+    fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        with_scratch(|kb| {
+            encode_key_into(key, kb)?;
+            let h = stable_hash(kb);
+            match self.inner.contains(kb, h).py(py)? {
+                Read::Found => Ok(true),
+                Read::Missing => Ok(false),
+                Read::Busy => Ok(self.locked(py, self.inner.shard_index(h))?.find(kb, h).py(py)?.is_some()),
+            }
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len() as usize
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.keys(py)?.try_iter()?.into_any())
+    }
+
+    /// `d[key]` if present, else `default`.
+    #[pyo3(signature = (key, default=None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self.lookup(py, key)? {
+            Some(v) => v,
+            None => default.unwrap_or_else(|| py.None().into_bound(py)),
+        })
+    }
+
+    /// Atomically: `d[key]` if present, else stores `default` and returns it.
+    #[pyo3(signature = (key, default=None))]
+    fn setdefault<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let default = default.unwrap_or_else(|| py.None().into_bound(py));
+        with_scratch(|kb| {
+            let klen = encode_key(key, kb)?;
+            let h = stable_hash(&kb[..klen]);
+            with_val(|vb| {
+                encode_into(&default, vb)?;
+                let mut cur = Vec::new();
+                let mut g = self.locked(py, self.inner.shard_index(h))?;
+                if g.get_into(&kb[..klen], h, &mut cur).py(py)? {
+                    drop(g);
+                    return decode_bytes(py, &cur);
+                }
+                g.set(&kb[..klen], h, &kb[klen..], vb).py(py)?;
+                Ok(default.clone())
+            })
+        })
+    }
+
+    /// Atomically removes `key` and returns its value; `default` (or `KeyError`) when absent.
+    #[pyo3(signature = (key, *default))]
+    fn pop<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if default.len() > 1 {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "pop expected at most 2 arguments, got {}",
+                default.len() + 1
+            )));
+        }
+        let found = with_scratch(|kb| {
+            encode_key_into(key, kb)?;
+            let h = stable_hash(kb);
+            with_val(|vb| {
+                let found = self.locked(py, self.inner.shard_index(h))?.remove(kb, h, Some(vb)).py(py)?;
+                if found {
+                    decode_bytes(py, vb).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+        })?;
+        match found {
+            Some(v) => Ok(v),
+            None if default.len() == 1 => default.get_item(0),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    /// Removes and returns some `(key, value)` pair; `KeyError` when empty.
+    fn popitem<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let n = self.inner.nshards();
+        let start = self.pop_from.load(Ordering::Relaxed);
+        let mut buf = Vec::new();
+        for j in 0..n {
+            let i = (start + j) % n;
+            if self.locked(py, i)?.pop_any(&mut buf).py(py)? {
+                self.pop_from.store(i, Ordering::Relaxed);
+                if let Some(r) = records(&buf).next() {
+                    let (k, o, v) = r.py(py)?;
+                    let key = decode_bytes(py, if o.is_empty() { k } else { o })?;
+                    return PyTuple::new(py, [key, decode_bytes(py, v)?]);
+                }
+            }
+        }
+        Err(PyKeyError::new_err("popitem(): dictionary is empty"))
+    }
+
+    /// `update(mapping_or_pairs=(), **kwargs)`, like `dict.update`.
+    #[pyo3(signature = (other=None, **kwargs))]
+    fn update(
+        &self,
+        py: Python<'_>,
+        other: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        if let Some(other) = other {
+            if let Ok(d) = other.cast::<PyDict>() {
+                for (k, v) in d.iter() {
+                    self.store(py, &k, &v)?;
+                }
+            } else if other.hasattr("keys")? {
+                for k in other.call_method0("keys")?.try_iter()? {
+                    let k = k?;
+                    self.store(py, &k, &other.get_item(&k)?)?;
+                }
+            } else {
+                for item in other.try_iter()? {
+                    let item = item?;
+                    let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract().map_err(|_| {
+                        pyo3::exceptions::PyTypeError::new_err(
+                            "ConcurrentDict.update() needs a mapping or an iterable of (key, value) pairs",
+                        )
+                    })?;
+                    self.store(py, &k, &v)?;
+                }
+            }
+        }
+        if let Some(kw) = kwargs {
+            for (k, v) in kw.iter() {
+                self.store(py, &k, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every key (shard by shard: not atomic with respect to concurrent writers).
+    fn clear(&self, py: Python<'_>) -> PyResult<()> {
+        for i in 0..self.inner.nshards() {
+            self.locked(py, i)?.clear().py(py)?;
+        }
+        Ok(())
+    }
+
+    /// A list of the keys (not a snapshot under concurrent writes).
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        self.each(py, |k, _| out.append(k))?;
+        Ok(out)
+    }
+
+    /// A list of the values.
+    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        self.each(py, |_, v| out.append(decode_bytes(py, v)?))?;
+        Ok(out)
+    }
+
+    /// A list of `(key, value)` pairs.
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        self.each(py, |k, v| out.append(PyTuple::new(py, [k, decode_bytes(py, v)?])?))?;
+        Ok(out)
+    }
+
+    /// A plain `dict` copy.
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.as_dict_obj(py)
+    }
+
+    fn __eq__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let mine = self.as_dict_obj(py)?;
+        if let Ok(o) = other.cast::<PyConcurrentDict>() {
+            let theirs = o.get().as_dict_obj(py)?;
+            return Ok(mine.eq(theirs)?.into_pyobject(py)?.to_owned().into_any().unbind());
+        }
+        if other.is_instance_of::<PyDict>() || other.hasattr("keys")? && other.hasattr("__getitem__")? {
+            return Ok(mine.as_any().eq(other)?.into_pyobject(py)?.to_owned().into_any().unbind());
+        }
+        Ok(py.NotImplemented())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("ConcurrentDict({})", self.as_dict_obj(py)?.repr()?))
+    }
+
+    /// Atomically `d[key] = d.get(key, default) + delta`; returns the new value.
+    #[pyo3(signature = (key, delta=None, default=None), text_signature = "(self, key, delta=1, default=0)")]
+    fn add<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        delta: Option<Bound<'py, PyAny>>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let delta = match delta {
+            Some(d) => d,
+            None => 1i64.into_pyobject(py)?.into_any(),
+        };
+        let default = match default {
+            Some(d) => d,
+            None => 0i64.into_pyobject(py)?.into_any(),
+        };
+        self.rmw(py, key, |cur| {
+            let new = cur.unwrap_or(default).add(&delta)?;
+            Ok((Some(new.clone()), new))
+        })
+    }
+
+    /// Atomically: if `d[key]` encodes to the same bytes as `expected`, stores `new` and returns True.
+    fn compare_and_set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        expected: &Bound<'_, PyAny>,
+        new: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let mut exp = Vec::new();
+        encode_into(expected, &mut exp)?;
+        let mut newb = Vec::new();
+        encode_into(new, &mut newb)?;
+        with_scratch(|kb| {
+            let klen = encode_key(key, kb)?;
+            let h = stable_hash(&kb[..klen]);
+            with_val(|vb| {
+                let mut g = self.locked(py, self.inner.shard_index(h))?;
+                if !g.get_into(&kb[..klen], h, vb).py(py)? || *vb != exp {
+                    return Ok(false);
+                }
+                g.set(&kb[..klen], h, &kb[klen..], &newb).py(py)?;
+                Ok(true)
+            })
+        })
+    }
+
+    /// Atomically `d[key] = fn(d.get(key, default))`; returns the new value. `fn` runs in the calling process
+    /// while the key's shard is locked: keep it short and do not use this dict inside it. If `fn` raises, the
+    /// exception propagates and the dict is unchanged.
+    #[pyo3(signature = (key, r#fn, default=None))]
+    fn update_with<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        r#fn: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rmw(py, key, |cur| {
+            let arg = cur.or(default).unwrap_or_else(|| py.None().into_bound(py));
+            let new = r#fn.call1((arg,))?;
+            Ok((Some(new.clone()), new))
+        })
+    }
+
+    /// Number of shards.
+    #[getter]
+    fn scaling(&self) -> u32 {
+        self.inner.nshards()
+    }
+
+    /// The name of the main shared-memory segment.
+    #[getter]
+    fn segment_name(&self) -> String {
+        self.inner.segment().name().to_string()
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String,))> {
+        let f = py.import("pyconc._native")?.getattr("_rebuild_dict")?;
+        Ok((f, (self.inner.segment().name().to_string(),)))
+    }
+}
+
+#[pyfunction]
+fn _rebuild_dict(py: Python<'_>, name: String) -> PyResult<PyConcurrentDict> {
+    let inner = py.detach(|| SharedDict::open(&name)).py(py)?;
+    Ok(PyConcurrentDict { inner, pop_from: AtomicU32::new(0) })
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyConcurrentDict>()?;
+    m.add_function(wrap_pyfunction!(_rebuild_dict, m)?)?;
+    Ok(())
+}

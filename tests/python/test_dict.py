@@ -1,0 +1,222 @@
+import pickle
+import threading
+from collections.abc import MutableMapping
+
+import pytest
+from conftest import run_procs
+from dict_workers import add_many, check_and_write, check_ref, update_with_many, write_range
+
+import pyconc
+from pyconc import ConcurrentDict
+from pyconc.stress_dict import run_dict
+
+
+def test_basic_mapping_api():
+    d = ConcurrentDict()
+    assert isinstance(d, MutableMapping)
+    assert len(d) == 0 and d == {} and list(d) == []
+    d["a"] = 1
+    d[(1, "x")] = [1, 2]
+    d[b"b"] = {"nested": (1, 2.5)}
+    assert d["a"] == 1 and d[(1, "x")] == [1, 2] and d[b"b"] == {"nested": (1, 2.5)}
+    assert "a" in d and "z" not in d
+    assert len(d) == 3
+    d["a"] = "overwritten"
+    assert d["a"] == "overwritten" and len(d) == 3
+    del d["a"]
+    assert "a" not in d
+    with pytest.raises(KeyError) as e:
+        d["a"]
+    assert e.value.args == ("a",)
+    with pytest.raises(KeyError):
+        del d["a"]
+    assert d.get("a") is None and d.get("a", 7) == 7
+    assert sorted(map(repr, d.keys())) == sorted(map(repr, [(1, "x"), b"b"]))
+    assert d.as_dict() == {(1, "x"): [1, 2], b"b": {"nested": (1, 2.5)}}
+    assert d == d.as_dict() and d != {"other": 1}
+    assert repr(d).startswith("ConcurrentDict({")
+    d.clear()
+    assert len(d) == 0 and d == {}
+
+
+def test_canonical_keys_and_bad_keys():
+    d = ConcurrentDict()
+    d[1] = "int"
+    d[True] = "bool"
+    d[1.0] = "float"
+    assert len(d) == 1 and d[1] == "float"
+    assert list(d.keys()) == [1] and type(list(d)[0]) is int
+    d[2.0] = "two"
+    assert list(d.items())[0] in [(1, "float"), (2.0, "two")]
+    assert any(type(k) is float for k in d)  # the as-inserted spelling is kept
+    for bad in ([1], {"a": 1}, {1}, object()):
+        with pytest.raises(TypeError, match="key"):
+            d[bad] = 1
+        with pytest.raises(TypeError):
+            bad in d
+
+
+def test_dict_methods():
+    d = ConcurrentDict(scaling=3, initial={"a": 1})
+    assert d.scaling == 3 and d["a"] == 1
+    assert d.setdefault("a", 5) == 1
+    assert d.setdefault("b", 5) == 5 and d["b"] == 5
+    assert d.pop("b") == 5 and d.pop("b", None) is None
+    with pytest.raises(KeyError):
+        d.pop("b")
+    d.update({"x": 1}, y=2)
+    d.update([("z", 3)])
+    d.update(ConcurrentDict(initial={"w": 4}))
+    assert d == {"a": 1, "x": 1, "y": 2, "z": 3, "w": 4}
+    assert sorted(d.values()) == [1, 1, 2, 3, 4]
+    seen = {}
+    while d:
+        k, v = d.popitem()
+        seen[k] = v
+    assert seen == {"a": 1, "x": 1, "y": 2, "z": 3, "w": 4}
+    with pytest.raises(KeyError):
+        d.popitem()
+
+
+def test_atomic_read_modify_write():
+    d = ConcurrentDict()
+    assert d.add("n") == 1 and d.add("n", 5) == 6 and d.add("f", 0.5, 1.0) == 1.5
+    assert d.compare_and_set("n", 6, 10) and d["n"] == 10
+    assert not d.compare_and_set("n", 6, 11) and d["n"] == 10
+    assert not d.compare_and_set("missing", None, 1) and "missing" not in d
+    assert d.update_with("l", lambda v: v + [1], []) == [1]
+    assert d.update_with("l", lambda v: v + [2]) == [1, 2]
+
+    def boom(v):
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        d.update_with("l", boom)
+    assert d["l"] == [1, 2]
+    with pytest.raises(RuntimeError, match="already holds"):
+        d.update_with("l", lambda v: d.__setitem__("l", 0))
+    assert d["l"] == [1, 2]
+    d["s"] = "x"
+    with pytest.raises(TypeError):
+        d.add("s", 1)
+
+
+def test_growth_and_reuse():
+    d = ConcurrentDict(scaling=2)
+    for i in range(20000):
+        d[i] = i * 2
+    assert len(d) == 20000 and d[12345] == 24690
+    for r in range(3):
+        for i in range(0, 20000, 2):
+            del d[i]
+        for i in range(0, 20000, 2):
+            d[i] = r
+    assert len(d) == 20000 and d[0] == 2 and d[1] == 2
+
+
+def test_large_values_chain_segments():
+    d = ConcurrentDict(scaling=2)
+    big = b"x" * (1 << 20)
+    for i in range(80):  # 80 MiB: more than the 64 MiB main heap
+        d[i] = big
+    assert all(len(d[i]) == len(big) for i in range(0, 80, 7))
+    e = pickle.loads(pickle.dumps(d))
+    assert len(e[79]) == len(big)
+    d.clear()
+
+
+def test_threads():
+    d = ConcurrentDict()
+    errors = []
+
+    def work(t):
+        try:
+            for i in range(2000):
+                d[(t, i)] = i
+                assert d[(t, i)] == i
+                d.add("total")
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors and d["total"] == 8000 and len(d) == 8001
+
+
+def test_threads_update_with_contended():
+    d = ConcurrentDict(scaling=1)
+    ts = [threading.Thread(target=update_with_many, args=(d, "k", 200)) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert len(d["k"]) == 800
+
+
+def test_pickle_handle_and_processes(ctx):
+    d = ConcurrentDict()
+    d["from_parent"] = [1, 2, 3]
+    assert pickle.loads(pickle.dumps(d)) == d
+    run_procs(ctx, check_and_write, [(d, "child", {"x": 1})])
+    assert d["child"] == {"x": 1}
+
+
+def test_processes_add_on_shared_keys(ctx):
+    d = ConcurrentDict()
+    keys = ["a", "b", ("t", 1)]
+    run_procs(ctx, add_many, [(d, keys, 3000) for _ in range(4)], timeout=90)
+    assert sum(d[k] for k in keys) == 12000
+
+
+def test_two_processes_disjoint_keys(ctx):
+    d = ConcurrentDict()
+    run_procs(ctx, write_range, [(d, 0, 5000), (d, 5000, 10000)], timeout=90)
+    assert len(d) == 10000 and all(d[i] == ("v", i) for i in range(0, 10000, 97))
+
+
+def test_processes_update_with(ctx):
+    d = ConcurrentDict(scaling=1)
+    run_procs(ctx, update_with_many, [(d, "k", 150) for _ in range(3)], timeout=90)
+    assert len(d["k"]) == 450
+
+
+def test_exported():
+    assert pyconc.ConcurrentDict is ConcurrentDict
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_short_stress(kill):
+    ok, result = run_dict(procs=3, ops=1500, start_method="fork", kill=kill, seed=7, timeout=90, out=None)
+    assert ok, result
+
+
+def test_atomic_reference(ctx):
+    from pyconc import AtomicReference
+
+    r = AtomicReference([1])
+    assert r.get() == [1]
+    assert r.exchange("x") == [1] and r.get() == "x"
+    assert not r.compare_exchange("y", 2) and r.compare_exchange("x", 2) and r.get() == 2
+    assert not r.compare_exchange(2.0, 3)  # compared by encoded value
+    r.set(None)
+    r2 = pickle.loads(pickle.dumps(r))
+    r2.set("shared")
+    assert r.get() == "shared" and repr(r) == "AtomicReference('shared')"
+    run_procs(ctx, check_ref, [(r,)])
+    assert r.get() == "child"
+
+
+
+
+def test_local_wrapper():
+    from pyconc import LocalWrapper
+
+    w = LocalWrapper([1, 2])
+    w.append(3)
+    assert len(w) == 3 and w[0] == 1 and 2 in w and list(w) == [1, 2, 3] and w == [1, 2, 3]
+    assert w.wrapped == [1, 2, 3] and repr(w) == "LocalWrapper([1, 2, 3])"
+    n = LocalWrapper(5)
+    assert n + 1 == 6 and int(n) == 5
