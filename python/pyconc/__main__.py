@@ -4,6 +4,7 @@
     python -m pyconc gc [--grace S]     remove segments whose users all died
     python -m pyconc bench [--quick]    benchmarks against multiprocessing, same run
     python -m pyconc stress queue ...   many processes on one queue, every item accounted for (--kill)
+    python -m pyconc stress dict ...    many processes on one dict, final state verified (--kill)
 """
 
 import argparse
@@ -48,6 +49,11 @@ def _gc(args):
 
 
 def _stress(args):
+    if args.structure == "dict":
+        from . import stress_dict
+
+        ok, result = stress_dict.run_dict(args.procs, args.ops, args.start_method, args.kill, args.seed, args.timeout)
+        return 0 if ok else 1
     from . import stress
 
     return stress.main(args)
@@ -69,13 +75,15 @@ def main(argv=None):
     p.set_defaults(fn=_gc)
     p = sub.add_parser("bench", help="benchmarks against multiprocessing, measured in the same run")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
-    p.add_argument("--only", default="", help="comma-separated groups to run (counters,arrays,sync,queues)")
+    p.add_argument("--only", default="", help="comma-separated groups to run (counters,arrays,sync,queues,dict)")
     p.set_defaults(fn=_bench)
     p = sub.add_parser("stress", help="many processes on one structure, every item accounted for")
-    p.add_argument("structure", choices=["queue"])
+    p.add_argument("structure", choices=["queue", "dict"])
     p.add_argument("--producers", type=int, default=4)
     p.add_argument("--consumers", type=int, default=4)
-    p.add_argument("--messages", type=int, default=1_000_000, help="total items")
+    p.add_argument("--messages", type=int, default=1_000_000, help="queue: total items")
+    p.add_argument("--procs", type=int, default=8, help="dict: worker processes")
+    p.add_argument("--ops", type=int, default=20_000, help="dict: operations per worker")
     p.add_argument("--size", type=int, default=64, help="payload bytes per item")
     p.add_argument("--start-method", default="fork", choices=["fork", "spawn", "forkserver"])
     p.add_argument("--kill", action="store_true", help="SIGKILL random processes during the run")

@@ -373,11 +373,18 @@ def bench_sync(quick):
                  higher_is_better=r["unit"] != "µs") for r in bs.run(quick)]
 
 
+def bench_dict(quick):
+    from . import bench_dict as bd
+
+    return bd.run(quick)
+
+
 GROUPS = {
     "counters": bench_counters,
     "arrays": bench_arrays,
     "sync": bench_sync,
     "queues": bench_queues,
+    "dict": bench_dict,
 }
 
 

@@ -82,6 +82,7 @@ def run_dict(procs=8, ops=20000, start_method="spawn", kill=False, seed=None, ti
         p.start()
     rng = random.Random(seed)
     killed = 0
+    next_wid = procs + len(victims) - 1
     if kill:
         # Kill each victim after a random delay, then restart it, a few times.
         for _ in range(3):
@@ -91,12 +92,20 @@ def run_dict(procs=8, ops=20000, start_method="spawn", kill=False, seed=None, ti
                     os.kill(v.pid, signal.SIGKILL)
                     killed += 1
                 v.join(10)
-                victims[i] = ctx.Process(target=_worker, args=(d, procs + i, 10**9, seed + killed, True))
+                if v.exitcode not in (-signal.SIGKILL, 0):
+                    result["errors"].append(f"a victim failed before it was killed (exit code {v.exitcode})")
+                # A fresh worker id: the killed incarnation's keys are still in the dict, and the new one's
+                # model starts empty.
+                next_wid += 1
+                victims[i] = ctx.Process(target=_worker, args=(d, next_wid, 10**9, seed + killed, True))
                 victims[i].start()
         for v in victims:
-            os.kill(v.pid, signal.SIGKILL)
-            killed += 1
+            if v.is_alive():
+                os.kill(v.pid, signal.SIGKILL)
+                killed += 1
             v.join(10)
+            if v.exitcode not in (-signal.SIGKILL, 0):
+                result["errors"].append(f"a victim failed before it was killed (exit code {v.exitcode})")
     deadline = time.monotonic() + timeout
     for p in workers:
         p.join(max(0.1, deadline - time.monotonic()))
