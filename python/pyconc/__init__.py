@@ -11,7 +11,7 @@ import os as _os
 
 from . import _native
 from ._native import AtomicFlag, AtomicInt64
-from .dicts import AtomicReference, ConcurrentDict, LocalWrapper
+from .dicts import AtomicReference, ConcurrentDict, ConcurrentGatheringIterator, LocalWrapper
 from .queues import ConcurrentQueue, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
 from .sharedctypes import Array, RawArray, RawValue, Value
 from .synchronize import (
@@ -38,6 +38,7 @@ __all__ = [
     "BoundedSemaphore",
     "BrokenBarrierError",
     "ConcurrentDict",
+    "ConcurrentGatheringIterator",
     "ConcurrentQueue",
     "Condition",
     "Event",

@@ -104,3 +104,16 @@ def joinable_worker(q, results):
 def block_in_get_forever(q, ready):
     ready.set()
     q.get()
+
+
+def gather_insert(it, keys, delay=0.0):
+    import time
+
+    for k in keys:
+        if delay:
+            time.sleep(delay)
+        it.insert(k, ("v", k))
+
+
+def gather_insert_bad(it):
+    it.insert(1, lambda: None)  # not picklable: the insert fails
