@@ -123,11 +123,7 @@ fn heap() {
     check(
         "heap.md",
         "HeapHeader",
-        rust_layout!(
-            HeapHeader,
-            HEAP_VERSION,
-            [magic, version, start, end, bump, used_bytes, used_blocks, reserved, free_heads]
-        ),
+        rust_layout!(HeapHeader, HEAP_VERSION, [magic, version, start, end, bump, reserved, free_heads]),
     );
     check("heap.md", "BlockHeader", rust_layout!(BlockHeader, HEAP_VERSION, [class, state, next]));
 }

@@ -47,12 +47,9 @@ pub struct HeapHeader {
     pub end: AtomicU64,
     /// Next never-used offset; `start <= bump <= end`.
     pub bump: AtomicU64,
-    /// Bytes in blocks currently handed out (block sizes, headers included).
-    pub used_bytes: AtomicU64,
-    /// Blocks currently handed out.
-    pub used_blocks: AtomicU64,
-    /// Unused; zero.
-    pub reserved: [AtomicU64; 2],
+    /// Unused; zero. (No usage counters: every process would write them on every alloc and free, and that one
+    /// cache line bouncing between CPUs cost more than the allocation itself. `Heap::stats` walks the blocks.)
+    pub reserved: [AtomicU64; 4],
     /// Free-list heads, one per class: `(tag << 32) | (offset / 16)`, offset 0 meaning empty.
     pub free_heads: [AtomicU64; NUM_CLASSES],
 }
@@ -80,8 +77,7 @@ const _: () = {
     assert!(offset_of!(HeapHeader, start) == 8);
     assert!(offset_of!(HeapHeader, end) == 16);
     assert!(offset_of!(HeapHeader, bump) == 24);
-    assert!(offset_of!(HeapHeader, used_bytes) == 32);
-    assert!(offset_of!(HeapHeader, used_blocks) == 40);
+    assert!(offset_of!(HeapHeader, reserved) == 32);
     assert!(offset_of!(HeapHeader, free_heads) == 64);
     assert!(size_of::<BlockHeader>() == BLOCK_HEADER as usize);
     assert!(offset_of!(BlockHeader, state) == 4);
@@ -202,18 +198,16 @@ impl<'a> Heap<'a> {
             .checked_add(BLOCK_HEADER)
             .and_then(class_for)
             .ok_or_else(|| Error::Full(format!("cannot allocate {size} bytes: larger than the largest block")))?;
-        let (block, class) = match self.pop(class)? {
-            Some(b) => (b, class),
+        let block = match self.pop(class)? {
+            Some(b) => b,
             None => match self.bump(class) {
-                Ok(b) => (b, class),
+                Ok(b) => b,
                 // Fresh memory is exhausted: a free block of a larger class will do (it keeps its class, so
                 // it returns to its own list when freed).
-                Err(full @ Error::Full(_)) => self.pop_larger(class)?.ok_or(full)?,
+                Err(full @ Error::Full(_)) => self.pop_larger(class)?.ok_or(full)?.0,
                 Err(e) => return Err(e),
             },
         };
-        self.hdr.used_bytes.fetch_add(class_size(class), Ordering::Relaxed);
-        self.hdr.used_blocks.fetch_add(1, Ordering::Relaxed);
         Ok(block + BLOCK_HEADER)
     }
 
@@ -264,8 +258,8 @@ impl<'a> Heap<'a> {
             }
             let new = cur.checked_add(size).filter(|&n| n <= self.end).ok_or_else(|| {
                 Error::Full(format!(
-                    "shared heap is full: {} of {} bytes in use, a block of {size} bytes does not fit",
-                    self.hdr.used_bytes.load(Ordering::Relaxed),
+                    "shared heap is full: all {} bytes are carved into blocks, a block of {size} bytes does not \
+                     fit and no free block is that large",
                     self.end - self.start
                 ))
             })?;
@@ -297,8 +291,6 @@ impl<'a> Heap<'a> {
         if bh.state.compare_exchange(BLOCK_USED, BLOCK_FREE, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return Err(corrupt!("heap block at {block:#x} is not in use (double free?)"));
         }
-        self.hdr.used_bytes.fetch_sub(class_size(class), Ordering::Relaxed);
-        self.hdr.used_blocks.fetch_sub(1, Ordering::Relaxed);
         let head = &self.hdr.free_heads[class];
         let mut word = head.load(Ordering::Relaxed);
         loop {
@@ -327,15 +319,25 @@ impl<'a> Heap<'a> {
         Ok(class_size(class) - BLOCK_HEADER)
     }
 
-    /// Current usage.
+    /// Current usage, found by walking the blocks carved so far (linear in their number; exact only while no
+    /// process allocates or frees, which is when tests and tools call it). Stops early at a corrupt header.
     pub fn stats(&self) -> HeapStats {
-        let bump = self.hdr.bump.load(Ordering::Relaxed).clamp(self.start, self.end);
-        HeapStats {
-            used_bytes: self.hdr.used_bytes.load(Ordering::Relaxed),
-            used_blocks: self.hdr.used_blocks.load(Ordering::Relaxed),
-            fresh_bytes: self.end - bump,
-            region_bytes: self.end - self.start,
+        let bump = self.hdr.bump.load(Ordering::Acquire).clamp(self.start, self.end);
+        let (mut used_bytes, mut used_blocks) = (0, 0);
+        let mut at = self.start;
+        while at < bump {
+            let Ok(first) = self.block(at, 0) else { break };
+            let class = first.class.load(Ordering::Relaxed) as usize;
+            if class >= NUM_CLASSES || self.block(at, class).is_err() {
+                break;
+            }
+            if first.state.load(Ordering::Relaxed) == BLOCK_USED {
+                used_bytes += class_size(class);
+                used_blocks += 1;
+            }
+            at += class_size(class);
         }
+        HeapStats { used_bytes, used_blocks, fresh_bytes: self.end - bump, region_bytes: self.end - self.start }
     }
 
     /// Walks every free list and returns the bytes on them. Fails on a corrupt list (a link outside the heap, a
