@@ -114,7 +114,7 @@ fn segment_header() {
             ]
         ),
     );
-    check("segment-header.md", "UserSlot", rust_layout!(UserSlot, LAYOUT_VERSION, [pid, reserved, start_time]));
+    check("segment-header.md", "UserSlot", rust_layout!(UserSlot, LAYOUT_VERSION, [pid, flags, start_time]));
 }
 
 #[test]

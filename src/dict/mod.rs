@@ -27,6 +27,8 @@
 //! * **Growth beyond the first segment.** When the main segment's heap is full, a writer adds an extension
 //!   segment (twice the size of the last one) under the dict's `grow_lock` and records its name in the header.
 //!   References carry the segment index in their top bits; each process opens extension segments on first use.
+//!   The creator registers every live user of the main segment as a user of the new one (on their behalf), so
+//!   an extension outlives its creator while the dict is in use, and goes when they let go.
 
 pub mod layout;
 #[cfg(test)]
@@ -367,6 +369,8 @@ impl SharedDict {
             .min(MAX_SEG_BYTES.max(need + (1 << 20)));
         let footprint = Heap::footprint(size);
         let seg = Segment::create(Kind::Dict, DICT_VERSION, footprint)?;
+        // Every process using the dict may come to need this segment, even after we exit: make them users now.
+        seg.register_on_behalf(&self.main.users());
         let heap_off = seg.info().data_offset;
         Heap::init(&seg, Offset::new(heap_off), footprint)?;
         let bytes = seg.name().as_bytes();
@@ -917,5 +921,15 @@ impl ShardGuard<'_> {
         self.sh.tombstones.store(tombs, Ordering::Relaxed);
         self.end(s);
         Ok(())
+    }
+}
+
+impl Drop for SharedDict {
+    fn drop(&mut self) {
+        // Map every extension segment before letting go: another process may have registered this one as a
+        // user of segments it never mapped (see `add_segment`), and only our own detach clears those entries.
+        for i in 1..self.segments().min(MAX_SEGMENTS) {
+            let _ = self.seg(i);
+        }
     }
 }

@@ -24,6 +24,9 @@ pub const USERS_OFFSET: u64 = 256;
 /// How many processes may use one segment at the same time.
 pub const USER_CAPACITY: u32 = ((DATA_OFFSET - USERS_OFFSET) / std::mem::size_of::<UserSlot>() as u64) as u32;
 
+/// [`UserSlot::flags`]: registered on this process's behalf by another one (see `Segment::register_on_behalf`).
+pub const USER_ON_BEHALF: u32 = 1;
+
 /// `state`: usable; new processes may attach.
 pub const STATE_OPEN: u32 = 1;
 /// `state`: the name was unlinked (last user left, or `unlink()`); attaching fails with `FileNotFoundError`.
@@ -117,8 +120,8 @@ pub struct SegmentHeader {
 pub struct UserSlot {
     /// pid of the user, 0 when the slot is free.
     pub pid: AtomicU32,
-    /// Unused; zero.
-    pub reserved: AtomicU32,
+    /// [`USER_ON_BEHALF`] when another process registered this one (it has not mapped the segment itself).
+    pub flags: AtomicU32,
     /// Start time of the user process, so a reused pid is not mistaken for it.
     pub start_time: AtomicU64,
 }

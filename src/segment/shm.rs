@@ -275,6 +275,13 @@ impl Segment {
         users::live_users(self.0.header(), self.0.users())
     }
 
+    /// Registers the processes `ids` as users of this segment on their behalf (see
+    /// [`users::attach_on_behalf`]): used when a structure grows into a new segment that the other processes
+    /// using the structure have not mapped yet.
+    pub fn register_on_behalf(&self, ids: &[process::ProcessId]) {
+        users::attach_on_behalf(self.0.header(), self.0.users(), ids, process::current());
+    }
+
     /// Number of `Segment` clones alive in this process (for tests).
     pub fn local_refs(&self) -> usize {
         Arc::strong_count(&self.0)

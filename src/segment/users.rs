@@ -9,7 +9,7 @@
 //! the lock taken over. The critical sections only write whole slots, so a takeover sees at worst one
 //! half-written slot, whose start time will not match a live process and which is therefore cleared as dead.
 
-use super::header::{SegmentHeader, UserSlot, STATE_UNLINKED};
+use super::header::{SegmentHeader, UserSlot, STATE_UNLINKED, USER_ON_BEHALF};
 use crate::platform::process::{self, ProcessId};
 use crate::sync::atomic::Ordering;
 use crate::{Error, Result};
@@ -56,6 +56,7 @@ fn slot_id(slot: &UserSlot) -> ProcessId {
 fn clear(slot: &UserSlot) {
     slot.pid.store(0, Ordering::Relaxed);
     slot.start_time.store(0, Ordering::Relaxed);
+    slot.flags.store(0, Ordering::Relaxed);
 }
 
 /// Clears the slots of dead processes; returns how many live ones remain.
@@ -113,7 +114,33 @@ pub fn detach(hdr: &SegmentHeader, table: &[UserSlot], slot: u32, me: ProcessId)
             clear(s);
         }
     }
+    // Registrations made on our behalf by another process end with ours.
+    for s in table {
+        if slot_id(s) == me && s.flags.load(Ordering::Relaxed) & USER_ON_BEHALF != 0 {
+            clear(s);
+        }
+    }
     reap(table) == 0 && mark_unlinked(hdr)
+}
+
+/// Registers other live processes as users (flagged [`USER_ON_BEHALF`]) unless they already are: for a segment
+/// that belongs to a structure those processes use but have not mapped yet (a dict's extension segment), so
+/// that it outlives its creator while they live. A process clears such a slot when it detaches itself; a dead
+/// one is reaped like any other.
+pub fn attach_on_behalf(hdr: &SegmentHeader, table: &[UserSlot], ids: &[ProcessId], me: ProcessId) {
+    let _g = lock(hdr, me.pid);
+    if hdr.state.load(Ordering::Acquire) == STATE_UNLINKED {
+        return;
+    }
+    for &id in ids {
+        if id.pid == 0 || table.iter().any(|s| slot_id(s) == id) || !process::is_alive(id) {
+            continue;
+        }
+        let Some(slot) = table.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0) else { return };
+        slot.start_time.store(id.start_time, Ordering::Relaxed);
+        slot.flags.store(USER_ON_BEHALF, Ordering::Relaxed);
+        slot.pid.store(id.pid, Ordering::Relaxed);
+    }
 }
 
 /// Switches the state to unlinked; true if this call did it (and so must `shm_unlink` the name).

@@ -220,3 +220,25 @@ def test_local_wrapper():
     assert w.wrapped == [1, 2, 3] and repr(w) == "LocalWrapper([1, 2, 3])"
     n = LocalWrapper(5)
     assert n + 1 == 6 and int(n) == 5
+
+
+def test_extension_segment_outlives_the_process_that_created_it(ctx):
+    # The parent maps only the main segment; a child grows the dict into an extension segment and exits. The
+    # extension must stay (the parent was registered as its user on its behalf), and go once the parent lets go.
+    import os
+
+    from conftest import run_procs
+    from workers import dict_fill_past_main_heap
+
+    d = ConcurrentDict(scaling=2)
+    d["small"] = 1
+    run_procs(ctx, dict_fill_past_main_heap, [(d,)])
+    assert all(len(d[("big", i)]) == 1 << 20 for i in range(80))
+    names = {r["name"] for r in __import__("pyconc")._native.list_segments() if os.getpid() in r["users"]}
+    assert len(names) >= 2, "main and extension segments"
+    del d
+    import gc
+
+    gc.collect()
+    left = {r["name"] for r in __import__("pyconc")._native.list_segments()} & names
+    assert not left, f"segments left behind: {left}"

@@ -117,3 +117,9 @@ def gather_insert(it, keys, delay=0.0):
 
 def gather_insert_bad(it):
     it.insert(1, lambda: None)  # not picklable: the insert fails
+
+
+def dict_fill_past_main_heap(d):
+    big = b"y" * (1 << 20)
+    for i in range(80):  # 80 MiB: the dict grows into an extension segment created by this process
+        d[("big", i)] = big
