@@ -249,7 +249,8 @@ class _Impl:
 
 def _impls():
     impls = [
-        _Impl("pyconc.Queue", lambda: pyconc.Queue(), lambda q: q.put, lambda q: q.get, lambda q: q.get_many),
+        _Impl("pyconc.Queue", lambda: pyconc.Queue(), lambda q: q.put, lambda q: q.get,
+              lambda q: (lambda: q.get_many(max_messages=256))),
         _Impl("mp.Queue", lambda: FORK.Queue(), lambda q: q.put, lambda q: q.get),
         _Impl("mp.SimpleQueue", lambda: FORK.SimpleQueue(), lambda q: q.put, lambda q: q.get),
     ]

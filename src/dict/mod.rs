@@ -589,12 +589,13 @@ impl Drop for ShardGuard<'_> {
 }
 
 /// Test hook: when set, a writer calls `_exit` at the given point of a mutation (crash-consistency tests).
+/// Process-local (never in shared memory), so it uses the standard atomic even under loom.
 #[doc(hidden)]
-pub static CRASH_POINT: crate::sync::atomic::AtomicU32 = crate::sync::atomic::AtomicU32::new(0);
+pub static CRASH_POINT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 #[inline]
 fn crash_point(n: u32) {
-    if CRASH_POINT.load(Ordering::Relaxed) == n {
+    if CRASH_POINT.load(std::sync::atomic::Ordering::Relaxed) == n {
         // SAFETY: `_exit` ends the process at once; used only by tests to simulate a kill at this point.
         unsafe { libc::_exit(9) }
     }

@@ -222,13 +222,15 @@ impl PyQueue {
             while left > 0 {
                 buf.clear();
                 lens.clear();
-                let n = ring.get_available(buf, &mut lens, left.min(256)).py(py)?;
+                // Batches of at most 256 items or 1 MiB, decoded before the next, so the scratch buffer stays
+                // small enough to be kept (a fresh multi-megabyte buffer costs a page fault per 4 KiB).
+                let n = ring.get_available(buf, &mut lens, left.min(256), 1 << 20).py(py)?;
                 let mut at = 0;
                 for len in &lens {
                     list.append(decode_bytes(py, &buf[at..at + len])?)?;
                     at += len;
                 }
-                if n < left.min(256) {
+                if n == 0 {
                     break;
                 }
                 left -= n;

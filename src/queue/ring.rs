@@ -447,13 +447,20 @@ impl<'a> Ring<'a> {
         result
     }
 
-    /// Takes up to `max` messages without waiting, appending each to `out` and its length to `lens`.
-    /// Returns how many were taken.
-    pub fn get_available(&self, out: &mut Vec<u8>, lens: &mut Vec<usize>, max: usize) -> Result<usize> {
+    /// Takes up to `max` messages without waiting, appending each to `out` and its length to `lens`, and stops
+    /// early once `out` holds `max_bytes` (so a caller's buffer stays small enough to be reused). Returns how
+    /// many were taken.
+    pub fn get_available(
+        &self,
+        out: &mut Vec<u8>,
+        lens: &mut Vec<usize>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<usize> {
         let op = self.acquire_op(OP_GET);
         let mut n = 0;
         let mut result = Ok(0);
-        while n < max {
+        while n < max && out.len() < max_bytes {
             let before = out.len();
             match self.try_get_once(op, out) {
                 Ok(Attempt::Done) => {
@@ -510,27 +517,18 @@ impl<'a> Ring<'a> {
         if deadline.expired() {
             return Ok(Attempt::WouldBlock);
         }
-        // Spin: re-check often (a message usually arrives within a microsecond or two when the other side is
-        // running), read the clock rarely, and yield now and then in case the other side shares our CPU.
-        let spin_until = Instant::now() + policy.spin;
-        let mut spins = 0u32;
-        loop {
-            for _ in 0..4 {
-                std::hint::spin_loop();
+        // Spin first: when the other side is running, an item or a free slot usually appears within a
+        // microsecond or two, far sooner than a futex wake-up would deliver it.
+        let mut outcome = None;
+        crate::sync::wait::spin_up_to(policy.spin, &deadline, || match attempt() {
+            Ok(Attempt::WouldBlock) => false,
+            other => {
+                outcome = Some(other);
+                true
             }
-            spins = spins.wrapping_add(1);
-            match attempt()? {
-                Attempt::WouldBlock => {}
-                done => return Ok(done),
-            }
-            if spins % 64 == 0 {
-                if Instant::now() >= spin_until || deadline.expired() {
-                    break;
-                }
-                if spins % 1024 == 0 {
-                    crate::sync::yield_now();
-                }
-            }
+        });
+        if let Some(done) = outcome {
+            return done;
         }
         if deadline.expired() {
             return Ok(Attempt::WouldBlock);

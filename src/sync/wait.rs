@@ -104,10 +104,16 @@ const PURE_SPIN: Duration = Duration::from_micros(1);
 /// that each check is followed by `sched_yield`, which hands the CPU over if the partner is runnable on this
 /// same CPU (then busy-waiting would only delay it) and returns at once otherwise.
 #[inline]
-pub fn spin(deadline: &Deadline, mut ready: impl FnMut() -> bool) -> bool {
+pub fn spin(deadline: &Deadline, ready: impl FnMut() -> bool) -> bool {
+    spin_up_to(SPIN, deadline, ready)
+}
+
+/// [`spin`] with another budget than [`SPIN`] (the queues spin longer in `lock_free` mode).
+#[inline]
+pub fn spin_up_to(budget: Duration, deadline: &Deadline, mut ready: impl FnMut() -> bool) -> bool {
     let limit = match deadline.remaining() {
-        Some(r) => r.min(SPIN),
-        None => SPIN,
+        Some(r) => r.min(budget),
+        None => budget,
     };
     if limit.is_zero() {
         return false;
