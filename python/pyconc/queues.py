@@ -7,7 +7,6 @@ no feeder thread and no pipe), blocking calls release the GIL and honour timeout
 pickles as a handle.
 """
 
-import asyncio
 import queue as _queue
 
 from . import _native
@@ -56,6 +55,7 @@ class _Base(_native.QueueCore):
 
     async def get_async(self, timeout=None):
         """Awaitable get: never blocks the event loop. Raises queue.Empty after `timeout` seconds."""
+        import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -70,6 +70,7 @@ class _Base(_native.QueueCore):
 
     async def put_async(self, item, timeout=None):
         """Awaitable put: never blocks the event loop. Raises queue.Full after `timeout` seconds."""
+        import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         backoff = 0.0

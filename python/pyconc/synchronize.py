@@ -14,7 +14,6 @@ that never blocks the event loop: it tries without waiting first, then waits in 
 and takes the primitive from the event-loop thread, so a cancelled waiter never leaves it acquired.
 """
 
-import asyncio
 import concurrent.futures
 import multiprocessing
 import os
@@ -84,6 +83,7 @@ def _expired(deadline):
 
 
 async def _in_thread(fn, *args):
+    import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
     return await asyncio.get_running_loop().run_in_executor(_get_executor(), fn, *args)
 
 
@@ -105,6 +105,7 @@ async def _acquire_async(try_first, try_again, wait_free, timeout):
 async def _acquire_async_undoable(acquire, release, timeout):
     """For primitives any thread of the process may release (RWLock): acquire in a worker thread, one slice at a
     time; if the coroutine is cancelled while a slice is running, release what that slice acquired."""
+    import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
     deadline = _deadline(timeout)
     while True:
         fut = _get_executor().submit(acquire, _slice(deadline))
@@ -341,6 +342,7 @@ class Condition:
 
     async def wait_async(self, timeout=None):
         """Awaitable ``wait``: never blocks the event loop."""
+        import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
         if not self._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
         queue = self._queue
