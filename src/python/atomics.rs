@@ -5,7 +5,7 @@ use crate::objects::atomic::SharedAtomic;
 use crate::segment::{Kind, LAYOUT_VERSION};
 use pyo3::exceptions::{PyTypeError, PyValueError, PyZeroDivisionError};
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyTuple};
+use pyo3::types::PyInt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A pickled handle: (type name, segment name, offset, kind, layout version).
@@ -530,6 +530,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAtomicInt64>()?;
     m.add_class::<PyAtomicFlag>()?;
     m.add_function(wrap_pyfunction!(_rebuild_atomic, m)?)?;
-    let _ = PyTuple::empty(m.py());
     Ok(())
 }

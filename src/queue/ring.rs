@@ -74,11 +74,6 @@ pub struct Ring<'a> {
     pub(crate) me: usize,
 }
 
-/// Messages up to this size are stored inline by [`Ring::put`] (heap-less rings take nothing larger).
-pub fn inline_capacity() -> usize {
-    INLINE_MAX
-}
-
 impl<'a> Ring<'a> {
     #[inline]
     fn cap(&self) -> u64 {

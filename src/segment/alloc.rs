@@ -204,7 +204,7 @@ impl<'a> Heap<'a> {
                 Ok(b) => b,
                 // Fresh memory is exhausted: a free block of a larger class will do (it keeps its class, so
                 // it returns to its own list when freed).
-                Err(full @ Error::Full(_)) => self.pop_larger(class)?.ok_or(full)?.0,
+                Err(full @ Error::Full(_)) => self.pop_larger(class)?.ok_or(full)?,
                 Err(e) => return Err(e),
             },
         };
@@ -238,11 +238,11 @@ impl<'a> Heap<'a> {
         }
     }
 
-    fn pop_larger(&self, class: usize) -> Result<Option<(u64, usize)>> {
+    fn pop_larger(&self, class: usize) -> Result<Option<u64>> {
         for c in class + 1..NUM_CLASSES {
             if unpack(self.hdr.free_heads[c].load(Ordering::Relaxed)).1 != 0 {
                 if let Some(b) = self.pop(c)? {
-                    return Ok(Some((b, c)));
+                    return Ok(Some(b));
                 }
             }
         }
