@@ -182,7 +182,7 @@ def bench_arrays(quick):
     rows.append(_row("arrays", "create 10M doubles", t_ours * 1e3, t_mp * 1e3, "ms", "mp.Array",
                      higher_is_better=False))
     rows.append(_row("arrays", "create 10M doubles", t_ours * 1e3, t_shm * 1e3, "ms", "SharedMemory",
-                     higher_is_better=False, note="pyconc writes a 4 KiB header page; SharedMemory writes nothing"))
+                     higher_is_better=False, note="both free the segment unused"))
 
     def ready_ours():
         arr = pyconc.RawArray("d", n)

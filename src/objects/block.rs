@@ -82,7 +82,11 @@ impl SharedBlock {
         // SAFETY: `init` is BLOCK_HEADER_SIZE initialised bytes.
         let bytes = unsafe { std::slice::from_raw_parts(init.as_ptr() as *const u8, BLOCK_HEADER_SIZE as usize) };
         let seg = Segment::create_with(Kind::Block, BLOCK_VERSION, ITEMS_AT + nbytes, bytes)?;
-        Self::from_segment(seg)
+        // Not from_segment: that reads the header back through the mapping, a page fault creation can skip.
+        let header = seg.resolve(seg.data_offset::<BlockHeader>())? as *const BlockHeader;
+        let items = seg.bytes_ptr(DATA_OFFSET + ITEMS_AT, nbytes)?;
+        let nbytes = usize::try_from(nbytes).map_err(|_| Error::Invalid("block too large for this machine".into()))?;
+        Ok(SharedBlock { seg, header, items, nbytes })
     }
 
     /// Attaches to the block in `seg`, validating kind, version and the item range.

@@ -57,6 +57,12 @@ pub fn is_alive(id: ProcessId) -> bool {
     }
 }
 
+/// The identity of the live process `pid`, if there is one.
+pub fn identity_of(pid: u32) -> Option<ProcessId> {
+    let st = read_stat(pid)?;
+    (!matches!(st.state, b'Z' | b'X' | b'x')).then_some(ProcessId { pid, start_time: st.start_time })
+}
+
 /// Whether a process with this pid is alive, whatever its start time.
 pub fn pid_alive(pid: u32) -> bool {
     pid != 0 && is_alive(ProcessId { pid, start_time: 0 })

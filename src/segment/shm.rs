@@ -8,7 +8,7 @@ use super::offset::{check_range, Offset, ShmSafe};
 use super::users;
 use crate::error::corrupt;
 use crate::platform::process;
-use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::sync::spin::SpinMutex;
 use crate::{Error, Result};
 use memmap2::MmapRaw;
@@ -17,6 +17,7 @@ use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::Mode;
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Weak};
 
 /// Prefix of every segment name (in `/dev/shm`).
@@ -38,6 +39,14 @@ struct Mapping {
     registered_pid: AtomicU32,
     /// The user-table slot of the registration.
     slot: AtomicU32,
+    /// Whether the name may be known outside this process: set when the name is read ([`Segment::name`]),
+    /// when other processes are registered on our behalf, before every `fork`, and from the start for opened
+    /// segments. A creator whose segment never got this far (and that has not forked since: `forks_at_create`)
+    /// is its only possible user, so dropping it just unlinks the name without touching the user table, and no
+    /// page of the mapping is faulted in for it.
+    shared: AtomicBool,
+    /// [`FORKS`] when this mapping was made.
+    forks_at_create: u64,
 }
 
 type Registry = HashMap<String, Weak<Mapping>>;
@@ -65,11 +74,11 @@ fn too_big(bytes: u64) -> Error {
     Error::Invalid(format!("a segment of {bytes} bytes does not fit in this process's address space"))
 }
 
-fn check_space(bytes: u64) -> Result<()> {
+fn check_space(file: &File, bytes: u64) -> Result<()> {
     // A write to a page that tmpfs cannot back kills the process with SIGBUS, so refuse up front when the
     // filesystem plainly lacks the room, header page included. Pages are allocated lazily, which keeps creation
     // fast; another process filling /dev/shm between this check and our first write can still cause SIGBUS.
-    if let Ok(st) = nix::sys::statvfs::statvfs(SHM_DIR) {
+    if let Ok(st) = nix::sys::statvfs::fstatvfs(file) {
         let avail = st.blocks_available().saturating_mul(st.fragment_size());
         if avail > 0 && bytes > avail {
             return Err(Error::Full(format!(
@@ -90,9 +99,10 @@ impl Segment {
 
     /// Like [`create`](Self::create), with the first `payload.len()` bytes of the payload set to `payload`.
     ///
-    /// The header page and this payload prefix are written with one `pwrite` before the file is mapped: a page
-    /// first touched through a fresh mapping costs a page fault (about 10 µs here, allocation and zeroing
-    /// included), which would make creating an array slower than `multiprocessing.shared_memory`.
+    /// The header page and this payload prefix are written with one `pwrite` before the file is mapped, and
+    /// nothing here reads them back: the first touch of a page through a fresh mapping costs a fault and a page
+    /// table (about 5 µs here, 10 µs if the page is new), which would make creating an array slower than
+    /// `multiprocessing.shared_memory`. Callers keep that property by not reading the header right away.
     pub fn create_with(kind: Kind, kind_version: u32, data_size: u64, payload: &[u8]) -> Result<Segment> {
         let total = DATA_OFFSET
             .checked_add(data_size)
@@ -101,7 +111,6 @@ impl Segment {
         if payload.len() as u64 > data_size {
             return Err(Error::Invalid(format!("{} payload bytes do not fit in {data_size}", payload.len())));
         }
-        check_space(total)?;
         let me = process::current();
         // The initial bytes, built in an 8-aligned local buffer through the same atomics-only structs.
         let init_len = DATA_OFFSET as usize + payload.len();
@@ -142,11 +151,11 @@ impl Segment {
         )?;
         let file = File::from(fd);
         let result = (|| {
+            check_space(&file, total)?;
+            file.write_all_at(bytes, 0)?;
             file.set_len(total)?;
             let len = usize::try_from(total).map_err(|_| too_big(total))?;
             let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
-            // SAFETY: the mapping is `total >= init_len` bytes long and nobody else knows the name yet.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr(), bytes.len()) };
             let info = HeaderInfo {
                 kind,
                 kind_version,
@@ -162,6 +171,8 @@ impl Segment {
                 info,
                 registered_pid: AtomicU32::new(me.pid),
                 slot: AtomicU32::new(0),
+                shared: AtomicBool::new(false),
+                forks_at_create: FORKS.load(Ordering::Relaxed),
             })
         })();
         match result {
@@ -202,8 +213,11 @@ impl Segment {
         Ok(Inspected { name: name.to_string(), map, info })
     }
 
-    /// The segment's name (without the leading `/`).
+    /// The segment's name (without the leading `/`), the way to hand the segment to another process. Reading it
+    /// marks the segment as possibly shared, so the last handle's drop leaves the user table properly (see
+    /// [`Mapping::shared`]).
     pub fn name(&self) -> &str {
+        self.0.shared.store(true, Ordering::Relaxed);
         &self.0.name
     }
 
@@ -279,6 +293,7 @@ impl Segment {
     /// [`users::attach_on_behalf`]): used when a structure grows into a new segment that the other processes
     /// using the structure have not mapped yet.
     pub fn register_on_behalf(&self, ids: &[process::ProcessId]) {
+        self.0.shared.store(true, Ordering::Relaxed);
         users::attach_on_behalf(self.0.header(), self.0.users(), ids, process::current());
     }
 
@@ -335,8 +350,15 @@ fn map_and_validate(name: &str) -> Result<(MmapRaw, HeaderInfo)> {
 impl Mapping {
     fn open_new(name: &str) -> Result<Mapping> {
         let (map, info) = map_and_validate(name)?;
-        let mapping =
-            Mapping { name: name.to_string(), map, info, registered_pid: AtomicU32::new(0), slot: AtomicU32::new(0) };
+        let mapping = Mapping {
+            name: name.to_string(),
+            map,
+            info,
+            registered_pid: AtomicU32::new(0),
+            slot: AtomicU32::new(0),
+            shared: AtomicBool::new(true),
+            forks_at_create: 0,
+        };
         mapping.register()?;
         Ok(mapping)
     }
@@ -347,6 +369,23 @@ impl Mapping {
         self.slot.store(slot, Ordering::Relaxed);
         self.registered_pid.store(me.pid, Ordering::Release);
         Ok(())
+    }
+
+    /// Leaves the user table if this process is registered (once), unlinking the name if no live user is left.
+    fn leave(&self, me: process::ProcessId) {
+        if self.registered_pid.compare_exchange(me.pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return;
+        }
+        let shared = self.shared.load(Ordering::Relaxed) || FORKS.load(Ordering::Relaxed) != self.forks_at_create;
+        let last = if shared {
+            users::detach(self.header(), self.users(), self.slot.load(Ordering::Relaxed), me)
+        } else {
+            // Nobody else can know the name, so nobody else is in the table: skip touching it.
+            true
+        };
+        if last {
+            let _ = unlink_name(&self.name);
+        }
     }
 
     fn base(&self) -> *mut u8 {
@@ -382,12 +421,7 @@ impl Drop for Mapping {
                 }
             }
         }
-        if self.registered_pid.load(Ordering::Acquire) == me.pid {
-            let slot = self.slot.load(Ordering::Relaxed);
-            if users::detach(self.header(), self.users(), slot, me) {
-                let _ = unlink_name(&self.name);
-            }
-        }
+        self.leave(me);
         // The MmapRaw unmaps itself.
     }
 }
@@ -446,9 +480,15 @@ impl Inspected {
 /// between a parent and its forked child (a queue's participant index) records the generation it was made in.
 pub static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Forks started by this process (counted in [`before_fork`]); a [`Mapping`] created before the latest one is
+/// shared with a child.
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Call in the parent just before `fork()`: holds the registry lock so the child inherits a consistent registry.
 pub fn before_fork() {
     REGISTRY.raw_lock();
+    // The child will register as a user of every segment it inherits: no creator may skip the user table now.
+    FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Call in the parent just after `fork()`.
@@ -490,12 +530,7 @@ pub fn release_all() {
         reg.as_ref().map(|r| r.values().filter_map(Weak::upgrade).collect()).unwrap_or_default()
     };
     for m in mappings {
-        if m.registered_pid.compare_exchange(me.pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            let slot = m.slot.load(Ordering::Relaxed);
-            if users::detach(m.header(), m.users(), slot, me) {
-                let _ = unlink_name(&m.name);
-            }
-        }
+        m.leave(me);
     }
 }
 
@@ -507,5 +542,40 @@ impl Error {
             )),
             e => e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exists(name: &str) -> bool {
+        std::path::Path::new(SHM_DIR).join(name).exists()
+    }
+
+    #[test]
+    fn unshared_creator_unlinks_on_drop() {
+        let seg = Segment::create(Kind::Block, 1, 64).unwrap();
+        let name = seg.0.name.clone(); // not name(): that would mark the segment shared
+        assert!(exists(&name));
+        assert!(!seg.0.shared.load(Ordering::Relaxed));
+        drop(seg);
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    fn shared_creator_leaves_the_segment_to_other_live_users() {
+        let seg = Segment::create(Kind::Block, 1, 64).unwrap();
+        // Another live process (our parent, the test runner's launcher) registered as a user.
+        let parent = process::identity_of(std::os::unix::process::parent_id()).unwrap();
+        seg.register_on_behalf(&[parent]);
+        let name = seg.name().to_string();
+        assert_eq!(seg.users().len(), 2);
+        drop(seg);
+        assert!(exists(&name), "the other user keeps it");
+        let seg = Segment::open(&name).unwrap();
+        seg.unlink().unwrap();
+        drop(seg);
+        assert!(!exists(&name));
     }
 }

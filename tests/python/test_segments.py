@@ -200,3 +200,53 @@ def test_fork_child_keeps_segment_alive_after_parent_drops_it():
     assert p.exitcode == 0
     # The child was the last user: its exit finalizer unlinked the segment.
     assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def _new_segment_names(before):
+    return {n for n in os.listdir("/dev/shm") if n.startswith("pyconc-")} - before
+
+
+def test_fork_child_keeps_alive_a_segment_whose_name_was_never_read():
+    # A creator that never exposed the name skips the user table when it lets go; a fork must end that shortcut.
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    before = _new_segment_names(set())
+    arr = pyconc.RawArray("q", 4)
+    (name,) = _new_segment_names(before)
+    ready, go = ctx.Event(), ctx.Event()
+
+    def child():
+        ready.set()
+        go.wait(60)
+        arr[0] = 7
+        import sys as _sys
+
+        _sys.exit(0 if os.path.exists(f"/dev/shm/{name}") else 3)
+
+    p = ctx.Process(target=child)
+    p.start()
+    try:
+        assert ready.wait(60)
+        del arr
+        import gc
+
+        gc.collect()
+        assert os.path.exists(f"/dev/shm/{name}"), "the forked child is still a user"
+        go.set()
+        p.join(60)
+        assert p.exitcode == 0
+    finally:
+        if p.is_alive():
+            p.kill()
+            p.join(60)
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_unshared_segment_is_unlinked_on_drop():
+    before = _new_segment_names(set())
+    arr = pyconc.RawArray("d", 1000)
+    (name,) = _new_segment_names(before)
+    assert _native.segment_users(name) == [os.getpid()]
+    del arr
+    assert not os.path.exists(f"/dev/shm/{name}")
