@@ -239,7 +239,7 @@ fn dict() {
     check("dict.md", "Shard", rust_layout!(Shard, v, [lock, seq, table, len, tombstones, spare, reserved]));
     check("dict.md", "TableHeader", rust_layout!(TableHeader, v, [magic, reserved, capacity]));
     check("dict.md", "Slot", rust_layout!(Slot, v, [hash, entry]));
-    check("dict.md", "EntryHeader", rust_layout!(EntryHeader, v, [key_len, orig_len, val_len, reserved]));
+    check("dict.md", "EntryHeader", rust_layout!(EntryHeader, v, [key_len, orig_len, cap, val_len, reserved, state]));
 }
 
 #[test]

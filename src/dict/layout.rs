@@ -5,7 +5,7 @@ use crate::sync::atomic::{AtomicU32, AtomicU64};
 use crate::sync::lock::LockState;
 
 /// Payload layout version of [`Kind::Dict`](crate::segment::Kind::Dict) segments.
-pub const DICT_VERSION: u32 = 1;
+pub const DICT_VERSION: u32 = 2;
 /// `DictHeader::magic` (`b"DICT"`).
 pub const DICT_MAGIC: u32 = u32::from_le_bytes(*b"DICT");
 /// `TableHeader::magic` (`b"TABL"`).
@@ -91,18 +91,33 @@ pub struct Slot {
     pub entry: AtomicU64,
 }
 
-/// The start of an entry block, followed by the key bytes, the as-inserted key bytes, then the value bytes.
+/// The start of an entry block, followed by the key bytes, the as-inserted key bytes, then two value buffers of
+/// `cap` bytes each (one holds the current value, the other takes the next overwrite in place).
 #[repr(C)]
 pub struct EntryHeader {
     /// Length of the canonical key encoding.
     pub key_len: AtomicU32,
     /// Length of the as-inserted key encoding (0: the canonical bytes decode to the key as inserted).
     pub orig_len: AtomicU32,
-    /// Length of the value encoding.
-    pub val_len: AtomicU32,
+    /// Capacity of each value buffer.
+    pub cap: AtomicU32,
+    /// Length of the value in each buffer (meaningful for the active one).
+    pub val_len: [AtomicU32; 2],
     /// Unused; zero.
     pub reserved: AtomicU32,
+    /// [`ENTRY_MARK`] | owner pid << [`ENTRY_PID_SHIFT`] (0: unlocked) | version << 1 | active buffer.
+    pub state: AtomicU64,
 }
+
+/// Always set in an entry's `state`: no other word a heap block can hold at that offset has it (table slots
+/// hold references below 2^45), so a stale compare-and-swap can only ever match an entry header.
+pub const ENTRY_MARK: u64 = 1 << 63;
+/// Position of the lock owner's pid in an entry's `state`.
+pub const ENTRY_PID_SHIFT: u32 = 32;
+/// The lock owner's pid bits of an entry's `state`.
+pub const ENTRY_PID_MASK: u64 = 0x7fff_ffff << ENTRY_PID_SHIFT;
+/// The version bits of an entry's `state` (bumped by 2, i.e. by one version, per in-place overwrite).
+pub const ENTRY_VERSION_MASK: u64 = 0xffff_fffe;
 
 // SAFETY: repr(C), only atomics, arrays of atomics and LockState (itself ShmSafe), no padding (asserted below).
 unsafe impl ShmSafe for DictHeader {}
@@ -128,5 +143,7 @@ const _: () = {
     assert!(offset_of!(Shard, spare) == 64);
     assert!(size_of::<TableHeader>() == 16);
     assert!(size_of::<Slot>() == 16);
-    assert!(size_of::<EntryHeader>() == 16);
+    assert!(size_of::<EntryHeader>() == 32);
+    assert!(offset_of!(EntryHeader, val_len) == 12);
+    assert!(offset_of!(EntryHeader, state) == 24);
 };

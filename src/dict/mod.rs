@@ -92,10 +92,17 @@ struct Entry {
     base: *mut u8,
     key_len: usize,
     orig_len: usize,
-    val_len: usize,
+    /// Capacity of each of the two value buffers.
+    cap: usize,
 }
 
 impl Entry {
+    fn hdr<'a>(&self) -> &'a EntryHeader {
+        // SAFETY: `base` starts a range-checked block of at least size_of::<EntryHeader>() bytes, 8-aligned
+        // (heap blocks are 16-aligned); EntryHeader is ShmSafe; the mapping outlives every use (callers hold
+        // `&SharedDict`).
+        unsafe { &*(self.base as *const EntryHeader) }
+    }
     fn key_ptr(&self) -> *const u8 {
         // SAFETY: the whole block (header + lengths) was range-checked in `SharedDict::entry`.
         unsafe { self.base.add(size_of::<EntryHeader>()) }
@@ -104,13 +111,46 @@ impl Entry {
         // SAFETY: as above.
         unsafe { self.key_ptr().add(self.key_len) }
     }
-    fn val_ptr(&self) -> *const u8 {
-        // SAFETY: as above.
-        unsafe { self.orig_ptr().add(self.orig_len) }
+    /// Start of value buffer `b` (0 or 1).
+    fn val_ptr(&self, b: u64) -> *mut u8 {
+        // SAFETY: as above: both buffers lie inside the checked block.
+        unsafe { self.base.add(size_of::<EntryHeader>() + self.key_len + self.orig_len + (b as usize & 1) * self.cap) }
     }
-    fn total(&self) -> usize {
-        size_of::<EntryHeader>() + self.key_len + self.orig_len + self.val_len
+
+    /// Copies the current value into `out` (cleared first), re-checking the entry's version: false if in-place
+    /// writers kept moving it. Also exact when the caller holds the entry's lock.
+    fn read_value(&self, out: &mut Vec<u8>) -> Result<bool> {
+        let h = self.hdr();
+        for _ in 0..OPTIMISTIC_TRIES {
+            // Acquire: the buffer and val_len written before the writer's publishing store are visible.
+            let st = h.state.load(Ordering::Acquire);
+            let b = st & 1;
+            let len = h.val_len[b as usize].load(Ordering::Relaxed) as usize;
+            let torn = len > self.cap;
+            if !torn {
+                out.clear();
+                // SAFETY: buffer `b` holds `cap >= len` bytes inside the checked block; concurrent in-place
+                // writers only write the other buffer until they publish, and the version check below discards
+                // a copy that overlapped a later one.
+                unsafe { copy_out(self.val_ptr(b), len, out) };
+            }
+            // Orders the copy before the re-check (pairs with the writer's Release fence after locking).
+            fence(Ordering::Acquire);
+            let again = h.state.load(Ordering::Relaxed);
+            if (st ^ again) & !ENTRY_PID_MASK == 0 {
+                if torn {
+                    return Err(corrupt!("dict entry value length {len} exceeds its capacity {}", self.cap));
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
+}
+
+/// Value buffer capacity for a value of `len` bytes: some room to grow in place.
+fn value_cap(len: usize) -> usize {
+    (len + len / 8).div_ceil(8).max(1) * 8
 }
 
 /// A table block, bounds-checked when read.
@@ -151,6 +191,25 @@ unsafe fn bytes_eq(ptr: *const u8, len: usize, key: &[u8]) -> bool {
     // process may be writing.
     // SAFETY: both ranges are readable for `len` bytes (caller, and `key` is a slice of that length).
     len == key.len() && unsafe { libc::memcmp(ptr.cast(), key.as_ptr().cast(), len) } == 0
+}
+
+/// Writes `value` into the inactive buffer of `ent`, whose lock the caller holds (its unlocked state was `st`),
+/// then publishes it, bumps the version and unlocks with one store.
+fn write_in_place(ent: &Entry, st: u64, value: &[u8]) {
+    debug_assert!(value.len() <= ent.cap);
+    // Orders the lock before the buffer writes for readers (pairs with their Acquire fence).
+    fence(Ordering::Release);
+    let b = (st & 1) ^ 1;
+    crash_point(9);
+    // SAFETY: buffer `b` has `cap >= value.len()` bytes inside the checked block; we hold the entry's lock, and
+    // readers only read the active buffer (or discard what they read, see `read_value`).
+    unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), ent.val_ptr(b), value.len()) };
+    let h = ent.hdr();
+    h.val_len[b as usize].store(value.len() as u32, Ordering::Relaxed);
+    crash_point(10);
+    let next = ENTRY_MARK | ((st & ENTRY_VERSION_MASK).wrapping_add(2) & ENTRY_VERSION_MASK) | b;
+    // Release: a reader that sees the new active buffer sees its bytes.
+    h.state.store(next, Ordering::Release);
 }
 
 fn make_ref(seg: usize, off: u64) -> u64 {
@@ -309,10 +368,11 @@ impl SharedDict {
         let h = self.res::<EntryHeader>(r)?;
         let key_len = h.key_len.load(Ordering::Relaxed) as usize;
         let orig_len = h.orig_len.load(Ordering::Relaxed) as usize;
-        let val_len = h.val_len.load(Ordering::Relaxed) as usize;
-        let total = (size_of::<EntryHeader>() + key_len + orig_len + val_len) as u64;
+        let cap = h.cap.load(Ordering::Relaxed) as usize;
+        // u32 lengths: the sum cannot overflow u64.
+        let total = size_of::<EntryHeader>() as u64 + key_len as u64 + orig_len as u64 + 2 * cap as u64;
         let base = self.ptr(r, total)?;
-        Ok(Entry { base, key_len, orig_len, val_len })
+        Ok(Entry { base, key_len, orig_len, cap })
     }
 
     fn alloc(&self, size: u64) -> Result<u64> {
@@ -452,21 +512,13 @@ impl SharedDict {
     pub fn get_into(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<Read> {
         let r = self.optimistic(self.shard_index(hash), |d, t| {
             out.clear();
-            match d.probe(t, key, hash)? {
-                Some((_, e)) => {
-                    let ent = d.entry(e)?;
-                    // SAFETY: the value range lies inside the block, range-checked by `entry`.
-                    unsafe { copy_out(ent.val_ptr(), ent.val_len, out) };
-                    Ok(true)
-                }
-                None => Ok(false),
-            }
+            Ok(match d.probe(t, key, hash)? {
+                Some((_, e)) if d.entry(e)?.read_value(out)? => Read::Found,
+                Some(_) => Read::Busy,
+                None => Read::Missing,
+            })
         })?;
-        Ok(match r {
-            Some(true) => Read::Found,
-            Some(false) => Read::Missing,
-            None => Read::Busy,
-        })
+        Ok(r.unwrap_or(Read::Busy))
     }
 
     /// Lock-free membership test.
@@ -481,30 +533,85 @@ impl SharedDict {
     }
 
     /// Copies every entry of table `t` into `out` as records `(key_len u32, orig_len u32, val_len u32, bytes)`
-    /// and returns how many.
-    fn dump(&self, t: u64, out: &mut Vec<u8>) -> Result<usize> {
+    /// and returns how many; `None` if in-place writers kept moving a value.
+    fn dump(&self, t: u64, out: &mut Vec<u8>) -> Result<Option<usize>> {
         out.clear();
         let t = self.table(t)?;
         let mut n = 0;
+        let mut val = Vec::new();
         for i in 0..t.cap {
             let e = t.slot(i).entry.load(Ordering::Acquire);
             if e <= SLOT_TOMBSTONE {
                 continue;
             }
             let ent = self.entry(e)?;
-            for l in [ent.key_len, ent.orig_len, ent.val_len] {
-                out.extend_from_slice(&(l as u32).to_le_bytes());
+            if !self.append_record(&ent, out, &mut val)? {
+                return Ok(None);
             }
-            // SAFETY: the whole block lies inside the mapping (checked by `entry`).
-            unsafe { copy_out(ent.key_ptr(), ent.key_len + ent.orig_len + ent.val_len, out) };
             n += 1;
         }
-        Ok(n)
+        Ok(Some(n))
+    }
+
+    /// Appends the record `(key_len u32, orig_len u32, val_len u32, key, orig, value)` of `ent` to `out`; false
+    /// if in-place writers kept moving the value. `val` is scratch space.
+    fn append_record(&self, ent: &Entry, out: &mut Vec<u8>, val: &mut Vec<u8>) -> Result<bool> {
+        if !ent.read_value(val)? {
+            return Ok(false);
+        }
+        for l in [ent.key_len, ent.orig_len, val.len()] {
+            out.extend_from_slice(&(l as u32).to_le_bytes());
+        }
+        // SAFETY: key and as-inserted key lie inside the block (checked by `entry`) and never change while the
+        // entry is published.
+        unsafe { copy_out(ent.key_ptr(), ent.key_len + ent.orig_len, out) };
+        out.extend_from_slice(val);
+        Ok(true)
     }
 
     /// Lock-free copy of shard `i` (see [`records`]); `None` when busy (use [`ShardGuard::dump`]).
     pub fn dump_shard(&self, i: u32, out: &mut Vec<u8>) -> Result<Option<usize>> {
-        self.optimistic(i, |d, t| d.dump(t, out))
+        Ok(self.optimistic(i, |d, t| d.dump(t, out))?.flatten())
+    }
+
+    /// Sets an existing `key` to `value` in place, without the shard lock, when that is possible: the key is
+    /// present, `value` fits its entry's buffers, and nobody else holds the entry. Returns false otherwise (the
+    /// caller then takes the lock). See `shm-layouts/dict.md`, "Overwrite in place".
+    pub fn try_overwrite(&self, key: &[u8], hash: u64, value: &[u8]) -> Result<bool> {
+        let sh = self.shard(self.shard_index(hash));
+        let s = sh.seq.load(Ordering::Acquire);
+        if s & 1 == 1 {
+            return Ok(false);
+        }
+        let found = self.probe(sh.table.load(Ordering::Acquire), key, hash);
+        let ent = found.and_then(|f| f.map(|(_, e)| self.entry(e)).transpose());
+        fence(Ordering::Acquire);
+        if sh.seq.load(Ordering::Relaxed) != s {
+            return Ok(false);
+        }
+        // Read while `seq` was unchanged: the entry was published and its header fields are its own.
+        let Ok(Some(ent)) = ent else { return Ok(false) };
+        if value.len() > ent.cap {
+            return Ok(false);
+        }
+        let h = ent.hdr();
+        let st = h.state.load(Ordering::Relaxed);
+        if st & ENTRY_MARK == 0 || st & ENTRY_PID_MASK != 0 {
+            return Ok(false);
+        }
+        let locked = st | (u64::from(owner::me().pid) << ENTRY_PID_SHIFT);
+        if h.state.compare_exchange(st, locked, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+            return Ok(false);
+        }
+        // The entry may have been retired (and its block reused) since the probe; retiring bumps `seq` before
+        // the block is freed, and a block reused since then was re-initialised with a Release store that our
+        // CAS read from, so an unchanged `seq` here proves the entry is still published.
+        if sh.seq.load(Ordering::SeqCst) != s {
+            let _ = h.state.compare_exchange(locked, st, Ordering::Release, Ordering::Relaxed);
+            return Ok(false);
+        }
+        write_in_place(&ent, st, value);
+        Ok(true)
     }
 
     /// Number of keys (the sum of the shard counters; not a snapshot while writers run).
@@ -540,7 +647,7 @@ impl SharedDict {
     }
 
     fn guard<'a>(&'a self, sh: &'a Shard, died: bool) -> Result<ShardGuard<'a>> {
-        let g = ShardGuard { d: self, sh, repaired: false };
+        let g = ShardGuard { d: self, sh, repaired: false, held: None };
         // An odd version while we hold the lock can only be left by a holder that died mid-write.
         if died || sh.seq.load(Ordering::Relaxed) & 1 == 1 {
             let mut g = g;
@@ -580,11 +687,50 @@ pub struct ShardGuard<'a> {
     sh: &'a Shard,
     /// Whether acquiring it repaired the shard after a writer died.
     pub repaired: bool,
+    /// The entry whose lock this guard holds (a read for update), with its state before locking.
+    held: Option<(u64, u64)>,
 }
 
 impl Drop for ShardGuard<'_> {
     fn drop(&mut self) {
+        self.release_held();
         self.sh.lock.release();
+    }
+}
+
+/// Takes the lock of entry `ent`, waiting for an in-place writer that holds it and taking it over from one that
+/// died. Returns the entry's unlocked state. Lock holders only copy bytes, so the wait is short.
+fn acquire_entry(ent: &Entry) -> Result<u64> {
+    let h = ent.hdr();
+    let me = owner::me().pid;
+    let mine = u64::from(me) << ENTRY_PID_SHIFT;
+    let backoff = crossbeam_utils::Backoff::new();
+    let mut spins = 0u32;
+    loop {
+        let st = h.state.load(Ordering::Relaxed);
+        if st & ENTRY_MARK == 0 {
+            return Err(corrupt!("dict entry has an invalid state word {st:#x}"));
+        }
+        let holder = ((st & ENTRY_PID_MASK) >> ENTRY_PID_SHIFT) as u32;
+        let free = st & !ENTRY_PID_MASK;
+        // Free, or held by a process that died mid-overwrite (it only wrote the inactive buffer).
+        let take = holder == 0 || {
+            spins += 1;
+            spins % 1024 == 0 && holder != me && !crate::platform::process::pid_alive(holder)
+        };
+        if take {
+            if h.state.compare_exchange(st, free | mine, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                // Orders the lock before our writes to the buffers (see `write_in_place`).
+                fence(Ordering::Release);
+                return Ok(free);
+            }
+            continue;
+        }
+        if backoff.is_completed() {
+            std::thread::yield_now();
+        } else {
+            backoff.snooze();
+        }
     }
 }
 
@@ -602,6 +748,28 @@ fn crash_point(n: u32) {
 }
 
 impl ShardGuard<'_> {
+    /// Locks entry `e` for this guard (releasing any other entry it held) and returns it with its unlocked state.
+    fn lock_entry(&mut self, e: u64) -> Result<(Entry, u64)> {
+        let ent = self.d.entry(e)?;
+        match self.held {
+            Some((he, st)) if he == e => return Ok((ent, st)),
+            Some(_) => self.release_held(),
+            None => {}
+        }
+        let st = acquire_entry(&ent)?;
+        self.held = Some((e, st));
+        Ok((ent, st))
+    }
+
+    /// Unlocks the held entry, unchanged.
+    fn release_held(&mut self) {
+        if let Some((e, st)) = self.held.take() {
+            if let Ok(ent) = self.d.entry(e) {
+                ent.hdr().state.store(st, Ordering::Release);
+            }
+        }
+    }
+
     fn table(&self) -> Result<Table> {
         self.d.table(self.sh.table.load(Ordering::Relaxed))
     }
@@ -626,14 +794,18 @@ impl ShardGuard<'_> {
         self.d.probe(self.sh.table.load(Ordering::Relaxed), key, hash)
     }
 
-    /// Copies the value of `key` into `out` (cleared first); whether it was present.
-    pub fn get_into(&self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<bool> {
+    /// Copies the value of `key` into `out` (cleared first); whether it was present. The entry stays locked
+    /// until the guard is dropped or moves on to another key, so a following [`set`](Self::set) or
+    /// [`remove`](Self::remove) of the same key is atomic with this read.
+    pub fn get_into(&mut self, key: &[u8], hash: u64, out: &mut Vec<u8>) -> Result<bool> {
         out.clear();
         match self.find(key, hash)? {
             Some((_, e)) => {
-                let ent = self.d.entry(e)?;
-                // SAFETY: in-bounds range of a block that cannot change while we hold the lock.
-                unsafe { copy_out(ent.val_ptr(), ent.val_len, out) };
+                let (ent, _) = self.lock_entry(e)?;
+                // With the entry locked nobody moves the value: the first attempt succeeds.
+                if !ent.read_value(out)? {
+                    return Err(corrupt!("dict entry changed while locked"));
+                }
                 Ok(true)
             }
             None => Ok(false),
@@ -642,7 +814,12 @@ impl ShardGuard<'_> {
 
     /// Copies every entry (see [`records`]).
     pub fn dump(&self, out: &mut Vec<u8>) -> Result<usize> {
-        self.d.dump(self.sh.table.load(Ordering::Relaxed), out)
+        loop {
+            // Only in-place writers can interfere now, and each finishes within a copy.
+            if let Some(n) = self.d.dump(self.sh.table.load(Ordering::Relaxed), out)? {
+                return Ok(n);
+            }
+        }
     }
 
     /// Allocates `size` bytes, preferring a fitting block from the shard's spare cache.
@@ -681,24 +858,30 @@ impl ShardGuard<'_> {
     }
 
     fn build_entry(&self, key: &[u8], orig: &[u8], value: &[u8]) -> Result<u64> {
-        let lens = [key.len(), orig.len(), value.len()];
-        if lens.iter().any(|&l| l > u32::MAX as usize / 2) {
+        let cap = value_cap(value.len());
+        if [key.len(), orig.len(), cap].iter().any(|&l| l > u32::MAX as usize / 4) {
             return Err(Error::Invalid("key or value too large for a shared dict".into()));
         }
-        let total = size_of::<EntryHeader>() + key.len() + orig.len() + value.len();
+        let total = size_of::<EntryHeader>() + key.len() + orig.len() + 2 * cap;
         let r = self.alloc_entry(total as u64)?;
         let h = self.d.res::<EntryHeader>(r)?;
         h.key_len.store(key.len() as u32, Ordering::Relaxed);
         h.orig_len.store(orig.len() as u32, Ordering::Relaxed);
-        h.val_len.store(value.len() as u32, Ordering::Relaxed);
+        h.cap.store(cap as u32, Ordering::Relaxed);
+        h.val_len[0].store(value.len() as u32, Ordering::Relaxed);
+        h.val_len[1].store(0, Ordering::Relaxed);
         h.reserved.store(0, Ordering::Relaxed);
         let p = self.d.ptr(r, total as u64)?;
         let mut at = size_of::<EntryHeader>();
         for part in [key, orig, value] {
-            // SAFETY: the block is ours (fresh from the allocator, not yet published) and `total` bytes long.
+            // SAFETY: the block is ours (fresh from the allocator or the spare cache, not published) and `total`
+            // bytes long.
             unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), part.len()) };
             at += part.len();
         }
+        // Version 0, buffer 0, unlocked. Release: an in-place writer whose stale compare-and-swap reads this
+        // (the block's previous entry was retired meanwhile) also sees the version bump of that retirement.
+        h.state.store(ENTRY_MARK, Ordering::Release);
         Ok(r)
     }
 
@@ -707,7 +890,12 @@ impl ShardGuard<'_> {
     /// Returns whether the key is new.
     pub fn set(&mut self, key: &[u8], hash: u64, orig: &[u8], value: &[u8]) -> Result<bool> {
         if let Some((idx, old)) = self.find(key, hash)? {
-            let ent = self.d.entry(old)?;
+            let (ent, st) = self.lock_entry(old)?;
+            if value.len() <= ent.cap {
+                self.held = None;
+                write_in_place(&ent, st, value);
+                return Ok(false);
+            }
             let mut kept = Vec::new();
             // SAFETY: in-bounds range of a published block, stable while we hold the lock.
             unsafe { copy_out(ent.orig_ptr(), ent.orig_len, &mut kept) };
@@ -718,6 +906,8 @@ impl ShardGuard<'_> {
             t.slot(idx).entry.store(new, Ordering::Release);
             self.end(s);
             crash_point(2);
+            // A retired entry stays locked: an in-place writer that found it before cannot take it.
+            self.held = None;
             self.retire(old)?;
             return Ok(false);
         }
@@ -759,11 +949,11 @@ impl ShardGuard<'_> {
     }
 
     fn remove_at(&mut self, idx: u64, e: u64, out: Option<&mut Vec<u8>>) -> Result<()> {
+        let (ent, _) = self.lock_entry(e)?;
         if let Some(out) = out {
-            out.clear();
-            let ent = self.d.entry(e)?;
-            // SAFETY: in-bounds range of a published block, stable while we hold the lock.
-            unsafe { copy_out(ent.val_ptr(), ent.val_len, out) };
+            if !ent.read_value(out)? {
+                return Err(corrupt!("dict entry changed while locked"));
+            }
         }
         let t = self.table()?;
         let s = self.begin();
@@ -773,6 +963,8 @@ impl ShardGuard<'_> {
         self.sh.tombstones.fetch_add(1, Ordering::Relaxed);
         self.end(s);
         crash_point(7);
+        // Retired entries stay locked (see `set`).
+        self.held = None;
         self.retire(e)
     }
 
@@ -782,13 +974,11 @@ impl ShardGuard<'_> {
         for i in 0..t.cap {
             let e = t.slot(i).entry.load(Ordering::Relaxed);
             if e > SLOT_TOMBSTONE {
-                let ent = self.d.entry(e)?;
+                let (ent, _) = self.lock_entry(e)?;
                 out.clear();
-                for l in [ent.key_len, ent.orig_len, ent.val_len] {
-                    out.extend_from_slice(&(l as u32).to_le_bytes());
+                if !self.d.append_record(&ent, out, &mut Vec::new())? {
+                    return Err(corrupt!("dict entry changed while locked"));
                 }
-                // SAFETY: in-bounds, stable under the lock.
-                unsafe { copy_out(ent.key_ptr(), ent.total() - size_of::<EntryHeader>(), out) };
                 self.remove_at(i, e, None)?;
                 return Ok(true);
             }
@@ -798,6 +988,7 @@ impl ShardGuard<'_> {
 
     /// Removes every entry of this shard.
     pub fn clear(&mut self) -> Result<()> {
+        self.release_held();
         let old = self.sh.table.load(Ordering::Relaxed);
         let t = self.d.table(old)?;
         let fresh = self.d.new_table(MIN_CAPACITY)?;
@@ -809,6 +1000,8 @@ impl ShardGuard<'_> {
         for i in 0..t.cap {
             let e = t.slot(i).entry.load(Ordering::Relaxed);
             if e > SLOT_TOMBSTONE {
+                // Wait out an in-place writer that found the entry before the new table was published.
+                acquire_entry(&self.d.entry(e)?)?;
                 self.d.free(e)?;
             }
         }
@@ -903,7 +1096,20 @@ impl ShardGuard<'_> {
                         key.clear();
                         // SAFETY: in-bounds range (checked by `entry`); we hold the lock.
                         unsafe { copy_out(ent.key_ptr(), ent.key_len, &mut key) };
-                        ent.key_len > 0 && crate::codec::stable_hash(&key) == slot.hash.load(Ordering::Relaxed)
+                        let h = ent.hdr();
+                        let st = h.state.load(Ordering::Relaxed);
+                        let holder = ((st & ENTRY_PID_MASK) >> ENTRY_PID_SHIFT) as u32;
+                        if holder != 0 && !crate::platform::process::pid_alive(holder) {
+                            // Died mid-overwrite (in place, or as the dead shard holder): the active buffer is
+                            // intact, release the lock.
+                            let _ =
+                                h.state.compare_exchange(st, st & !ENTRY_PID_MASK, Ordering::AcqRel, Ordering::Relaxed);
+                        }
+                        let b = st & 1;
+                        st & ENTRY_MARK != 0
+                            && h.val_len[b as usize].load(Ordering::Relaxed) as usize <= ent.cap
+                            && ent.key_len > 0
+                            && crate::codec::stable_hash(&key) == slot.hash.load(Ordering::Relaxed)
                     });
                     if ok {
                         live += 1;

@@ -19,7 +19,7 @@ fn get(d: &SharedDict, key: &[u8]) -> Option<Vec<u8>> {
         Read::Missing => None,
         Read::Busy => {
             let h = stable_hash(key);
-            let g = d.lock(d.shard_index(h), &Deadline::after(None)).unwrap();
+            let mut g = d.lock(d.shard_index(h), &Deadline::after(None)).unwrap();
             g.get_into(key, h, &mut out).unwrap().then_some(out)
         }
     }
@@ -180,4 +180,97 @@ fn odd_version_left_by_a_dead_writer_is_repaired_by_the_next_locker() {
     assert!(g.repaired);
     drop(g);
     assert_eq!(get(&d, b"a").as_deref(), Some(&b"1"[..]));
+}
+
+fn overwrite(d: &SharedDict, key: &[u8], v: &[u8]) {
+    if !d.try_overwrite(key, stable_hash(key), v).unwrap() {
+        set(d, key, v);
+    }
+}
+
+fn entry_state(d: &SharedDict, key: &[u8]) -> &'static crate::sync::atomic::AtomicU64 {
+    let h = stable_hash(key);
+    let (_, e) = d.optimistic(d.shard_index(h), |d, t| d.probe(t, key, h)).unwrap().unwrap().unwrap();
+    let ent = d.entry(e).unwrap();
+    &ent.hdr().state
+}
+
+#[test]
+fn in_place_overwrites_reuse_the_entry_and_fall_back_when_the_value_grows() {
+    let d = SharedDict::create(1, 1 << 20).unwrap();
+    set(&d, b"a", &[1u8; 100]);
+    let blocks = heap_blocks(&d);
+    for i in 0..1000u32 {
+        assert!(d.try_overwrite(b"a", stable_hash(b"a"), &[i as u8; 100]).unwrap());
+        assert_eq!(get(&d, b"a").unwrap(), vec![i as u8; 100]);
+    }
+    assert_eq!(heap_blocks(&d), blocks, "no allocation for same-size overwrites");
+    // A shorter value fits too; a much longer one, or a missing key, needs the locked path.
+    assert!(d.try_overwrite(b"a", stable_hash(b"a"), b"short").unwrap());
+    assert_eq!(get(&d, b"a").unwrap(), b"short");
+    assert!(!d.try_overwrite(b"a", stable_hash(b"a"), &[9u8; 1000]).unwrap());
+    assert!(!d.try_overwrite(b"missing", stable_hash(b"missing"), b"x").unwrap());
+    set(&d, b"a", &[9u8; 1000]);
+    assert_eq!(get(&d, b"a").unwrap(), vec![9u8; 1000]);
+}
+
+#[test]
+fn an_entry_left_locked_by_a_dead_writer_keeps_its_value_and_is_taken_over() {
+    let d = SharedDict::create(1, 1 << 20).unwrap();
+    set(&d, b"a", b"old-value");
+    set(&d, b"b", b"other");
+    // As if a process (pid 0x7fff_fff0 cannot exist) died inside an in-place overwrite of "a".
+    let st = entry_state(&d, b"a");
+    let dead = 0x7fff_fff0u64 << ENTRY_PID_SHIFT;
+    st.fetch_or(dead, Ordering::Relaxed);
+    assert_eq!(get(&d, b"a").unwrap(), b"old-value", "readers ignore the lock");
+    assert!(!d.try_overwrite(b"a", stable_hash(b"a"), b"new-value").unwrap(), "locked: take the slow path");
+    set(&d, b"a", b"new-value");
+    assert_eq!(get(&d, b"a").unwrap(), b"new-value");
+    assert_eq!(st.load(Ordering::Relaxed) & ENTRY_PID_MASK, 0, "unlocked again");
+    // Repair after a dead shard holder also releases such locks.
+    entry_state(&d, b"b").fetch_or(dead, Ordering::Relaxed);
+    d.lock(0, &Deadline::after(None)).unwrap().repair().unwrap();
+    assert_eq!(entry_state(&d, b"b").load(Ordering::Relaxed) & ENTRY_PID_MASK, 0);
+    assert!(d.try_overwrite(b"b", stable_hash(b"b"), b"again").unwrap());
+    assert_eq!(get(&d, b"b").unwrap(), b"again");
+}
+
+#[test]
+fn threads_overwriting_in_place_never_show_torn_values() {
+    let d = std::sync::Arc::new(SharedDict::create(2, 8 << 20).unwrap());
+    for i in 0..8 {
+        set(&d, &k(i), &[0u8; 200]);
+    }
+    let hs: Vec<_> = (0..4u64)
+        .map(|t| {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    let key = k(i % 8);
+                    // Writers use both paths; every value is one byte repeated.
+                    let v = vec![(t * 50 + i % 50) as u8; 100 + (i % 3) as usize * 50];
+                    if i % 5 == 0 {
+                        set(&d, &key, &v);
+                    } else {
+                        overwrite(&d, &key, &v);
+                    }
+                    let got = get(&d, &k((i * 7) % 8)).unwrap();
+                    assert!(got.iter().all(|&b| b == got[0]), "torn value");
+                    if i % 1000 == 0 {
+                        // read-modify-write under the shard lock is atomic against in-place writers
+                        let h = stable_hash(b"counter");
+                        let mut g = d.lock(d.shard_index(h), &Deadline::after(None)).unwrap();
+                        let mut out = Vec::new();
+                        let n = if g.get_into(b"counter", h, &mut out).unwrap() { out[0] } else { 0 };
+                        g.set(b"counter", h, b"", &[n + 1]).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(get(&d, b"counter").unwrap(), vec![80u8]);
 }

@@ -96,6 +96,9 @@ impl PyConcurrentDict {
             with_val(|vb| {
                 encode_into(value, vb)?;
                 let h = stable_hash(&kb[..klen]);
+                if self.inner.try_overwrite(&kb[..klen], h, vb).py(py)? {
+                    return Ok(());
+                }
                 let mut g = self.locked(py, self.inner.shard_index(h))?;
                 g.set(&kb[..klen], h, &kb[klen..], vb).py(py)?;
                 Ok(())
