@@ -9,7 +9,8 @@ including `setdefault`, `pop` and the read-modify-write methods `add`, `compare_
 Not snapshot-consistent: `len()`, iteration, `keys()`/`values()`/`items()`, `as_dict()`, `==` and `repr()` visit
 one shard at a time, so while other threads or processes write they may mix states from different moments
 (each key is seen either before or after any single write, never half-written). `keys()`, `values()` and
-`items()` return lists (copies), not live views.
+`items()` are live views, as with `dict` (`collections.abc` views: `len`, `in`, set operations on keys and
+items); iterating one copies the dict shard by shard, so it never raises for keys deleted meanwhile.
 
 Keys must be None, bool, int, float, str, bytes or tuples of those (exact types); `1`, `1.0` and `True` are the
 same key, and the first inserted spelling is kept. Other keys raise `TypeError`.
@@ -20,11 +21,48 @@ writers of that shard wait (readers do not). If `fn` raises, the exception propa
 `compare_and_set` compares encoded values: `1` and `1.0` are different values there.
 """
 
+from collections.abc import ItemsView as _ItemsViewBase
+from collections.abc import KeysView as _KeysViewBase
 from collections.abc import MutableMapping as _MutableMapping
+from collections.abc import ValuesView as _ValuesViewBase
 
 from ._native import ConcurrentDict
 
 _MutableMapping.register(ConcurrentDict)
+
+
+# The views of ConcurrentDict.keys()/values()/items(): live like dict's (len and membership ask the dict), and
+# iteration copies one shard at a time instead of looking every key up again (which could raise KeyError under
+# concurrent deletes).
+
+class _KeysView(_KeysViewBase):
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping._keys_list())
+
+    def __repr__(self):
+        return f"ConcurrentDict_keys({list(self)!r})"
+
+
+class _ValuesView(_ValuesViewBase):
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping._values_list())
+
+    def __repr__(self):
+        return f"ConcurrentDict_values({list(self)!r})"
+
+
+class _ItemsView(_ItemsViewBase):
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping._items_list())
+
+    def __repr__(self):
+        return f"ConcurrentDict_items({list(self)!r})"
 
 
 class AtomicReference:

@@ -133,7 +133,7 @@ def run_dict(procs=8, ops=20000, start_method="spawn", kill=False, seed=None, ti
             got = d.get(("c", k))
             if got != n:
                 result["errors"].append(f"counter {k}: {got} != {n} (lost or extra adds)")
-        items = d.items()
+        items = list(d.items())  # a copy: the view's len() would just ask the dict again
         if len(items) != len(d):
             result["errors"].append(f"len() {len(d)} != {len(items)} items")
         result["adds"] = sum(expected.values())

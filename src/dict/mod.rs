@@ -8,19 +8,26 @@
 //!   version. Shards grow one at a time: the writer builds a bigger table beside the old one and publishes it
 //!   with one store, so other shards never pause.
 //! * **Entries.** A slot holds the key's hash and a reference to an entry block (header, key bytes, as-inserted
-//!   key bytes, value bytes). An entry is never changed once published: an overwrite publishes a new block and
-//!   frees the old one, so memory is reused (first through the shard's small spare cache, then through the
+//!   key bytes, two value buffers). The key part never changes once published. The value is double-buffered: an
+//!   overwrite that fits writes the inactive buffer and flips the entry's `state` word (active buffer, version,
+//!   lock owner), without the shard lock ([`SharedDict::try_overwrite`]), so processes writing different keys
+//!   share no cache line but the read-mostly shard header. A value that does not fit is published as a new
+//!   block under the shard lock and the old one freed (first into the shard's small spare cache, then to the
 //!   allocator's free lists).
-//! * **Reads** take no lock: they load the shard's version, probe, copy the value bytes out, and re-check the
-//!   version (a seqlock). A reader never keeps a reference into the table past the copy; what it copied from a
-//!   block that was freed and reused meanwhile is thrown away because the version moved. Every reference read
-//!   is bounds-checked, so a torn read can at worst produce an error that is then discarded and retried. After
-//!   a bounded number of failed attempts (a writer is busy, or died mid-write) readers ask for the lock.
-//! * **Writes** take the shard lock, build the new entry fully in a fresh block, then (version odd) publish it
+//! * **Reads** take no lock: they load the shard's version, probe, copy the active value buffer out, and re-check
+//!   the entry's version and then the shard's (a seqlock at both levels). A reader never keeps a reference into
+//!   the table past the copy; what it copied from a block that was changed, or freed and reused, meanwhile is
+//!   thrown away because a version moved. Every reference read is bounds-checked, so a torn read can at worst
+//!   produce an error that is then discarded and retried. After a bounded number of failed attempts (a writer is
+//!   busy, or died mid-write) readers ask for the lock.
+//! * **Writes** that change the table take the shard lock and lock the entry they replace or remove (waiting
+//!   out an in-place writer); they build any new entry fully in a fresh block, then (version odd) publish it
 //!   with one atomic store of the slot's `entry` (plus the `len`/`tombstones` counters), make the version even
-//!   again, and free replaced blocks last.
+//!   again, and retire replaced blocks last, still locked, so that a late in-place writer cannot take them.
 //! * **Crash consistency.** A writer killed at any instant leaves every slot either as before or as after its
-//!   single publishing store; at worst a block leaks or the counters are off by one. The next locker sees
+//!   single publishing store, and every value either as before or as after its flip; at worst a block leaks,
+//!   the counters are off by one, or an entry stays locked by a dead pid (the next writer of that key takes it
+//!   over). The next locker sees
 //!   "owner died" (or an odd version) and [`repairs`](ShardGuard::repair) the shard: it validates every entry
 //!   (bounds, lengths, hash of the key), turns invalid ones into tombstones, recounts, and makes the version
 //!   even, which unblocks readers.

@@ -11,6 +11,7 @@ use crate::dict::{records, Read, ShardGuard, SharedDict, DEFAULT_HEAP_BYTES};
 use crate::platform::futex::Deadline;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -52,6 +53,19 @@ pub struct PyConcurrentDict {
     inner: SharedDict,
     /// Where `popitem` starts looking (rotates so repeated popitems do not rescan empty shards).
     pop_from: AtomicU32,
+}
+
+static KEYS_VIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static VALUES_VIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static ITEMS_VIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `pyconc.dicts.<name>(d)`: the view classes live in Python (subclasses of the `collections.abc` views).
+fn view<'py>(
+    d: &Bound<'py, PyConcurrentDict>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    cell.import(d.py(), "pyconc.dicts", name)?.call1((d,))
 }
 
 impl PyConcurrentDict {
@@ -205,7 +219,7 @@ impl PyConcurrentDict {
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        Ok(self.keys(py)?.try_iter()?.into_any())
+        Ok(self._keys_list(py)?.try_iter()?.into_any())
     }
 
     /// `d[key]` if present, else `default`.
@@ -346,22 +360,37 @@ impl PyConcurrentDict {
         Ok(())
     }
 
-    /// A list of the keys (not a snapshot under concurrent writes).
-    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// A live view of the keys (`collections.abc.KeysView`); iterating it copies one shard at a time.
+    fn keys<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        view(slf, &KEYS_VIEW, "_KeysView")
+    }
+
+    /// A live view of the values.
+    fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        view(slf, &VALUES_VIEW, "_ValuesView")
+    }
+
+    /// A live view of the `(key, value)` pairs.
+    fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        view(slf, &ITEMS_VIEW, "_ItemsView")
+    }
+
+    /// A list of the keys (not a snapshot under concurrent writes): what the views iterate.
+    fn _keys_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         self.each(py, |k, _| out.append(k))?;
         Ok(out)
     }
 
     /// A list of the values.
-    fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    fn _values_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         self.each(py, |_, v| out.append(decode_bytes(py, v)?))?;
         Ok(out)
     }
 
     /// A list of `(key, value)` pairs.
-    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    fn _items_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         self.each(py, |k, v| out.append(PyTuple::new(py, [k, decode_bytes(py, v)?])?))?;
         Ok(out)

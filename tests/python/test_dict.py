@@ -242,3 +242,22 @@ def test_extension_segment_outlives_the_process_that_created_it(ctx):
     gc.collect()
     left = {r["name"] for r in __import__("pyconc")._native.list_segments()} & names
     assert not left, f"segments left behind: {left}"
+
+
+def test_keys_values_items_are_live_views():
+    import collections.abc as abc
+
+    d = pyconc.ConcurrentDict()
+    d.update(a=1, b=2)
+    keys, values, items = d.keys(), d.values(), d.items()
+    assert isinstance(keys, abc.KeysView) and isinstance(values, abc.ValuesView)
+    assert isinstance(items, abc.ItemsView)
+    d["c"] = 3
+    del d["a"]
+    assert len(keys) == 2 and "c" in keys and "a" not in keys
+    assert sorted(values) == [2, 3] and 3 in values and 1 not in values
+    assert ("b", 2) in items and ("b", 3) not in items and ("a", 1) not in items
+    assert keys & {"b", "z"} == {"b"} and keys == {"b", "c"}
+    assert sorted(items) == [("b", 2), ("c", 3)]
+    assert "ConcurrentDict_keys" in repr(keys)
+    d.clear()
