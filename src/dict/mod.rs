@@ -85,6 +85,9 @@ pub struct SharedDict {
     nshards: u32,
     segs: Box<[OnceLock<SegSlot>]>,
     open_lock: parking_lot::Mutex<()>,
+    /// Set (in this process) when a lock acquisition repaired a shard: a dead writer may have leaked blocks,
+    /// which [`reclaim`](SharedDict::reclaim) can free. See [`take_reclaim_pending`](SharedDict::take_reclaim_pending).
+    reclaim_pending: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the raw pointers point into the mapping owned by `main` (an Arc'd mapping that is Send + Sync); all
@@ -281,7 +284,15 @@ impl SharedDict {
         let hdr = hdr as *const DictHeader;
         let segs: Box<[OnceLock<SegSlot>]> = (0..MAX_SEGMENTS).map(|_| OnceLock::new()).collect();
         let _ = segs[0].set(SegSlot { seg: seg.clone(), heap_off });
-        let d = SharedDict { main: seg, hdr, shards: first, nshards, segs, open_lock: parking_lot::Mutex::new(()) };
+        let d = SharedDict {
+            main: seg,
+            hdr,
+            shards: first,
+            nshards,
+            segs,
+            open_lock: parking_lot::Mutex::new(()),
+            reclaim_pending: std::sync::atomic::AtomicBool::new(false),
+        };
         // Map the extension segments that exist now, so this process keeps them alive while it holds the dict.
         let n = d.header().nsegs.load(Ordering::Acquire) as usize;
         for i in 1..n.min(MAX_SEGMENTS) {
@@ -659,9 +670,65 @@ impl SharedDict {
         if died || sh.seq.load(Ordering::Relaxed) & 1 == 1 {
             let mut g = g;
             g.repair()?;
+            self.reclaim_pending.store(true, std::sync::atomic::Ordering::Relaxed);
             return Ok(g);
         }
         Ok(g)
+    }
+
+    /// Whether a shard was repaired in this process since the last call (and so blocks may have leaked); clears
+    /// the flag. Callers run [`reclaim`](Self::reclaim) when it is set, outside any shard lock.
+    pub fn take_reclaim_pending(&self) -> bool {
+        self.reclaim_pending.load(std::sync::atomic::Ordering::Relaxed)
+            && self.reclaim_pending.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Frees the heap blocks nothing in the dict references: blocks leaked by writers killed between allocating
+    /// and publishing, or between unpublishing and freeing, and a spare cache a repair forgot. Takes every shard
+    /// lock meanwhile (every writer that allocates or frees holds one, so no block is in flight) and walks every
+    /// heap, so it costs time linear in the blocks. With `deadline` `None` it only runs if every shard lock is
+    /// free right now, returning `None` otherwise. Returns the bytes freed.
+    pub fn reclaim(&self, deadline: Option<&Deadline>) -> Result<Option<u64>> {
+        if (0..self.nshards).any(|i| self.held_by_me(i)) {
+            return Err(Error::Invalid("reclaim needs every shard lock, and this thread holds one".into()));
+        }
+        let mut guards = Vec::with_capacity(self.nshards as usize);
+        for i in 0..self.nshards {
+            match deadline {
+                Some(dl) => guards.push(self.lock(i, dl)?),
+                None => match self.try_lock(i)? {
+                    Some(g) => guards.push(g),
+                    None => return Ok(None),
+                },
+            }
+        }
+        let mut live = std::collections::HashSet::new();
+        for g in &guards {
+            let t = g.sh.table.load(Ordering::Relaxed);
+            live.insert(t);
+            let table = self.table(t)?;
+            for i in 0..table.cap {
+                let e = table.slot(i).entry.load(Ordering::Relaxed);
+                if e > SLOT_TOMBSTONE {
+                    live.insert(e);
+                }
+            }
+            live.extend(g.sh.spare.iter().map(|r| r.load(Ordering::Relaxed)).filter(|&r| r != 0));
+        }
+        let mut freed = 0;
+        for idx in 0..self.segments().min(MAX_SEGMENTS) {
+            let s = self.seg(idx)?;
+            let heap = Heap::attach(&s.seg, Offset::new(s.heap_off))?;
+            for (payload, size) in heap.used_payloads() {
+                if !live.contains(&make_ref(idx, payload)) {
+                    heap.free(payload)?;
+                    freed += size;
+                }
+            }
+        }
+        // Repairs done while taking the locks above are covered by this walk.
+        self.reclaim_pending.store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(freed))
     }
 }
 

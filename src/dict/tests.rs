@@ -274,3 +274,28 @@ fn threads_overwriting_in_place_never_show_torn_values() {
     }
     assert_eq!(get(&d, b"counter").unwrap(), vec![80u8]);
 }
+
+#[test]
+fn reclaim_frees_blocks_leaked_by_dead_writers_and_nothing_else() {
+    let d = SharedDict::create(3, 1 << 20).unwrap();
+    for i in 0..200 {
+        set(&d, &k(i), &[i as u8; 60]);
+    }
+    assert_eq!(d.reclaim(None).unwrap(), Some(0), "nothing leaked yet");
+    // As if writers died after allocating (an unpublished entry, a table under construction).
+    let before = heap_blocks(&d);
+    let a = d.alloc(100).unwrap();
+    let b = d.alloc(5000).unwrap();
+    assert_eq!(heap_blocks(&d), before + 2);
+    let freed = d.reclaim(Some(&Deadline::after(None))).unwrap().unwrap();
+    assert!(freed >= 100 + 5000, "freed {freed}");
+    assert_eq!(heap_blocks(&d), before);
+    for i in 0..200 {
+        assert_eq!(get(&d, &k(i)).unwrap(), vec![i as u8; 60]);
+    }
+    // The freed blocks are reused.
+    assert!([a, b].contains(&d.alloc(100).unwrap()));
+    // Not while this thread holds a shard lock (it would wait for itself).
+    let _g = d.lock(0, &Deadline::after(None)).unwrap();
+    assert!(d.reclaim(None).is_err());
+}

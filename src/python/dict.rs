@@ -72,6 +72,11 @@ impl PyConcurrentDict {
     /// Locks shard `i`, releasing the GIL while waiting (the holder may be a thread of this process that needs
     /// the GIL to finish an `update_with`).
     fn locked(&self, py: Python<'_>, i: u32) -> PyResult<ShardGuard<'_>> {
+        if self.inner.take_reclaim_pending() {
+            // A shard was repaired after a writer died: free what it leaked, if no shard is busy now (else a
+            // later `reclaim()` call does it).
+            let _ = self.inner.reclaim(None);
+        }
         if let Some(g) = self.inner.try_lock(i).py(py)? {
             return Ok(g);
         }
@@ -396,6 +401,14 @@ impl PyConcurrentDict {
         Ok(out)
     }
 
+    /// Frees the shared memory that writers killed in the middle of a write leaked; returns the bytes freed.
+    /// Holds every shard lock while it walks the heaps (run automatically, when no shard is busy, after a
+    /// process finds that a writer died).
+    fn reclaim(&self, py: Python<'_>) -> PyResult<u64> {
+        let d = &self.inner;
+        Ok(py.detach(|| d.reclaim(Some(&Deadline::after(None)))).py(py)?.unwrap_or(0))
+    }
+
     /// A plain `dict` copy.
     fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.as_dict_obj(py)
@@ -508,8 +521,16 @@ fn _rebuild_dict(py: Python<'_>, name: String) -> PyResult<PyConcurrentDict> {
     Ok(PyConcurrentDict { inner, pop_from: AtomicU32::new(0) })
 }
 
+/// Test hook: the calling process `_exit`s at crash point `n` of its next dict write (0 disarms). See
+/// `dict::CRASH_POINT`.
+#[pyfunction]
+fn _dict_crash_point(n: u32) {
+    crate::dict::CRASH_POINT.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyConcurrentDict>()?;
+    m.add_function(wrap_pyfunction!(_dict_crash_point, m)?)?;
     m.add_function(wrap_pyfunction!(_rebuild_dict, m)?)?;
     Ok(())
 }

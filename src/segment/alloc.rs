@@ -319,11 +319,11 @@ impl<'a> Heap<'a> {
         Ok(class_size(class) - BLOCK_HEADER)
     }
 
-    /// Current usage, found by walking the blocks carved so far (linear in their number; exact only while no
-    /// process allocates or frees, which is when tests and tools call it). Stops early at a corrupt header.
-    pub fn stats(&self) -> HeapStats {
+    /// Calls `f(block offset, class, in use)` for every block carved so far, in address order. Stops early at a
+    /// corrupt header (or one a process killed inside `alloc` never wrote). Exact only while no process
+    /// allocates or frees.
+    fn walk(&self, mut f: impl FnMut(u64, usize, bool)) {
         let bump = self.hdr.bump.load(Ordering::Acquire).clamp(self.start, self.end);
-        let (mut used_bytes, mut used_blocks) = (0, 0);
         let mut at = self.start;
         while at < bump {
             let Ok(first) = self.block(at, 0) else { break };
@@ -331,13 +331,35 @@ impl<'a> Heap<'a> {
             if class >= NUM_CLASSES || self.block(at, class).is_err() {
                 break;
             }
-            if first.state.load(Ordering::Relaxed) == BLOCK_USED {
+            f(at, class, first.state.load(Ordering::Relaxed) == BLOCK_USED);
+            at += class_size(class);
+        }
+    }
+
+    /// Current usage, found by walking the blocks carved so far (linear in their number; exact only while no
+    /// process allocates or frees, which is when tests and tools call it). Stops early at a corrupt header.
+    pub fn stats(&self) -> HeapStats {
+        let bump = self.hdr.bump.load(Ordering::Acquire).clamp(self.start, self.end);
+        let (mut used_bytes, mut used_blocks) = (0, 0);
+        self.walk(|_, class, used| {
+            if used {
                 used_bytes += class_size(class);
                 used_blocks += 1;
             }
-            at += class_size(class);
-        }
+        });
         HeapStats { used_bytes, used_blocks, fresh_bytes: self.end - bump, region_bytes: self.end - self.start }
+    }
+
+    /// Payload offsets of the blocks in use, with their sizes (the structure owning the heap frees the ones it
+    /// no longer references: see `SharedDict::reclaim`). Exact only while no process allocates or frees.
+    pub fn used_payloads(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        self.walk(|at, class, used| {
+            if used {
+                out.push((at + BLOCK_HEADER, class_size(class)));
+            }
+        });
+        out
     }
 
     /// Walks every free list and returns the bytes on them. Fails on a corrupt list (a link outside the heap, a
