@@ -105,19 +105,26 @@ pub struct EntryHeader {
     pub val_len: [AtomicU32; 2],
     /// Unused; zero.
     pub reserved: AtomicU32,
-    /// [`ENTRY_MARK`] | owner pid << [`ENTRY_PID_SHIFT`] (0: unlocked) | version << 1 | active buffer.
+    /// [`ENTRY_MARK`] | lock owner (pid, low start-time bits; 0 = unlocked) | version << 1 | active buffer.
     pub state: AtomicU64,
 }
 
 /// Always set in an entry's `state`: no other word a heap block can hold at that offset has it (table slots
 /// hold references below 2^45), so a stale compare-and-swap can only ever match an entry header.
 pub const ENTRY_MARK: u64 = 1 << 63;
-/// Position of the lock owner's pid in an entry's `state`.
-pub const ENTRY_PID_SHIFT: u32 = 32;
+/// Position of the lock owner's pid (22 bits: Linux pids stay below 2^22) in an entry's `state`.
+pub const ENTRY_PID_SHIFT: u32 = 41;
 /// The lock owner's pid bits of an entry's `state`.
-pub const ENTRY_PID_MASK: u64 = 0x7fff_ffff << ENTRY_PID_SHIFT;
-/// The version bits of an entry's `state` (bumped by 2, i.e. by one version, per in-place overwrite).
-pub const ENTRY_VERSION_MASK: u64 = 0xffff_fffe;
+pub const ENTRY_PID_MASK: u64 = 0x3f_ffff << ENTRY_PID_SHIFT;
+/// Position of the low 16 bits of the lock owner's start time in an entry's `state`: with the pid they tell a
+/// live owner from an unrelated process that got the pid of a dead one.
+pub const ENTRY_START_SHIFT: u32 = 25;
+/// The owner start-time bits of an entry's `state`.
+pub const ENTRY_START_MASK: u64 = 0xffff << ENTRY_START_SHIFT;
+/// Every owner bit of an entry's `state` (all zero while unlocked).
+pub const ENTRY_OWNER_MASK: u64 = ENTRY_PID_MASK | ENTRY_START_MASK;
+/// The version bits (1..=24) of an entry's `state`, bumped by 2 (one version) per in-place overwrite.
+pub const ENTRY_VERSION_MASK: u64 = 0x1ff_fffe;
 
 // SAFETY: repr(C), only atomics, arrays of atomics and LockState (itself ShmSafe), no padding (asserted below).
 unsafe impl ShmSafe for DictHeader {}

@@ -104,6 +104,8 @@ struct Entry {
     orig_len: usize,
     /// Capacity of each of the two value buffers.
     cap: usize,
+    /// Offset of value buffer 0 from `base` (see [`values_at`]).
+    vals: usize,
 }
 
 impl Entry {
@@ -124,7 +126,7 @@ impl Entry {
     /// Start of value buffer `b` (0 or 1).
     fn val_ptr(&self, b: u64) -> *mut u8 {
         // SAFETY: as above: both buffers lie inside the checked block.
-        unsafe { self.base.add(size_of::<EntryHeader>() + self.key_len + self.orig_len + (b as usize & 1) * self.cap) }
+        unsafe { self.base.add(self.vals + (b as usize & 1) * self.cap) }
     }
 
     /// Copies the current value into `out` (cleared first), re-checking the entry's version: false if in-place
@@ -147,7 +149,7 @@ impl Entry {
             // Orders the copy before the re-check (pairs with the writer's Release fence after locking).
             fence(Ordering::Acquire);
             let again = h.state.load(Ordering::Relaxed);
-            if (st ^ again) & !ENTRY_PID_MASK == 0 {
+            if (st ^ again) & !ENTRY_OWNER_MASK == 0 {
                 if torn {
                     return Err(corrupt!("dict entry value length {len} exceeds its capacity {}", self.cap));
                 }
@@ -160,7 +162,28 @@ impl Entry {
 
 /// Value buffer capacity for a value of `len` bytes: some room to grow in place.
 fn value_cap(len: usize) -> usize {
-    (len + len / 8).div_ceil(8).max(1) * 8
+    let want = len + len / 8;
+    if want >= CACHE_LINE {
+        want.div_ceil(CACHE_LINE / 2) * (CACHE_LINE / 2)
+    } else {
+        want.div_ceil(8).max(1) * 8
+    }
+}
+
+/// Cache line size assumed by the entry layout.
+const CACHE_LINE: usize = 64;
+
+/// Offset of the first value buffer in the entry at address `base`. Buffers of a cache line or more start on a
+/// line boundary (and, `cap` being a multiple of half a line, end on one), so the lines an in-place overwrite
+/// writes hold nothing of any other entry: two processes overwriting different keys do not bounce a line.
+/// Smaller values pack densely instead (padding would multiply their memory).
+fn values_at(base: usize, key_len: usize, orig_len: usize, cap: usize) -> usize {
+    let after_keys = size_of::<EntryHeader>() + key_len + orig_len;
+    if cap >= CACHE_LINE {
+        (base + after_keys).next_multiple_of(CACHE_LINE) - base
+    } else {
+        after_keys
+    }
 }
 
 /// A table block, bounds-checked when read.
@@ -387,10 +410,11 @@ impl SharedDict {
         let key_len = h.key_len.load(Ordering::Relaxed) as usize;
         let orig_len = h.orig_len.load(Ordering::Relaxed) as usize;
         let cap = h.cap.load(Ordering::Relaxed) as usize;
+        let vals = values_at(h as *const EntryHeader as usize, key_len, orig_len, cap);
         // u32 lengths: the sum cannot overflow u64.
-        let total = size_of::<EntryHeader>() as u64 + key_len as u64 + orig_len as u64 + 2 * cap as u64;
+        let total = vals as u64 + 2 * cap as u64;
         let base = self.ptr(r, total)?;
-        Ok(Entry { base, key_len, orig_len, cap })
+        Ok(Entry { base, key_len, orig_len, cap, vals })
     }
 
     fn alloc(&self, size: u64) -> Result<u64> {
@@ -614,10 +638,10 @@ impl SharedDict {
         }
         let h = ent.hdr();
         let st = h.state.load(Ordering::Relaxed);
-        if st & ENTRY_MARK == 0 || st & ENTRY_PID_MASK != 0 {
+        if st & ENTRY_MARK == 0 || st & ENTRY_OWNER_MASK != 0 {
             return Ok(false);
         }
-        let locked = st | (u64::from(owner::me().pid) << ENTRY_PID_SHIFT);
+        let locked = st | entry_owner(owner::me());
         if h.state.compare_exchange(st, locked, Ordering::SeqCst, Ordering::Relaxed).is_err() {
             return Ok(false);
         }
@@ -772,12 +796,26 @@ impl Drop for ShardGuard<'_> {
     }
 }
 
+/// The owner bits of an entry `state` locked by `me`.
+fn entry_owner(me: owner::Me) -> u64 {
+    (u64::from(me.pid) << ENTRY_PID_SHIFT) & ENTRY_PID_MASK | (me.start & 0xffff) << ENTRY_START_SHIFT
+}
+
+/// Whether the owner recorded in entry state `st` may still be running: a thread of this process, or a live
+/// process with that pid whose start time matches in the recorded bits (an unrelated process that got a dead
+/// owner's pid almost never does: 1 in 65,536).
+fn entry_owner_alive(st: u64, me: owner::Me) -> bool {
+    let pid = ((st & ENTRY_PID_MASK) >> ENTRY_PID_SHIFT) as u32;
+    let start = (st & ENTRY_START_MASK) >> ENTRY_START_SHIFT;
+    pid == me.pid || crate::platform::process::identity_of(pid).is_some_and(|id| id.start_time & 0xffff == start)
+}
+
 /// Takes the lock of entry `ent`, waiting for an in-place writer that holds it and taking it over from one that
 /// died. Returns the entry's unlocked state. Lock holders only copy bytes, so the wait is short.
 fn acquire_entry(ent: &Entry) -> Result<u64> {
     let h = ent.hdr();
-    let me = owner::me().pid;
-    let mine = u64::from(me) << ENTRY_PID_SHIFT;
+    let me = owner::me();
+    let mine = entry_owner(me);
     let backoff = crossbeam_utils::Backoff::new();
     let mut spins = 0u32;
     loop {
@@ -785,12 +823,11 @@ fn acquire_entry(ent: &Entry) -> Result<u64> {
         if st & ENTRY_MARK == 0 {
             return Err(corrupt!("dict entry has an invalid state word {st:#x}"));
         }
-        let holder = ((st & ENTRY_PID_MASK) >> ENTRY_PID_SHIFT) as u32;
-        let free = st & !ENTRY_PID_MASK;
+        let free = st & !ENTRY_OWNER_MASK;
         // Free, or held by a process that died mid-overwrite (it only wrote the inactive buffer).
-        let take = holder == 0 || {
+        let take = st & ENTRY_OWNER_MASK == 0 || {
             spins += 1;
-            spins % 1024 == 0 && holder != me && !crate::platform::process::pid_alive(holder)
+            spins % 1024 == 0 && !entry_owner_alive(st, me)
         };
         if take {
             if h.state.compare_exchange(st, free | mine, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
@@ -936,7 +973,9 @@ impl ShardGuard<'_> {
         if [key.len(), orig.len(), cap].iter().any(|&l| l > u32::MAX as usize / 4) {
             return Err(Error::Invalid("key or value too large for a shared dict".into()));
         }
-        let total = size_of::<EntryHeader>() + key.len() + orig.len() + 2 * cap;
+        // Room for the worst-case alignment of the buffers (see `values_at`).
+        let pad = if cap >= CACHE_LINE { CACHE_LINE - 1 } else { 0 };
+        let total = size_of::<EntryHeader>() + key.len() + orig.len() + pad + 2 * cap;
         let r = self.alloc_entry(total as u64)?;
         let h = self.d.res::<EntryHeader>(r)?;
         h.key_len.store(key.len() as u32, Ordering::Relaxed);
@@ -946,12 +985,12 @@ impl ShardGuard<'_> {
         h.val_len[1].store(0, Ordering::Relaxed);
         h.reserved.store(0, Ordering::Relaxed);
         let p = self.d.ptr(r, total as u64)?;
-        let mut at = size_of::<EntryHeader>();
-        for part in [key, orig, value] {
+        let key_at = size_of::<EntryHeader>();
+        let vals = values_at(p as usize, key.len(), orig.len(), cap);
+        for (part, at) in [(key, key_at), (orig, key_at + key.len()), (value, vals)] {
             // SAFETY: the block is ours (fresh from the allocator or the spare cache, not published) and `total`
-            // bytes long.
+            // bytes long, which covers `vals + 2 * cap` (see `values_at`).
             unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), part.len()) };
-            at += part.len();
         }
         // Version 0, buffer 0, unlocked. Release: an in-place writer whose stale compare-and-swap reads this
         // (the block's previous entry was retired meanwhile) also sees the version bump of that retirement.
@@ -1172,12 +1211,15 @@ impl ShardGuard<'_> {
                         unsafe { copy_out(ent.key_ptr(), ent.key_len, &mut key) };
                         let h = ent.hdr();
                         let st = h.state.load(Ordering::Relaxed);
-                        let holder = ((st & ENTRY_PID_MASK) >> ENTRY_PID_SHIFT) as u32;
-                        if holder != 0 && !crate::platform::process::pid_alive(holder) {
+                        if st & ENTRY_OWNER_MASK != 0 && !entry_owner_alive(st, owner::me()) {
                             // Died mid-overwrite (in place, or as the dead shard holder): the active buffer is
                             // intact, release the lock.
-                            let _ =
-                                h.state.compare_exchange(st, st & !ENTRY_PID_MASK, Ordering::AcqRel, Ordering::Relaxed);
+                            let _ = h.state.compare_exchange(
+                                st,
+                                st & !ENTRY_OWNER_MASK,
+                                Ordering::AcqRel,
+                                Ordering::Relaxed,
+                            );
                         }
                         let b = st & 1;
                         st & ENTRY_MARK != 0

@@ -219,19 +219,22 @@ fn an_entry_left_locked_by_a_dead_writer_keeps_its_value_and_is_taken_over() {
     let d = SharedDict::create(1, 1 << 20).unwrap();
     set(&d, b"a", b"old-value");
     set(&d, b"b", b"other");
-    // As if a process (pid 0x7fff_fff0 cannot exist) died inside an in-place overwrite of "a".
+    // As if a process died inside an in-place overwrite of "a", and its pid now belongs to another live process
+    // (our parent, whose start time differs in the recorded bits).
     let st = entry_state(&d, b"a");
-    let dead = 0x7fff_fff0u64 << ENTRY_PID_SHIFT;
+    let parent = crate::platform::process::identity_of(std::os::unix::process::parent_id()).unwrap();
+    let dead = owner::Me { pid: parent.pid, start: parent.start_time + 1, tid: 0 };
+    let dead = entry_owner(dead);
     st.fetch_or(dead, Ordering::Relaxed);
     assert_eq!(get(&d, b"a").unwrap(), b"old-value", "readers ignore the lock");
     assert!(!d.try_overwrite(b"a", stable_hash(b"a"), b"new-value").unwrap(), "locked: take the slow path");
     set(&d, b"a", b"new-value");
     assert_eq!(get(&d, b"a").unwrap(), b"new-value");
-    assert_eq!(st.load(Ordering::Relaxed) & ENTRY_PID_MASK, 0, "unlocked again");
+    assert_eq!(st.load(Ordering::Relaxed) & ENTRY_OWNER_MASK, 0, "unlocked again");
     // Repair after a dead shard holder also releases such locks.
     entry_state(&d, b"b").fetch_or(dead, Ordering::Relaxed);
     d.lock(0, &Deadline::after(None)).unwrap().repair().unwrap();
-    assert_eq!(entry_state(&d, b"b").load(Ordering::Relaxed) & ENTRY_PID_MASK, 0);
+    assert_eq!(entry_state(&d, b"b").load(Ordering::Relaxed) & ENTRY_OWNER_MASK, 0);
     assert!(d.try_overwrite(b"b", stable_hash(b"b"), b"again").unwrap());
     assert_eq!(get(&d, b"b").unwrap(), b"again");
 }
@@ -298,4 +301,23 @@ fn reclaim_frees_blocks_leaked_by_dead_writers_and_nothing_else() {
     // Not while this thread holds a shard lock (it would wait for itself).
     let _g = d.lock(0, &Deadline::after(None)).unwrap();
     assert!(d.reclaim(None).is_err());
+}
+
+#[test]
+fn large_value_buffers_sit_on_their_own_cache_lines() {
+    let d = SharedDict::create(1, 1 << 20).unwrap();
+    for (i, len) in [1usize, 9, 50, 56, 57, 64, 100, 1000].into_iter().enumerate() {
+        let key = k(i as u64);
+        set(&d, &key, &vec![7u8; len]);
+        let h = stable_hash(&key);
+        let (_, e) = d.optimistic(0, |d, t| d.probe(t, &key, h)).unwrap().unwrap().unwrap();
+        let ent = d.entry(e).unwrap();
+        assert!(ent.cap >= len);
+        assert!(ent.vals + 2 * ent.cap <= d.usable(e).unwrap() as usize, "buffers fit the block");
+        if ent.cap >= 64 {
+            assert_eq!(ent.val_ptr(0) as usize % 64, 0, "value of {len} bytes starts a line");
+            assert_eq!((ent.val_ptr(1) as usize + ent.cap) % 64, 0, "and its buffers end on one");
+        }
+        assert_eq!(get(&d, &key).unwrap(), vec![7u8; len]);
+    }
 }
