@@ -56,6 +56,8 @@ use std::sync::OnceLock;
 pub const DEFAULT_HEAP_BYTES: u64 = 64 << 20;
 /// Slots of a fresh shard table.
 const MIN_CAPACITY: u64 = 8;
+/// Automatic `reclaim` attempts after a repair (see `SharedDict::take_reclaim_pending`).
+const RECLAIM_ATTEMPTS: u32 = 64;
 /// Optimistic read attempts before a reader asks for the lock.
 const OPTIMISTIC_TRIES: u32 = 256;
 /// Largest extension segment heap.
@@ -86,8 +88,9 @@ pub struct SharedDict {
     segs: Box<[OnceLock<SegSlot>]>,
     open_lock: parking_lot::Mutex<()>,
     /// Set (in this process) when a lock acquisition repaired a shard: a dead writer may have leaked blocks,
-    /// which [`reclaim`](SharedDict::reclaim) can free. See [`take_reclaim_pending`](SharedDict::take_reclaim_pending).
-    reclaim_pending: std::sync::atomic::AtomicBool,
+    /// which [`reclaim`](SharedDict::reclaim) can free. Counts the attempts left to do so (see
+    /// [`take_reclaim_pending`](SharedDict::take_reclaim_pending)); 0 once done.
+    reclaim_pending: std::sync::atomic::AtomicU32,
 }
 
 // SAFETY: the raw pointers point into the mapping owned by `main` (an Arc'd mapping that is Send + Sync); all
@@ -314,7 +317,7 @@ impl SharedDict {
             nshards,
             segs,
             open_lock: parking_lot::Mutex::new(()),
-            reclaim_pending: std::sync::atomic::AtomicBool::new(false),
+            reclaim_pending: std::sync::atomic::AtomicU32::new(0),
         };
         // Map the extension segments that exist now, so this process keeps them alive while it holds the dict.
         let n = d.header().nsegs.load(Ordering::Acquire) as usize;
@@ -694,17 +697,19 @@ impl SharedDict {
         if died || sh.seq.load(Ordering::Relaxed) & 1 == 1 {
             let mut g = g;
             g.repair()?;
-            self.reclaim_pending.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.reclaim_pending.store(RECLAIM_ATTEMPTS, std::sync::atomic::Ordering::Relaxed);
             return Ok(g);
         }
         Ok(g)
     }
 
-    /// Whether a shard was repaired in this process since the last call (and so blocks may have leaked); clears
-    /// the flag. Callers run [`reclaim`](Self::reclaim) when it is set, outside any shard lock.
+    /// Whether a shard was repaired in this process (so blocks may have leaked) and no [`reclaim`](Self::reclaim)
+    /// has succeeded since: callers then try `reclaim(None)` outside any shard lock. Gives up after
+    /// `RECLAIM_ATTEMPTS` calls, so a dict whose shards are always busy does not pay for it on every write.
     pub fn take_reclaim_pending(&self) -> bool {
-        self.reclaim_pending.load(std::sync::atomic::Ordering::Relaxed)
-            && self.reclaim_pending.swap(false, std::sync::atomic::Ordering::Relaxed)
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reclaim_pending.load(Relaxed) > 0
+            && self.reclaim_pending.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok()
     }
 
     /// Frees the heap blocks nothing in the dict references: blocks leaked by writers killed between allocating
@@ -751,7 +756,7 @@ impl SharedDict {
             }
         }
         // Repairs done while taking the locks above are covered by this walk.
-        self.reclaim_pending.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.reclaim_pending.store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(Some(freed))
     }
 }

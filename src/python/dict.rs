@@ -73,8 +73,8 @@ impl PyConcurrentDict {
     /// the GIL to finish an `update_with`).
     fn locked(&self, py: Python<'_>, i: u32) -> PyResult<ShardGuard<'_>> {
         if self.inner.take_reclaim_pending() {
-            // A shard was repaired after a writer died: free what it leaked, if no shard is busy now (else a
-            // later `reclaim()` call does it).
+            // A shard was repaired after a writer died: free what it leaked if no shard is busy now (else the
+            // next writes try again, a few dozen times; `reclaim()` does it whenever called).
             let _ = self.inner.reclaim(None);
         }
         if let Some(g) = self.inner.try_lock(i).py(py)? {
