@@ -155,7 +155,7 @@ def RawArray(typecode_or_type, size_or_initializer):
 
 def _embedded_rlock(buf):
     """The cross-process RLock stored in the block's own lock area (no extra segment)."""
-    return _native.RLock._embedded(buf.segment_name, buf.lock_offset)
+    return _native.RLock._embedded(buf, buf.lock_offset)
 
 
 def _resolve_lock(lock, buf):
@@ -212,7 +212,7 @@ class SynchronizedBase(_native.SharedBuffer):
 
     def __new__(cls, obj, lock=None, ctx=None):
         buf = obj._pyconc_buffer
-        return super().__new__(cls, buf.format, buf.itemsize, buf.length, buf.typecode, buf.segment_name)
+        return super().__new__(cls, buf.format, buf.itemsize, buf.length, buf.typecode, buf)
 
     def __init__(self, obj, lock=None, ctx=None):
         self._obj = obj

@@ -288,17 +288,17 @@ impl SharedDict {
     }
 
     fn attach(seg: Segment, check_magic: bool) -> Result<SharedDict> {
-        seg.info().expect(seg.name(), Kind::Dict, DICT_VERSION)?;
+        seg.info().expect(seg.name_local(), Kind::Dict, DICT_VERSION)?;
         let hdr = seg.resolve::<DictHeader>(seg.data_offset())?;
         if check_magic && hdr.magic.load(Ordering::Acquire) != DICT_MAGIC {
-            return Err(corrupt!("segment {} is not the main segment of a dict", seg.name()));
+            return Err(corrupt!("segment {} is not the main segment of a dict", seg.name_local()));
         }
         if hdr.version.load(Ordering::Relaxed) != DICT_VERSION {
-            return Err(corrupt!("dict layout version mismatch in {}", seg.name()));
+            return Err(corrupt!("dict layout version mismatch in {}", seg.name_local()));
         }
         let nshards = hdr.nshards.load(Ordering::Relaxed);
         if nshards == 0 || nshards > MAX_SHARDS {
-            return Err(corrupt!("dict {} has {nshards} shards", seg.name()));
+            return Err(corrupt!("dict {} has {nshards} shards", seg.name_local()));
         }
         let shards_off = hdr.shards_off.load(Ordering::Relaxed);
         let bytes = nshards as u64 * size_of::<Shard>() as u64;
@@ -380,7 +380,7 @@ impl SharedDict {
         let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
         let name = std::str::from_utf8(&name[..end]).map_err(|_| corrupt!("bad extension segment name"))?;
         let seg = Segment::open(name)?;
-        seg.info().expect(seg.name(), Kind::Dict, DICT_VERSION)?;
+        seg.info().expect(seg.name_local(), Kind::Dict, DICT_VERSION)?;
         let heap_off = seg.info().data_offset;
         Heap::attach(&seg, Offset::new(heap_off))?;
         let _ = cell.set(SegSlot { seg, heap_off });

@@ -49,7 +49,7 @@ impl SharedAtomic {
 
     /// Attaches to the cell at `offset` (the payload offset when `None`) of `seg`, checking kind and bounds.
     pub fn from_segment(seg: Segment, offset: Option<u64>) -> Result<SharedAtomic> {
-        seg.info().expect(seg.name(), Kind::Atomic, ATOMIC_VERSION)?;
+        seg.info().expect(seg.name_local(), Kind::Atomic, ATOMIC_VERSION)?;
         let off: Offset<AtomicCell> = offset.map(Offset::new).unwrap_or_else(|| seg.data_offset());
         let cell = seg.resolve(off)? as *const AtomicCell;
         Ok(SharedAtomic { seg, cell })

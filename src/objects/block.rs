@@ -55,6 +55,11 @@ pub struct SharedBlock {
     header: *const BlockHeader,
     items: *mut u8,
     nbytes: usize,
+    /// Copies of the header's immutable fields, validated once: reading them again would fault in the header
+    /// page, which creating a block avoids (see `Segment::create_with`).
+    typecode: u32,
+    itemsize: u32,
+    length: u64,
 }
 
 // SAFETY: the pointers are into the mapping owned (via Arc) by `seg`; the header is atomics only; item bytes
@@ -86,24 +91,27 @@ impl SharedBlock {
         let header = seg.resolve(seg.data_offset::<BlockHeader>())? as *const BlockHeader;
         let items = seg.bytes_ptr(DATA_OFFSET + ITEMS_AT, nbytes)?;
         let nbytes = usize::try_from(nbytes).map_err(|_| Error::Invalid("block too large for this machine".into()))?;
-        Ok(SharedBlock { seg, header, items, nbytes })
+        Ok(SharedBlock { seg, header, items, nbytes, typecode, itemsize, length })
     }
 
     /// Attaches to the block in `seg`, validating kind, version and the item range.
     pub fn from_segment(seg: Segment) -> Result<SharedBlock> {
-        seg.info().expect(seg.name(), Kind::Block, BLOCK_VERSION)?;
+        seg.info().expect(seg.name_local(), Kind::Block, BLOCK_VERSION)?;
         let off: Offset<BlockHeader> = seg.data_offset();
         let hdr = seg.resolve(off)?;
-        let itemsize = hdr.itemsize.load(Ordering::Relaxed) as u64;
+        let typecode = hdr.typecode.load(Ordering::Relaxed);
+        let itemsize = hdr.itemsize.load(Ordering::Relaxed);
         let length = hdr.length.load(Ordering::Relaxed);
         let items_offset = hdr.items_offset.load(Ordering::Acquire);
-        let nbytes = itemsize.checked_mul(length).ok_or_else(|| corrupt!("{}: block size overflows", seg.name()))?;
+        let nbytes = (itemsize as u64)
+            .checked_mul(length)
+            .ok_or_else(|| corrupt!("{}: block size overflows", seg.name_local()))?;
         if items_offset < off.get() + BLOCK_HEADER_SIZE || items_offset % 64 != 0 {
-            return Err(corrupt!("{}: block items at invalid offset {items_offset:#x}", seg.name()));
+            return Err(corrupt!("{}: block items at invalid offset {items_offset:#x}", seg.name_local()));
         }
         let items = seg.bytes_ptr(items_offset, nbytes)?;
         let nbytes = usize::try_from(nbytes).map_err(|_| corrupt!("block too large for this machine"))?;
-        Ok(SharedBlock { header: hdr as *const BlockHeader, seg, items, nbytes })
+        Ok(SharedBlock { header: hdr as *const BlockHeader, seg, items, nbytes, typecode, itemsize, length })
     }
 
     /// Opens the block in the segment called `name`.
@@ -119,17 +127,17 @@ impl SharedBlock {
 
     /// Recorded typecode (0 for a ctypes type).
     pub fn typecode(&self) -> u32 {
-        self.header().typecode.load(Ordering::Relaxed)
+        self.typecode
     }
 
     /// Item size.
     pub fn itemsize(&self) -> u32 {
-        self.header().itemsize.load(Ordering::Relaxed)
+        self.itemsize
     }
 
     /// Item count.
     pub fn length(&self) -> u64 {
-        self.header().length.load(Ordering::Relaxed)
+        self.length
     }
 
     /// Pointer to the items (valid for [`nbytes`](Self::nbytes) bytes while `self` lives).

@@ -41,6 +41,8 @@ impl PySharedBuffer {
 
 #[pymethods]
 impl PySharedBuffer {
+    /// `name` may also be another `SharedBuffer`: the new one is then a second view of the same block (no name
+    /// lookup, nothing read from the segment).
     #[new]
     #[pyo3(signature = (format, itemsize, length, typecode=0, name=None))]
     fn new(
@@ -49,18 +51,25 @@ impl PySharedBuffer {
         itemsize: u32,
         length: u64,
         typecode: u32,
-        name: Option<&str>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         if itemsize == 0 {
             return Err(PyValueError::new_err("itemsize must be positive"));
         }
         let block = match name {
             None => py.detach(|| SharedBlock::create(typecode, itemsize, length)).py(py)?,
-            Some(name) => {
-                let b = py.detach(|| SharedBlock::open(name)).py(py)?;
+            Some(n) => {
+                let b = match n.cast::<PySharedBuffer>() {
+                    Ok(other) => other.get().block.clone(),
+                    Err(_) => {
+                        let name: String = n.extract()?;
+                        py.detach(|| SharedBlock::open(&name)).py(py)?
+                    }
+                };
                 if (b.itemsize(), b.length()) != (itemsize, length) {
                     return Err(PyValueError::new_err(format!(
-                        "segment {name} holds {} items of {} bytes, not {length} of {itemsize}",
+                        "segment {} holds {} items of {} bytes, not {length} of {itemsize}",
+                        b.segment().name_local(),
                         b.length(),
                         b.itemsize()
                     )));

@@ -164,11 +164,22 @@ impl PyLock {
         Ok(PyLock { h })
     }
 
-    /// Attaches to lock state stored at `offset` of the existing segment `segment_name` (kind block or sync;
-    /// 64 bytes reserved there, zero = unlocked). Pickles as that handle.
+    /// Attaches to lock state stored at `offset` of an existing segment (kind block or sync; 64 bytes reserved
+    /// there, zero = unlocked), named by `source` or holding the `SharedBuffer` `source`. Pickles as that handle.
     #[classmethod]
-    fn _embedded<'py>(cls: &Bound<'py, PyType>, segment_name: &str, offset: u64) -> PyResult<Bound<'py, PyAny>> {
-        embedded(cls, SyncType::Lock, segment_name, offset)
+    fn _embedded<'py>(
+        cls: &Bound<'py, PyType>,
+        source: &Bound<'py, PyAny>,
+        offset: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        let seg = embedded_segment(py, SyncType::Lock, source, offset)?;
+        if cls.is(py.get_type::<PyLock>()) {
+            // The native class itself: no need to go through a handle and the registry.
+            let h = SyncHandle::attach(seg, offset, SyncType::Lock).py(py)?;
+            return Ok(Bound::new(py, PyLock { h })?.into_any());
+        }
+        embedded_via_handle(cls, SyncType::Lock, &seg, offset)
     }
 
     /// Acquires the lock; returns whether it did (False only for `block=False` or a timeout).
@@ -275,18 +286,31 @@ impl PyLock {
     }
 }
 
-fn embedded<'py>(
+/// The segment of an embedded lock: named by `source`, or the segment of the `SharedBuffer` `source`; the state
+/// at `offset` is validated now (kind, bounds, alignment), so a bad offset fails here.
+fn embedded_segment(py: Python<'_>, ty: SyncType, source: &Bound<'_, PyAny>, offset: u64) -> PyResult<Segment> {
+    let seg = match source.cast::<super::block::PySharedBuffer>() {
+        Ok(buf) => buf.get().block().segment().clone(),
+        Err(_) => {
+            let name: String = source.extract()?;
+            py.detach(|| Segment::open(&name)).py(py)?
+        }
+    };
+    SyncHandle::<LockState>::attach(seg.clone(), offset, ty).py(py)?;
+    Ok(seg)
+}
+
+/// Builds an embedded lock of the Python subclass `cls` through its constructor's `_handle`.
+fn embedded_via_handle<'py>(
     cls: &Bound<'py, PyType>,
     ty: SyncType,
-    segment_name: &str,
+    seg: &Segment,
     offset: u64,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let py = cls.py();
-    let seg = py.detach(|| Segment::open(segment_name)).py(py)?;
-    let handle = handle_of(ty, &seg, offset);
-    // Validate now (kind, bounds, alignment) so a bad offset fails here, with the segment still mapped.
-    SyncHandle::<LockState>::attach(seg, offset, ty).py(py)?;
-    cls.call((), Some(&handle_kwargs(py, handle)?))
+    // The handle only travels to the constructor, which reopens the segment through this process's registry: the
+    // local name does not make a segment that never left this process count as shared.
+    let handle = (ty.name().into(), seg.name_local().into(), offset, seg.info().kind as u32, LAYOUT_VERSION);
+    cls.call((), Some(&handle_kwargs(cls.py(), handle)?))
 }
 
 // ---- RLock ------------------------------------------------------------------------------------------------
@@ -309,10 +333,22 @@ impl PyRLock {
         Ok(PyRLock { h })
     }
 
-    /// Attaches to RLock state stored at `offset` of the existing segment `segment_name` (kind block or sync).
+    /// Attaches to RLock state stored at `offset` of an existing segment (kind block or sync), named by `source`
+    /// or holding the `SharedBuffer` `source`.
     #[classmethod]
-    fn _embedded<'py>(cls: &Bound<'py, PyType>, segment_name: &str, offset: u64) -> PyResult<Bound<'py, PyAny>> {
-        embedded(cls, SyncType::RLock, segment_name, offset)
+    fn _embedded<'py>(
+        cls: &Bound<'py, PyType>,
+        source: &Bound<'py, PyAny>,
+        offset: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        let seg = embedded_segment(py, SyncType::RLock, source, offset)?;
+        if cls.is(py.get_type::<PyRLock>()) {
+            // The native class itself: no need to go through a handle and the registry.
+            let h = SyncHandle::attach(seg, offset, SyncType::RLock).py(py)?;
+            return Ok(Bound::new(py, PyRLock { h })?.into_any());
+        }
+        embedded_via_handle(cls, SyncType::RLock, &seg, offset)
     }
 
     /// Acquires (or re-enters) the lock; returns whether it did.

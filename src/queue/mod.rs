@@ -98,11 +98,11 @@ impl SharedQueue {
 
     /// Attaches to the queue in `seg`, validating its header against the segment.
     pub fn from_segment(seg: Segment) -> Result<SharedQueue> {
-        seg.info().expect(seg.name(), Kind::Queue, QUEUE_VERSION)?;
+        seg.info().expect(seg.name_local(), Kind::Queue, QUEUE_VERSION)?;
         let base = seg.info().data_offset;
         let hdr: &QueueHeader = seg.resolve(Offset::new(base))?;
         if hdr.magic.load(Ordering::Acquire) != QUEUE_MAGIC {
-            return Err(corrupt!("{}: queue header not initialised", seg.name()));
+            return Err(corrupt!("{}: queue header not initialised", seg.name_local()));
         }
         let nslots = hdr.capacity.load(Ordering::Relaxed);
         let nparts = hdr.participants.load(Ordering::Relaxed) as usize;
@@ -110,7 +110,7 @@ impl SharedQueue {
         let slots_off = hdr.slots_offset.load(Ordering::Relaxed);
         let heap_at = hdr.heap_offset.load(Ordering::Relaxed);
         if nparts != PARTICIPANTS || nslots == 0 || nslots > (1 << 32) {
-            return Err(corrupt!("{}: queue header has {nslots} slots / {nparts} participants", seg.name()));
+            return Err(corrupt!("{}: queue header has {nslots} slots / {nparts} participants", seg.name_local()));
         }
         let parts_len = (PARTICIPANTS * std::mem::size_of::<Participant>()) as u64;
         crate::segment::offset::check_range(parts_off, parts_len, 64, seg.len(), "participant table")?;

@@ -167,7 +167,7 @@ impl<'a> Heap<'a> {
     pub fn attach(seg: &'a Segment, at: Offset<HeapHeader>) -> Result<Heap<'a>> {
         let hdr = seg.resolve(at)?;
         if hdr.magic.load(Ordering::Acquire) != HEAP_MAGIC {
-            return Err(corrupt!("no heap at offset {:#x} of {}", at.get(), seg.name()));
+            return Err(corrupt!("no heap at offset {:#x} of {}", at.get(), seg.name_local()));
         }
         let version = hdr.version.load(Ordering::Relaxed);
         if version != HEAP_VERSION {
@@ -177,7 +177,7 @@ impl<'a> Heap<'a> {
         let end = hdr.end.load(Ordering::Relaxed);
         let header_end = at.get() + std::mem::size_of::<HeapHeader>() as u64;
         if start < header_end || start % GRAIN != 0 || end < start || end > seg.len() || end / GRAIN > u32::MAX as u64 {
-            return Err(corrupt!("heap region [{start:#x}, {end:#x}) is invalid for {}", seg.name()));
+            return Err(corrupt!("heap region [{start:#x}, {end:#x}) is invalid for {}", seg.name_local()));
         }
         Ok(Heap { seg, hdr, start, end })
     }

@@ -221,6 +221,12 @@ impl Segment {
         &self.0.name
     }
 
+    /// The name, for use inside this process only (reopening through the registry, messages): unlike
+    /// [`name`](Self::name) it does not mark the segment shared, so it must never reach another process.
+    pub fn name_local(&self) -> &str {
+        &self.0.name
+    }
+
     /// The validated header facts.
     pub fn info(&self) -> &HeaderInfo {
         &self.0.info

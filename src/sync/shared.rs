@@ -114,26 +114,26 @@ impl<T: ShmSafe> SyncHandle<T> {
         let info = *seg.info();
         match info.kind {
             Kind::Sync => {
-                info.expect(seg.name(), Kind::Sync, SYNC_VERSION)?;
+                info.expect(seg.name_local(), Kind::Sync, SYNC_VERSION)?;
                 if offset == info.data_offset + STATE_AT {
                     let hdr: &SyncHeader = seg.resolve(seg.data_offset())?;
                     let code = hdr.type_code.load(Ordering::Acquire);
                     if code != ty as u32 && !(ty.embeddable() && code == 0) {
                         return Err(Error::Invalid(format!(
                             "{} holds sync primitive type {code}, not a {}",
-                            seg.name(),
+                            seg.name_local(),
                             ty.name()
                         )));
                     }
                 }
             }
             Kind::Block if ty.embeddable() => {
-                info.expect(seg.name(), Kind::Block, BLOCK_VERSION)?;
+                info.expect(seg.name_local(), Kind::Block, BLOCK_VERSION)?;
             }
             k => {
                 return Err(Error::Invalid(format!(
                     "{} holds a {} structure; a {} can live only in a sync{} segment",
-                    seg.name(),
+                    seg.name_local(),
                     k.name(),
                     ty.name(),
                     if ty.embeddable() { " or block" } else { "" }
@@ -141,7 +141,10 @@ impl<T: ShmSafe> SyncHandle<T> {
             }
         }
         if offset < info.data_offset {
-            return Err(Error::Invalid(format!("offset {offset:#x} of {} is inside the segment header", seg.name())));
+            return Err(Error::Invalid(format!(
+                "offset {offset:#x} of {} is inside the segment header",
+                seg.name_local()
+            )));
         }
         let ptr = seg.resolve(Offset::<T>::new(offset))? as *const T;
         Ok(SyncHandle { seg, ptr })
@@ -204,7 +207,7 @@ impl BarrierHandle {
     fn from_handle(h: SyncHandle<BarrierState>) -> Result<Self> {
         let parties = h.get().parties.load(Ordering::Acquire);
         if parties == 0 || parties > MAX_PARTIES {
-            return Err(crate::error::corrupt!("{}: barrier with {parties} parties", h.segment().name()));
+            return Err(crate::error::corrupt!("{}: barrier with {parties} parties", h.segment().name_local()));
         }
         let at = h.offset() + std::mem::size_of::<BarrierState>() as u64;
         let len = slots_for(parties) as u64 * std::mem::size_of::<BarrierSlot>() as u64;

@@ -180,3 +180,28 @@ def test_buffer_protocol_is_zero_copy(ctx):
     run_procs(ctx, numpy_double, [(arr,)])
     assert list(view) == [20.0, 40.0, 6.0]
     del m, view
+
+
+def test_synchronized_array_outlives_its_creator_while_a_child_uses_it(ctx):
+    from workers import hold_array_until
+
+    arr = pyconc.Array("d", 1000)  # the lock is embedded; nothing touches the segment name until pickling
+    attached, release, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    p = ctx.Process(target=hold_array_until, args=(arr, attached, release, out))
+    p.start()
+    try:
+        assert attached.wait(60)
+        del arr
+        import gc
+
+        gc.collect()
+        release.set()
+        exists, value = out.get(timeout=60)
+        assert exists, "the child is a user: the name must survive the creator's drop"
+        assert value == 1.0
+    finally:
+        p.join(60)
+        if p.is_alive():
+            p.kill()
+            p.join(60)
+    assert p.exitcode == 0

@@ -123,3 +123,15 @@ def dict_fill_past_main_heap(d):
     big = b"y" * (1 << 20)
     for i in range(80):  # 80 MiB: the dict grows into an extension segment created by this process
         d[("big", i)] = big
+
+
+def hold_array_until(arr, attached, release, out):
+    """Signals once attached, waits, then reports whether the segment name still exists and arr[0]."""
+    import os
+
+    attached.set()
+    release.wait(60)
+    with arr.get_lock():
+        arr[0] += 1
+    name = arr.get_obj()._pyconc_buffer.segment_name
+    out.put((os.path.exists(f"/dev/shm/{name}"), arr[0]))
