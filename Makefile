@@ -35,9 +35,9 @@ test-python: build
 
 test: test-rust test-python
 
-# Model checking of the queue ring with loom (minutes; not part of `make test`).
+# Model checking with loom of the queue ring and the dict's in-place overwrites (minutes; not part of `make test`).
 loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib queue::loom_tests
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_tests
 
 lint:
 	cargo fmt --check

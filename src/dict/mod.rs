@@ -38,6 +38,8 @@
 //!   an extension outlives its creator while the dict is in use, and goes when they let go.
 
 pub mod layout;
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;
 
@@ -45,7 +47,7 @@ use crate::error::corrupt;
 use crate::platform::futex::Deadline;
 use crate::segment::alloc::Heap;
 use crate::segment::{Kind, Offset, Segment, ShmSafe};
-use crate::sync::atomic::{fence, Ordering};
+use crate::sync::atomic::{fence, AtomicU64, Ordering};
 use crate::sync::owner;
 use crate::{Error, Result};
 use layout::*;
@@ -132,35 +134,73 @@ impl Entry {
         unsafe { self.base.add(self.vals + (b as usize & 1) * self.cap) }
     }
 
-    /// Copies the current value into `out` (cleared first), re-checking the entry's version: false if in-place
-    /// writers kept moving it. Also exact when the caller holds the entry's lock.
+    /// Copies the current value into `out` (cleared first); see [`read_value`].
     fn read_value(&self, out: &mut Vec<u8>) -> Result<bool> {
-        let h = self.hdr();
-        for _ in 0..OPTIMISTIC_TRIES {
-            // Acquire: the buffer and val_len written before the writer's publishing store are visible.
-            let st = h.state.load(Ordering::Acquire);
-            let b = st & 1;
-            let len = h.val_len[b as usize].load(Ordering::Relaxed) as usize;
-            let torn = len > self.cap;
-            if !torn {
-                out.clear();
-                // SAFETY: buffer `b` holds `cap >= len` bytes inside the checked block; concurrent in-place
-                // writers only write the other buffer until they publish, and the version check below discards
-                // a copy that overlapped a later one.
-                unsafe { copy_out(self.val_ptr(b), len, out) };
-            }
-            // Orders the copy before the re-check (pairs with the writer's Release fence after locking).
-            fence(Ordering::Acquire);
-            let again = h.state.load(Ordering::Relaxed);
-            if (st ^ again) & !ENTRY_OWNER_MASK == 0 {
-                if torn {
-                    return Err(corrupt!("dict entry value length {len} exceeds its capacity {}", self.cap));
-                }
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        read_value(self, out)
     }
+}
+
+/// An entry's header and its two value buffers, as the in-place protocol sees them: raw shared memory for the
+/// dict ([`Entry`]), atomic words in the loom model (`loom_tests.rs`), so the model checks this very code.
+trait ValueBuffers {
+    /// The entry header.
+    fn header(&self) -> &EntryHeader;
+    /// Capacity of each buffer.
+    fn capacity(&self) -> usize;
+    /// Appends the first `len <= capacity()` bytes of buffer `b` to `out`. A writer of that buffer may race
+    /// with it; the caller then discards the copy.
+    fn read_buffer(&self, b: u64, len: usize, out: &mut Vec<u8>);
+    /// Writes `value` (at most `capacity()` bytes) at the start of buffer `b`. The caller holds the entry's lock
+    /// and `b` is the inactive buffer.
+    fn write_buffer(&self, b: u64, value: &[u8]);
+}
+
+impl ValueBuffers for Entry {
+    fn header(&self) -> &EntryHeader {
+        self.hdr()
+    }
+    fn capacity(&self) -> usize {
+        self.cap
+    }
+    fn read_buffer(&self, b: u64, len: usize, out: &mut Vec<u8>) {
+        debug_assert!(len <= self.cap);
+        // SAFETY: buffer `b` holds `cap >= len` bytes inside the block range-checked by `SharedDict::entry`.
+        unsafe { copy_out(self.val_ptr(b), len, out) };
+    }
+    fn write_buffer(&self, b: u64, value: &[u8]) {
+        assert!(value.len() <= self.cap);
+        // SAFETY: buffer `b` has `cap >= value.len()` bytes inside the checked block; the caller holds the entry's
+        // lock and readers only read the active buffer (or discard what they read, see `read_value`).
+        unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), self.val_ptr(b), value.len()) };
+    }
+}
+
+/// Copies the current value of an entry into `out` (cleared first), re-checking the entry's version: false if
+/// in-place writers kept moving it. Also exact when the caller holds the entry's lock.
+fn read_value(e: &impl ValueBuffers, out: &mut Vec<u8>) -> Result<bool> {
+    let h = e.header();
+    for _ in 0..OPTIMISTIC_TRIES {
+        // Acquire: the buffer and val_len written before the writer's publishing store are visible.
+        let st = h.state.load(Ordering::Acquire);
+        let b = st & 1;
+        let len = h.val_len[b as usize].load(Ordering::Relaxed) as usize;
+        let torn = len > e.capacity();
+        if !torn {
+            out.clear();
+            e.read_buffer(b, len, out);
+        }
+        // Orders the copy before the re-check (pairs with the writer's Release fence after locking).
+        fence(Ordering::Acquire);
+        let again = h.state.load(Ordering::Relaxed);
+        if (st ^ again) & !ENTRY_OWNER_MASK == 0 {
+            if torn {
+                return Err(corrupt!("dict entry value length {len} exceeds its capacity {}", e.capacity()));
+            }
+            return Ok(true);
+        }
+        crate::sync::yield_now_in_model();
+    }
+    Ok(false)
 }
 
 /// Value buffer capacity for a value of `len` bytes: some room to grow in place.
@@ -229,23 +269,40 @@ unsafe fn bytes_eq(ptr: *const u8, len: usize, key: &[u8]) -> bool {
     len == key.len() && unsafe { libc::memcmp(ptr.cast(), key.as_ptr().cast(), len) } == 0
 }
 
-/// Writes `value` into the inactive buffer of `ent`, whose lock the caller holds (its unlocked state was `st`),
+/// Writes `value` into the inactive buffer of `e`, whose lock the caller holds (its unlocked state was `st`),
 /// then publishes it, bumps the version and unlocks with one store.
-fn write_in_place(ent: &Entry, st: u64, value: &[u8]) {
-    debug_assert!(value.len() <= ent.cap);
+fn write_in_place(e: &impl ValueBuffers, st: u64, value: &[u8]) {
     // Orders the lock before the buffer writes for readers (pairs with their Acquire fence).
     fence(Ordering::Release);
     let b = (st & 1) ^ 1;
     crash_point(9);
-    // SAFETY: buffer `b` has `cap >= value.len()` bytes inside the checked block; we hold the entry's lock, and
-    // readers only read the active buffer (or discard what they read, see `read_value`).
-    unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), ent.val_ptr(b), value.len()) };
-    let h = ent.hdr();
+    e.write_buffer(b, value);
+    let h = e.header();
     h.val_len[b as usize].store(value.len() as u32, Ordering::Relaxed);
     crash_point(10);
     let next = ENTRY_MARK | ((st & ENTRY_VERSION_MASK).wrapping_add(2) & ENTRY_VERSION_MASK) | b;
     // Release: a reader that sees the new active buffer sees its bytes.
     h.state.store(next, Ordering::Release);
+}
+
+/// The lock-free half of [`SharedDict::try_overwrite`]: locks the entry `h` found while the shard's `seq` was
+/// `s` (even), then checks that `seq` did not move. Returns the entry's unlocked state, or `None` (entry busy,
+/// or possibly retired: the caller takes the shard lock instead).
+fn lock_published(h: &EntryHeader, seq: &AtomicU64, s: u64, me: owner::Me) -> Option<u64> {
+    let st = h.state.load(Ordering::Relaxed);
+    if st & ENTRY_MARK == 0 || st & ENTRY_OWNER_MASK != 0 {
+        return None;
+    }
+    let locked = st | entry_owner(me);
+    h.state.compare_exchange(st, locked, Ordering::SeqCst, Ordering::Relaxed).ok()?;
+    // The entry may have been retired (and its block reused) since the probe; retiring bumps `seq` before the
+    // block is freed, and a block reused since then was re-initialised with a Release store that our CAS read
+    // from, so an unchanged `seq` here proves the entry is still published.
+    if seq.load(Ordering::SeqCst) != s {
+        let _ = h.state.compare_exchange(locked, st, Ordering::Release, Ordering::Relaxed);
+        return None;
+    }
+    Some(st)
 }
 
 fn make_ref(seg: usize, off: u64) -> u64 {
@@ -639,22 +696,7 @@ impl SharedDict {
         if value.len() > ent.cap {
             return Ok(false);
         }
-        let h = ent.hdr();
-        let st = h.state.load(Ordering::Relaxed);
-        if st & ENTRY_MARK == 0 || st & ENTRY_OWNER_MASK != 0 {
-            return Ok(false);
-        }
-        let locked = st | entry_owner(owner::me());
-        if h.state.compare_exchange(st, locked, Ordering::SeqCst, Ordering::Relaxed).is_err() {
-            return Ok(false);
-        }
-        // The entry may have been retired (and its block reused) since the probe; retiring bumps `seq` before
-        // the block is freed, and a block reused since then was re-initialised with a Release store that our
-        // CAS read from, so an unchanged `seq` here proves the entry is still published.
-        if sh.seq.load(Ordering::SeqCst) != s {
-            let _ = h.state.compare_exchange(locked, st, Ordering::Release, Ordering::Relaxed);
-            return Ok(false);
-        }
+        let Some(st) = lock_published(ent.hdr(), &sh.seq, s, owner::me()) else { return Ok(false) };
         write_in_place(&ent, st, value);
         Ok(true)
     }
@@ -817,8 +859,7 @@ fn entry_owner_alive(st: u64, me: owner::Me) -> bool {
 
 /// Takes the lock of entry `ent`, waiting for an in-place writer that holds it and taking it over from one that
 /// died. Returns the entry's unlocked state. Lock holders only copy bytes, so the wait is short.
-fn acquire_entry(ent: &Entry) -> Result<u64> {
-    let h = ent.hdr();
+fn acquire_entry(h: &EntryHeader) -> Result<u64> {
     let me = owner::me();
     let mine = entry_owner(me);
     let backoff = crossbeam_utils::Backoff::new();
@@ -842,8 +883,8 @@ fn acquire_entry(ent: &Entry) -> Result<u64> {
             }
             continue;
         }
-        if backoff.is_completed() {
-            std::thread::yield_now();
+        if cfg!(loom) || backoff.is_completed() {
+            crate::sync::yield_now();
         } else {
             backoff.snooze();
         }
@@ -872,7 +913,7 @@ impl ShardGuard<'_> {
             Some(_) => self.release_held(),
             None => {}
         }
-        let st = acquire_entry(&ent)?;
+        let st = acquire_entry(ent.hdr())?;
         self.held = Some((e, st));
         Ok((ent, st))
     }
@@ -1119,7 +1160,7 @@ impl ShardGuard<'_> {
             let e = t.slot(i).entry.load(Ordering::Relaxed);
             if e > SLOT_TOMBSTONE {
                 // Wait out an in-place writer that found the entry before the new table was published.
-                acquire_entry(&self.d.entry(e)?)?;
+                acquire_entry(self.d.entry(e)?.hdr())?;
                 self.d.free(e)?;
             }
         }

@@ -332,17 +332,19 @@ fn in_place_writers_racing_deletes_and_reinserts_never_corrupt_values() {
     for key in &keys {
         set(&d, key, &[1u8; 120]);
     }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicU64 as Counter, Ordering::Relaxed};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let in_place = std::sync::Arc::new(Counter::new(0));
     let mut hs = Vec::new();
     for t in 0..3u8 {
-        let (d, keys, stop) = (d.clone(), keys.clone(), stop.clone());
+        let (d, keys, stop, in_place) = (d.clone(), keys.clone(), stop.clone(), in_place.clone());
         hs.push(std::thread::spawn(move || {
-            let (mut i, mut in_place) = (0usize, 0u64);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut i = 0usize;
+            while !stop.load(Relaxed) {
                 let v = vec![t * 40 + (i % 40) as u8; 100 + (i % 21)];
                 let key = &keys[i % 4];
                 if d.try_overwrite(key, stable_hash(key), &v).unwrap() {
-                    in_place += 1;
+                    in_place.fetch_add(1, Relaxed);
                 } else {
                     set(&d, key, &v);
                 }
@@ -351,17 +353,23 @@ fn in_place_writers_racing_deletes_and_reinserts_never_corrupt_values() {
                 }
                 i += 1;
             }
-            in_place
         }));
     }
-    for round in 0..20_000usize {
+    // At least 20,000 rounds, and on until the writers got some in-place overwrites in (a loaded machine may
+    // not schedule them at first), within a minute.
+    let start = std::time::Instant::now();
+    let mut round = 0usize;
+    while round < 20_000 || (in_place.load(Relaxed) < 1000 && start.elapsed().as_secs() < 60) {
         let key = &keys[round % 4];
         del(&d, key);
         set(&d, key, &vec![200u8; 90 + round % 50]);
+        round += 1;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let in_place: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
-    assert!(in_place > 0, "the in-place path ran");
+    stop.store(true, Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert!(in_place.load(Relaxed) >= 1000, "the in-place path ran");
     for key in &keys {
         let v = get(&d, key).unwrap();
         assert!(v.iter().all(|&b| b == v[0]));

@@ -42,3 +42,11 @@ pub fn yield_now() {
     #[cfg(not(loom))]
     std::thread::yield_now();
 }
+
+/// Nothing outside loom; loom's yield under `cfg(loom)`, for short retry loops that need no yield in real life
+/// but must yield in a model (a loop that cannot see other threads progress would never end there).
+#[inline]
+pub fn yield_now_in_model() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
