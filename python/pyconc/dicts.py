@@ -16,9 +16,14 @@ Keys must be None, bool, int, float, str, bytes or tuples of those (exact types)
 same key, and the first inserted spelling is kept. Other keys raise `TypeError`.
 
 `update_with(key, fn, default=None)` runs `fn` in the calling process while the key's shard is locked: other
-writers of that shard wait (readers do not). If `fn` raises, the exception propagates and the dict is unchanged.
-`fn` must not use the same dict (a re-entrant write raises `RuntimeError` instead of deadlocking).
-`compare_and_set` compares encoded values: `1` and `1.0` are different values there.
+writers of that key, and inserts and deletes in that shard, wait; readers, and overwrites of other existing keys
+(done in place, without the shard lock), do not. If `fn` raises, the exception propagates and the dict is
+unchanged. `fn` must not write to the same dict (a write that needs the shard lock it holds raises
+`RuntimeError` instead of deadlocking). `compare_and_set` compares encoded values: `1` and `1.0` are different
+values there.
+
+`reclaim()` frees the shared memory that writers killed in the middle of a write leaked (it runs by itself after
+a process finds such a writer, when no shard is busy) and returns the bytes freed.
 """
 
 from collections.abc import ItemsView as _ItemsViewBase
