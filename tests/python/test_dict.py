@@ -290,3 +290,32 @@ def test_blocks_leaked_by_a_killed_writer_are_reclaimed(auto):
         assert d.reclaim() == 0
     assert {i: d[i] for i in range(50)} == {i: i for i in range(50)}
     d.clear()
+
+
+def test_update_with_is_atomic_against_plain_sets_of_the_same_key():
+    # A set that lands between update_with's read and its write would be lost (the result would then be
+    # positive). The callback gives other threads the GIL, so the set often arrives while the key is held.
+    import time
+
+    d = pyconc.ConcurrentDict()
+    for _ in range(5):
+        d["k"] = 0
+        started = threading.Event()
+
+        def bump(v):
+            started.set()
+            time.sleep(0)  # let the setter run while the key is held
+            return v + 1
+
+        def incr():
+            for _ in range(300):
+                d.update_with("k", bump)
+
+        t = threading.Thread(target=incr)
+        t.start()
+        started.wait(10)
+        d["k"] = -(10**6)
+        t.join(60)
+        assert not t.is_alive()
+        assert -(10**6) <= d["k"] <= -(10**6) + 300, d["k"]
+    d.clear()
