@@ -36,38 +36,34 @@ from ._native import ConcurrentDict
 _MutableMapping.register(ConcurrentDict)
 
 
-# The views of ConcurrentDict.keys()/values()/items(): live like dict's (len and membership ask the dict), and
-# iteration copies one shard at a time instead of looking every key up again (which could raise KeyError under
-# concurrent deletes).
+class _ShardCopies:
+    """What the views of ConcurrentDict.keys()/values()/items() add to the `collections.abc` views: they stay live
+    like dict's (len and membership ask the dict), and iteration copies one shard at a time (`_list` names the
+    native method) instead of looking every key up again, which could raise KeyError under concurrent deletes."""
 
-class _KeysView(_KeysViewBase):
     __slots__ = ()
+    _list = _label = ""
 
     def __iter__(self):
-        return iter(self._mapping._keys_list())
+        return iter(getattr(self._mapping, self._list)())
 
     def __repr__(self):
-        return f"ConcurrentDict_keys({list(self)!r})"
+        return f"ConcurrentDict_{self._label}({list(self)!r})"
 
 
-class _ValuesView(_ValuesViewBase):
+class _KeysView(_ShardCopies, _KeysViewBase):
     __slots__ = ()
-
-    def __iter__(self):
-        return iter(self._mapping._values_list())
-
-    def __repr__(self):
-        return f"ConcurrentDict_values({list(self)!r})"
+    _list, _label = "_keys_list", "keys"
 
 
-class _ItemsView(_ItemsViewBase):
+class _ValuesView(_ShardCopies, _ValuesViewBase):
     __slots__ = ()
+    _list, _label = "_values_list", "values"
 
-    def __iter__(self):
-        return iter(self._mapping._items_list())
 
-    def __repr__(self):
-        return f"ConcurrentDict_items({list(self)!r})"
+class _ItemsView(_ShardCopies, _ItemsViewBase):
+    __slots__ = ()
+    _list, _label = "_items_list", "items"
 
 
 class AtomicReference:

@@ -68,12 +68,7 @@ fn whole(v: &[u8]) -> u8 {
 }
 
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
-    let mut builder = loom::model::Builder::new();
-    builder.max_branches = 100_000;
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(f);
+    crate::sync::loom_model(3, f);
 }
 
 /// An in-place writer as `try_overwrite` runs it: lock the published entry, write, publish.

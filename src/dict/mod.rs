@@ -133,11 +133,6 @@ impl Entry {
         // SAFETY: as above: both buffers lie inside the checked block.
         unsafe { self.base.add(self.vals + (b as usize & 1) * self.cap) }
     }
-
-    /// Copies the current value into `out` (cleared first); see [`read_value`].
-    fn read_value(&self, out: &mut Vec<u8>) -> Result<bool> {
-        read_value(self, out)
-    }
 }
 
 /// An entry's header and its two value buffers, as the in-place protocol sees them: raw shared memory for the
@@ -615,7 +610,7 @@ impl SharedDict {
         let r = self.optimistic(self.shard_index(hash), |d, t| {
             out.clear();
             Ok(match d.probe(t, key, hash)? {
-                Some((_, e)) if d.entry(e)?.read_value(out)? => Read::Found,
+                Some((_, e)) if read_value(&d.entry(e)?, out)? => Read::Found,
                 Some(_) => Read::Busy,
                 None => Read::Missing,
             })
@@ -658,7 +653,7 @@ impl SharedDict {
     /// Appends the record `(key_len u32, orig_len u32, val_len u32, key, orig, value)` of `ent` to `out`; false
     /// if in-place writers kept moving the value. `val` is scratch space.
     fn append_record(&self, ent: &Entry, out: &mut Vec<u8>, val: &mut Vec<u8>) -> Result<bool> {
-        if !ent.read_value(val)? {
+        if !read_value(ent, val)? {
             return Ok(false);
         }
         for l in [ent.key_len, ent.orig_len, val.len()] {
@@ -960,7 +955,7 @@ impl ShardGuard<'_> {
             Some((_, e)) => {
                 let (ent, _) = self.lock_entry(e)?;
                 // With the entry locked nobody moves the value: the first attempt succeeds.
-                if !ent.read_value(out)? {
+                if !read_value(&ent, out)? {
                     return Err(corrupt!("dict entry changed while locked"));
                 }
                 Ok(true)
@@ -1110,7 +1105,7 @@ impl ShardGuard<'_> {
     fn remove_at(&mut self, idx: u64, e: u64, out: Option<&mut Vec<u8>>) -> Result<()> {
         let (ent, _) = self.lock_entry(e)?;
         if let Some(out) = out {
-            if !ent.read_value(out)? {
+            if !read_value(&ent, out)? {
                 return Err(corrupt!("dict entry changed while locked"));
             }
         }

@@ -10,7 +10,7 @@
 
 use super::errors::IntoPyResult;
 use crate::platform::futex::Deadline;
-use crate::segment::{Kind, Segment, LAYOUT_VERSION};
+use crate::segment::{Kind, Segment, ShmSafe, LAYOUT_VERSION};
 use crate::sync::barrier::{Arrival, BarrierError};
 use crate::sync::condvar::CondState;
 use crate::sync::lock::{Acquired, LockState, RLockState};
@@ -22,6 +22,7 @@ use crate::sync::wait::{self, WaitError};
 use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::PyClass;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -172,14 +173,7 @@ impl PyLock {
         source: &Bound<'py, PyAny>,
         offset: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = cls.py();
-        let seg = embedded_segment(py, SyncType::Lock, source, offset)?;
-        if cls.is(py.get_type::<PyLock>()) {
-            // The native class itself: no need to go through a handle and the registry.
-            let h = SyncHandle::attach(seg, offset, SyncType::Lock).py(py)?;
-            return Ok(Bound::new(py, PyLock { h })?.into_any());
-        }
-        embedded_via_handle(cls, SyncType::Lock, &seg, offset)
+        embedded(cls, SyncType::Lock, source, offset, |h| Bound::new(cls.py(), PyLock { h }))
     }
 
     /// Acquires the lock; returns whether it did (False only for `block=False` or a timeout).
@@ -286,9 +280,18 @@ impl PyLock {
     }
 }
 
-/// The segment of an embedded lock: named by `source`, or the segment of the `SharedBuffer` `source`; the state
-/// at `offset` is validated now (kind, bounds, alignment), so a bad offset fails here.
-fn embedded_segment(py: Python<'_>, ty: SyncType, source: &Bound<'_, PyAny>, offset: u64) -> PyResult<Segment> {
+/// `_embedded` of `Lock` and `RLock`: the lock state at `offset` of an existing segment, named by `source` or
+/// holding the `SharedBuffer` `source`, validated now (kind, bounds, alignment) so a bad offset fails here. The
+/// native class `T` is built directly around it (`wrap`); a Python subclass goes through its constructor's
+/// `_handle`, which reopens the segment through this process's registry.
+fn embedded<'py, T: PyClass, S: ShmSafe>(
+    cls: &Bound<'py, PyType>,
+    ty: SyncType,
+    source: &Bound<'py, PyAny>,
+    offset: u64,
+    wrap: impl FnOnce(SyncHandle<S>) -> PyResult<Bound<'py, T>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
     let seg = match source.cast::<super::block::PySharedBuffer>() {
         Ok(buf) => buf.get().block().segment().clone(),
         Err(_) => {
@@ -296,21 +299,14 @@ fn embedded_segment(py: Python<'_>, ty: SyncType, source: &Bound<'_, PyAny>, off
             py.detach(|| Segment::open(&name)).py(py)?
         }
     };
-    SyncHandle::<LockState>::attach(seg.clone(), offset, ty).py(py)?;
-    Ok(seg)
-}
-
-/// Builds an embedded lock of the Python subclass `cls` through its constructor's `_handle`.
-fn embedded_via_handle<'py>(
-    cls: &Bound<'py, PyType>,
-    ty: SyncType,
-    seg: &Segment,
-    offset: u64,
-) -> PyResult<Bound<'py, PyAny>> {
-    // The handle only travels to the constructor, which reopens the segment through this process's registry: the
-    // local name does not make a segment that never left this process count as shared.
+    let h = SyncHandle::<S>::attach(seg, offset, ty).py(py)?;
+    if cls.is(py.get_type::<T>()) {
+        return Ok(wrap(h)?.into_any());
+    }
+    // The local name: the handle stays in this process, so it must not mark a never-shared segment shared.
+    let seg = h.segment();
     let handle = (ty.name().into(), seg.name_local().into(), offset, seg.info().kind as u32, LAYOUT_VERSION);
-    cls.call((), Some(&handle_kwargs(cls.py(), handle)?))
+    cls.call((), Some(&handle_kwargs(py, handle)?))
 }
 
 // ---- RLock ------------------------------------------------------------------------------------------------
@@ -341,14 +337,7 @@ impl PyRLock {
         source: &Bound<'py, PyAny>,
         offset: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = cls.py();
-        let seg = embedded_segment(py, SyncType::RLock, source, offset)?;
-        if cls.is(py.get_type::<PyRLock>()) {
-            // The native class itself: no need to go through a handle and the registry.
-            let h = SyncHandle::attach(seg, offset, SyncType::RLock).py(py)?;
-            return Ok(Bound::new(py, PyRLock { h })?.into_any());
-        }
-        embedded_via_handle(cls, SyncType::RLock, &seg, offset)
+        embedded(cls, SyncType::RLock, source, offset, |h| Bound::new(cls.py(), PyRLock { h }))
     }
 
     /// Acquires (or re-enters) the lock; returns whether it did.

@@ -28,15 +28,8 @@ impl Model {
     }
 }
 
-/// Explores interleavings with up to two preemptions (the usual bound: most concurrency bugs need few), with
-/// room for the retry loops of waiting threads.
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
-    let mut builder = loom::model::Builder::new();
-    builder.max_branches = 100_000;
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
-    }
-    builder.check(f);
+    crate::sync::loom_model(2, f);
 }
 
 fn put_until_done(ring: &Ring<'_>, msg: &[u8]) {

@@ -43,6 +43,18 @@ pub fn yield_now() {
     std::thread::yield_now();
 }
 
+/// Runs a loom model with the bounds the models of this crate use: up to `preemptions` preemptions (most
+/// concurrency bugs need few) and room for the retry loops of waiting threads.
+#[cfg(all(test, loom))]
+pub(crate) fn loom_model<F: Fn() + Sync + Send + 'static>(preemptions: usize, f: F) {
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = 100_000;
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(preemptions);
+    }
+    builder.check(f);
+}
+
 /// Nothing outside loom; loom's yield under `cfg(loom)`, for short retry loops that need no yield in real life
 /// but must yield in a model (a loop that cannot see other threads progress would never end there).
 #[inline]
