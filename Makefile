@@ -35,13 +35,16 @@ test-python: build
 
 test: test-rust test-python
 
-# Model checking with loom of the queue ring and the dict's in-place overwrites (minutes; not part of `make test`).
+# Model checking with loom (the models run in about a second; a debug build keeps the compile short).
 loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom_tests
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib loom_tests
 
+# Formatting and clippy for the three builds: the core, the PyO3 layer (feature python) and the loom models.
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --lib --tests -- -D warnings
 
 clean:
 	rm -rf $(VENV) target

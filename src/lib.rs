@@ -2,11 +2,13 @@
 //!
 //! The crate is layered the way `ARCHITECTURE.md` describes:
 //!
+//! * [`base`]: the ground floor: the one atomics module (swapped for loom under `cfg(loom)`), a process-local
+//!   spin mutex and the loom hooks. It uses nothing else of the crate.
 //! * [`platform`]: the Linux pieces (shared futexes, process identity and liveness).
 //! * [`segment`]: named POSIX shared-memory segments, their validated header, the lifetime scheme that
 //!   unlinks a segment when its last live user lets go, typed [`segment::Offset`]s and the block allocator.
 //! * [`codec`]: the byte format in which Python values are stored in segments, and the stable key hash.
-//! * [`sync`]: the one atomics module (swapped for loom under `cfg(loom)`) and the cross-process locks.
+//! * [`sync`]: the cross-process locks, semaphores, events, conditions, barriers and reader-writer locks.
 //! * [`dict`]: the sharded hash map behind `ConcurrentDict`.
 //! * [`objects`]: the structures that live in segments (atomic cells, Value/Array).
 //! * `python` (feature `python`): the thin PyO3 layer that becomes `pyconc._native`.
@@ -15,6 +17,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod base;
 pub mod codec;
 pub mod dict;
 pub mod error;

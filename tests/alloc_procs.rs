@@ -87,7 +87,7 @@ fn processes_alloc_and_free_concurrently_without_overlap_or_leak() {
     work(&seg, 9, 30_000);
     wait_all(children, Duration::from_secs(120));
 
-    let attaches = seg.header().attach_count.load(std::sync::atomic::Ordering::Relaxed);
+    let attaches = seg.header().attach_count.load(pyconc::base::atomic::Ordering::Relaxed);
     assert_eq!(attaches, 5, "the creator and four children attached");
     let heap = Heap::attach(&seg, seg.data_offset()).unwrap();
     let stats = heap.stats();

@@ -3,11 +3,11 @@
 //!
 //! Child processes are this test binary re-run on `child_worker` with `PYCONC_DICT_CHILD` set.
 
+use pyconc::base::atomic::Ordering;
 use pyconc::codec::stable_hash;
 use pyconc::dict::{records, Read, SharedDict, CRASH_POINT};
 use pyconc::platform::futex::Deadline;
 use std::process::{Child, Command};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Values are the key repeated up to a length that varies with `round`, so a torn or mixed value is detected.

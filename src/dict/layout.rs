@@ -1,7 +1,7 @@
 //! The `#[repr(C)]` structs of a shared dict (documented in `shm-layouts/dict.md`).
 
+use crate::base::atomic::{AtomicU32, AtomicU64};
 use crate::segment::ShmSafe;
-use crate::sync::atomic::{AtomicU32, AtomicU64};
 use crate::sync::lock::LockState;
 
 /// Payload layout version of [`Kind::Dict`](crate::segment::Kind::Dict) segments.

@@ -4,7 +4,7 @@
 //! Run with `make loom` (`RUSTFLAGS="--cfg loom" cargo test --release --lib dict::loom_tests`).
 
 use super::*;
-use crate::sync::atomic::AtomicU32;
+use crate::base::atomic::AtomicU32;
 use loom::sync::Arc;
 use loom::thread;
 
@@ -68,7 +68,7 @@ fn whole(v: &[u8]) -> u8 {
 }
 
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
-    crate::sync::loom_model(3, f);
+    crate::base::loom_model(3, f);
 }
 
 /// An in-place writer as `try_overwrite` runs it: lock the published entry, write, publish.

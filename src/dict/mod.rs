@@ -43,11 +43,11 @@ mod loom_tests;
 #[cfg(test)]
 mod tests;
 
+use crate::base::atomic::{fence, AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::platform::futex::Deadline;
 use crate::segment::alloc::Heap;
 use crate::segment::{Kind, Offset, Segment, ShmSafe};
-use crate::sync::atomic::{fence, AtomicU64, Ordering};
 use crate::sync::owner;
 use crate::{Error, Result};
 use layout::*;
@@ -92,7 +92,7 @@ pub struct SharedDict {
     /// Set (in this process) when a lock acquisition repaired a shard: a dead writer may have leaked blocks,
     /// which [`reclaim`](SharedDict::reclaim) can free. Counts the attempts left to do so (see
     /// [`take_reclaim_pending`](SharedDict::take_reclaim_pending)); 0 once done.
-    reclaim_pending: std::sync::atomic::AtomicU32,
+    reclaim_pending: crate::base::atomic::local::AtomicU32,
 }
 
 // SAFETY: the raw pointers point into the mapping owned by `main` (an Arc'd mapping that is Send + Sync); all
@@ -193,7 +193,7 @@ fn read_value(e: &impl ValueBuffers, out: &mut Vec<u8>) -> Result<bool> {
             }
             return Ok(true);
         }
-        crate::sync::yield_now_in_model();
+        crate::base::yield_now_in_model();
     }
     Ok(false)
 }
@@ -369,7 +369,7 @@ impl SharedDict {
             nshards,
             segs,
             open_lock: parking_lot::Mutex::new(()),
-            reclaim_pending: std::sync::atomic::AtomicU32::new(0),
+            reclaim_pending: crate::base::atomic::local::AtomicU32::new(0),
         };
         // Map the extension segments that exist now, so this process keeps them alive while it holds the dict.
         let n = d.header().nsegs.load(Ordering::Acquire) as usize;
@@ -734,7 +734,7 @@ impl SharedDict {
         if died || sh.seq.load(Ordering::Relaxed) & 1 == 1 {
             let mut g = g;
             g.repair()?;
-            self.reclaim_pending.store(RECLAIM_ATTEMPTS, std::sync::atomic::Ordering::Relaxed);
+            self.reclaim_pending.store(RECLAIM_ATTEMPTS, crate::base::atomic::local::Ordering::Relaxed);
             return Ok(g);
         }
         Ok(g)
@@ -744,7 +744,7 @@ impl SharedDict {
     /// has succeeded since: callers then try `reclaim(None)` outside any shard lock. Gives up after
     /// `RECLAIM_ATTEMPTS` calls, so a dict whose shards are always busy does not pay for it on every write.
     pub fn take_reclaim_pending(&self) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
+        use crate::base::atomic::local::Ordering::Relaxed;
         self.reclaim_pending.load(Relaxed) > 0
             && self.reclaim_pending.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok()
     }
@@ -793,7 +793,7 @@ impl SharedDict {
             }
         }
         // Repairs done while taking the locks above are covered by this walk.
-        self.reclaim_pending.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.reclaim_pending.store(0, crate::base::atomic::local::Ordering::Relaxed);
         Ok(Some(freed))
     }
 }
@@ -879,7 +879,7 @@ fn acquire_entry(h: &EntryHeader) -> Result<u64> {
             continue;
         }
         if cfg!(loom) || backoff.is_completed() {
-            crate::sync::yield_now();
+            crate::base::yield_now();
         } else {
             backoff.snooze();
         }
@@ -889,11 +889,11 @@ fn acquire_entry(h: &EntryHeader) -> Result<u64> {
 /// Test hook: when set, a writer calls `_exit` at the given point of a mutation (crash-consistency tests).
 /// Process-local (never in shared memory), so it uses the standard atomic even under loom.
 #[doc(hidden)]
-pub static CRASH_POINT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+pub static CRASH_POINT: crate::base::atomic::local::AtomicU32 = crate::base::atomic::local::AtomicU32::new(0);
 
 #[inline]
 fn crash_point(n: u32) {
-    if CRASH_POINT.load(std::sync::atomic::Ordering::Relaxed) == n {
+    if CRASH_POINT.load(crate::base::atomic::local::Ordering::Relaxed) == n {
         // SAFETY: `_exit` ends the process at once; used only by tests to simulate a kill at this point.
         unsafe { libc::_exit(9) }
     }

@@ -188,7 +188,7 @@ fn overwrite(d: &SharedDict, key: &[u8], v: &[u8]) {
     }
 }
 
-fn entry_state(d: &SharedDict, key: &[u8]) -> &'static crate::sync::atomic::AtomicU64 {
+fn entry_state(d: &SharedDict, key: &[u8]) -> &'static crate::base::atomic::AtomicU64 {
     let h = stable_hash(key);
     let (_, e) = d.optimistic(d.shard_index(h), |d, t| d.probe(t, key, h)).unwrap().unwrap().unwrap();
     let ent = d.entry(e).unwrap();
@@ -332,7 +332,7 @@ fn in_place_writers_racing_deletes_and_reinserts_never_corrupt_values() {
     for key in &keys {
         set(&d, key, &[1u8; 120]);
     }
-    use std::sync::atomic::{AtomicBool, AtomicU64 as Counter, Ordering::Relaxed};
+    use crate::base::atomic::local::{AtomicBool, AtomicU64 as Counter, Ordering::Relaxed};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let in_place = std::sync::Arc::new(Counter::new(0));
     let mut hs = Vec::new();

@@ -1,7 +1,7 @@
 //! An atomic 64-bit integer in its own segment (`AtomicInt64`, `AtomicFlag`). Layout: `shm-layouts/atomic.md`.
 
+use crate::base::atomic::{AtomicI64, AtomicU64, Ordering};
 use crate::segment::{Kind, Offset, Segment, ShmSafe};
-use crate::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use crate::Result;
 
 /// Payload layout version of [`Kind::Atomic`] segments.

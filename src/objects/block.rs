@@ -1,10 +1,11 @@
 //! A fixed-size byte block with a lock word in front: the storage of `Value`, `Array`, `RawValue` and
 //! `RawArray`. Layout: `shm-layouts/block.md`.
 
+use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::segment::header::DATA_OFFSET;
 use crate::segment::{Kind, Offset, Segment, ShmSafe};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::shared::{SyncHandle, SyncType};
 use crate::{Error, Result};
 
 /// Payload layout version of [`Kind::Block`] segments.
@@ -159,11 +160,55 @@ impl SharedBlock {
     pub fn lock_offset(&self) -> u64 {
         self.seg.info().data_offset
     }
+
+    /// The `Lock` or `RLock` embedded in this block, which a handle says lives at `offset`.
+    pub fn lock<T: ShmSafe>(&self, offset: u64, ty: SyncType) -> Result<SyncHandle<T>> {
+        if offset != self.lock_offset() {
+            return Err(Error::Invalid(format!(
+                "offset {offset:#x} of {} is not where its embedded lock lives",
+                self.seg.name_local()
+            )));
+        }
+        SyncHandle::attach_embedded(self.seg.clone(), offset, ty)
+    }
+}
+
+/// Attaches to the primitive `ty` that a handle says lives at `offset` of `seg`: a primitive's own segment, or a
+/// lock embedded in a `Value`/`Array` block (validated by the block).
+pub fn attach_sync<T: ShmSafe>(seg: Segment, offset: u64, ty: SyncType) -> Result<SyncHandle<T>> {
+    match seg.info().kind {
+        Kind::Block => SharedBlock::from_segment(seg)?.lock(offset, ty),
+        _ => SyncHandle::attach(seg, offset, ty),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embedded_lock_in_a_block() {
+        use crate::sync::lock::{Acquired, LockState, RLockState, RawLock};
+        use crate::sync::semaphore::{EventState, SemState};
+        let open = |name: &str, off: u64, ty| attach_sync::<LockState>(Segment::open(name)?, off, ty);
+        let blk = SharedBlock::create(b'i' as u32, 4, 4).unwrap();
+        let name = blk.segment().name().to_string();
+        let l = open(&name, blk.lock_offset(), SyncType::Lock).unwrap();
+        let r = attach_sync::<RLockState>(Segment::open(&name).unwrap(), blk.lock_offset(), SyncType::RLock).unwrap();
+        assert_eq!(l.get().try_lock(), Some(Acquired::Normal));
+        assert!(r.get().0.is_locked());
+        assert!(l.get().release());
+        assert!(open(&name, blk.lock_offset() + 8, SyncType::Lock).is_err());
+        assert!(open(&name, blk.segment().len() - 8, SyncType::Lock).is_err());
+        assert!(open(&name, 0, SyncType::Lock).is_err(), "header");
+        let ev_in_block = attach_sync::<EventState>(Segment::open(&name).unwrap(), blk.lock_offset(), SyncType::Event);
+        assert!(ev_in_block.is_err(), "only locks are embedded");
+        let ev = SyncHandle::<EventState>::create(SyncType::Event, 0, 0).unwrap();
+        let sem = attach_sync::<SemState>(ev.segment().clone(), ev.offset(), SyncType::Semaphore);
+        assert!(sem.is_err(), "type recorded in the sync header is checked");
+        let moved = attach_sync::<EventState>(ev.segment().clone(), ev.offset() + 8, SyncType::Event);
+        assert!(moved.is_err(), "a primitive's own segment holds it at one offset only");
+    }
 
     #[test]
     fn block_is_shared_between_handles() {

@@ -4,7 +4,7 @@
 //! in two processes would never meet. Shared futexes are keyed on the backing page, so every wait and wake here
 //! uses `Flags::empty()`.
 
-use crate::sync::atomic::AtomicU32;
+use crate::base::atomic::AtomicU32;
 #[cfg(not(loom))]
 use rustix::thread::futex;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! the pair (pid, start time), where start time is field 22 of `/proc/<pid>/stat` (clock ticks since boot). A
 //! process is alive when `/proc/<pid>/stat` exists, shows the same start time, and is not a zombie.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::base::atomic::local::{AtomicU32, AtomicU64, Ordering};
 
 /// (pid, start time) of a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,12 @@
 //! `AtomicInt64` and `AtomicFlag`: one atomic 64-bit cell each, shared by threads and processes.
 
 use super::errors::{closed, IntoPyResult};
+use crate::base::atomic::local::{AtomicBool, Ordering};
 use crate::objects::atomic::SharedAtomic;
 use crate::segment::{Kind, LAYOUT_VERSION};
 use pyo3::exceptions::{PyTypeError, PyValueError, PyZeroDivisionError};
 use pyo3::prelude::*;
 use pyo3::types::PyInt;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A pickled handle: (type name, segment name, offset, kind, layout version).
 pub type Handle = (String, String, u64, u32, u32);

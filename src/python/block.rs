@@ -2,13 +2,13 @@
 //! `Array`, `RawValue` and `RawArray` are built on it (ctypes `from_buffer`, numpy `frombuffer`, memoryview).
 
 use super::errors::{closed, IntoPyResult};
+use crate::base::atomic::local::{AtomicBool, AtomicUsize, Ordering};
 use crate::objects::block::SharedBlock;
 use crate::segment::{Kind, LAYOUT_VERSION};
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::{c_int, CString};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A fixed-size block of shared memory with a lock word, exported as a writable buffer.
 ///
@@ -138,7 +138,7 @@ impl PySharedBuffer {
         // SAFETY: in each arm `ptr` is valid and aligned for the atomic of that width (see above); other
         // processes only access these bytes through the same atomics or through the user's own locking.
         let old: i128 = unsafe {
-            use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
+            use crate::base::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
             match (size, signed) {
                 (1, s) => {
                     let o = (*(ptr as *const AtomicU8)).fetch_add(d as u8, Ordering::SeqCst);

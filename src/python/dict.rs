@@ -6,6 +6,7 @@
 
 use super::codec::{decode_bytes, encode_into, encode_key_into, with_scratch};
 use super::errors::IntoPyResult;
+use crate::base::atomic::local::{AtomicU32, Ordering};
 use crate::codec::stable_hash;
 use crate::dict::{records, Read, ShardGuard, SharedDict, DEFAULT_HEAP_BYTES};
 use crate::platform::futex::Deadline;
@@ -13,7 +14,6 @@ use pyo3::exceptions::{PyKeyError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 thread_local! {
     /// Value buffer (the key goes in the codec's scratch buffer).
@@ -525,7 +525,7 @@ fn _rebuild_dict(py: Python<'_>, name: String) -> PyResult<PyConcurrentDict> {
 /// `dict::CRASH_POINT`.
 #[pyfunction]
 fn _dict_crash_point(n: u32) {
-    crate::dict::CRASH_POINT.store(n, std::sync::atomic::Ordering::Relaxed);
+    crate::dict::CRASH_POINT.store(n, Ordering::Relaxed);
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -3,6 +3,7 @@
 
 use super::codec::{decode_bytes, encode_into, with_scratch};
 use super::errors::IntoPyResult;
+use crate::base::atomic::local::{AtomicU8, Ordering};
 use crate::platform::futex::Deadline;
 use crate::queue::{Attempt, QueueConfig, SharedQueue};
 use crate::segment::{Kind, LAYOUT_VERSION};
@@ -11,7 +12,6 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyType};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 pyo3::create_exception!(

@@ -9,6 +9,7 @@
 //! handlers, so Ctrl-C raises `KeyboardInterrupt` promptly; then they resume with the same deadline.
 
 use super::errors::IntoPyResult;
+use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::futex::Deadline;
 use crate::segment::{Kind, Segment, ShmSafe, LAYOUT_VERSION};
 use crate::sync::barrier::{Arrival, BarrierError};
@@ -24,7 +25,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::PyClass;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pyo3::create_exception!(
@@ -60,7 +60,7 @@ fn check_handle(h: &Handle, ty: SyncType) -> PyResult<()> {
 
 fn open<T: crate::segment::ShmSafe>(py: Python<'_>, h: &Handle, ty: SyncType) -> PyResult<SyncHandle<T>> {
     check_handle(h, ty)?;
-    py.detach(|| SyncHandle::<T>::open(&h.1, h.2, ty)).py(py)
+    py.detach(|| crate::objects::block::attach_sync::<T>(Segment::open(&h.1)?, h.2, ty)).py(py)
 }
 
 fn reduce<'py>(obj: &Bound<'py, PyAny>, handle: Handle, args: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
@@ -292,14 +292,13 @@ fn embedded<'py, T: PyClass, S: ShmSafe>(
     wrap: impl FnOnce(SyncHandle<S>) -> PyResult<Bound<'py, T>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
-    let seg = match source.cast::<super::block::PySharedBuffer>() {
-        Ok(buf) => buf.get().block().segment().clone(),
+    let h = match source.cast::<super::block::PySharedBuffer>() {
+        Ok(buf) => buf.get().block().lock::<S>(offset, ty).py(py)?,
         Err(_) => {
             let name: String = source.extract()?;
-            py.detach(|| Segment::open(&name)).py(py)?
+            py.detach(|| crate::objects::block::attach_sync::<S>(Segment::open(&name)?, offset, ty)).py(py)?
         }
     };
-    let h = SyncHandle::<S>::attach(seg, offset, ty).py(py)?;
     if cls.is(py.get_type::<T>()) {
         return Ok(wrap(h)?.into_any());
     }

@@ -8,8 +8,8 @@
 //!               heap (HeapHeader + region) for messages that do not fit inline
 //! ```
 
+use crate::base::atomic::{AtomicU32, AtomicU64};
 use crate::segment::ShmSafe;
-use crate::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Payload layout version of [`Kind::Queue`](crate::segment::Kind::Queue) segments.
 pub const QUEUE_VERSION: u32 = 1;
@@ -246,16 +246,16 @@ mod loom_new {
         std::array::from_fn(|_| AtomicU64::new(0))
     }
 
-    impl Slot {
+    impl Default for Slot {
         /// A zeroed slot (EMPTY for lap 0).
-        pub fn new() -> Self {
+        fn default() -> Self {
             Slot { state: AtomicU64::new(0), len: AtomicU32::new(0), kind: AtomicU32::new(0), data: zeros() }
         }
     }
 
-    impl OpRecord {
+    impl Default for OpRecord {
         /// A free record.
-        pub fn new() -> Self {
+        fn default() -> Self {
             OpRecord {
                 kind: AtomicU32::new(0),
                 flags: AtomicU32::new(0),
@@ -265,14 +265,14 @@ mod loom_new {
         }
     }
 
-    impl Participant {
+    impl Default for Participant {
         /// A free entry.
-        pub fn new() -> Self {
+        fn default() -> Self {
             Participant {
                 pid: AtomicU32::new(0),
                 reserved: AtomicU32::new(0),
                 start_time: AtomicU64::new(0),
-                ops: std::array::from_fn(|_| OpRecord::new()),
+                ops: std::array::from_fn(|_| OpRecord::default()),
                 pad: zeros(),
             }
         }

@@ -18,8 +18,8 @@ impl Model {
     fn new(capacity: usize) -> Arc<Model> {
         Arc::new(Model {
             hdr: QueueHeader::new(capacity as u64),
-            slots: (0..capacity).map(|_| Slot::new()).collect(),
-            parts: (0..4).map(|_| Participant::new()).collect(),
+            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            parts: (0..4).map(|_| Participant::default()).collect(),
         })
     }
 
@@ -29,7 +29,7 @@ impl Model {
 }
 
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
-    crate::sync::loom_model(2, f);
+    crate::base::loom_model(2, f);
 }
 
 fn put_until_done(ring: &Ring<'_>, msg: &[u8]) {

@@ -10,12 +10,12 @@
 pub mod layout;
 pub mod ring;
 
+use crate::base::atomic::{AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::platform::process;
 use crate::segment::alloc::Heap;
 use crate::segment::shm::FORK_GENERATION;
 use crate::segment::{Kind, Offset, Segment};
-use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::{Error, Result};
 use layout::*;
 pub use ring::{Attempt, Ring, WaitPolicy};

@@ -27,11 +27,11 @@
 //! leaks one block).
 
 use super::layout::*;
+use crate::base::atomic::{fence, Ordering};
 use crate::platform::futex::{self, Deadline};
 use crate::platform::process::{self, ProcessId};
 use crate::segment::alloc::Heap;
 use crate::segment::Segment;
-use crate::sync::atomic::{fence, Ordering};
 use crate::{Error, Result};
 use std::time::{Duration, Instant};
 
@@ -115,7 +115,7 @@ impl<'a> Ring<'a> {
                 }
             }
             // More operations in flight in this process than records: wait for one to finish.
-            crate::sync::yield_now();
+            crate::base::yield_now();
         }
     }
 
@@ -251,7 +251,7 @@ impl<'a> Ring<'a> {
     /// every sleeper. Later wakers find it clear and make no system call, so a consumer draining a queue whose
     /// producers sleep costs one `futex_wake`, not one per item.
     #[inline]
-    fn wake(word: &crate::sync::atomic::AtomicU32) {
+    fn wake(word: &crate::base::atomic::AtomicU32) {
         fence(Ordering::SeqCst);
         let w = word.load(Ordering::Relaxed);
         if w & 1 == 1 && word.compare_exchange(w, w.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed).is_ok() {

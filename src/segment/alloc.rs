@@ -15,8 +15,8 @@
 
 use super::offset::{check_range, Offset, ShmSafe};
 use super::shm::Segment;
+use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::corrupt;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::{Error, Result};
 
 /// Number of size classes.

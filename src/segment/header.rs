@@ -1,8 +1,8 @@
 //! The header at offset 0 of every pyconc segment (layout: `shm-layouts/segment-header.md`).
 
 use super::offset::ShmSafe;
+use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::corrupt;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::{Error, Result};
 
 /// `b"PYCONC\0\x01"` read as a little-endian u64. Written last by the creator (Release), so a reader that sees

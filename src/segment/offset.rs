@@ -1,6 +1,6 @@
 //! Typed offsets into a segment and the marker trait for types that may live there.
 
-use crate::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8};
+use crate::base::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8};
 use std::fmt;
 use std::marker::PhantomData;
 

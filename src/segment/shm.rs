@@ -6,10 +6,10 @@ use super::header::{
 };
 use super::offset::{check_range, Offset, ShmSafe};
 use super::users;
+use crate::base::atomic::{AtomicBool, AtomicU32, Ordering};
+use crate::base::spin::SpinMutex;
 use crate::error::corrupt;
 use crate::platform::process;
-use crate::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use crate::sync::spin::SpinMutex;
 use crate::{Error, Result};
 use memmap2::MmapRaw;
 use nix::fcntl::OFlag;
@@ -484,11 +484,11 @@ impl Inspected {
 
 /// Incremented in every forked child (by [`after_fork_child`]). Process-local state that must not be shared
 /// between a parent and its forked child (a queue's participant index) records the generation it was made in.
-pub static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static FORK_GENERATION: crate::base::atomic::local::AtomicU64 = crate::base::atomic::local::AtomicU64::new(0);
 
 /// Forks started by this process (counted in [`before_fork`]); a [`Mapping`] created before the latest one is
 /// shared with a child.
-static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static FORKS: crate::base::atomic::local::AtomicU64 = crate::base::atomic::local::AtomicU64::new(0);
 
 /// Call in the parent just before `fork()`: holds the registry lock so the child inherits a consistent registry.
 pub fn before_fork() {
@@ -506,7 +506,7 @@ pub fn after_fork_parent() {
 /// Call in the child just after `fork()`: registers the child as a user of every segment it inherited, so that
 /// segments stay alive while the child uses them even if the parent exits.
 pub fn after_fork_child() {
-    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    FORK_GENERATION.fetch_add(1, crate::base::atomic::local::Ordering::AcqRel);
     // SAFETY: before_fork took the lock in the parent's forking thread, which is this thread in the child.
     let reg = unsafe { REGISTRY.raw_get() };
     if let Some(reg) = reg.as_ref() {

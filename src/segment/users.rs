@@ -10,8 +10,8 @@
 //! half-written slot, whose start time will not match a live process and which is therefore cleared as dead.
 
 use super::header::{SegmentHeader, UserSlot, STATE_UNLINKED, USER_ON_BEHALF};
+use crate::base::atomic::Ordering;
 use crate::platform::process::{self, ProcessId};
-use crate::sync::atomic::Ordering;
 use crate::{Error, Result};
 use std::time::{Duration, Instant};
 

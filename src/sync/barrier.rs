@@ -20,9 +20,9 @@
 use super::lock::{Acquired, LockState};
 use super::owner;
 use super::wait::{self, Slept};
+use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
 use crate::segment::ShmSafe;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Filling: arrivals are counted.
 pub const FILLING: u32 = 0;

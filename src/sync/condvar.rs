@@ -11,9 +11,9 @@
 
 use super::owner;
 use super::wait::{self, Slept, WaitError};
+use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
 use crate::segment::ShmSafe;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// How many threads (in all processes together) may wait on one condition at once.
 pub const COND_SLOTS: usize = 126;

@@ -24,9 +24,9 @@
 
 use super::owner::{self, Me, PID_MASK, WAITERS};
 use super::wait::{self, Slept, WaitError};
+use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
 use crate::segment::ShmSafe;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// `flags` bit: the current holding was taken over from an owner that died holding the lock.
 pub const FLAG_OWNER_DIED: u32 = 1;

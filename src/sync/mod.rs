@@ -1,7 +1,4 @@
-//! Atomics and cross-process synchronisation.
-//!
-//! All code that touches shared memory takes its atomic types from [`atomic`], never from `core::sync::atomic`
-//! directly, so that `cfg(loom)` can swap in loom's model-checked atomics for the lock-free algorithms.
+//! Cross-process synchronisation.
 //!
 //! The primitives (layouts in `shm-layouts/sync.md`) are `#[repr(C)]` atomics whose all-zero bytes are a valid
 //! initial state, and block on shared futexes:
@@ -20,7 +17,6 @@
 //! [`lock::Acquired::OwnerDied`]: the caller holds the lock. A waiter that dies inside `Barrier.wait` breaks the
 //! barrier for the others.
 
-pub mod atomic;
 pub mod barrier;
 pub mod condvar;
 pub mod lock;
@@ -28,37 +24,7 @@ pub mod owner;
 pub mod rwlock;
 pub mod semaphore;
 pub mod shared;
-pub mod spin;
 pub mod wait;
 
 #[cfg(test)]
 mod tests;
-
-/// Yields the thread (loom's yield under `cfg(loom)`, so model-checked retry loops stay finite).
-#[inline]
-pub fn yield_now() {
-    #[cfg(loom)]
-    loom::thread::yield_now();
-    #[cfg(not(loom))]
-    std::thread::yield_now();
-}
-
-/// Runs a loom model with the bounds the models of this crate use: up to `preemptions` preemptions (most
-/// concurrency bugs need few) and room for the retry loops of waiting threads.
-#[cfg(all(test, loom))]
-pub(crate) fn loom_model<F: Fn() + Sync + Send + 'static>(preemptions: usize, f: F) {
-    let mut builder = loom::model::Builder::new();
-    builder.max_branches = 100_000;
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(preemptions);
-    }
-    builder.check(f);
-}
-
-/// Nothing outside loom; loom's yield under `cfg(loom)`, for short retry loops that need no yield in real life
-/// but must yield in a model (a loop that cannot see other threads progress would never end there).
-#[inline]
-pub fn yield_now_in_model() {
-    #[cfg(loom)]
-    loom::thread::yield_now();
-}

@@ -8,9 +8,9 @@
 //! `getpid()`/`gettid()` are system calls; the fast paths use values cached in a static and a thread-local,
 //! invalidated in the child by a `pthread_atfork` handler, so they stay right after `fork()`.
 
+use crate::base::atomic::local::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::process;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Once;
 
 /// Bits of a lock word that hold the owner pid.

@@ -17,9 +17,9 @@
 use super::lock::{Acquired, LockState};
 use super::owner::{self, Me, PID_MASK};
 use super::wait::{self, Slept, WaitError};
+use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
 use crate::segment::ShmSafe;
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// How many processes may hold read locks at the same time (threads of one process share a slot).
 pub const RW_SLOTS: usize = 64;

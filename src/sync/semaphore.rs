@@ -6,9 +6,9 @@
 //! `futex_wake`. Wakers skip the system call when nobody sleeps.
 
 use super::wait::{self, Slept, WaitError};
+use crate::base::atomic::{AtomicU32, Ordering};
 use crate::platform::futex::{self, Deadline};
 use crate::segment::ShmSafe;
-use crate::sync::atomic::{AtomicU32, Ordering};
 
 /// Largest semaphore value (as `SEM_VALUE_MAX` on Linux).
 pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;

@@ -7,9 +7,8 @@
 //! the header names the same primitive.
 
 use super::barrier::{slots_for, BarrierRef, BarrierSlot, BarrierState};
-use crate::objects::block::BLOCK_VERSION;
+use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::segment::{Kind, Offset, Segment, ShmSafe};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::{Error, Result};
 
 /// Payload layout version of `Kind::Sync` segments (`shm-layouts/sync.md`).
@@ -109,38 +108,50 @@ impl<T: ShmSafe> SyncHandle<T> {
         Self::attach(seg, off, ty)
     }
 
-    /// Attaches to the `T` at `offset` of `seg`, checking kind, version, bounds, alignment and type.
+    /// Attaches to the `T` in `seg`, a primitive's own segment, at `offset`, checking kind, version, bounds,
+    /// alignment and the primitive type its header names.
     pub fn attach(seg: Segment, offset: u64, ty: SyncType) -> Result<Self> {
         let info = *seg.info();
-        match info.kind {
-            Kind::Sync => {
-                info.expect(seg.name_local(), Kind::Sync, SYNC_VERSION)?;
-                if offset == info.data_offset + STATE_AT {
-                    let hdr: &SyncHeader = seg.resolve(seg.data_offset())?;
-                    let code = hdr.type_code.load(Ordering::Acquire);
-                    if code != ty as u32 && !(ty.embeddable() && code == 0) {
-                        return Err(Error::Invalid(format!(
-                            "{} holds sync primitive type {code}, not a {}",
-                            seg.name_local(),
-                            ty.name()
-                        )));
-                    }
-                }
-            }
-            Kind::Block if ty.embeddable() => {
-                info.expect(seg.name_local(), Kind::Block, BLOCK_VERSION)?;
-            }
-            k => {
-                return Err(Error::Invalid(format!(
-                    "{} holds a {} structure; a {} can live only in a sync{} segment",
-                    seg.name_local(),
-                    k.name(),
-                    ty.name(),
-                    if ty.embeddable() { " or block" } else { "" }
-                )))
-            }
+        if info.kind != Kind::Sync {
+            return Err(Error::Invalid(format!(
+                "{} holds a {} structure, not a sync primitive ({})",
+                seg.name_local(),
+                info.kind.name(),
+                ty.name()
+            )));
         }
-        if offset < info.data_offset {
+        info.expect(seg.name_local(), Kind::Sync, SYNC_VERSION)?;
+        if offset != info.data_offset + STATE_AT {
+            return Err(Error::Invalid(format!(
+                "offset {offset:#x} of {} is not where its {} lives",
+                seg.name_local(),
+                ty.name()
+            )));
+        }
+        let hdr: &SyncHeader = seg.resolve(seg.data_offset())?;
+        let code = hdr.type_code.load(Ordering::Acquire);
+        if code != ty as u32 {
+            return Err(Error::Invalid(format!(
+                "{} holds sync primitive type {code}, not a {}",
+                seg.name_local(),
+                ty.name()
+            )));
+        }
+        Self::attach_at(seg, offset)
+    }
+
+    /// Attaches to a lock embedded at `offset` of another structure's segment. The host structure's own layer
+    /// has validated its segment and that a `ty` lives at `offset` (e.g. `SharedBlock::lock`); this checks
+    /// that `ty` can be embedded, and the bounds and alignment.
+    pub fn attach_embedded(seg: Segment, offset: u64, ty: SyncType) -> Result<Self> {
+        if !ty.embeddable() {
+            return Err(Error::Invalid(format!("a {} cannot be embedded in another structure", ty.name())));
+        }
+        Self::attach_at(seg, offset)
+    }
+
+    fn attach_at(seg: Segment, offset: u64) -> Result<Self> {
+        if offset < seg.info().data_offset {
             return Err(Error::Invalid(format!(
                 "offset {offset:#x} of {} is inside the segment header",
                 seg.name_local()

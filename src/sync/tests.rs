@@ -7,7 +7,7 @@ use super::rwlock::RwState;
 use super::semaphore::{EventState, SemState, TooManyReleases};
 use super::shared::{BarrierHandle, SyncHandle, SyncType};
 use super::wait::{deadline, WaitError};
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::base::atomic::{AtomicU64, Ordering};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -227,26 +227,6 @@ fn rwlock_readers_share_writers_exclude() {
     assert!(st.unlock_read(slot).is_err());
     assert_eq!(st.lock_write(&deadline(ms(1000))), Ok(Acquired::Normal));
     st.unlock_write().unwrap();
-}
-
-#[test]
-fn embedded_lock_in_a_block() {
-    let blk = crate::objects::block::SharedBlock::create(b'i' as u32, 4, 4).unwrap();
-    let name = blk.segment().name().to_string();
-    let l = SyncHandle::<LockState>::open(&name, blk.lock_offset(), SyncType::Lock).unwrap();
-    let r = SyncHandle::<RLockState>::open(&name, blk.lock_offset(), SyncType::RLock).unwrap();
-    assert_eq!(l.get().try_lock(), Some(Acquired::Normal));
-    assert!(r.get().0.is_locked());
-    assert!(l.get().release());
-    assert!(SyncHandle::<LockState>::open(&name, blk.lock_offset() + 4, SyncType::Lock).is_err());
-    assert!(SyncHandle::<LockState>::open(&name, blk.segment().len() - 8, SyncType::Lock).is_err());
-    assert!(SyncHandle::<LockState>::open(&name, 0, SyncType::Lock).is_err(), "header");
-    assert!(SyncHandle::<EventState>::open(&name, blk.lock_offset(), SyncType::Event).is_err());
-    let ev = SyncHandle::<EventState>::create(SyncType::Event, 0, 0).unwrap();
-    assert!(
-        SyncHandle::<SemState>::open(ev.segment().name(), ev.offset(), SyncType::Semaphore).is_err(),
-        "type recorded in the sync header is checked"
-    );
 }
 
 // ---- child processes ------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@
 //! wakes itself every [`SLICE`] to check whether the holder is still alive. Timeouts are honoured exactly (the
 //! last slice is cut to the deadline), and a signal (EINTR) is reported so the caller can run its handlers.
 
+use crate::base::atomic::AtomicU32;
 use crate::platform::futex::{self, Deadline, WaitResult};
-use crate::sync::atomic::AtomicU32;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
