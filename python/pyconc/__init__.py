@@ -3,15 +3,16 @@
 Every object lives in a POSIX shared-memory segment and pickles as a small handle (segment name, offset, kind,
 layout version), so it can be passed to processes started by fork, spawn or forkserver, through queues and to
 pool workers, without copying its contents.
+
+The core structures are imported with the package; the parts that not every program needs are imported on first
+use (PEP 562), so `import pyconc` stays fast.
 """
 
-import atexit as _atexit
-import multiprocessing.util as _mp_util
-import os as _os
+import importlib as _importlib
 
-from . import _native
+from . import _lifecycle, _native
 from ._native import AtomicFlag, AtomicInt64
-from .dicts import AtomicReference, ConcurrentDict, ConcurrentGatheringIterator, LocalWrapper
+from .dicts import ConcurrentDict
 from .queues import ConcurrentQueue, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
 from .sharedctypes import Array, RawArray, RawValue, Value
 from .synchronize import (
@@ -27,7 +28,14 @@ from .synchronize import (
     Semaphore,
 )
 
-__version__ = _native.__version__
+__version__: str = _native.__version__
+
+# Public names imported on first use: name -> module (relative to the package).
+_LAZY = {
+    "AtomicReference": ".reference",
+    "ConcurrentGatheringIterator": ".gathering",
+    "LocalWrapper": ".local",
+}
 
 __all__ = [
     "Array",
@@ -43,8 +51,8 @@ __all__ = [
     "Condition",
     "Event",
     "JoinableQueue",
-    "Lock",
     "LocalWrapper",
+    "Lock",
     "OwnerDiedWarning",
     "Queue",
     "RLock",
@@ -58,24 +66,18 @@ __all__ = [
     "Value",
 ]
 
-# A forked child inherits this process's mappings; it registers itself as a user of each, so segments stay alive
-# while the child uses them even if the parent exits first. The registry lock is held across fork() so the child
-# never sees it half-updated.
-_os.register_at_fork(
-    before=_native._before_fork,
-    after_in_parent=_native._after_fork_parent,
-    after_in_child=_native._after_fork_child,
-)
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pyconc' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
-# Leaving the user tables at exit unlinks segments whose last user this process is, even when objects are not
-# destroyed (module globals at shutdown). multiprocessing's fork and forkserver children end with os._exit after
-# running their finalizers, so they get a finalizer instead of an atexit hook.
-_atexit.register(_native._release_all)
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))
 
 
-def _register_child_finalizer(_):
-    _mp_util.Finalize(None, _native._release_all, exitpriority=-100)
-
-
-_mp_util.register_after_fork(_register_child_finalizer, _register_child_finalizer)
+_lifecycle.install()

@@ -411,3 +411,11 @@ class _RWHold:
 
     async def __aexit__(self, *exc):
         self.__exit__(*exc)
+
+
+# The native classes delegate their reprs and asyncio forms to these.
+for _helper in (
+    _repr, _acquire_async_of, _aenter, _aexit, _event_wait_async, _barrier_wait_async, _RWHold, _rw_lock_async
+):
+    _native._register(_helper.__name__, _helper)
+del _helper

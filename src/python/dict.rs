@@ -12,7 +12,6 @@ use crate::dict::{records, Read, ShardGuard, SharedDict, DEFAULT_HEAP_BYTES};
 use crate::platform::futex::Deadline;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 thread_local! {
@@ -55,17 +54,10 @@ pub struct PyConcurrentDict {
     pop_from: AtomicU32,
 }
 
-static KEYS_VIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static VALUES_VIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static ITEMS_VIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// `pyconc.dicts.<name>(d)`: the view classes live in Python (subclasses of the `collections.abc` views).
-fn view<'py>(
-    d: &Bound<'py, PyConcurrentDict>,
-    cell: &'static PyOnceLock<Py<PyAny>>,
-    name: &str,
-) -> PyResult<Bound<'py, PyAny>> {
-    cell.import(d.py(), "pyconc.dicts", name)?.call1((d,))
+/// `<name>(d)`: the view classes live in Python (subclasses of the `collections.abc` views, registered by
+/// `pyconc.dicts`).
+fn view<'py>(d: &Bound<'py, PyConcurrentDict>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    super::helper(d.py(), name)?.call1((d,))
 }
 
 impl PyConcurrentDict {
@@ -367,17 +359,17 @@ impl PyConcurrentDict {
 
     /// A live view of the keys (`collections.abc.KeysView`); iterating it copies one shard at a time.
     fn keys<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        view(slf, &KEYS_VIEW, "_KeysView")
+        view(slf, "_KeysView")
     }
 
     /// A live view of the values.
     fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        view(slf, &VALUES_VIEW, "_ValuesView")
+        view(slf, "_ValuesView")
     }
 
     /// A live view of the `(key, value)` pairs.
     fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        view(slf, &ITEMS_VIEW, "_ItemsView")
+        view(slf, "_ItemsView")
     }
 
     /// A list of the keys (not a snapshot under concurrent writes): what the views iterate.

@@ -133,10 +133,8 @@ fn handle_kwargs<'py>(py: Python<'py>, handle: Handle) -> PyResult<Bound<'py, Py
     Ok(d)
 }
 
-/// A helper of `pyconc.synchronize` (the asyncio forms and reprs are written in Python).
-fn helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    py.import("pyconc.synchronize")?.getattr(name)
-}
+/// A helper that `pyconc.synchronize` registered (the asyncio forms and reprs are written in Python).
+use super::helper;
 
 /// `repr()` through `pyconc.synchronize._repr`.
 fn py_repr(obj: &Bound<'_, PyAny>) -> PyResult<String> {

@@ -5,11 +5,11 @@ from collections.abc import MutableMapping
 
 import pytest
 from conftest import run_procs
-from dict_workers import add_many, check_and_write, check_ref, update_with_many, write_range
+from dict_workers import add_many, check_and_write, update_with_many, write_range
 
 import pyconc
 from pyconc import ConcurrentDict
-from pyconc.stress_dict import run_dict
+from pyconc.tools.stress_dict import run_dict
 
 
 def test_basic_mapping_api():
@@ -192,35 +192,6 @@ def test_exported():
 def test_short_stress(kill):
     ok, result = run_dict(procs=3, ops=1500, start_method="fork", kill=kill, seed=7, timeout=90, out=None)
     assert ok, result
-
-
-def test_atomic_reference(ctx):
-    from pyconc import AtomicReference
-
-    r = AtomicReference([1])
-    assert r.get() == [1]
-    assert r.exchange("x") == [1] and r.get() == "x"
-    assert not r.compare_exchange("y", 2) and r.compare_exchange("x", 2) and r.get() == 2
-    assert not r.compare_exchange(2.0, 3)  # compared by encoded value
-    r.set(None)
-    r2 = pickle.loads(pickle.dumps(r))
-    r2.set("shared")
-    assert r.get() == "shared" and repr(r) == "AtomicReference('shared')"
-    run_procs(ctx, check_ref, [(r,)])
-    assert r.get() == "child"
-
-
-
-
-def test_local_wrapper():
-    from pyconc import LocalWrapper
-
-    w = LocalWrapper([1, 2])
-    w.append(3)
-    assert len(w) == 3 and w[0] == 1 and 2 in w and list(w) == [1, 2, 3] and w == [1, 2, 3]
-    assert w.wrapped == [1, 2, 3] and repr(w) == "LocalWrapper([1, 2, 3])"
-    n = LocalWrapper(5)
-    assert n + 1 == 6 and int(n) == 5
 
 
 def test_extension_segment_outlives_the_process_that_created_it(ctx):

@@ -11,7 +11,7 @@ import multiprocessing as mp
 import statistics
 import time
 
-from .dicts import ConcurrentDict
+from ..dicts import ConcurrentDict
 
 VALUE = b"v" * 100
 

@@ -19,7 +19,7 @@ import os
 import statistics
 import time
 
-from . import synchronize as _sync
+from .. import synchronize as _sync
 
 _CTX = mp.get_context("fork")
 

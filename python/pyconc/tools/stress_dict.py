@@ -19,7 +19,7 @@ import random
 import signal
 import time
 
-from .dicts import ConcurrentDict
+from ..dicts import ConcurrentDict
 
 COUNTERS = 16
 OWN_KEYS = 64

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from pyconc import stress
+from pyconc.tools import stress
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])

@@ -1,0 +1,66 @@
+"""`ConcurrentGatheringIterator`: values inserted under integer keys by any thread or process, yielded in key
+order (a `ConcurrentDict` plus a shared `Condition`)."""
+
+from ._native import AtomicFlag
+from .dicts import ConcurrentDict
+from .synchronize import Condition
+
+
+class ConcurrentGatheringIterator:
+    """Gathers values inserted under integer keys by any thread or process and yields them in key order.
+
+    ``insert(key, value)`` may be called from anywhere, in any order. ``iterator(max_key, clear=True)`` yields
+    the values for keys ``0 .. max_key`` (inclusive) in key order, waiting for each key to arrive: the wait sleeps
+    on a cross-process condition (a shared futex) and wakes when an insert lands, with no polling. With
+    ``clear=True`` each value is removed once yielded. If an insert fails (its value cannot be stored), every
+    iterator raises ``RuntimeError`` instead of waiting forever for that key. Pickles as a handle.
+    """
+
+    def __init__(self, scaling=None, *, _parts=None):
+        if _parts is None:
+            _parts = (ConcurrentDict(scaling=scaling or 17), Condition(), AtomicFlag(False))
+        self._d, self._cond, self._failed = _parts
+
+    def insert(self, key, value):
+        """Stores `value` under integer `key` and wakes iterators waiting for it."""
+        try:
+            self._d[int(key)] = value
+        except BaseException:
+            self._failed.set(True)
+            raise
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    def iterator(self, max_key, clear=True):
+        """Yields the values of keys 0..max_key in order, waiting for each to be inserted."""
+        for key in range(int(max_key) + 1):
+            while True:
+                found, value = self._take(key, clear)
+                if found:
+                    break
+                if self._failed:
+                    raise RuntimeError(
+                        f"an insert into this ConcurrentGatheringIterator failed; key {key} may never arrive"
+                    )
+                with self._cond:
+                    # Re-check under the lock: an insert notifies while holding it, so none is missed.
+                    if key in self._d or self._failed:
+                        continue
+                    self._cond.wait(1.0)
+            yield value
+
+    def _take(self, key, clear):
+        missing = object()
+        value = self._d.pop(key, missing) if clear else self._d.get(key, missing)
+        return value is not missing, value
+
+    def __reduce__(self):
+        return (_rebuild_gathering, ((self._d, self._cond, self._failed),))
+
+
+def _rebuild_gathering(parts):
+    return ConcurrentGatheringIterator(_parts=parts)
+
+
+__all__ = ["ConcurrentGatheringIterator"]

@@ -1,0 +1,56 @@
+"""`AtomicReference`: one value in shared memory, replaced atomically (built on a one-shard `ConcurrentDict`)."""
+
+from .dicts import ConcurrentDict
+
+
+class AtomicReference:
+    """A reference to one value in shared memory, replaced atomically from any thread or process.
+
+    Built on a one-shard `ConcurrentDict`; pickles as a handle. Values are stored encoded, so `get()` returns a
+    copy, and identity means nothing across processes: `compare_exchange(expected, obj)` compares the *encoded*
+    value of `expected` with the stored one (so `1` and `1.0` differ, and equal lists match).
+    """
+
+    __slots__ = ("_d",)
+
+    def __init__(self, obj=None, *, _dict=None):
+        if _dict is None:
+            _dict = ConcurrentDict(scaling=1)
+            _dict[0] = obj
+        self._d = _dict
+
+    def get(self):
+        """The current value (a copy)."""
+        return self._d[0]
+
+    def set(self, obj):
+        """Stores `obj`."""
+        self._d[0] = obj
+
+    def exchange(self, obj):
+        """Stores `obj` and returns the previous value, atomically."""
+        old = []
+
+        def swap(v):
+            old.append(v)
+            return obj
+
+        self._d.update_with(0, swap)
+        return old[0]
+
+    def compare_exchange(self, expected, obj):
+        """Stores `obj` if the value encodes like `expected`; returns whether it did."""
+        return self._d.compare_and_set(0, expected, obj)
+
+    def __reduce__(self):
+        return (_rebuild_reference, (self._d,))
+
+    def __repr__(self):
+        return f"AtomicReference({self.get()!r})"
+
+
+def _rebuild_reference(d):
+    return AtomicReference(_dict=d)
+
+
+__all__ = ["AtomicReference"]

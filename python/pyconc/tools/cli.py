@@ -1,0 +1,94 @@
+"""``python -m pyconc``: segment tools and benchmarks.
+
+    python -m pyconc ls                 list pyconc segments in /dev/shm (kind, size, live users)
+    python -m pyconc gc [--grace S]     remove segments whose users all died
+    python -m pyconc bench [--quick]    benchmarks against multiprocessing, same run
+    python -m pyconc stress queue ...   many processes on one queue, every item accounted for (--kill)
+    python -m pyconc stress dict ...    many processes on one dict, final state verified (--kill)
+"""
+
+import argparse
+import sys
+
+
+def _ls(args):
+    from .. import _native
+
+    rows = _native.list_segments()
+    if not rows:
+        print("no pyconc segments")
+        return 0
+    print(f"{'name':40} {'kind':8} {'size':>12} {'creator':>8}  users")
+    for r in rows:
+        kind = r["kind"] or "INVALID"
+        users = ",".join(map(str, r["users"])) or "-"
+        print(f"{r['name']:40} {kind:8} {r['size']:>12} {r['creator_pid']:>8}  {users}")
+        if r["problem"]:
+            print(f"    {r['problem']}")
+    return 0
+
+
+def _gc(args):
+    from .. import _native
+
+    removed, invalid, kept = _native.collect_segments(args.grace)
+    for name in removed:
+        print(f"removed {name} (no live users)")
+    for name in invalid:
+        print(f"removed {name} (invalid header, older than {args.grace:g} s)")
+    print(f"{len(removed) + len(invalid)} removed, {kept} in use")
+    if args.check_empty and kept:
+        print("segments are still in use after the test suite:", file=sys.stderr)
+        for r in _native.list_segments():
+            print(f"  {r['name']} kind={r['kind']} users={r['users']}", file=sys.stderr)
+        return 1
+    if args.check_empty and (removed or invalid):
+        print("the test suite left segments behind (their users died without releasing them)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _stress(args):
+    if args.structure == "dict":
+        from . import stress_dict
+
+        ok, result = stress_dict.run_dict(args.procs, args.ops, args.start_method, args.kill, args.seed, args.timeout)
+        return 0 if ok else 1
+    from . import stress
+
+    return stress.main(args)
+
+
+def _bench(args):
+    from . import bench
+
+    return bench.main(args)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m pyconc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("ls", help="list pyconc segments").set_defaults(fn=_ls)
+    p = sub.add_parser("gc", help="remove segments whose users all died")
+    p.add_argument("--grace", type=float, default=60.0, help="age after which invalid segments are removed (s)")
+    p.add_argument("--check-empty", action="store_true", help="exit 1 if any pyconc segment was found (tests)")
+    p.set_defaults(fn=_gc)
+    p = sub.add_parser("bench", help="benchmarks against multiprocessing, measured in the same run")
+    p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
+    p.add_argument("--only", default="", help="comma-separated groups to run (counters,arrays,sync,queues,dict)")
+    p.set_defaults(fn=_bench)
+    p = sub.add_parser("stress", help="many processes on one structure, every item accounted for")
+    p.add_argument("structure", choices=["queue", "dict"])
+    p.add_argument("--producers", type=int, default=4)
+    p.add_argument("--consumers", type=int, default=4)
+    p.add_argument("--messages", type=int, default=1_000_000, help="queue: total items")
+    p.add_argument("--procs", type=int, default=8, help="dict: worker processes")
+    p.add_argument("--ops", type=int, default=20_000, help="dict: operations per worker")
+    p.add_argument("--size", type=int, default=64, help="payload bytes per item")
+    p.add_argument("--start-method", default="fork", choices=["fork", "spawn", "forkserver"])
+    p.add_argument("--kill", action="store_true", help="SIGKILL random processes during the run")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--timeout", type=float, default=1800)
+    p.set_defaults(fn=_stress)
+    args = parser.parse_args(argv)
+    return args.fn(args)
