@@ -23,14 +23,9 @@ DEFAULT_SLOTS = 65_536
 DEFAULT_HEAP_BYTES = 64 << 20
 
 
-def _attach(cls, name, state):
-    obj = _native.QueueCore.__new__(cls, name=name)
-    obj.__dict__.update(state)
-    return obj
-
-
 class _Base(_native.QueueCore):
-    """Shared plumbing: creation from a maxsize, pickling as a handle, asyncio forms."""
+    """Shared plumbing: creation from a maxsize, asyncio forms. Pickling as a handle is native (`_native._rebuild`
+    rebuilds the subclass and its `__dict__`)."""
 
     def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, _joinable=False, **_):
         maxsize = int(maxsize)
@@ -40,11 +35,8 @@ class _Base(_native.QueueCore):
     def __init__(self, maxsize=0, **_):
         self._maxsize = int(maxsize) if int(maxsize) > 0 else 0
 
-    def __reduce__(self):
-        return _attach, (type(self), self._segment_handle[0], dict(self.__dict__))
-
     def __repr__(self):
-        return f"<pyconc.{type(self).__name__} {self._segment_handle[0]} qsize={self.qsize()}>"
+        return f"<pyconc.{type(self).__name__} {self.segment_name} qsize={self.qsize()}>"
 
     @property
     def maxsize(self):

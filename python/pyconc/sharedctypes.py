@@ -72,10 +72,10 @@ def _buffer_format(type_):
     return _native_codes.get(type_) or memoryview(type_()).format
 
 
-def _new_buffer(type_, length, name=None):
+def _new_buffer(type_, length, handle=None):
     code = _typecode_of(type_)
     return _native.SharedBuffer(
-        _buffer_format(type_), ctypes.sizeof(type_), length, ord(code) if code else 0, name
+        _buffer_format(type_), ctypes.sizeof(type_), length, ord(code) if code else 0, _handle=handle
     )
 
 
@@ -85,7 +85,7 @@ def _shared_type(type_, length):
     base = type_ if length is None else type_ * length
 
     def __reduce__(self):
-        return _rebuild_ctype, (type_, length, self._pyconc_buffer.segment_name)
+        return _rebuild_ctype, (type_, length, self._pyconc_buffer._handle)
 
     def fetch_add(self, *args):
         """Atomically add to an integer item without any lock; return the previous value.
@@ -125,8 +125,8 @@ def _attach_ctype(type_, length, buf):
     return obj
 
 
-def _rebuild_ctype(type_, length, segment_name):
-    buf = _new_buffer(type_, 1 if length is None else length, segment_name)
+def _rebuild_ctype(type_, length, handle):
+    buf = _new_buffer(type_, 1 if length is None else length, handle)
     return _attach_ctype(type_, length, buf)
 
 
@@ -202,8 +202,8 @@ def synchronized(obj, lock=None, ctx=None):
     return cls(obj, _resolve_lock(lock, buf))
 
 
-def _rebuild_synchronized(cls, type_, length, segment_name, lock):
-    obj = _rebuild_ctype(type_, length, segment_name)
+def _rebuild_synchronized(cls, type_, length, handle, lock):
+    obj = _rebuild_ctype(type_, length, handle)
     return cls(obj, lock if lock is not None else _embedded_rlock(obj._pyconc_buffer))
 
 
@@ -230,7 +230,7 @@ class SynchronizedBase(_native.SharedBuffer):
         buf = self._obj._pyconc_buffer
         type_, length = self._obj._pyconc_spec
         embedded = _is_embedded(self._lock, buf)
-        return _rebuild_synchronized, (type(self), type_, length, buf.segment_name, None if embedded else self._lock)
+        return _rebuild_synchronized, (type(self), type_, length, buf._handle, None if embedded else self._lock)
 
     def get_obj(self):
         return self._obj

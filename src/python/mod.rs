@@ -9,6 +9,7 @@ mod block;
 mod codec;
 mod dict;
 mod errors;
+mod handle;
 mod queue;
 mod segments;
 mod sync;
@@ -44,6 +45,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_register, m)?)?;
     // Read this process's start time now (a /proc read) rather than inside the first attach.
     crate::platform::process::current();
+    handle::register(m)?;
     segments::register(m)?;
     atomics::register(m)?;
     block::register(m)?;
