@@ -19,43 +19,40 @@ use super::owner::{self, Me, PID_MASK};
 use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
-use crate::segment::ShmSafe;
+use crate::shm_struct;
 
 /// How many processes may hold read locks at the same time (threads of one process share a slot).
 pub const RW_SLOTS: usize = 64;
 
-/// The fixed part of an RWLock.
-#[repr(C)]
-pub struct RwState {
-    /// The writers' mutex; nonzero word = a writer holds or is draining readers.
-    pub wlock: LockState,
-    /// Bumped when a writer leaves; blocked readers sleep on it.
-    pub rgen: AtomicU32,
-    /// Readers asleep on `rgen`.
-    pub rsleepers: AtomicU32,
-    /// Bumped by readers leaving while a writer waits; the writer sleeps on it.
-    pub drain: AtomicU32,
-    /// Unused; zero.
-    pub reserved: [AtomicU32; 5],
-    /// The reader slots.
-    pub slots: [ReaderSlot; RW_SLOTS],
+shm_struct! {
+    /// The fixed part of an RWLock.
+    pub struct RwState {
+        /// The writers' mutex; nonzero word = a writer holds or is draining readers.
+        pub wlock: LockState,
+        /// Bumped when a writer leaves; blocked readers sleep on it.
+        pub rgen: AtomicU32,
+        /// Readers asleep on `rgen`.
+        pub rsleepers: AtomicU32,
+        /// Bumped by readers leaving while a writer waits; the writer sleeps on it.
+        pub drain: AtomicU32,
+        /// Unused; zero.
+        pub reserved: [AtomicU32; 5],
+        /// The reader slots.
+        pub slots: [ReaderSlot; RW_SLOTS],
+    }
 }
 
-/// Read locks held by one process.
-#[repr(C)]
-pub struct ReaderSlot {
-    /// Owning pid; 0 = free.
-    pub pid: AtomicU32,
-    /// Read locks it holds.
-    pub count: AtomicU32,
-    /// Its start time.
-    pub start: AtomicU64,
+shm_struct! {
+    /// Read locks held by one process.
+    pub struct ReaderSlot {
+        /// Owning pid; 0 = free.
+        pub pid: AtomicU32,
+        /// Read locks it holds.
+        pub count: AtomicU32,
+        /// Its start time.
+        pub start: AtomicU64,
+    }
 }
-
-// SAFETY: repr(C), atomics only, no padding (asserted), zero is valid.
-unsafe impl ShmSafe for RwState {}
-// SAFETY: as above.
-unsafe impl ShmSafe for ReaderSlot {}
 
 #[cfg(not(loom))]
 const _: () = {
