@@ -6,6 +6,7 @@
 //! * [`mapped`]: [`Mapped`], [`MappedSlice`], [`MappedBytes`]: process-local handles to structures in a segment
 //!   that keep it mapped; the one place that holds pointers into shared memory.
 //! * [`shm`]: creating, opening and mapping segments; the per-process registry that maps each segment once.
+//! * [`owners`]: the one robust owner table (slots claimed by a live process, reaped with cleanup once it died).
 //! * [`users`]: the lifetime scheme (which live processes use a segment; unlink when the last one lets go).
 //! * [`alloc`]: a multi-process block allocator over a region of a segment.
 //! * [`gc`]: listing segments and removing those whose users all died.
@@ -15,6 +16,7 @@ pub mod gc;
 pub mod header;
 pub mod mapped;
 pub mod offset;
+pub mod owners;
 pub mod shm;
 pub mod users;
 
