@@ -13,7 +13,7 @@ import importlib as _importlib
 from . import _lifecycle, _native
 from ._native import AtomicFlag, AtomicInt64
 from .dicts import ConcurrentDict
-from .queues import ConcurrentQueue, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
+from .queues import ConcurrentQueue, Empty, Full, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
 from .sharedctypes import Array, RawArray, RawValue, Value
 from .synchronize import (
     Barrier,
@@ -33,6 +33,7 @@ __version__: str = _native.__version__
 # Public names imported on first use: name -> module (relative to the package).
 _LAZY = {
     "AtomicReference": ".reference",
+    "ConcurrentDeque": ".deques",
     "ConcurrentGatheringIterator": ".gathering",
     "LocalWrapper": ".local",
 }
@@ -45,11 +46,14 @@ __all__ = [
     "Barrier",
     "BoundedSemaphore",
     "BrokenBarrierError",
+    "ConcurrentDeque",
     "ConcurrentDict",
     "ConcurrentGatheringIterator",
     "ConcurrentQueue",
     "Condition",
+    "Empty",
     "Event",
+    "Full",
     "JoinableQueue",
     "LocalWrapper",
     "Lock",

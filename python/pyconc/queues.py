@@ -11,7 +11,7 @@ import queue as _queue
 
 from . import _native
 
-__all__ = ["ConcurrentQueue", "Queue", "SimpleQueue", "JoinableQueue", "StdConcurrentQueue", "ShutDown"]
+__all__ = ["ConcurrentQueue", "Queue", "SimpleQueue", "JoinableQueue", "StdConcurrentQueue", "ShutDown", "Empty", "Full"]
 
 ShutDown = _native.ShutDown
 Empty = _queue.Empty

@@ -422,6 +422,20 @@ impl SharedDeque {
     }
 }
 
+impl Drop for SharedDeque {
+    fn drop(&mut self) {
+        // Extension segments that other processes added (registering this one as a user on its behalf) and that
+        // this process never mapped: map them now, so that dropping them ends that registration instead of it
+        // lasting until this process exits.
+        let n = self.segments().min(MAX_SEGMENTS);
+        for i in 1..n {
+            if self.segs[i].get().is_none() {
+                let _ = self.seg(i);
+            }
+        }
+    }
+}
+
 /// Holds the deque's lock; every operation on the items goes through it. Dropping it unlocks (and wakes
 /// blocked pops if it pushed).
 #[must_use = "the deque is unlocked when the guard is dropped"]

@@ -7,6 +7,7 @@ use pyo3::types::PyDict;
 mod atomics;
 mod block;
 mod codec;
+mod deque;
 mod dict;
 mod errors;
 mod queue;
@@ -51,5 +52,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queue::register(m)?;
     sync::register(m)?;
     dict::register(m)?;
+    deque::register(m)?;
     Ok(())
 }
