@@ -217,7 +217,7 @@ fn sync_primitives() {
         rust_layout!(BarrierState, v, [lock, seq, sleepers, parties, phase, count, generation, rounds]),
     );
     check("sync.md", "BarrierSlot", rust_layout!(BarrierSlot, v, [pid, outcome, start]));
-    check("sync.md", "RwState", rust_layout!(RwState, v, [wlock, rgen, rsleepers, drain, reserved, slots]));
+    check("sync.md", "RwState", rust_layout!(RwState, v, [wlock, rgen, rsleepers, drain, writers, reserved, slots]));
     check("sync.md", "ReaderSlot", rust_layout!(ReaderSlot, v, [pid, count, start]));
     // The embedded lock must fit the 64 bytes a Value/Array block reserves for it.
     assert!(size_of::<LockState>() <= 64);
