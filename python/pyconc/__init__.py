@@ -33,9 +33,15 @@ __version__: str = _native.__version__
 # Public names imported on first use: name -> module (relative to the package).
 _LAZY = {
     "AtomicReference": ".reference",
+    "BatchExecutor": ".local",
     "ConcurrentDeque": ".deques",
+    "IntervalLock": ".synchronization",
+    "RWReadContext": ".synchronization",
+    "RWWriteContext": ".synchronization",
     "ConcurrentGatheringIterator": ".gathering",
     "LocalWrapper": ".local",
+    "synchronization": None,
+    "local": None,
 }
 
 __all__ = [
@@ -44,6 +50,7 @@ __all__ = [
     "AtomicInt64",
     "AtomicReference",
     "Barrier",
+    "BatchExecutor",
     "BoundedSemaphore",
     "BrokenBarrierError",
     "ConcurrentDeque",
@@ -54,6 +61,7 @@ __all__ = [
     "Empty",
     "Event",
     "Full",
+    "IntervalLock",
     "JoinableQueue",
     "LocalWrapper",
     "Lock",
@@ -61,6 +69,8 @@ __all__ = [
     "Queue",
     "RLock",
     "RWLock",
+    "RWReadContext",
+    "RWWriteContext",
     "RawArray",
     "RawValue",
     "Semaphore",
@@ -72,10 +82,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'pyconc' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module, __name__), name)
+    module = _LAZY[name]
+    if module is None:  # a submodule
+        value = _importlib.import_module("." + name, __name__)
+    else:
+        value = getattr(_importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 

@@ -10,6 +10,7 @@ pickles as a handle.
 import queue as _queue
 
 from . import _native
+from .local import LocalWrapper
 
 __all__ = ["ConcurrentQueue", "Queue", "SimpleQueue", "JoinableQueue", "StdConcurrentQueue", "ShutDown", "Empty", "Full"]
 
@@ -42,9 +43,6 @@ class _Base(_native.QueueCore):
 
     def __reduce__(self):
         return _attach, (type(self), self._segment_handle[0], dict(self.__dict__))
-
-    def __repr__(self):
-        return f"<pyconc.{type(self).__name__} {self._segment_handle[0]} qsize={self.qsize()}>"
 
     @property
     def maxsize(self):
@@ -93,8 +91,8 @@ class ConcurrentQueue(_Base):
     """The concurrency-module queue, across threads and processes.
 
     ``ConcurrentQueue(scaling=None, lock_free=False, maxsize=0)``: ``push(value)``, ``pop(timeout=None)``
-    (blocks until an item arrives; ``queue.Empty`` after ``timeout``), ``pop_local`` (the same as ``pop``: a
-    shared-memory queue has no thread-local part), ``size()``, ``empty()``, ``shutdown(immediate=False)``.
+    (blocks until an item arrives; ``queue.Empty`` after ``timeout``), ``pop_local`` (as ``pop``, returning the
+    item in a ``LocalWrapper``), ``size()``, ``empty()``, ``shutdown(immediate=False)``.
     ``lock_free=True`` spins longer before sleeping: lower latency for more CPU. ``scaling`` is accepted for
     compatibility and ignored (the ring has no per-thread shards).
     """
@@ -113,7 +111,9 @@ class ConcurrentQueue(_Base):
         """Removes and returns the oldest item, waiting up to `timeout` seconds (forever if None)."""
         return self.get(True, timeout)
 
-    pop_local = pop
+    def pop_local(self, timeout=None):
+        """As `pop`, returning the item in a `LocalWrapper` (the concurrency API's shape)."""
+        return LocalWrapper(self.get(True, timeout))
 
     def size(self):
         """Approximate number of items."""

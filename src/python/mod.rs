@@ -10,6 +10,7 @@ mod codec;
 mod deque;
 mod dict;
 mod errors;
+mod identity;
 mod queue;
 mod segments;
 mod sync;

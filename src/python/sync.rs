@@ -153,6 +153,14 @@ pub struct PyLock {
 
 #[pymethods]
 impl PyLock {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -316,6 +324,14 @@ pub struct PyRLock {
 
 #[pymethods]
 impl PyRLock {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -485,6 +501,14 @@ pub struct PySemaphore {
 
 #[pymethods]
 impl PySemaphore {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (value=1, *, _maxvalue=None, _handle=None))]
     fn new(py: Python<'_>, value: i64, _maxvalue: Option<i64>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -599,6 +623,14 @@ pub struct PyEvent {
 
 #[pymethods]
 impl PyEvent {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -674,6 +706,14 @@ pub struct PyCondQueue {
 
 #[pymethods]
 impl PyCondQueue {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -775,6 +815,14 @@ pub struct PyBarrier {
 
 #[pymethods]
 impl PyBarrier {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (parties, action=None, timeout=None, *, _handle=None))]
     fn new(
@@ -978,6 +1026,14 @@ impl PyRwLock {
 
 #[pymethods]
 impl PyRwLock {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -1050,10 +1106,20 @@ impl PyRwLock {
         Ok(self.slot().map(|i| self.h.get().read_count(i)).unwrap_or(0))
     }
 
-    /// Read locks held by all processes.
-    #[getter]
+    /// readers(): read locks held now, by every thread of every process.
     fn readers(&self) -> u32 {
         self.h.get().total_readers()
+    }
+
+    /// writers_waiting(): writers waiting for the lock now (for the writers' mutex or for readers to leave),
+    /// in every process.
+    fn writers_waiting(&self) -> u32 {
+        self.h.get().writers_waiting()
+    }
+
+    /// writer_locked(): whether some writer (of any process) holds the lock now.
+    fn writer_locked(&self) -> bool {
+        self.h.get().writer_locked()
     }
 
     /// Whether this process holds the write lock.
@@ -1101,3 +1167,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_rebuild_sync, m)?)?;
     Ok(())
 }
+
+super::identity::identity_of!(PyLock, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyRLock, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PySemaphore, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyEvent, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyCondQueue, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyBarrier, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyRwLock, |s| s.h.segment(), s.h.offset());
