@@ -257,7 +257,8 @@ impl PyConcurrentDeque {
     fn remove(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         for _ in 0..10_000 {
             let Some(id) = self.find(py, value)? else {
-                return Err(PyValueError::new_err("deque.remove(x): x not in deque"));
+                // collections.deque's message (Python 3.11+).
+                return Err(PyValueError::new_err(format!("{} is not in deque", value.repr()?)));
             };
             if self.locked(py)?.remove_id(id).py(py)? {
                 return Ok(());

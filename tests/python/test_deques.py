@@ -82,7 +82,7 @@ def test_deque_api_details():
         d[-3]
     with pytest.raises(TypeError, match="sequence index must be integer"):
         d["x"]
-    with pytest.raises(ValueError, match="x not in deque"):
+    with pytest.raises(ValueError, match="'zz' is not in deque"):
         d.remove("zz")
     with pytest.raises(ValueError, match="maxlen must be non-negative"):
         ConcurrentDeque(maxlen=-1)

@@ -33,12 +33,12 @@ def test_rwlock_inspection_and_contexts():
         with RWReadContext(rw):
             assert rw.readers() == 2 and not rw.writer_locked()
         # A writer waits while a read lock is held, and is counted.
-        got = threading.Event()
+        got, done = threading.Event(), threading.Event()
 
         def writer():
             with RWWriteContext(rw):
                 got.set()
-                time.sleep(0.05)
+                done.wait(30)
 
         t = threading.Thread(target=writer)
         t.start()
@@ -46,6 +46,7 @@ def test_rwlock_inspection_and_contexts():
         assert not got.is_set() and not rw.writer_locked()
     got.wait(10)
     assert rw.writer_locked() and rw.writers_waiting() == 0 and rw.readers() == 0
+    done.set()
     t.join(10)
     assert not rw.writer_locked()
     with RWWriteContext(rw):
