@@ -10,8 +10,9 @@ pickles as a handle.
 import queue as _queue
 
 from . import _native
+from .local import LocalWrapper
 
-__all__ = ["ConcurrentQueue", "Queue", "SimpleQueue", "JoinableQueue", "StdConcurrentQueue", "ShutDown"]
+__all__ = ["ConcurrentQueue", "Queue", "SimpleQueue", "JoinableQueue", "StdConcurrentQueue", "ShutDown", "Empty", "Full"]
 
 ShutDown = _native.ShutDown
 Empty = _queue.Empty
@@ -35,8 +36,6 @@ class _Base(_native.QueueCore):
     def __init__(self, maxsize=0, **_):
         self._maxsize = int(maxsize) if int(maxsize) > 0 else 0
 
-    def __repr__(self):
-        return f"<pyconc.{type(self).__name__} {self.segment_name} qsize={self.qsize()}>"
 
     @property
     def maxsize(self):
@@ -85,8 +84,8 @@ class ConcurrentQueue(_Base):
     """The concurrency-module queue, across threads and processes.
 
     ``ConcurrentQueue(scaling=None, lock_free=False, maxsize=0)``: ``push(value)``, ``pop(timeout=None)``
-    (blocks until an item arrives; ``queue.Empty`` after ``timeout``), ``pop_local`` (the same as ``pop``: a
-    shared-memory queue has no thread-local part), ``size()``, ``empty()``, ``shutdown(immediate=False)``.
+    (blocks until an item arrives; ``queue.Empty`` after ``timeout``), ``pop_local`` (as ``pop``, returning the
+    item in a ``LocalWrapper``), ``size()``, ``empty()``, ``shutdown(immediate=False)``.
     ``lock_free=True`` spins longer before sleeping: lower latency for more CPU. ``scaling`` is accepted for
     compatibility and ignored (the ring has no per-thread shards).
     """
@@ -105,7 +104,9 @@ class ConcurrentQueue(_Base):
         """Removes and returns the oldest item, waiting up to `timeout` seconds (forever if None)."""
         return self.get(True, timeout)
 
-    pop_local = pop
+    def pop_local(self, timeout=None):
+        """As `pop`, returning the item in a `LocalWrapper` (the concurrency API's shape)."""
+        return LocalWrapper(self.get(True, timeout))
 
     def size(self):
         """Approximate number of items."""

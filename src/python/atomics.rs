@@ -450,6 +450,14 @@ impl PyAtomicFlag {
 
 #[pymethods]
 impl PyAtomicFlag {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (value=false, *, _handle=None))]
     fn new(py: Python<'_>, #[pyo3(from_py_with = truthy)] value: bool, _handle: Option<Handle>) -> PyResult<Self> {
@@ -507,3 +515,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     shared_class::<PyAtomicFlag>(m)?;
     Ok(())
 }
+
+super::identity::identity_of!(PyAtomicFlag, |s| s.inner.segment(), 0);

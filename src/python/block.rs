@@ -42,6 +42,14 @@ impl PySharedBuffer {
 
 #[pymethods]
 impl PySharedBuffer {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     /// Creates a block, or with `view_of` (another `SharedBuffer`) makes a second view of the same block (no name
     /// lookup, nothing read from the segment), or with `_handle` attaches to the block a handle names.
     #[new]
@@ -280,3 +288,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySharedBuffer>()?;
     Ok(())
 }
+
+super::identity::identity_of!(PySharedBuffer, |s| s.block.segment(), 0);

@@ -170,10 +170,13 @@ impl PyConcurrentDict {
 #[pymethods]
 impl PyConcurrentDict {
     #[new]
-    #[pyo3(signature = (scaling=17, initial=None, *, _handle=None))]
+    /// `ConcurrentDict(scaling=17, dictionary=None)`: `dictionary` (or its alias `initial`) is a mapping or an
+    /// iterable of pairs to start with.
+    #[pyo3(signature = (scaling=17, dictionary=None, *, initial=None, _handle=None))]
     fn new(
         py: Python<'_>,
         scaling: u32,
+        dictionary: Option<&Bound<'_, PyAny>>,
         initial: Option<&Bound<'_, PyAny>>,
         _handle: Option<Handle>,
     ) -> PyResult<Self> {
@@ -183,9 +186,14 @@ impl PyConcurrentDict {
             h.expect_whole(inner.segment())?;
             return Ok(PyConcurrentDict { inner, pop_from: AtomicU32::new(0) });
         }
+        if dictionary.is_some() && initial.is_some() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "ConcurrentDict() takes the initial contents once: `dictionary` or its alias `initial`",
+            ));
+        }
         let inner = py.detach(|| SharedDict::create(scaling, DEFAULT_HEAP_BYTES)).py(py)?;
         let d = PyConcurrentDict { inner, pop_from: AtomicU32::new(0) };
-        if let Some(init) = initial {
+        if let Some(init) = dictionary.or(initial) {
             d.update(py, Some(init), None)?;
         }
         Ok(d)
@@ -509,6 +517,16 @@ impl PyConcurrentDict {
     }
 
     /// The name of the main shared-memory segment.
+    /// Whether `other` is a handle of this very dict (not just equal contents).
+    fn _same_object(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<PyConcurrentDict>().is_ok_and(|o| self.inner.segment().same_mapping(o.get().inner.segment()))
+    }
+
+    /// A hash of the dict's identity (for wrappers that compare by identity, like `AtomicReference`).
+    fn _identity_hash(&self) -> u64 {
+        super::identity::hash((self.inner.segment(), 0))
+    }
+
     #[getter]
     fn segment_name(&self) -> String {
         self.inner.segment().name().to_string()

@@ -7,9 +7,11 @@ use pyo3::types::PyDict;
 mod atomics;
 mod block;
 mod codec;
+mod deque;
 mod dict;
 mod errors;
 mod handle;
+mod identity;
 mod queue;
 mod segments;
 mod sync;
@@ -53,5 +55,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queue::register(m)?;
     sync::register(m)?;
     dict::register(m)?;
+    deque::register(m)?;
     Ok(())
 }

@@ -144,6 +144,14 @@ impl PyQueue {
 
 #[pymethods]
 impl PyQueue {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (slots=65536, heap_bytes=67108864, lock_free=false, joinable=false, *, _handle=None))]
     fn new(
@@ -393,3 +401,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ShutDown", exc(py, &SHUTDOWN, "ShutDown")?)?;
     Ok(())
 }
+
+super::identity::identity_of!(PyQueue, |s| s.q.segment(), 0);

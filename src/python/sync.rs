@@ -129,6 +129,14 @@ pub struct PyLock {
 
 #[pymethods]
 impl PyLock {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -292,6 +300,14 @@ pub struct PyRLock {
 
 #[pymethods]
 impl PyRLock {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -461,6 +477,14 @@ pub struct PySemaphore {
 
 #[pymethods]
 impl PySemaphore {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (value=1, *, _maxvalue=None, _handle=None))]
     fn new(py: Python<'_>, value: i64, _maxvalue: Option<i64>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -575,6 +599,14 @@ pub struct PyEvent {
 
 #[pymethods]
 impl PyEvent {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -650,6 +682,14 @@ pub struct PyCondQueue {
 
 #[pymethods]
 impl PyCondQueue {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -751,6 +791,14 @@ pub struct PyBarrier {
 
 #[pymethods]
 impl PyBarrier {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (parties=None, action=None, timeout=None, *, _handle=None))]
     fn new(
@@ -959,6 +1007,14 @@ impl PyRwLock {
 
 #[pymethods]
 impl PyRwLock {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -1031,10 +1087,20 @@ impl PyRwLock {
         Ok(self.slot().map(|i| self.h.get().read_count(i)).unwrap_or(0))
     }
 
-    /// Read locks held by all processes.
-    #[getter]
+    /// readers(): read locks held now, by every thread of every process.
     fn readers(&self) -> u32 {
         self.h.get().total_readers()
+    }
+
+    /// writers_waiting(): writers waiting for the lock now (for the writers' mutex or for readers to leave),
+    /// in every process.
+    fn writers_waiting(&self) -> u32 {
+        self.h.get().writers_waiting()
+    }
+
+    /// writer_locked(): whether some writer (of any process) holds the lock now.
+    fn writer_locked(&self) -> bool {
+        self.h.get().writer_locked()
     }
 
     /// Whether this process holds the write lock.
@@ -1078,3 +1144,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     shared_class::<PyRwLock>(m)?;
     Ok(())
 }
+
+super::identity::identity_of!(PyLock, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyRLock, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PySemaphore, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyEvent, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyCondQueue, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyBarrier, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyRwLock, |s| s.h.segment(), s.h.offset());

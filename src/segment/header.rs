@@ -48,6 +48,8 @@ pub enum Kind {
     Queue = 5,
     /// A dict (or one of its extension segments).
     Dict = 6,
+    /// A deque (or one of its extension segments).
+    Deque = 7,
 }
 
 impl Kind {
@@ -60,6 +62,7 @@ impl Kind {
             4 => Kind::Sync,
             5 => Kind::Queue,
             6 => Kind::Dict,
+            7 => Kind::Deque,
             _ => return None,
         })
     }
@@ -73,6 +76,7 @@ impl Kind {
             Kind::Sync => "sync",
             Kind::Queue => "queue",
             Kind::Dict => "dict",
+            Kind::Deque => "deque",
         }
     }
 }

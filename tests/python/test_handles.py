@@ -21,13 +21,14 @@ def _objects():
         "RWLock": pyconc.RWLock(),
         "Queue": pyconc.Queue(),
         "ConcurrentDict": pyconc.ConcurrentDict(),
+        "ConcurrentDeque": pyconc.ConcurrentDeque(),
     }
 
 
 def _native_class(obj):
     return next(t for t in type(obj).__mro__ if t.__module__ in ("pyconc._native", "pyconc") and t.__name__ in (
         "AtomicInt64", "AtomicFlag", "Lock", "RLock", "Semaphore", "Event", "Barrier", "RWLock", "QueueCore",
-        "ConcurrentDict",
+        "ConcurrentDict", "ConcurrentDeque",
     ))
 
 

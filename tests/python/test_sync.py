@@ -428,7 +428,7 @@ def test_cpython_barrier_single_thread_and_many_rounds():
 def test_rwlock_semantics():
     rw = pyconc.RWLock()
     assert rw.lock_read() and rw.lock_read()
-    assert rw.read_count == 2 and rw.readers == 2
+    assert rw.read_count == 2 and rw.readers() == 2
     r, t = elapsed(rw.lock_write, 0.05)
     assert r is False and t < 1.5, "a writer waits for readers"
     rw.unlock_read()

@@ -361,12 +361,19 @@ def bench_dict(quick):
     return bd.run(quick)
 
 
+def bench_deque(quick):
+    from . import bench_deque as bq
+
+    return bq.run(quick)
+
+
 GROUPS = {
     "counters": bench_counters,
     "arrays": bench_arrays,
     "sync": bench_sync,
     "queues": bench_queues,
     "dict": bench_dict,
+    "deque": bench_deque,
 }
 
 
