@@ -10,7 +10,7 @@ use crate::base::atomic::local::{AtomicU32, Ordering};
 use crate::codec::stable_hash;
 use crate::dict::{records, Read, ShardGuard, SharedDict, DEFAULT_HEAP_BYTES};
 use crate::platform::futex::Deadline;
-use pyo3::exceptions::{PyKeyError, PyRuntimeError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -169,7 +169,11 @@ impl PyConcurrentDict {
 impl PyConcurrentDict {
     #[new]
     #[pyo3(signature = (scaling=17, initial=None))]
-    fn new(py: Python<'_>, scaling: u32, initial: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    fn new(py: Python<'_>, scaling: i128, initial: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let scaling = u32::try_from(scaling)
+            .ok()
+            .filter(|&s| s >= 1)
+            .ok_or_else(|| PyValueError::new_err(format!("scaling must be a positive int, got {scaling}")))?;
         let inner = py.detach(|| SharedDict::create(scaling, DEFAULT_HEAP_BYTES)).py(py)?;
         let d = PyConcurrentDict { inner, pop_from: AtomicU32::new(0) };
         if let Some(init) = initial {

@@ -12,6 +12,7 @@ mod errors;
 mod queue;
 mod segments;
 mod sync;
+mod timeouts;
 
 /// What the native side uses of the Python package (reprs, asyncio forms, the dict views), registered by the
 /// package's modules when they are imported (`_native._register(name, obj)`), so the native module never imports

@@ -290,3 +290,9 @@ def test_update_with_is_atomic_against_plain_sets_of_the_same_key():
         assert not t.is_alive()
         assert -(10**6) <= d["k"] <= -(10**6) + 300, d["k"]
     d.clear()
+
+
+@pytest.mark.parametrize("scaling", [-1, 0, -(2**70), 2**40])
+def test_bad_scaling_is_a_value_error(scaling):
+    with pytest.raises(ValueError, match="scaling"):
+        pyconc.ConcurrentDict(scaling=scaling)

@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import multiprocessing
 import os
 import pickle
 import signal
@@ -190,13 +191,18 @@ def test_event_semantics():
 
 
 def test_condition_requires_the_lock():
+    # multiprocessing.Condition asserts, with these messages.
     c = pyconc.Condition()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AssertionError, match="lock is not owned"):
         c.notify()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AssertionError, match="lock is not owned"):
         c.notify_all()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AssertionError, match=r"must acquire\(\) condition before using wait\(\)"):
         c.wait(0.01)
+    m = multiprocessing.Condition()
+    for call in (m.notify, m.notify_all, lambda: m.wait(0.01)):
+        with pytest.raises(AssertionError):
+            call()
     with pytest.raises(TypeError):
         pyconc.Condition(threading.Lock())
     with c:

@@ -8,6 +8,7 @@
 """
 
 import argparse
+import os
 import sys
 
 
@@ -91,4 +92,11 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=1800)
     p.set_defaults(fn=_stress)
     args = parser.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except BrokenPipeError:
+        # `python -m pyconc ls | head`: the reader left. Point stdout at /dev/null so the interpreter's final
+        # flush does not raise again, and exit quietly (as the docs of `signal` recommend).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
