@@ -1008,7 +1008,37 @@ impl PyRwLock {
     fn lock_write(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let d = deadline(timeout)?;
         let st = self.h.get();
-        self.blocking_rw(py, || st.lock_write(&d))
+        // Claim first (new readers wait from then on), then wait for the readers to leave. The claim is kept
+        // while signal handlers run between slices, so readers never slip in ahead of a waiting writer.
+        let a = loop {
+            let r = py.detach(|| {
+                let _poll = wait::poll_signals();
+                st.claim_write(&d)
+            });
+            match r {
+                Ok(a) => break a,
+                Err(RwError::Wait(WaitError::Interrupted)) => py.check_signals()?,
+                Err(e) => return rw_err(py, e),
+            }
+        };
+        loop {
+            let r = py.detach(|| {
+                let _poll = wait::poll_signals();
+                st.drain_readers(&d)
+            });
+            match r {
+                Ok(()) => break,
+                Err(RwError::Wait(WaitError::Interrupted)) => {
+                    if let Err(e) = py.check_signals() {
+                        st.abandon_write();
+                        return Err(e);
+                    }
+                }
+                Err(e) => return rw_err(py, e), // timed out: the claim was given up
+            }
+        }
+        report(py, a, "RWLock")?;
+        Ok(true)
     }
 
     /// Releases the write lock held by this process. RuntimeError if it does not hold it.

@@ -88,3 +88,12 @@ def pool_task(args):
     with lock:
         counter.set(counter.get() + 1)
     return True
+
+
+def rw_try_read(rw, result, timeout):
+    """Try a read lock for `timeout` seconds; result = 1 if it got one, 2 if not."""
+    if rw.lock_read(timeout):
+        rw.unlock_read()
+        result.set(1)
+    else:
+        result.set(2)
