@@ -44,7 +44,7 @@ impl PySharedBuffer {
     /// `name` may also be another `SharedBuffer`: the new one is then a second view of the same block (no name
     /// lookup, nothing read from the segment).
     #[new]
-    #[pyo3(signature = (format, itemsize, length, typecode=0, name=None))]
+    #[pyo3(signature = (format, itemsize, length, typecode=0, name=None, reserve=true))]
     fn new(
         py: Python<'_>,
         format: &str,
@@ -52,12 +52,13 @@ impl PySharedBuffer {
         length: u64,
         typecode: u32,
         name: Option<&Bound<'_, PyAny>>,
+        reserve: bool,
     ) -> PyResult<Self> {
         if itemsize == 0 {
             return Err(PyValueError::new_err("itemsize must be positive"));
         }
         let block = match name {
-            None => py.detach(|| SharedBlock::create(typecode, itemsize, length)).py(py)?,
+            None => py.detach(|| SharedBlock::create_reserving(typecode, itemsize, length, reserve)).py(py)?,
             Some(n) => {
                 let b = match n.cast::<PySharedBuffer>() {
                     Ok(other) => other.get().block.clone(),

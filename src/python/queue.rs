@@ -187,19 +187,32 @@ impl PyQueue {
     }
 
     /// put_many(items, block=True, timeout=None): enqueue every item of the iterable in order (the timeout
-    /// applies to each item). Returns how many were put.
+    /// applies to each item). Returns how many were put. Every item is encoded before the first is put, so an
+    /// item that cannot be encoded (unpicklable) puts nothing; if a put fails part-way (queue.Full after the
+    /// timeout, ShutDown, MemoryError), the exception's `items_put` attribute says how many went in.
     #[pyo3(signature = (items, block=true, timeout=None))]
     fn put_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, block: bool, timeout: Option<f64>) -> PyResult<usize> {
-        let mut n = 0;
+        self.open()?;
+        let mut encoded = Vec::new();
+        let mut ends = Vec::new();
         with_scratch(|buf| {
             for item in items.try_iter()? {
                 buf.clear();
                 encode_into(&item?, buf)?;
-                self.put_encoded(py, buf, block, timeout)?;
-                n += 1;
+                encoded.extend_from_slice(buf);
+                ends.push(encoded.len());
             }
-            Ok(n)
-        })
+            Ok::<_, PyErr>(())
+        })?;
+        let mut start = 0;
+        for (n, &end) in ends.iter().enumerate() {
+            if let Err(e) = self.put_encoded(py, &encoded[start..end], block, timeout) {
+                e.value(py).setattr("items_put", n)?;
+                return Err(e);
+            }
+            start = end;
+        }
+        Ok(ends.len())
     }
 
     /// get_many(max_messages=1000000000, block=True, timeout=None): waits (like get) for at least one item,

@@ -123,6 +123,28 @@ def test_put_many_get_many():
         q.get_many(timeout=0.05)
 
 
+def test_put_many_puts_nothing_when_an_item_cannot_be_encoded():
+    q = pyconc.Queue()
+    with pytest.raises(Exception) as info:
+        q.put_many([1, 2, lambda: 3, 4])  # the lambda cannot be pickled
+    assert not isinstance(info.value, queue.Full)
+    assert q.empty() and q.qsize() == 0
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.05)
+
+
+def test_put_many_failing_part_way_says_how_many_went_in():
+    q = pyconc.Queue(maxsize=3)
+    with pytest.raises(queue.Full) as info:
+        q.put_many(range(5), timeout=0.05)
+    assert info.value.items_put == 3
+    assert q.get_many() == [0, 1, 2]
+    q.shutdown()
+    with pytest.raises(pyconc.ShutDown) as info:
+        q.put_many([7])
+    assert info.value.items_put == 0
+
+
 def test_mp_queue_close_semantics():
     q = pyconc.Queue()
     with pytest.raises(AssertionError):
