@@ -3,8 +3,8 @@
 //! multiprocessing (and threading's `Event`/`Condition`/`Barrier`) treat a negative timeout as 0: try once,
 //! then report failure at once. `queue.Queue` raises `ValueError` instead, and threading's `Lock.acquire`
 //! reads `-1` as "forever". `None` waits forever; so does a timeout too large to be a deadline (the stdlib
-//! raises `OverflowError` for some of those). NaN is a `ValueError` (multiprocessing raises `OSError` or
-//! `ValueError` depending on the call).
+//! raises `OverflowError` for some of those). NaN is a `ValueError` when the call has to wait (multiprocessing
+//! raises `OSError` or `ValueError` depending on the call).
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
