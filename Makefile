@@ -28,10 +28,14 @@ bench: build-release
 test-rust:
 	cargo test --quiet
 
+# The Python suite runs in a segment namespace of its own (one per run), so the final check sees only its
+# segments, not those of other pyconc programs on the machine.
+TEST_NAMESPACE := t$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+
 test-python: build
 	$(PY) -m mypy.stubtest pyconc._native --allowlist .ci/stubtest-allowlist.txt
-	$(PY) -m pytest tests/python -q
-	$(PY) -m pyconc gc --check-empty
+	PYCONC_NAMESPACE=$(TEST_NAMESPACE) $(PY) -m pytest tests/python -q
+	PYCONC_NAMESPACE=$(TEST_NAMESPACE) $(PY) -m pyconc gc --check-empty
 
 test: test-rust test-python
 

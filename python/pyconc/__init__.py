@@ -11,6 +11,7 @@ use (PEP 562), so `import pyconc` stays fast.
 import importlib as _importlib
 
 from . import _lifecycle, _native
+from ._lifecycle import exit_on_sigterm
 from ._native import AtomicFlag, AtomicInt64
 from .dicts import ConcurrentDict
 from .queues import ConcurrentQueue, Empty, Full, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
@@ -78,6 +79,7 @@ __all__ = [
     "SimpleQueue",
     "StdConcurrentQueue",
     "Value",
+    "exit_on_sigterm",
 ]
 
 

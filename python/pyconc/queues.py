@@ -26,16 +26,30 @@ DEFAULT_HEAP_BYTES = 64 << 20
 
 class _Base(_native.QueueCore):
     """Shared plumbing: creation from a maxsize, asyncio forms. Pickling as a handle is native (`_native._rebuild`
-    rebuilds the subclass and its `__dict__`)."""
+    rebuilds the subclass, its `__dict__` and its timeout rules).
 
-    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, _joinable=False, **_):
+    The constructors take exactly their stdlib counterpart's arguments plus ``lock_free`` and
+    ``capacity_bytes`` (keyword only); anything else is a TypeError, as in multiprocessing. ``ctx`` (which
+    ``multiprocessing.queues.Queue`` takes) is accepted and ignored.
+    """
+
+    #: Whether a negative timeout is a ValueError (``queue.Queue``) rather than 0 (``multiprocessing``).
+    _STD_TIMEOUTS = False
+
+    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, ctx=None, _joinable=False):
         maxsize = int(maxsize)
         slots = maxsize if maxsize > 0 else DEFAULT_SLOTS
-        return super().__new__(cls, slots, capacity_bytes, lock_free, _joinable)
+        strict = cls._strict_timeouts(maxsize)
+        return super().__new__(cls, slots, capacity_bytes, lock_free, _joinable, strict)
 
     def __init__(self, maxsize=0, **_):
+        # The arguments were checked by __new__.
         self._maxsize = int(maxsize) if int(maxsize) > 0 else 0
 
+    @classmethod
+    def _strict_timeouts(cls, maxsize):
+        # queue.Queue raises ValueError on a negative timeout in get(), and in put() when it has a maxsize.
+        return (1 | (2 if maxsize > 0 else 0)) if cls._STD_TIMEOUTS else 0
 
     @property
     def maxsize(self):
@@ -90,10 +104,12 @@ class ConcurrentQueue(_Base):
     compatibility and ignored (the ring has no per-thread shards).
     """
 
-    def __new__(cls, scaling=None, lock_free=False, maxsize=0, **kw):
-        return super().__new__(cls, maxsize, lock_free=lock_free, **kw)
+    def __new__(cls, scaling=None, lock_free=False, maxsize=0, *, capacity_bytes=DEFAULT_HEAP_BYTES):
+        if scaling is not None and int(scaling) < 1:
+            raise ValueError(f"scaling must be a positive int or None, got {scaling!r}")
+        return super().__new__(cls, maxsize, lock_free=lock_free, capacity_bytes=capacity_bytes)
 
-    def __init__(self, scaling=None, lock_free=False, maxsize=0, **kw):
+    def __init__(self, scaling=None, lock_free=False, maxsize=0, **_):
         super().__init__(maxsize)
 
     def push(self, value):
@@ -121,10 +137,13 @@ class ConcurrentQueue(_Base):
 
 class StdConcurrentQueue(_Base):
     """The ``queue.Queue`` API (put/get with block and timeout, *_nowait, qsize, empty, full, task_done, join,
-    shutdown) over a shared-memory queue, for threads and processes."""
+    shutdown) over a shared-memory queue, for threads and processes. Like ``queue.Queue``, a negative timeout
+    is a ValueError (in ``put`` only when the queue has a ``maxsize``)."""
 
-    def __new__(cls, maxsize=0, **kw):
-        return super().__new__(cls, maxsize, _joinable=True, **kw)
+    _STD_TIMEOUTS = True
+
+    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES):
+        return super().__new__(cls, maxsize, lock_free=lock_free, capacity_bytes=capacity_bytes, _joinable=True)
 
     def put_nowait(self, item):
         return self.put(item, block=False)
@@ -176,8 +195,8 @@ class Queue(_Base):
 class JoinableQueue(Queue):
     """Drop-in for ``multiprocessing.JoinableQueue``: ``task_done()`` and ``join()`` across processes."""
 
-    def __new__(cls, maxsize=0, **kw):
-        return super().__new__(cls, maxsize, _joinable=True, **kw)
+    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, ctx=None):
+        return super().__new__(cls, maxsize, lock_free=lock_free, capacity_bytes=capacity_bytes, _joinable=True)
 
     def task_done(self):
         """Marks one item as processed; ValueError if called more often than items were put."""
@@ -191,7 +210,10 @@ class JoinableQueue(Queue):
 class SimpleQueue(_Base):
     """Drop-in for ``multiprocessing.SimpleQueue``: ``put``, ``get``, ``empty``, ``close``."""
 
-    def __init__(self, **kw):
+    def __new__(cls, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, ctx=None):
+        return super().__new__(cls, 0, lock_free=lock_free, capacity_bytes=capacity_bytes)
+
+    def __init__(self, **_):
         super().__init__(0)
 
     def close(self):

@@ -67,7 +67,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _deadline(timeout):
-    if timeout is None or timeout == -1:
+    # As the blocking forms read it (multiprocessing's rule): None waits forever, a negative timeout means 0.
+    if timeout is None:
         return None
     return time.monotonic() + max(0.0, timeout)
 
@@ -232,6 +233,8 @@ class Condition:
 
     ``Condition(lock=None)`` uses a new :class:`RLock` unless given a pyconc Lock or RLock. ``notify(n)`` wakes
     the ``n`` longest-waiting waiters; a waiter that starts waiting after a notify is never woken by it.
+    ``wait``/``notify`` without the lock raise AssertionError, with multiprocessing's messages (also under
+    ``python -O``).
     """
 
     __slots__ = ("_lock", "_queue")
@@ -313,7 +316,7 @@ class Condition:
     def wait(self, timeout=None):
         """Releases the lock, waits for a notify or the timeout, re-acquires; returns False on timeout."""
         if not self._is_owned():
-            raise RuntimeError("cannot wait on un-acquired lock")
+            raise AssertionError("must acquire() condition before using wait()")
         slot = self._queue.prepare()
         saved = self._release_save()
         try:
@@ -341,13 +344,13 @@ class Condition:
     def notify(self, n=1):
         """Wakes up to ``n`` waiters. The caller must hold the lock."""
         if not self._is_owned():
-            raise RuntimeError("cannot notify on un-acquired lock")
+            raise AssertionError("lock is not owned")
         self._queue.notify(n)
 
     def notify_all(self):
         """Wakes every waiter. The caller must hold the lock."""
         if not self._is_owned():
-            raise RuntimeError("cannot notify on un-acquired lock")
+            raise AssertionError("lock is not owned")
         self._queue.notify(1 << 30)
 
     notifyAll = notify_all
@@ -356,7 +359,7 @@ class Condition:
         """Awaitable ``wait``: never blocks the event loop."""
         import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
         if not self._is_owned():
-            raise RuntimeError("cannot wait on un-acquired lock")
+            raise AssertionError("must acquire() condition before using wait()")
         queue = self._queue
         slot = queue.prepare()
         saved = self._release_save()

@@ -12,7 +12,7 @@ use crate::codec::stable_hash;
 use crate::dict::{records, Read, ShardGuard, SharedDict, DEFAULT_HEAP_BYTES};
 use crate::platform::futex::Deadline;
 use crate::segment::Kind;
-use pyo3::exceptions::{PyKeyError, PyRuntimeError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -175,7 +175,7 @@ impl PyConcurrentDict {
     #[pyo3(signature = (scaling=17, dictionary=None, *, initial=None, _handle=None))]
     fn new(
         py: Python<'_>,
-        scaling: u32,
+        scaling: i128,
         dictionary: Option<&Bound<'_, PyAny>>,
         initial: Option<&Bound<'_, PyAny>>,
         _handle: Option<Handle>,
@@ -186,6 +186,10 @@ impl PyConcurrentDict {
             h.expect_whole(inner.segment())?;
             return Ok(PyConcurrentDict { inner, pop_from: AtomicU32::new(0) });
         }
+        let scaling = u32::try_from(scaling)
+            .ok()
+            .filter(|&s| s >= 1)
+            .ok_or_else(|| PyValueError::new_err(format!("scaling must be a positive int, got {scaling}")))?;
         if dictionary.is_some() && initial.is_some() {
             return Err(pyo3::exceptions::PyTypeError::new_err(
                 "ConcurrentDict() takes the initial contents once: `dictionary` or its alias `initial`",

@@ -15,6 +15,7 @@ mod identity;
 mod queue;
 mod segments;
 mod sync;
+mod timeouts;
 
 /// What the native side uses of the Python package (reprs, asyncio forms, the dict views), registered by the
 /// package's modules when they are imported (`_native._register(name, obj)`), so the native module never imports

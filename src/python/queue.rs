@@ -3,7 +3,8 @@
 
 use super::codec::{decode_bytes, encode_into, with_scratch};
 use super::errors::IntoPyResult;
-use super::handle::{reduce, shared_class, Handle};
+use super::handle::{reduce_with, shared_class, Handle};
+use super::timeouts::{timeout as read_timeout, Negative};
 use crate::base::atomic::local::{AtomicU8, Ordering};
 use crate::platform::futex::Deadline;
 use crate::queue::{Attempt, QueueConfig, SharedQueue};
@@ -48,14 +49,6 @@ fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str, msg:
 /// The longest stretch a blocked call spends without the GIL before checking for signals (Ctrl-C).
 const SIGNAL_SLICE: Duration = Duration::from_millis(100);
 
-fn check_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err("'timeout' must be a non-negative number")),
-        Some(t) => Ok(Some(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX))),
-    }
-}
-
 /// A queue of Python values in shared memory. Values are encoded with the pyconc codec (pickle only for types
 /// it does not know). Pickles as a handle.
 #[pyclass(module = "pyconc._native", name = "QueueCore", frozen, subclass)]
@@ -63,7 +56,15 @@ pub struct PyQueue {
     q: SharedQueue,
     /// 0 open; else how `close()` was called (see `_close`).
     closed: AtomicU8,
+    /// Which calls raise ValueError on a negative timeout, as `queue.Queue` does: [`STRICT_GET`] | [`STRICT_PUT`].
+    /// The others treat it as 0, as `multiprocessing` does.
+    strict_timeouts: u8,
 }
+
+/// `get` raises ValueError on a negative timeout.
+const STRICT_GET: u8 = 1;
+/// `put` raises ValueError on a negative timeout.
+const STRICT_PUT: u8 = 2;
 
 impl PyQueue {
     fn open(&self) -> PyResult<&SharedQueue> {
@@ -83,9 +84,11 @@ impl PyQueue {
         py: Python<'_>,
         block: bool,
         timeout: Option<f64>,
+        strict: u8,
         op: &mut (dyn FnMut(Deadline) -> crate::Result<Attempt> + Send),
     ) -> PyResult<Attempt> {
-        let timeout = check_timeout(timeout)?;
+        let negative = if self.strict_timeouts & strict != 0 { Negative::Error } else { Negative::Zero };
+        let timeout = if block { read_timeout(timeout, negative)? } else { None };
         match op(Deadline::after(Some(Duration::ZERO))).py(py)? {
             Attempt::WouldBlock if block => {}
             other => return Ok(other),
@@ -119,7 +122,7 @@ impl PyQueue {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let policy = self.q.policy();
-        let r = self.blocking(py, block, timeout, &mut |d| {
+        let r = self.blocking(py, block, timeout, STRICT_GET, &mut |d| {
             buf.clear();
             ring.get(buf, d, policy)
         })?;
@@ -134,7 +137,7 @@ impl PyQueue {
         let q = self.open()?;
         let ring = q.ring().py(py)?;
         let policy = q.policy();
-        match self.blocking(py, block, timeout, &mut |d| ring.put(buf, d, policy))? {
+        match self.blocking(py, block, timeout, STRICT_PUT, &mut |d| ring.put(buf, d, policy))? {
             Attempt::Done => Ok(()),
             Attempt::WouldBlock => Err(raise(py, &FULL, "Full", "")),
             Attempt::ShutDown => Err(raise(py, &SHUTDOWN, "ShutDown", "the queue was shut down")),
@@ -153,13 +156,14 @@ impl PyQueue {
     }
 
     #[new]
-    #[pyo3(signature = (slots=65536, heap_bytes=67108864, lock_free=false, joinable=false, *, _handle=None))]
+    #[pyo3(signature = (slots=65536, heap_bytes=67108864, lock_free=false, joinable=false, strict_timeouts=0, *, _handle=None))]
     fn new(
         py: Python<'_>,
         slots: u64,
         heap_bytes: u64,
         lock_free: bool,
         joinable: bool,
+        strict_timeouts: u8,
         _handle: Option<Handle>,
     ) -> PyResult<Self> {
         let q = match _handle {
@@ -171,7 +175,7 @@ impl PyQueue {
             }
             None => py.detach(|| SharedQueue::create(QueueConfig { slots, heap_bytes, lock_free, joinable })).py(py)?,
         };
-        Ok(PyQueue { q, closed: AtomicU8::new(0) })
+        Ok(PyQueue { q, closed: AtomicU8::new(0), strict_timeouts })
     }
 
     /// put(item, block=True, timeout=None): enqueue `item`; raises queue.Full if no room came in time,
@@ -197,19 +201,32 @@ impl PyQueue {
     }
 
     /// put_many(items, block=True, timeout=None): enqueue every item of the iterable in order (the timeout
-    /// applies to each item). Returns how many were put.
+    /// applies to each item). Returns how many were put. Every item is encoded before the first is put, so an
+    /// item that cannot be encoded (unpicklable) puts nothing; if a put fails part-way (queue.Full after the
+    /// timeout, ShutDown, MemoryError), the exception's `items_put` attribute says how many went in.
     #[pyo3(signature = (items, block=true, timeout=None))]
     fn put_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, block: bool, timeout: Option<f64>) -> PyResult<usize> {
-        let mut n = 0;
+        self.open()?;
+        let mut encoded = Vec::new();
+        let mut ends = Vec::new();
         with_scratch(|buf| {
             for item in items.try_iter()? {
                 buf.clear();
                 encode_into(&item?, buf)?;
-                self.put_encoded(py, buf, block, timeout)?;
-                n += 1;
+                encoded.extend_from_slice(buf);
+                ends.push(encoded.len());
             }
-            Ok(n)
-        })
+            Ok::<_, PyErr>(())
+        })?;
+        let mut start = 0;
+        for (n, &end) in ends.iter().enumerate() {
+            if let Err(e) = self.put_encoded(py, &encoded[start..end], block, timeout) {
+                e.value(py).setattr("items_put", n)?;
+                return Err(e);
+            }
+            start = end;
+        }
+        Ok(ends.len())
     }
 
     /// get_many(max_messages=1000000000, block=True, timeout=None): waits (like get) for at least one item,
@@ -313,7 +330,7 @@ impl PyQueue {
         if !ring.is_joinable() {
             return Err(PyValueError::new_err("join() needs a joinable queue"));
         }
-        let end = check_timeout(timeout)?.and_then(|t| Instant::now().checked_add(t));
+        let end = read_timeout(timeout, Negative::Zero)?.and_then(|t| Instant::now().checked_add(t));
         loop {
             let left = end.map(|e| e.saturating_duration_since(Instant::now()));
             let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
@@ -339,7 +356,7 @@ impl PyQueue {
         let q = self.open()?;
         let ring = q.ring().py(py)?;
         let policy = q.policy();
-        let t = check_timeout(Some(timeout))?;
+        let t = read_timeout(Some(timeout), Negative::Zero)?;
         match py.detach(|| ring.wait_ready(for_get, Deadline::after(t), policy)) {
             Err(Error::Interrupted) => Ok(false),
             r => r.py(py),
@@ -390,7 +407,10 @@ impl PyQueue {
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        reduce(slf.as_any(), slf.get()._handle())
+        // The timeout rules are the class's (StdConcurrentQueue's are queue.Queue's), set at construction.
+        let kwargs = PyDict::new(slf.py());
+        kwargs.set_item("strict_timeouts", slf.get().strict_timeouts)?;
+        reduce_with(slf.as_any(), slf.get()._handle(), kwargs)
     }
 }
 

@@ -9,6 +9,7 @@
 
 use super::errors::IntoPyResult;
 use super::handle::{handle_kwargs, reduce, reduce_with, shared_class, Handle};
+use super::timeouts::{self, Negative};
 use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::futex::Deadline;
 use crate::segment::{Kind, Segment, ShmSafe};
@@ -52,18 +53,17 @@ fn open<T: ShmSafe>(py: Python<'_>, h: &Handle, ty: SyncType) -> PyResult<SyncHa
     py.detach(|| crate::objects::block::attach_sync::<T>(Segment::open(&h.segment)?, h.offset, ty)).py(py)
 }
 
-/// Turns `(block, timeout)` into a deadline, as `multiprocessing` reads them: `timeout=None` waits forever; a
-/// negative timeout means 0, except `-1`, threading's "forever"; `block=False` ignores the timeout.
-fn deadline(block: bool, timeout: Option<f64>) -> Deadline {
-    if !block {
-        return Deadline::after(Some(Duration::ZERO));
-    }
-    match timeout {
-        None => Deadline::after(None),
-        Some(t) if t == -1.0 || t.is_nan() => Deadline::after(None),
-        Some(t) if t <= 0.0 => Deadline::after(Some(Duration::ZERO)),
-        Some(t) => Deadline::after(Duration::try_from_secs_f64(t).ok()),
-    }
+/// Turns `timeout` into a deadline as multiprocessing reads it (see `super::timeouts`): `None` waits forever, a
+/// negative timeout means 0.
+fn deadline(timeout: Option<f64>) -> PyResult<Deadline> {
+    Ok(Deadline::after(timeouts::timeout(timeout, Negative::Zero)?))
+}
+
+/// The deadline of `acquire(block, timeout, *, blocking)`: as [`deadline`], except that a caller using
+/// threading's `blocking=` keyword gets threading's reading of `timeout=-1` (forever).
+fn acquire_deadline(timeout: Option<f64>, blocking: Option<bool>) -> PyResult<Deadline> {
+    let negative = if blocking.is_some() { Negative::MinusOneForever } else { Negative::Zero };
+    Ok(Deadline::after(timeouts::timeout(timeout, negative)?))
 }
 
 /// Runs a blocking call with the GIL released; on EINTR or at each slice end, runs the signal handlers (raising
@@ -169,7 +169,7 @@ impl PyLock {
         if !block_arg(block, blocking) {
             return Ok(false);
         }
-        let d = deadline(true, timeout);
+        let d = acquire_deadline(timeout, blocking)?;
         match block_on(py, || st.lock_as(owner::me(), &d))? {
             Some(a) => {
                 report(py, a, "Lock")?;
@@ -227,7 +227,7 @@ impl PyLock {
     /// Waits (GIL released) until the lock looks free or its owner died; False on timeout. For asyncio.
     #[pyo3(signature = (timeout=None))]
     fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(true, timeout);
+        let d = deadline(timeout)?;
         let st = self.h.get();
         Ok(block_on(py, || st.wait_unlocked(&d))?.unwrap_or(false))
     }
@@ -345,7 +345,7 @@ impl PyRLock {
         if !block_arg(block, blocking) {
             return Ok(false);
         }
-        let d = deadline(true, timeout);
+        let d = acquire_deadline(timeout, blocking)?;
         match block_on(py, || st.acquire(&d))? {
             Some(a) => {
                 report(py, a, "RLock")?;
@@ -432,7 +432,7 @@ impl PyRLock {
 
     #[pyo3(signature = (timeout=None))]
     fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(true, timeout);
+        let d = deadline(timeout)?;
         let st = self.h.get();
         Ok(block_on(py, || st.0.wait_unlocked(&d))?.unwrap_or(false))
     }
@@ -519,7 +519,7 @@ impl PySemaphore {
         if !block_arg(block, blocking) {
             return Ok(false);
         }
-        let d = deadline(true, timeout);
+        let d = acquire_deadline(timeout, blocking)?;
         Ok(block_on(py, || st.acquire(&d))?.is_some())
     }
 
@@ -554,7 +554,7 @@ impl PySemaphore {
 
     #[pyo3(signature = (timeout=None))]
     fn _wait_available(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(true, timeout);
+        let d = deadline(timeout)?;
         let st = self.h.get();
         Ok(block_on(py, || st.wait_available(&d))?.unwrap_or(false))
     }
@@ -649,7 +649,7 @@ impl PyEvent {
         if st.is_set() {
             return Ok(true);
         }
-        let d = deadline(true, timeout);
+        let d = deadline(timeout)?;
         Ok(block_on(py, || st.wait(&d))?.unwrap_or(false))
     }
 
@@ -714,7 +714,7 @@ impl PyCondQueue {
     #[pyo3(signature = (slot, timeout=None))]
     fn wait(&self, py: Python<'_>, slot: usize, timeout: Option<f64>) -> PyResult<bool> {
         let slot = check_slot(slot)?;
-        let d = deadline(true, timeout);
+        let d = deadline(timeout)?;
         let st = self.h.get();
         match block_on(py, || st.wait(slot, &d)) {
             Ok(r) => Ok(r.unwrap_or(false)),
@@ -729,7 +729,7 @@ impl PyCondQueue {
     /// the slot stays registered either way (free it with `cancel`, which also reports a late notify).
     fn _wait_slice(&self, py: Python<'_>, slot: usize, timeout: f64) -> PyResult<bool> {
         let slot = check_slot(slot)?;
-        let d = deadline(true, Some(timeout));
+        let d = deadline(Some(timeout))?;
         let st = self.h.get();
         let s = &st.slots[slot];
         let notified = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_NOTIFIED;
@@ -832,6 +832,7 @@ impl PyBarrier {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u32> {
         let b = self.h.clone();
+        let d = deadline(timeout.or(self.timeout))?;
         let arrival: Arrival = loop {
             let r = py.detach(|| {
                 let _poll = wait::poll_signals();
@@ -856,7 +857,6 @@ impl PyBarrier {
                 Err(_) => Err(broken_barrier(py)),
             };
         }
-        let d = deadline(true, timeout.or(self.timeout));
         loop {
             let r = py.detach(|| {
                 let _poll = wait::poll_signals();
@@ -1029,7 +1029,7 @@ impl PyRwLock {
     #[pyo3(signature = (timeout=None))]
     fn lock_read(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let i = self.slot().or_else(|e| rw_err(py, e).map(|_| 0))?;
-        let d = deadline(true, timeout);
+        let d = deadline(timeout)?;
         let st = self.h.get();
         self.blocking_rw(py, || st.lock_read(i, &d))
     }
@@ -1043,9 +1043,39 @@ impl PyRwLock {
     /// Takes the write lock; returns False on timeout.
     #[pyo3(signature = (timeout=None))]
     fn lock_write(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(true, timeout);
+        let d = deadline(timeout)?;
         let st = self.h.get();
-        self.blocking_rw(py, || st.lock_write(&d))
+        // Claim first (new readers wait from then on), then wait for the readers to leave. The claim is kept
+        // while signal handlers run between slices, so readers never slip in ahead of a waiting writer.
+        let a = loop {
+            let r = py.detach(|| {
+                let _poll = wait::poll_signals();
+                st.claim_write(&d)
+            });
+            match r {
+                Ok(a) => break a,
+                Err(RwError::Wait(WaitError::Interrupted)) => py.check_signals()?,
+                Err(e) => return rw_err(py, e),
+            }
+        };
+        loop {
+            let r = py.detach(|| {
+                let _poll = wait::poll_signals();
+                st.drain_readers(&d)
+            });
+            match r {
+                Ok(()) => break,
+                Err(RwError::Wait(WaitError::Interrupted)) => {
+                    if let Err(e) = py.check_signals() {
+                        st.abandon_write();
+                        return Err(e);
+                    }
+                }
+                Err(e) => return rw_err(py, e), // timed out: the claim was given up
+            }
+        }
+        report(py, a, "RWLock")?;
+        Ok(true)
     }
 
     /// Releases the write lock held by this process. RuntimeError if it does not hold it.

@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import multiprocessing
 import os
 import pickle
 import signal
@@ -190,13 +191,18 @@ def test_event_semantics():
 
 
 def test_condition_requires_the_lock():
+    # multiprocessing.Condition asserts, with these messages.
     c = pyconc.Condition()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AssertionError, match="lock is not owned"):
         c.notify()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AssertionError, match="lock is not owned"):
         c.notify_all()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AssertionError, match=r"must acquire\(\) condition before using wait\(\)"):
         c.wait(0.01)
+    m = multiprocessing.Condition()
+    for call in (m.notify, m.notify_all, lambda: m.wait(0.01)):
+        with pytest.raises(AssertionError):
+            call()
     with pytest.raises(TypeError):
         pyconc.Condition(threading.Lock())
     with c:
@@ -452,22 +458,56 @@ def test_rwlock_semantics():
                 pass
 
 
-def test_rwlock_writer_priority():
+def _wait_for_writer_claim(rw):
+    # lock_read(0) fails exactly when a writer holds or waits (it bars new readers).
+    deadline = time.monotonic() + 10
+    while rw.lock_read(0):
+        rw.unlock_read()
+        assert time.monotonic() < deadline, "the writer never claimed the lock"
+        time.sleep(0.001)
+
+
+def test_rwlock_writer_priority(ctx):
+    # Regression: a writer waiting longer than one 20 ms slice released its claim at every slice end (to run
+    # signal handlers), so late readers got in ahead of it (81 times out of 81 across processes).
     rw = pyconc.RWLock()
     rw.lock_read()
     got = []
-    t = threading.Thread(target=lambda: got.append(rw.lock_write(5)))
+    t = threading.Thread(target=lambda: got.append(rw.lock_write(30)))
     t.start()
-    time.sleep(0.05)
-    # A writer is waiting: a new reader (another process would be the same) must not get in ahead of it.
-    out = []
-    t2 = threading.Thread(target=lambda: out.append(rw.lock_read(0.05)))
+    _wait_for_writer_claim(rw)
+    time.sleep(0.1)  # several slice ends: the writer keeps its claim through each
+    late_thread = []
+    t2 = threading.Thread(target=lambda: late_thread.append(rw.lock_read(0.3)))
     t2.start()
+    result = pyconc.AtomicInt64(0)
+    run_procs(ctx, w.rw_try_read, [(rw, result, 0.3)])
     t2.join()
-    assert out == [False]
+    assert late_thread == [False], "a reader thread got in ahead of a waiting writer"
+    assert result.get() == 2, "a reader in another process got in ahead of a waiting writer"
     rw.unlock_read()
-    t.join(5)
+    t.join(30)
     assert got == [True]
+    assert rw.write_locked and rw.readers() == 0
+    rw.unlock_write()
+
+
+def test_rwlock_interrupted_writer_gives_up_its_claim():
+    # A signal handler that raises while the writer drains readers: the claim is released with the exception.
+    rw = pyconc.RWLock()
+    rw.lock_read()
+    old = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            rw.lock_write(10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert rw.lock_read(0), "the interrupted writer still bars readers"
+    rw.unlock_read()
+    rw.unlock_read()
+    assert rw.lock_write(1)
     rw.unlock_write()
 
 
