@@ -6,6 +6,7 @@ use pyo3::types::PyDict;
 
 mod atomics;
 mod block;
+mod blocking;
 mod codec;
 mod dict;
 mod errors;

@@ -1,6 +1,7 @@
 //! `QueueCore`: the native queue under `pyconc.ConcurrentQueue`, `Queue`, `SimpleQueue`, `JoinableQueue` and
 //! `StdConcurrentQueue` (the Python classes in `pyconc/queues.py` add the API shapes).
 
+use super::blocking::block_on;
 use super::codec::{decode_bytes, encode_into, with_scratch};
 use super::errors::IntoPyResult;
 use crate::base::atomic::local::{AtomicU8, Ordering};
@@ -12,7 +13,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyType};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pyo3::create_exception!(
     pyconc,
@@ -44,9 +45,6 @@ fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str, msg:
     }
 }
 
-/// The longest stretch a blocked call spends without the GIL before checking for signals (Ctrl-C).
-const SIGNAL_SLICE: Duration = Duration::from_millis(100);
-
 fn check_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
@@ -75,8 +73,8 @@ impl PyQueue {
         }
     }
 
-    /// Runs `op` once with the GIL (no waiting); if it would block and `block` is set, again without the GIL in
-    /// slices until it completes, the timeout passes or a signal handler raises.
+    /// Runs `op` once with the GIL (no waiting); if it would block and `block` is set, again through the
+    /// blocking path ([`block_on`]) until it completes, the timeout passes or a signal handler raises.
     fn blocking(
         &self,
         py: Python<'_>,
@@ -89,22 +87,8 @@ impl PyQueue {
             Attempt::WouldBlock if block => {}
             other => return Ok(other),
         }
-        let end = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
-            let r = py.detach(|| op(Deadline::after(Some(slice))));
-            match r {
-                Ok(Attempt::WouldBlock) => {
-                    if matches!(left, Some(l) if l <= slice) {
-                        return Ok(Attempt::WouldBlock);
-                    }
-                    py.check_signals()?;
-                }
-                Err(Error::Interrupted) => py.check_signals()?,
-                other => return other.py(py),
-            }
-        }
+        let d = Deadline::after(timeout);
+        block_on(py, || op(d))?.py(py)
     }
 
     /// Takes one encoded item into `buf` (replacing its contents), waiting as `get` does; raises queue.Empty
@@ -299,17 +283,8 @@ impl PyQueue {
         if !ring.is_joinable() {
             return Err(PyValueError::new_err("join() needs a joinable queue"));
         }
-        let end = check_timeout(timeout)?.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
-            match py.detach(|| ring.join(Deadline::after(Some(slice)))) {
-                Ok(true) => return Ok(true),
-                Ok(false) if matches!(left, Some(l) if l <= slice) => return Ok(false),
-                Ok(false) | Err(Error::Interrupted) => py.check_signals()?,
-                Err(e) => return Err(e).py(py),
-            }
-        }
+        let d = Deadline::after(check_timeout(timeout)?);
+        block_on(py, || ring.join(d))?.py(py)
     }
 
     /// Items put and not yet marked done.

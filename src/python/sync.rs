@@ -8,11 +8,12 @@
 //! Blocking calls release the GIL and wake at least once per 20 ms slice (and on EINTR) to run Python's signal
 //! handlers, so Ctrl-C raises `KeyboardInterrupt` promptly; then they resume with the same deadline.
 
+use super::blocking::{block_on, block_until};
 use super::errors::IntoPyResult;
 use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::futex::Deadline;
 use crate::segment::{Kind, Segment, ShmSafe, LAYOUT_VERSION};
-use crate::sync::barrier::{Arrival, BarrierError};
+use crate::sync::barrier::Arrival;
 use crate::sync::condvar::CondState;
 use crate::sync::lock::{Acquired, LockState, RLockState};
 use crate::sync::owner;
@@ -80,22 +81,6 @@ fn deadline(block: bool, timeout: Option<f64>) -> Deadline {
         Some(t) if t == -1.0 || t.is_nan() => Deadline::after(None),
         Some(t) if t <= 0.0 => Deadline::after(Some(Duration::ZERO)),
         Some(t) => Deadline::after(Duration::try_from_secs_f64(t).ok()),
-    }
-}
-
-/// Runs a blocking call with the GIL released; on EINTR or at each slice end, runs the signal handlers (raising
-/// their exception, e.g. KeyboardInterrupt) and calls again. `Ok(None)`: timed out.
-fn block_on<T: Send>(py: Python<'_>, f: impl Fn() -> Result<T, WaitError> + Sync) -> PyResult<Option<T>> {
-    loop {
-        let r = py.detach(|| {
-            let _poll = wait::poll_signals();
-            f()
-        });
-        match r {
-            Ok(v) => return Ok(Some(v)),
-            Err(WaitError::TimedOut) => return Ok(None),
-            Err(WaitError::Interrupted) => py.check_signals()?,
-        }
     }
 }
 
@@ -186,7 +171,7 @@ impl PyLock {
             return Ok(false);
         }
         let d = deadline(true, timeout);
-        match block_on(py, || st.lock_as(owner::me(), &d))? {
+        match block_until(py, || st.lock_as(owner::me(), &d))? {
             Some(a) => {
                 report(py, a, "Lock")?;
                 Ok(true)
@@ -245,7 +230,7 @@ impl PyLock {
     fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let d = deadline(true, timeout);
         let st = self.h.get();
-        Ok(block_on(py, || st.wait_unlocked(&d))?.unwrap_or(false))
+        Ok(block_until(py, || st.wait_unlocked(&d))?.unwrap_or(false))
     }
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
@@ -354,7 +339,7 @@ impl PyRLock {
             return Ok(false);
         }
         let d = deadline(true, timeout);
-        match block_on(py, || st.acquire(&d))? {
+        match block_until(py, || st.acquire(&d))? {
             Some(a) => {
                 report(py, a, "RLock")?;
                 Ok(true)
@@ -414,7 +399,7 @@ impl PyRLock {
     fn _acquire_restore(&self, py: Python<'_>, count: u32) -> PyResult<()> {
         let st = self.h.get();
         let d = Deadline::after(None);
-        if let Some(a) = block_on(py, || st.acquire_restore(count, &d))? {
+        if let Some(a) = block_until(py, || st.acquire_restore(count, &d))? {
             report(py, a, "RLock")?;
         }
         Ok(())
@@ -442,7 +427,7 @@ impl PyRLock {
     fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let d = deadline(true, timeout);
         let st = self.h.get();
-        Ok(block_on(py, || st.0.wait_unlocked(&d))?.unwrap_or(false))
+        Ok(block_until(py, || st.0.wait_unlocked(&d))?.unwrap_or(false))
     }
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
@@ -520,7 +505,7 @@ impl PySemaphore {
             return Ok(false);
         }
         let d = deadline(true, timeout);
-        Ok(block_on(py, || st.acquire(&d))?.is_some())
+        Ok(block_until(py, || st.acquire(&d))?.is_some())
     }
 
     /// Increments the value by `n`, waking waiters. ValueError past a bounded semaphore's maximum.
@@ -556,7 +541,7 @@ impl PySemaphore {
     fn _wait_available(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let d = deadline(true, timeout);
         let st = self.h.get();
-        Ok(block_on(py, || st.wait_available(&d))?.unwrap_or(false))
+        Ok(block_until(py, || st.wait_available(&d))?.unwrap_or(false))
     }
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
@@ -642,7 +627,7 @@ impl PyEvent {
             return Ok(true);
         }
         let d = deadline(true, timeout);
-        Ok(block_on(py, || st.wait(&d))?.unwrap_or(false))
+        Ok(block_until(py, || st.wait(&d))?.unwrap_or(false))
     }
 
     #[getter]
@@ -700,7 +685,7 @@ impl PyCondQueue {
         let slot = check_slot(slot)?;
         let d = deadline(true, timeout);
         let st = self.h.get();
-        match block_on(py, || st.wait(slot, &d)) {
+        match block_until(py, || st.wait(slot, &d)) {
             Ok(r) => Ok(r.unwrap_or(false)),
             Err(e) => {
                 st.cancel(slot);
@@ -718,7 +703,7 @@ impl PyCondQueue {
         let s = &st.slots[slot];
         let notified = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_NOTIFIED;
         let waiting = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_WAITING;
-        let _ = block_on(py, || {
+        let _ = block_until(py, || {
             // Stop as soon as the slot is no longer waiting: notified, or cancelled by the coroutine.
             if !waiting() {
                 return Ok(());
@@ -805,16 +790,9 @@ impl PyBarrier {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u32> {
         let b = self.h.clone();
-        let arrival: Arrival = loop {
-            let r = py.detach(|| {
-                let _poll = wait::poll_signals();
-                b.get().arrive()
-            });
-            match r {
-                Ok(a) => break a,
-                Err(BarrierError::Broken) => return Err(broken_barrier(py)),
-                Err(BarrierError::Interrupted) => py.check_signals()?,
-            }
+        let arrival: Arrival = match block_on(py, || b.get().arrive())? {
+            Ok(a) => a,
+            Err(_) => return Err(broken_barrier(py)),
         };
         if arrival.last {
             let action_result = match &self.action {
@@ -830,20 +808,12 @@ impl PyBarrier {
             };
         }
         let d = deadline(true, timeout.or(self.timeout));
-        loop {
-            let r = py.detach(|| {
-                let _poll = wait::poll_signals();
-                b.get().wait_release(&arrival, &d)
-            });
-            match r {
-                Ok(()) => return Ok(arrival.index),
-                Err(BarrierError::Broken) => return Err(broken_barrier(py)),
-                Err(BarrierError::Interrupted) => {
-                    if let Err(e) = py.check_signals() {
-                        b.get().abandon(&arrival);
-                        return Err(e);
-                    }
-                }
+        match block_on(py, || b.get().wait_release(&arrival, &d)) {
+            Ok(Ok(())) => Ok(arrival.index),
+            Ok(Err(_)) => Err(broken_barrier(py)),
+            Err(e) => {
+                b.get().abandon(&arrival);
+                Err(e)
             }
         }
     }
@@ -958,20 +928,13 @@ impl PyRwLock {
         Ok(i)
     }
 
-    fn blocking_rw(&self, py: Python<'_>, f: impl Fn() -> Result<Acquired, RwError> + Sync) -> PyResult<bool> {
-        loop {
-            let r = py.detach(|| {
-                let _poll = wait::poll_signals();
-                f()
-            });
-            match r {
-                Ok(a) => {
-                    report(py, a, "RWLock")?;
-                    return Ok(true);
-                }
-                Err(RwError::Wait(WaitError::Interrupted)) => py.check_signals()?,
-                Err(e) => return rw_err(py, e),
+    fn blocking_rw(&self, py: Python<'_>, f: impl FnMut() -> Result<Acquired, RwError> + Send) -> PyResult<bool> {
+        match block_on(py, f)? {
+            Ok(a) => {
+                report(py, a, "RWLock")?;
+                Ok(true)
             }
+            Err(e) => rw_err(py, e),
         }
     }
 }

@@ -568,6 +568,10 @@ impl<'a> Ring<'a> {
                 last_scan = Instant::now();
                 self.recover_dead_participants();
             }
+            if res == futex::WaitResult::TimedOut && !deadline.expired() {
+                // A slice ended: let a caller that polls for signals run its handlers (it calls again).
+                crate::sync::wait::slice_ended()?;
+            }
         }
     }
 
@@ -630,6 +634,9 @@ impl<'a> Ring<'a> {
             self.hdr.join_waiters.fetch_sub(1, Ordering::SeqCst);
             if r == futex::WaitResult::Interrupted {
                 return Err(Error::Interrupted);
+            }
+            if r == futex::WaitResult::TimedOut && !deadline.expired() {
+                crate::sync::wait::slice_ended()?;
             }
         }
     }
