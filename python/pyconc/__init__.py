@@ -35,6 +35,7 @@ _LAZY = {
     "AtomicReference": ".reference",
     "ConcurrentGatheringIterator": ".gathering",
     "LocalWrapper": ".local",
+    "ProcessSemaphore": ".aio",
 }
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "LocalWrapper",
     "Lock",
     "OwnerDiedWarning",
+    "ProcessSemaphore",
     "Queue",
     "RLock",
     "RWLock",

@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
+mod aio;
 mod atomics;
 mod block;
 mod blocking;
@@ -52,5 +53,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queue::register(m)?;
     sync::register(m)?;
     dict::register(m)?;
+    aio::register(m)?;
     Ok(())
 }

@@ -8,7 +8,6 @@ use crate::base::atomic::local::{AtomicU8, Ordering};
 use crate::platform::futex::Deadline;
 use crate::queue::{Attempt, QueueConfig, SharedQueue};
 use crate::segment::{Kind, LAYOUT_VERSION};
-use crate::Error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -57,7 +56,7 @@ fn check_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
 /// it does not know). Pickles as a handle.
 #[pyclass(module = "pyconc._native", name = "QueueCore", frozen, subclass)]
 pub struct PyQueue {
-    q: SharedQueue,
+    pub(super) q: SharedQueue,
     /// 0 open; else how `close()` was called (see `_close`).
     closed: AtomicU8,
 }
@@ -291,20 +290,6 @@ impl PyQueue {
     #[getter]
     fn unfinished_tasks(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.open()?.ring().py(py)?.unfinished())
-    }
-
-    /// wait_ready(for_get, timeout) -> bool: waits (GIL released) until a get (or put) would not block, without
-    /// taking anything. Used by the asyncio methods.
-    #[pyo3(signature = (for_get, timeout))]
-    fn wait_ready(&self, py: Python<'_>, for_get: bool, timeout: f64) -> PyResult<bool> {
-        let q = self.open()?;
-        let ring = q.ring().py(py)?;
-        let policy = q.policy();
-        let t = check_timeout(Some(timeout))?;
-        match py.detach(|| ring.wait_ready(for_get, Deadline::after(t), policy)) {
-            Err(Error::Interrupted) => Ok(false),
-            r => r.py(py),
-        }
     }
 
     /// Counters: dropped (half-written by a producer that died), redelivered (taken by a consumer that died),

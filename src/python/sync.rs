@@ -20,7 +20,7 @@ use crate::sync::owner;
 use crate::sync::rwlock::{RwError, RwState};
 use crate::sync::semaphore::{EventState, SemState, SEM_VALUE_MAX};
 use crate::sync::shared::{BarrierHandle, SyncHandle, SyncType};
-use crate::sync::wait::{self, WaitError};
+use crate::sync::wait::WaitError;
 use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -85,7 +85,7 @@ fn deadline(block: bool, timeout: Option<f64>) -> Deadline {
 }
 
 /// Reports a takeover from a dead owner as an `OwnerDiedWarning` (the lock is held either way).
-fn report(py: Python<'_>, a: Acquired, what: &str) -> PyResult<()> {
+pub(super) fn report(py: Python<'_>, a: Acquired, what: &str) -> PyResult<()> {
     if a == Acquired::OwnerDied {
         let msg = CString::new(format!(
             "the process that held this {what} died holding it; the lock is now held by this thread, and the \
@@ -102,7 +102,7 @@ fn block_arg(block: bool, blocking: Option<bool>) -> bool {
     blocking.unwrap_or(block)
 }
 
-fn broken_barrier(py: Python<'_>) -> PyErr {
+pub(super) fn broken_barrier(py: Python<'_>) -> PyErr {
     let ty = py.import("threading").and_then(|m| m.getattr("BrokenBarrierError"));
     match ty.map(|t| t.cast_into::<PyType>()) {
         Ok(Ok(t)) => PyErr::from_type(t, ()),
@@ -133,7 +133,7 @@ fn py_repr(obj: &Bound<'_, PyAny>) -> PyResult<String> {
 /// `OwnerDiedWarning`.
 #[pyclass(module = "pyconc", name = "Lock", subclass, frozen)]
 pub struct PyLock {
-    h: SyncHandle<LockState>,
+    pub(super) h: SyncHandle<LockState>,
 }
 
 #[pymethods]
@@ -225,14 +225,6 @@ impl PyLock {
         self.h.get().owner().map(|o| (o.pid, o.tid))
     }
 
-    /// Waits (GIL released) until the lock looks free or its owner died; False on timeout. For asyncio.
-    #[pyo3(signature = (timeout=None))]
-    fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(true, timeout);
-        let st = self.h.get();
-        Ok(block_until(py, || st.wait_unlocked(&d))?.unwrap_or(false))
-    }
-
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
     #[pyo3(signature = (timeout=None))]
     fn acquire_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
@@ -296,7 +288,7 @@ fn embedded<'py, T: PyClass, S: ShmSafe>(
 /// A recursive lock owned by one thread of one process at a time; re-entered by its owner. Robust like `Lock`.
 #[pyclass(module = "pyconc", name = "RLock", subclass, frozen)]
 pub struct PyRLock {
-    h: SyncHandle<RLockState>,
+    pub(super) h: SyncHandle<RLockState>,
 }
 
 #[pymethods]
@@ -423,13 +415,6 @@ impl PyRLock {
         }
     }
 
-    #[pyo3(signature = (timeout=None))]
-    fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(true, timeout);
-        let st = self.h.get();
-        Ok(block_until(py, || st.0.wait_unlocked(&d))?.unwrap_or(false))
-    }
-
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
     #[pyo3(signature = (timeout=None))]
     fn acquire_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
@@ -465,7 +450,7 @@ impl PyRLock {
 /// A counting semaphore shared by threads and processes (bounded when `_maxvalue` is given).
 #[pyclass(module = "pyconc", name = "Semaphore", subclass, frozen)]
 pub struct PySemaphore {
-    h: SyncHandle<SemState>,
+    pub(super) h: SyncHandle<SemState>,
 }
 
 #[pymethods]
@@ -537,13 +522,6 @@ impl PySemaphore {
         self.h.get().maxvalue()
     }
 
-    #[pyo3(signature = (timeout=None))]
-    fn _wait_available(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(true, timeout);
-        let st = self.h.get();
-        Ok(block_until(py, || st.wait_available(&d))?.unwrap_or(false))
-    }
-
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
     #[pyo3(signature = (timeout=None))]
     fn acquire_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
@@ -579,7 +557,7 @@ impl PySemaphore {
 /// A flag that threads and processes can wait for.
 #[pyclass(module = "pyconc", name = "Event", subclass, frozen)]
 pub struct PyEvent {
-    h: SyncHandle<EventState>,
+    pub(super) h: SyncHandle<EventState>,
 }
 
 #[pymethods]
@@ -643,7 +621,7 @@ impl PyEvent {
 
 // ---- Condition's wait queue -------------------------------------------------------------------------------
 
-fn check_slot(slot: usize) -> PyResult<usize> {
+pub(super) fn check_slot(slot: usize) -> PyResult<usize> {
     if slot < crate::sync::condvar::COND_SLOTS {
         Ok(slot)
     } else {
@@ -654,7 +632,7 @@ fn check_slot(slot: usize) -> PyResult<usize> {
 /// The per-waiter queue behind `pyconc.Condition` (which pairs it with a Lock or RLock).
 #[pyclass(module = "pyconc._native", name = "CondQueue", subclass, frozen)]
 pub struct PyCondQueue {
-    h: SyncHandle<CondState>,
+    pub(super) h: SyncHandle<CondState>,
 }
 
 #[pymethods]
@@ -694,31 +672,6 @@ impl PyCondQueue {
         }
     }
 
-    /// For asyncio: sleeps in `slot` for at most `timeout`; returns whether it has been notified. Unlike `wait`
-    /// the slot stays registered either way (free it with `cancel`, which also reports a late notify).
-    fn _wait_slice(&self, py: Python<'_>, slot: usize, timeout: f64) -> PyResult<bool> {
-        let slot = check_slot(slot)?;
-        let d = deadline(true, Some(timeout));
-        let st = self.h.get();
-        let s = &st.slots[slot];
-        let notified = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_NOTIFIED;
-        let waiting = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_WAITING;
-        let _ = block_until(py, || {
-            // Stop as soon as the slot is no longer waiting: notified, or cancelled by the coroutine.
-            if !waiting() {
-                return Ok(());
-            }
-            match wait::sleep(&s.state, crate::sync::condvar::SLOT_WAITING, &d) {
-                wait::Slept::TimedOut => Err(WaitError::TimedOut),
-                wait::Slept::Interrupted => Err(WaitError::Interrupted),
-                _ if !waiting() || d.expired() => Ok(()),
-                // Slice end (or a spurious wake-up): come back through the signal check and sleep again.
-                _ => Err(WaitError::Interrupted),
-            }
-        })?;
-        Ok(notified())
-    }
-
     /// Withdraws a waiter; returns whether a notify had reached it (and frees the slot either way).
     fn cancel(&self, slot: usize) -> PyResult<bool> {
         Ok(self.h.get().cancel(check_slot(slot)?))
@@ -753,7 +706,7 @@ impl PyCondQueue {
 /// waiting breaks the barrier for the others.
 #[pyclass(module = "pyconc", name = "Barrier", subclass, frozen)]
 pub struct PyBarrier {
-    h: BarrierHandle,
+    pub(super) h: BarrierHandle,
     action: Option<Py<PyAny>>,
     timeout: Option<f64>,
 }
@@ -818,7 +771,7 @@ impl PyBarrier {
         }
     }
 
-    /// Awaitable `wait` (runs in a worker thread; a cancelled coroutine's arrival still counts).
+    /// Awaitable `wait`: never blocks the event loop; a cancelled waiter leaves the round.
     #[pyo3(signature = (timeout=None))]
     fn wait_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_barrier_wait_async")?.call1((slf, timeout))
@@ -911,13 +864,13 @@ fn rw_err(py: Python<'_>, e: RwError) -> PyResult<bool> {
 /// (`OwnerDiedWarning` for the next acquirer) and dead readers.
 #[pyclass(module = "pyconc", name = "RWLock", subclass, frozen)]
 pub struct PyRwLock {
-    h: SyncHandle<RwState>,
+    pub(super) h: SyncHandle<RwState>,
     /// (pid << 32) | (slot + 1) of this process's reader slot, 0 = not looked up yet.
     slot: AtomicU64,
 }
 
 impl PyRwLock {
-    fn slot(&self) -> Result<usize, RwError> {
+    pub(super) fn slot(&self) -> Result<usize, RwError> {
         let me = owner::me();
         let c = self.slot.load(Ordering::Relaxed);
         if c != 0 && (c >> 32) as u32 == me.pid {
