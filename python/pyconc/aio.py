@@ -20,6 +20,7 @@ Importing this module imports asyncio; pyconc imports it on the first ``*_async`
 import asyncio
 import collections
 import os
+import queue as _queue
 import threading
 import time
 
@@ -242,8 +243,6 @@ async def rw_lock(rw, write, timeout=None):
 
 
 async def queue_get(q, timeout=None):
-    import queue as _queue
-
     attempt = _nowait(lambda: q.get(False), _queue.Empty)
     r = attempt()
     if r is NO:
@@ -254,8 +253,6 @@ async def queue_get(q, timeout=None):
 
 
 async def queue_put(q, item, timeout=None):
-    import queue as _queue
-
     def attempt():
         try:
             q.put(item, False)

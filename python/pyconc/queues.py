@@ -23,6 +23,19 @@ DEFAULT_SLOTS = 65_536
 DEFAULT_HEAP_BYTES = 64 << 20
 
 
+_aio = None
+
+
+def _bridge():
+    """pyconc.aio, imported on first use (it imports asyncio: ~40 ms at `import pyconc`)."""
+    global _aio
+    if _aio is None:
+        from . import aio
+
+        _aio = aio
+    return _aio
+
+
 def _attach(cls, name, state):
     obj = _native.QueueCore.__new__(cls, name=name)
     obj.__dict__.update(state)
@@ -55,15 +68,11 @@ class _Base(_native.QueueCore):
 
     async def get_async(self, timeout=None):
         """Awaitable get: never blocks the event loop. Raises queue.Empty after `timeout` seconds."""
-        from . import aio  # imported lazily: it imports asyncio, ~40 ms at `import pyconc`
-
-        return await aio.queue_get(self, timeout)
+        return await _bridge().queue_get(self, timeout)
 
     async def put_async(self, item, timeout=None):
         """Awaitable put: never blocks the event loop. Raises queue.Full after `timeout` seconds."""
-        from . import aio
-
-        await aio.queue_put(self, item, timeout)
+        await _bridge().queue_put(self, item, timeout)
 
 
 class ConcurrentQueue(_Base):

@@ -97,17 +97,26 @@ def _repr(obj):
     return object.__repr__(obj)
 
 
+_aio = None
+
+
+def _bridge():
+    """pyconc.aio, imported on first use (it imports asyncio: ~40 ms at `import pyconc`)."""
+    global _aio
+    if _aio is None:
+        from . import aio
+
+        _aio = aio
+    return _aio
+
+
 async def _acquire_async_of(lock, timeout=None):
     """``acquire_async`` of Lock, RLock and Semaphore."""
-    from . import aio  # imported lazily: it imports asyncio, ~40 ms at `import pyconc`
-
-    return await aio.acquire(lock, timeout)
+    return await _bridge().acquire(lock, timeout)
 
 
 async def _aenter(lock):
-    from . import aio
-
-    await aio.acquire(lock)
+    await _bridge().acquire(lock)
 
 
 async def _aexit(lock):
@@ -115,21 +124,15 @@ async def _aexit(lock):
 
 
 async def _event_wait_async(event, timeout=None):
-    from . import aio
-
-    return await aio.event_wait(event, timeout)
+    return await _bridge().event_wait(event, timeout)
 
 
 async def _barrier_wait_async(barrier, timeout=None):
-    from . import aio
-
-    return await aio.barrier_wait(barrier, timeout)
+    return await _bridge().barrier_wait(barrier, timeout)
 
 
 async def _rw_lock_async(rw, write, timeout=None):
-    from . import aio
-
-    return await aio.rw_lock(rw, write, timeout)
+    return await _bridge().rw_lock(rw, write, timeout)
 
 
 class Condition:
@@ -195,8 +198,7 @@ class Condition:
             self._lock._acquire_restore(saved)
 
     async def _acquire_restore_async(self, saved):
-        from . import aio
-
+        aio = _bridge()
         lock = self._lock
         if saved is None:
             await aio.acquire(lock)
@@ -249,8 +251,7 @@ class Condition:
         """Awaitable ``wait``: never blocks the event loop."""
         import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
 
-        from . import aio
-
+        aio = _bridge()
         if not self._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
         queue = self._queue

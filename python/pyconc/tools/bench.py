@@ -387,19 +387,26 @@ def bench_dict(quick):
     return bd.run(quick)
 
 
+def bench_asyncio(quick):
+    from . import bench_aio as ba
+
+    return ba.run(quick)
+
+
 GROUPS = {
     "counters": bench_counters,
     "arrays": bench_arrays,
     "sync": bench_sync,
     "queues": bench_queues,
     "dict": bench_dict,
+    "asyncio": bench_asyncio,
 }
 
 
 def _fmt(x, unit):
     if x is None:
         return "-"
-    if unit in ("ms", "µs", "GB/s"):
+    if unit in ("ms", "µs", "GB/s", "s", "threads"):
         return f"{x:,.3g}" if x < 100 else f"{x:,.0f}"
     if x >= 1e6:
         return f"{x / 1e6:,.2f}M"
