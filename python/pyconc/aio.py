@@ -28,7 +28,7 @@ from . import _native
 
 __all__ = ["ProcessSemaphore"]
 
-# A waiting head re-tries (and re-announces itself) this often even without a wake-up.
+# A waiting head re-checks this often even without a wake-up (dead owners, dead queue participants).
 _CHECK = 0.1
 
 #: Returned by an attempt that would block.
@@ -114,6 +114,7 @@ async def take(obj, what, attempt, until=None, arg=None):
     line.append(me)
     token = None
     ready_streak = 0
+    r = NO
     try:
         while True:
             now = time.monotonic()
@@ -139,6 +140,8 @@ async def take(obj, what, attempt, until=None, arg=None):
                         ready_streak = 0
                         b.armed[token] = me
                         delay = _CHECK
+                elif until is not None and now >= until:
+                    return NO
                 else:
                     delay = _CHECK
             elif until is not None and now >= until:
@@ -156,12 +159,17 @@ async def take(obj, what, attempt, until=None, arg=None):
                 if timer is not None:
                     timer.cancel()
             if head and not me.fired and token is not None and line[0] is me:
-                # The periodic re-check: withdraw and re-arm (re-announcing also re-checks dead owners).
-                if _native._aio_cancel(token):
+                # The periodic re-check (no wake-up came): the liveness work of a blocking waiter's slice end,
+                # then one more attempt; the registration stays armed meanwhile.
+                if _native._aio_check(obj, what):
+                    # Something was recovered: attempt and re-arm afresh.
                     b.armed.pop(token, None)
+                    _native._aio_cancel(token)
                     token = None
-                else:
-                    me.fired = True
+                    continue
+                r = attempt()
+                if r is not NO:
+                    return r
     finally:
         if token is not None:
             b.armed.pop(token, None)
@@ -169,7 +177,7 @@ async def take(obj, what, attempt, until=None, arg=None):
                 me.fired = True
         was_head = line[0] is me
         line.remove(me)
-        if me.fired:
+        if me.fired and r is NO:
             # Woken but leaving without taking (cancelled): the next waiter of this loop tries, and one sleeper
             # elsewhere is woken in its place.
             _native._aio_pass_on(obj, what)

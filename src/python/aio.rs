@@ -289,6 +289,27 @@ fn _aio_barrier_abandon(obj: &Bound<'_, PyBarrier>, arrival: &Bound<'_, PyArriva
     barrier_of(obj).abandon(&arrival.get().a)
 }
 
+/// `_aio_check(obj, what) -> bool`: the liveness work a blocking waiter does at each slice end, for a waiting
+/// coroutine's periodic re-check: recovers a queue's dead participants, frees an RWLock's dead writer or drops
+/// its dead readers, reaps a Barrier's dead parties. True if that may have made progress possible. (A dead
+/// lock owner is taken over by the retried acquire itself.)
+#[pyfunction]
+fn _aio_check(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<bool> {
+    match what {
+        "get" | "put" => {
+            let q = &obj.cast::<PyQueue>().map_err(|_| wrong(obj, what))?.get().q;
+            Ok(q.ring().py(py)?.recover_dead_participants() > 0)
+        }
+        "read" => Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.get().free_dead_writer()),
+        "drain" => Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.get().drain_key().is_none()),
+        "barrier" => {
+            obj.cast::<PyBarrier>().map_err(|_| wrong(obj, what))?.get().h.get().reap_dead();
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// `_aio_cancel(token) -> bool`: withdraws a registration; False if it had fired already.
 #[pyfunction]
 fn _aio_cancel(token: u64) -> bool {
@@ -380,6 +401,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyInbox>()?;
     m.add_function(wrap_pyfunction!(_aio_arm, m)?)?;
     m.add_function(wrap_pyfunction!(_aio_cancel, m)?)?;
+    m.add_function(wrap_pyfunction!(_aio_check, m)?)?;
     m.add_function(wrap_pyfunction!(_aio_pass_on, m)?)?;
     m.add_function(wrap_pyfunction!(_aio_try_lock, m)?)?;
     m.add_function(wrap_pyfunction!(_aio_cond_notified, m)?)?;

@@ -466,6 +466,12 @@ impl<'a> BarrierRef<'a> {
         self.state.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Drops the slots of parties whose process died (breaking their round), as a sleeper does every slice.
+    pub fn reap_dead(&self) {
+        let _g = self.lock();
+        self.reap_locked();
+    }
+
     /// The word sleepers wait on (bumped at every change of round or phase).
     pub fn seq_word(&self) -> &'a AtomicU32 {
         &self.state.seq

@@ -43,3 +43,9 @@ def hold_semaphore(sem, inside, peak, rounds):
         await asyncio.gather(*(one() for _ in range(4)))
 
     asyncio.run(main())
+
+
+def hold_forever(lock, ready):
+    lock.acquire()
+    ready.set()
+    time.sleep(600)

@@ -125,6 +125,92 @@ def test_timeouts(kind):
     assert run(main())
 
 
+@pytest.mark.parametrize("kind", ["lock", "queue", "semaphore"])
+def test_long_timeouts_wait_without_spinning(kind):
+    """A timeout longer than the periodic re-check still ends on time, and the wait costs (almost) no CPU."""
+
+    async def main():
+        if kind == "lock":
+            lock = pyconc.Lock()
+            lock.acquire()
+            call = lock.acquire_async(timeout=0.35)
+        elif kind == "semaphore":
+            call = pyconc.Semaphore(0).acquire_async(timeout=0.35)
+        else:
+
+            async def get():
+                try:
+                    return await pyconc.Queue().get_async(timeout=0.35)
+                except pyconc.queues.Empty:
+                    return False
+
+            call = get()
+        t0, c0 = time.monotonic(), time.process_time()
+        assert await call is False
+        elapsed, cpu = time.monotonic() - t0, time.process_time() - c0
+        assert 0.33 <= elapsed < 3.0, elapsed
+        assert cpu < 0.15, f"{cpu:.3f} s of CPU for a {elapsed:.3f} s wait"
+
+    run(main())
+
+
+def test_huge_and_forever_timeouts():
+    async def main():
+        lock = pyconc.Lock()
+        lock.acquire()
+        threading.Timer(0.05, lock.release).start()
+        assert await lock.acquire_async(timeout=1e300)
+        threading.Timer(0.05, lock.release).start()
+        assert await lock.acquire_async(timeout=-1)  # threading's "forever"
+        lock.release()
+
+    run(main())
+
+
+def test_dead_owner_is_taken_over_by_a_coroutine(ctx):
+    lock, ready = pyconc.Lock(), ctx.Event()
+    p = ctx.Process(target=w.hold_forever, args=(lock, ready))
+    p.start()
+    try:
+        assert ready.wait(30)
+
+        async def main():
+            task = asyncio.ensure_future(lock.acquire_async(timeout=30))
+            await asyncio.sleep(0.05)
+            p.kill()
+            with pytest.warns(pyconc.OwnerDiedWarning):
+                assert await task
+            assert lock.owner_died
+            lock.release()
+
+        run(main())
+    finally:
+        p.kill()
+        p.join(10)
+
+
+def test_ctrl_c_ends_an_awaited_wait():
+    code = (
+        "import asyncio, pyconc\n"
+        "l = pyconc.Lock(); l.acquire(); print('ready', flush=True)\n"
+        "asyncio.run(l.acquire_async())\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        assert p.poll() is None
+        t0 = time.monotonic()
+        p.send_signal(__import__("signal").SIGINT)
+        _, err = p.communicate(timeout=10)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "KeyboardInterrupt" in err, err
+
+
 def test_rwlock_writer_waiting_bars_new_readers_and_cancel_frees_it():
     async def main():
         rw = pyconc.RWLock()
