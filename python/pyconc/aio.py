@@ -210,14 +210,22 @@ def _nowait(fn, exc):
 
 async def acquire(lock, timeout=None):
     """``acquire_async`` of Lock, RLock, Semaphore (and BoundedSemaphore)."""
+    # No fast path around `take`: a free lock is not taken past the coroutines of this loop already waiting.
     if isinstance(lock, _native.Semaphore):
-        if lock.acquire(False):
-            return True
         r = await take(lock, "sem", lambda: True if lock.acquire(False) else NO, deadline(timeout))
     else:
-        if lock.acquire(False):
-            return True
-        r = await take(lock, "lock", lambda: True if _native._aio_try_lock(lock) else NO, deadline(timeout))
+        tried = False
+
+        def attempt():
+            # The first try is a plain one (an uncontended lock stays cheap to release); later ones, after a
+            # wake-up, keep the lock marked contended so that its release wakes the next sleeper.
+            nonlocal tried
+            if not tried:
+                tried = True
+                return True if lock.acquire(False) else NO
+            return True if _native._aio_try_lock(lock) else NO
+
+        r = await take(lock, "lock", attempt, deadline(timeout))
     return r is not NO
 
 
@@ -361,13 +369,7 @@ class ProcessSemaphore:
     async def acquire(self):
         """Takes a slot, waiting (without blocking the loop) until one is free. Returns True."""
         sem = self._sem
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        b = _bridges.get(loop) if loop is not None else None
-        if (b is None or (sem, "sem", None) not in b.lines) and sem.acquire(False):
-            return True
+        # `take` tries before it could suspend (unless this loop has waiters already, who go first).
         await take(sem, "sem", lambda: True if sem.acquire(False) else NO)
         return True
 

@@ -2,7 +2,7 @@
 //! awaits, all at once (`futex_waitv`), and posts the tokens of the words that changed to their event loop's
 //! [`Inbox`] (an eventfd the loop watches). Waiting costs no thread per waiter and no polling.
 //!
-//! How a coroutine waits (the Python side, `pyconc/_aio.py`): it tries the operation on the loop thread; if
+//! How a coroutine waits (the Python side, `pyconc/aio.py`): it tries the operation on the loop thread; if
 //! that would block, the PyO3 layer *announces* it as a waiter by the primitive's own protocol (sets a lock's
 //! WAITERS bit, counts itself in a semaphore's `waiters`, sets bit 0 of a queue's wake word, ...), which yields
 //! the word and the value it holds while nothing changed, and hands both to [`watch`] with a [`Watched`] that
