@@ -190,6 +190,12 @@ async def take(obj, what, attempt, until=None, arg=None):
                 _wake(nxt.fut)
 
 
+def _line_waits(obj, what):
+    """Whether coroutines of the running loop already wait for (obj, what): then a newcomer queues behind them."""
+    b = _bridges.get(asyncio.get_running_loop())
+    return b is not None and (obj, what, None) in b.lines
+
+
 def waiting_threads():
     """(waker threads, armed registrations) of this process: for the benchmark and tests."""
     return _native._aio_stats()
@@ -210,10 +216,14 @@ def _nowait(fn, exc):
 
 async def acquire(lock, timeout=None):
     """``acquire_async`` of Lock, RLock, Semaphore (and BoundedSemaphore)."""
-    # No fast path around `take`: a free lock is not taken past the coroutines of this loop already waiting.
+    # The fast path takes a free primitive unless coroutines of this loop already wait for it (they go first).
     if isinstance(lock, _native.Semaphore):
+        if not _line_waits(lock, "sem") and lock.acquire(False):
+            return True
         r = await take(lock, "sem", lambda: True if lock.acquire(False) else NO, deadline(timeout))
     else:
+        if not _line_waits(lock, "lock") and lock.acquire(False):
+            return True
         tried = False
 
         def attempt():
@@ -369,7 +379,9 @@ class ProcessSemaphore:
     async def acquire(self):
         """Takes a slot, waiting (without blocking the loop) until one is free. Returns True."""
         sem = self._sem
-        # `take` tries before it could suspend (unless this loop has waiters already, who go first).
+        if not _line_waits(sem, "sem") and sem.acquire(False):
+            return True
+        # `take` also tries before it could suspend (unless this loop has waiters already, who go first).
         await take(sem, "sem", lambda: True if sem.acquire(False) else NO)
         return True
 
