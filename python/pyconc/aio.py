@@ -36,11 +36,12 @@ NO = object()
 
 
 class _Waiter:
-    __slots__ = ("fut", "fired")
+    __slots__ = ("fut", "fired", "poked")
 
     def __init__(self):
         self.fut = None
         self.fired = False
+        self.poked = False
 
 
 def _wake(fut):
@@ -159,9 +160,11 @@ async def take(obj, what, attempt, until=None, arg=None):
                 if timer is not None:
                     timer.cancel()
             if head and not me.fired and token is not None and line[0] is me:
-                # The periodic re-check (no wake-up came): the liveness work of a blocking waiter's slice end,
-                # then one more attempt; the registration stays armed meanwhile.
-                if _native._aio_check(obj, what):
+                # Poked by a release on this loop, or the periodic re-check (no wake-up came: then first the
+                # liveness work of a blocking waiter's slice end); one more attempt, the registration armed.
+                if me.poked:
+                    me.poked = False
+                elif _native._aio_check(obj, what):
                     # Something was recovered: attempt and re-arm afresh.
                     b.armed.pop(token, None)
                     _native._aio_cancel(token)
@@ -188,6 +191,24 @@ async def take(obj, what, attempt, until=None, arg=None):
             nxt = line[0]
             if nxt.fut is not None:
                 _wake(nxt.fut)
+
+
+def poke(obj, *whats):
+    """After a release made on this loop's thread: the heads of this loop's lines for (obj, what) try again now,
+    without waiting for the waker's round trip (which still comes, and is then a spurious wake-up)."""
+    try:
+        b = _bridges.get(asyncio.get_running_loop())
+    except RuntimeError:  # a thread with no loop
+        return
+    if b is None:
+        return
+    for what in whats:
+        line = b.lines.get((obj, what, None))
+        if line:
+            head = line[0]
+            if head.fut is not None:
+                head.poked = True
+                _wake(head.fut)
 
 
 def _line_waits(obj, what):
@@ -246,6 +267,22 @@ async def event_wait(event, timeout=None):
     return r is not NO
 
 
+def release(lock):
+    """``__aexit__`` of Lock, RLock, Semaphore: releases, then lets this loop's next waiter try at once."""
+    lock.release()
+    poke(lock, "sem" if isinstance(lock, _native.Semaphore) else "lock")
+
+
+def rw_release(rw, write):
+    """Leaving ``async with rw.read()/write()``: unlocks, then lets this loop's waiters try at once."""
+    if write:
+        rw.unlock_write()
+        poke(rw, "read", "wlock")
+    else:
+        rw.unlock_read()
+        poke(rw, "drain")
+
+
 async def rw_lock(rw, write, timeout=None):
     until = deadline(timeout)
     if not write:
@@ -275,6 +312,7 @@ async def queue_get(q, timeout=None):
         r = await take(q, "get", attempt, None if timeout is None else time.monotonic() + max(0.0, timeout))
         if r is NO:
             raise _queue.Empty
+    poke(q, "put")
     return r
 
 
@@ -289,6 +327,7 @@ async def queue_put(q, item, timeout=None):
     if attempt() is NO:
         if await take(q, "put", attempt, None if timeout is None else time.monotonic() + max(0.0, timeout)) is NO:
             raise _queue.Full
+    poke(q, "get")
 
 
 async def cond_wait(queue, slot, timeout=None):
@@ -391,6 +430,7 @@ class ProcessSemaphore:
             self._sem.release()
         except ValueError:
             raise ValueError("ProcessSemaphore released too many times") from None
+        poke(self._sem, "sem")
 
     async def __aenter__(self):
         await self.acquire()

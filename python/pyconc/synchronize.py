@@ -120,7 +120,7 @@ async def _aenter(lock):
 
 
 async def _aexit(lock):
-    lock.release()
+    _bridge().release(lock)
 
 
 async def _event_wait_async(event, timeout=None):
@@ -168,7 +168,7 @@ class Condition:
         await self._lock.acquire_async()
 
     async def __aexit__(self, *exc):
-        self._lock.release()
+        _bridge().release(self._lock)
 
     def acquire(self, *args, **kwargs):
         return self._lock.acquire(*args, **kwargs)
@@ -314,7 +314,7 @@ class _RWHold:
         return rw
 
     async def __aexit__(self, *exc):
-        self.__exit__(*exc)
+        _bridge().rw_release(self._rw, self._write)
 
 
 # The native classes delegate their reprs and asyncio forms to these.

@@ -18,6 +18,8 @@ Method:
   rows: the OS threads of the process while they wait (``/proc/self/task``: the main thread, the waker, and
   whatever earlier rows left, e.g. the loop's default executor), and the time to serve them all once the queues
   are filled and the locks released.
+* *hand-offs*: 50 coroutines of one loop take a pyconc ``Lock`` in turn (``async with``, awaiting once inside),
+  against ``asyncio.Lock``; a release made on the loop thread lets the next waiter of that loop try at once.
 * *uncontended*: ``async with`` on a pyconc ``ProcessSemaphore`` against ``asyncio.Semaphore`` in one loop.
 
 Runs with any pyconc build that has ``get_async`` (so a build from before the bridge can be measured with the
@@ -166,6 +168,22 @@ async def _uncontended(n):
     return ours, base
 
 
+async def _handoffs(workers, rounds):
+    """Lock hand-offs between the coroutines of one loop that await inside the critical section."""
+
+    async def rate(lock):
+        async def one():
+            for _ in range(rounds):
+                async with lock:
+                    await asyncio.sleep(0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(workers)))
+        return workers * rounds / (time.perf_counter() - t0)
+
+    return await rate(pyconc.Lock()), await rate(asyncio.Lock())
+
+
 def run(quick):
     rows = []
     n, gap = 500, 0.0005
@@ -196,6 +214,9 @@ def run(quick):
     rows.append(_row("asyncio", f"{total:,} coroutines awaiting 50 queues + 50 locks: OS threads of the process",
                      threads, None, "threads", "-", note="bounded: one waker thread per 127 words"))
     rows.append(_row("asyncio", f"{total:,} coroutines: time to serve them all", serve * 1e3, None, "ms", "-"))
+    ours, base = asyncio.run(_handoffs(50, 10 if quick else 40))
+    rows.append(_row("asyncio", "Lock hand-offs among 50 coroutines of one loop (await inside)", ours, base,
+                     "hand-offs/s", "asyncio.Lock"))
     ours, base = asyncio.run(_uncontended(20_000 if quick else 100_000))
     rows.append(_row("asyncio", "ProcessSemaphore async with, uncontended", ours, base, "ops/s",
                      "asyncio.Semaphore"))
