@@ -73,18 +73,20 @@ class _Bridge:
 
 _bridges = {}
 _bridges_pid = os.getpid()
+_bridges_lock = threading.Lock()
 
 
 def _bridge(loop):
-    global _bridges, _bridges_pid
+    global _bridges, _bridges_pid, _bridges_lock
     if _bridges_pid != os.getpid():
-        # A forked child: the parent's waker thread and inboxes are not ours.
-        _bridges, _bridges_pid = {}, os.getpid()
+        # A forked child: the parent's waker thread and inboxes are not ours (nor its lock's state).
+        _bridges, _bridges_pid, _bridges_lock = {}, os.getpid(), threading.Lock()
     b = _bridges.get(loop)
     if b is None or b.loop.is_closed():
-        for dead in [k for k, v in _bridges.items() if v.loop.is_closed()]:
-            del _bridges[dead]
-        b = _bridges[loop] = _Bridge(loop)
+        with _bridges_lock:  # loops of several threads may create theirs at once
+            for dead in [k for k, v in list(_bridges.items()) if v.loop.is_closed()]:
+                del _bridges[dead]
+            b = _bridges[loop] = _Bridge(loop)
     return b
 
 
