@@ -43,6 +43,7 @@ _LAZY = {
     "LocalWrapper": ".local",
     "synchronization": None,
     "local": None,
+    "ProcessSemaphore": ".aio",
 }
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "LocalWrapper",
     "Lock",
     "OwnerDiedWarning",
+    "ProcessSemaphore",
     "Queue",
     "RLock",
     "RWLock",

@@ -4,6 +4,7 @@
 //! conversion (encoding, decoding, pickling) happens outside the shard locks, except in the read-modify-write
 //! methods (`add`, `update_with`) whose whole point is to run under the lock.
 
+use super::blocking::block_on;
 use super::codec::{decode_bytes, encode_into, encode_key_into, with_scratch};
 use super::errors::IntoPyResult;
 use super::handle::{reduce, shared_class, Handle};
@@ -81,7 +82,8 @@ impl PyConcurrentDict {
             ));
         }
         let d = &self.inner;
-        py.detach(|| d.lock(i, &Deadline::after(None))).py(py)
+        let forever = Deadline::after(None);
+        block_on(py, || d.lock(i, &forever))?.py(py)
     }
 
     fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -423,7 +425,8 @@ impl PyConcurrentDict {
     /// process finds that a writer died).
     fn reclaim(&self, py: Python<'_>) -> PyResult<u64> {
         let d = &self.inner;
-        Ok(py.detach(|| d.reclaim(Some(&Deadline::after(None)))).py(py)?.unwrap_or(0))
+        let forever = Deadline::after(None);
+        Ok(block_on(py, || d.reclaim(Some(&forever)))?.py(py)?.unwrap_or(0))
     }
 
     /// A plain `dict` copy.

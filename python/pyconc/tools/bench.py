@@ -370,6 +370,10 @@ def bench_deque(quick):
     from . import bench_deque as bq
 
     return bq.run(quick)
+def bench_asyncio(quick):
+    from . import bench_aio as ba
+
+    return ba.run(quick)
 
 
 GROUPS = {
@@ -379,6 +383,7 @@ GROUPS = {
     "queues": bench_queues,
     "dict": bench_dict,
     "deque": bench_deque,
+    "asyncio": bench_asyncio,
 }
 
 
