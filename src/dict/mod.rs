@@ -527,7 +527,7 @@ impl SharedDict {
         let footprint = Heap::footprint(size);
         let seg = Segment::create(Kind::Dict, DICT_VERSION, footprint)?;
         // Every process using the dict may come to need this segment, even after we exit: make them users now.
-        seg.register_on_behalf(&self.main.users());
+        seg.register_on_behalf(&self.main.users()?)?;
         let heap_off = seg.info().data_offset;
         Heap::init(&seg, Offset::new(heap_off), footprint)?;
         let bytes = seg.name().as_bytes();
