@@ -12,7 +12,7 @@ use super::errors::IntoPyResult;
 use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::futex::Deadline;
 use crate::segment::{Kind, Segment, ShmSafe, LAYOUT_VERSION};
-use crate::sync::barrier::{Arrival, BarrierError};
+use crate::sync::barrier::{Arrival, BarrierCall, BarrierError};
 use crate::sync::condvar::CondState;
 use crate::sync::lock::{Acquired, LockState, RLockState};
 use crate::sync::owner;
@@ -115,6 +115,18 @@ fn report(py: Python<'_>, a: Acquired, what: &str) -> PyResult<()> {
 
 fn block_arg(block: bool, blocking: Option<bool>) -> bool {
     blocking.unwrap_or(block)
+}
+
+/// `BrokenBarrierError`, or `TimeoutError` naming a process that keeps the barrier's internals locked.
+fn barrier_err(py: Python<'_>, e: BarrierError) -> PyErr {
+    match e {
+        BarrierError::Stuck(m) => pyo3::exceptions::PyTimeoutError::new_err(m),
+        BarrierError::Interrupted => match py.check_signals() {
+            Err(err) => err,
+            Ok(()) => pyo3::exceptions::PyInterruptedError::new_err("interrupted by a signal"),
+        },
+        BarrierError::Broken => broken_barrier(py),
+    }
 }
 
 fn broken_barrier(py: Python<'_>) -> PyErr {
@@ -807,15 +819,17 @@ impl PyBarrier {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u32> {
         let b = self.h.clone();
+        // One deadline for the whole call: it also bounds waiting for another round's action to finish.
+        let call = BarrierCall::new(deadline(true, timeout.or(self.timeout)));
         let arrival: Arrival = loop {
             let r = py.detach(|| {
                 let _poll = wait::poll_signals();
-                b.get().arrive()
+                b.get().arrive(&call)
             });
             match r {
                 Ok(a) => break a,
-                Err(BarrierError::Broken) => return Err(broken_barrier(py)),
                 Err(BarrierError::Interrupted) => py.check_signals()?,
+                Err(e) => return Err(barrier_err(py, e)),
             }
         };
         if arrival.last {
@@ -824,28 +838,27 @@ impl PyBarrier {
                 None => Ok(()),
             };
             let ok = action_result.is_ok();
-            let r = b.get().finish_last(&arrival, ok);
+            let r = py.detach(|| b.get().finish_last(&arrival, ok));
             action_result?;
             return match r {
                 Ok(()) => Ok(arrival.index),
-                Err(_) => Err(broken_barrier(py)),
+                Err(e) => Err(barrier_err(py, e)),
             };
         }
-        let d = deadline(true, timeout.or(self.timeout));
         loop {
             let r = py.detach(|| {
                 let _poll = wait::poll_signals();
-                b.get().wait_release(&arrival, &d)
+                b.get().wait_release(&arrival, &call)
             });
             match r {
                 Ok(()) => return Ok(arrival.index),
-                Err(BarrierError::Broken) => return Err(broken_barrier(py)),
                 Err(BarrierError::Interrupted) => {
                     if let Err(e) = py.check_signals() {
-                        b.get().abandon(&arrival);
+                        py.detach(|| b.get().abandon(&arrival));
                         return Err(e);
                     }
                 }
+                Err(e) => return Err(barrier_err(py, e)),
             }
         }
     }
@@ -861,15 +874,15 @@ impl PyBarrier {
     }
 
     /// Puts the barrier into the broken state: current and future waiters get BrokenBarrierError.
-    fn abort(&self, py: Python<'_>) {
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
         let b = self.h.clone();
-        py.detach(|| b.get().abort())
+        py.detach(|| b.get().abort()).map_err(|e| barrier_err(py, e))
     }
 
     /// Returns the barrier to its empty state; current waiters get BrokenBarrierError.
-    fn reset(&self, py: Python<'_>) {
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
         let b = self.h.clone();
-        py.detach(|| b.get().reset())
+        py.detach(|| b.get().reset()).map_err(|e| barrier_err(py, e))
     }
 
     /// Number of parties.

@@ -88,3 +88,20 @@ def pool_task(args):
     with lock:
         counter.set(counter.get() + 1)
     return True
+
+
+def slow_action_started(started):
+    """An action that tells `started`, then runs long (the barrier round stays in its action phase)."""
+
+    def action():
+        started.set()
+        time.sleep(1.5)
+
+    return action
+
+
+def barrier_with_slow_action(handle, started, done):
+    import pyconc
+
+    b = pyconc.Barrier(1, action=slow_action_started(started), _handle=handle)
+    done.put(b.wait())
