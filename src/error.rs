@@ -22,6 +22,10 @@ pub enum Error {
     Full(String),
     /// A wait ran out of time (mapped by callers to `False`, `queue.Empty`, ...).
     Timeout,
+    /// A lock that pyconc only ever holds briefly stayed held by a live process for longer than
+    /// `platform::limits::lock_timeout` (a stopped process, or a corrupt segment); the message names the holder
+    /// (Python: `TimeoutError`).
+    Stuck(String),
     /// A blocking wait was interrupted by a signal the caller must look at (Python: run signal handlers).
     Interrupted,
     /// An operating-system call failed (Python: `OSError` with the errno).
@@ -34,9 +38,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NotFound(m) | Error::Corrupt(m) | Error::Invalid(m) | Error::Type(m) | Error::Full(m) => {
-                f.write_str(m)
-            }
+            Error::NotFound(m)
+            | Error::Corrupt(m)
+            | Error::Invalid(m)
+            | Error::Type(m)
+            | Error::Full(m)
+            | Error::Stuck(m) => f.write_str(m),
             Error::Timeout => f.write_str("timed out"),
             Error::Interrupted => f.write_str("interrupted by a signal"),
             Error::Os(e) => write!(f, "{e}"),

@@ -87,7 +87,8 @@ impl PyConcurrentDict {
             ));
         }
         let d = &self.inner;
-        py.detach(|| d.lock(i, &Deadline::after(None))).py(py)
+        // Bounded: a holder that keeps a shard longer than the lock timeout is reported (TimeoutError).
+        py.detach(|| d.lock_patiently(i)).py(py)
     }
 
     fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -219,8 +220,8 @@ impl PyConcurrentDict {
         })
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len() as usize
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.inner.len().py(py)? as usize)
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
