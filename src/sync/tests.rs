@@ -444,3 +444,16 @@ fn dead_barrier_waiter_breaks_the_barrier() {
     b.get().reset().unwrap();
     assert_eq!(b.get().n_waiting(), 0);
 }
+
+#[test]
+fn a_condition_slot_taken_from_its_waiter_ends_the_wait_without_spinning() {
+    // A slot state that is neither waiting nor notified (another process reclaimed the slot because a corrupt
+    // pid looked dead) made every futex wait return at once: a busy loop until the deadline, forever without one.
+    let c = SyncHandle::<CondState>::create(SyncType::Condition, 0, 0).unwrap();
+    let i = c.get().prepare().unwrap();
+    c.get().slots[i].state.store(7, Ordering::Relaxed);
+    let t0 = Instant::now();
+    assert_eq!(c.get().wait(i, &deadline(None)), Ok(true), "a spurious wakeup");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert_eq!(c.get().slots[i].state.load(Ordering::Relaxed), 7, "not ours any more: left alone");
+}
