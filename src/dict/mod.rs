@@ -999,7 +999,7 @@ impl ShardGuard<'_> {
     /// Makes the version odd: readers that overlap what follows will retry.
     fn begin(&self) -> u64 {
         let s = self.sh.seq.load(Ordering::Relaxed);
-        self.sh.seq.store(s + 1, Ordering::Relaxed);
+        self.sh.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         // Release fence: the odd version is ordered before every store that follows (a reader that sees any of
         // them then sees a changed version on its re-check).
         fence(Ordering::Release);
@@ -1008,7 +1008,7 @@ impl ShardGuard<'_> {
 
     fn end(&self, s: u64) {
         // Release: readers that load the new even version see the whole change.
-        self.sh.seq.store(s + 2, Ordering::Release);
+        self.sh.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
     /// Finds `key`; returns `(slot index, entry ref)`.
@@ -1326,7 +1326,7 @@ impl ShardGuard<'_> {
         self.repaired = true;
         let s = self.sh.seq.load(Ordering::Relaxed);
         let s = s & !1;
-        self.sh.seq.store(s + 1, Ordering::Relaxed);
+        self.sh.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
         // A dead writer may have been between taking a spare and using it: forget the cache (blocks leak).
         for spare in &self.sh.spare {

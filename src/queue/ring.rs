@@ -254,7 +254,7 @@ impl<'a> Ring<'a> {
                     if slot.state.compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                         continue;
                     }
-                    let _ = self.hdr.tail.compare_exchange(t, t + 1, Ordering::Release, Ordering::Relaxed);
+                    let _ = self.hdr.tail.compare_exchange(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                     slot.len.store(payload.len() as u32, Ordering::Relaxed);
                     if block == 0 {
                         slot.kind.store(PAYLOAD_INLINE, Ordering::Relaxed);
@@ -270,7 +270,7 @@ impl<'a> Ring<'a> {
                     return Ok(Attempt::Done);
                 }
                 // Claimed for `t` by another producer: help it advance `tail`.
-                let _ = self.hdr.tail.compare_exchange(t, t + 1, Ordering::Release, Ordering::Relaxed);
+                let _ = self.hdr.tail.compare_exchange(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
             } else if diff < 0 {
                 // The slot still holds the previous lap: full (or our `tail` is stale; re-check it).
                 if self.hdr.tail.load(Ordering::Acquire) == t {
@@ -288,7 +288,7 @@ impl<'a> Ring<'a> {
                          {t}); the queue is corrupt"
                     )));
                 }
-                let _ = self.hdr.tail.compare_exchange(t, t + 1, Ordering::Release, Ordering::Relaxed);
+                let _ = self.hdr.tail.compare_exchange(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
             }
             // Otherwise `tail` moved on since we read it; retry.
         }
@@ -417,14 +417,20 @@ impl<'a> Ring<'a> {
                         if slot.state.compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                             continue;
                         }
-                        let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                        let _ =
+                            self.hdr.head.compare_exchange(h, h.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                         self.consume(slot, lap, out)?;
                         return Ok(Attempt::Done);
                     }
                     state::DROPPED => {
                         let next = word(lap + 1, state::EMPTY, 0);
                         if slot.state.compare_exchange(w, next, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                            let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                            let _ = self.hdr.head.compare_exchange(
+                                h,
+                                h.wrapping_add(1),
+                                Ordering::Release,
+                                Ordering::Relaxed,
+                            );
                             self.wake_producers(false);
                         }
                     }
@@ -438,7 +444,8 @@ impl<'a> Ring<'a> {
                     }
                     _ => {
                         // READING: another consumer took it; help advance `head`.
-                        let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                        let _ =
+                            self.hdr.head.compare_exchange(h, h.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                     }
                 }
             } else if diff < 0 {
@@ -456,7 +463,7 @@ impl<'a> Ring<'a> {
                          {h}); the queue is corrupt"
                     )));
                 }
-                let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                let _ = self.hdr.head.compare_exchange(h, h.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
             }
         }
     }
@@ -840,7 +847,7 @@ impl<'a> Ring<'a> {
                     match entry {
                         Some(entry) => {
                             slot.state.store(word(lap, state::FULL, 0), Ordering::Release);
-                            entry.store(pos + 1, Ordering::Release);
+                            entry.store(pos.wrapping_add(1), Ordering::Release);
                             self.hdr.orphan_count.fetch_add(1, Ordering::AcqRel);
                             self.wake_consumers(true);
                         }
@@ -879,7 +886,7 @@ impl<'a> Ring<'a> {
     pub fn len(&self) -> u64 {
         let h = self.hdr.head.load(Ordering::Acquire);
         let t = self.hdr.tail.load(Ordering::Acquire);
-        t.saturating_sub(h) + self.hdr.orphan_count.load(Ordering::Relaxed) as u64
+        t.saturating_sub(h).saturating_add(self.hdr.orphan_count.load(Ordering::Relaxed) as u64)
     }
 
     /// Whether [`len`](Self::len) is 0.
