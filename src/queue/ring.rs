@@ -725,7 +725,14 @@ impl<'a> Ring<'a> {
 
     /// Whether a get would find something now (a message, a redelivery, or shutdown).
     pub fn readable(&self) -> bool {
-        if self.hdr.shutdown.load(Ordering::Relaxed) != 0 || self.hdr.orphan_count.load(Ordering::Relaxed) > 0 {
+        if self.hdr.shutdown.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        // Not the count alone: a consumer killed between taking an entry and decrementing it leaves the count
+        // above the entries for good, which would make an asyncio get spin instead of wait.
+        if self.hdr.orphan_count.load(Ordering::Relaxed) > 0
+            && self.hdr.orphans.iter().any(|e| !matches!(e.load(Ordering::Acquire), 0 | ORPHAN_RESERVED))
+        {
             return true;
         }
         let h = self.hdr.head.load(Ordering::Acquire);

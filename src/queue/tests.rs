@@ -369,3 +369,17 @@ fn busy_operation_records_of_a_free_or_own_entry_do_not_block() {
     }
     assert_eq!(get(&q).as_deref(), Some(&b"a"[..]));
 }
+
+#[test]
+fn an_orphan_count_above_its_entries_does_not_make_the_queue_look_readable() {
+    // A consumer killed between taking a redelivery entry and decrementing the count leaves it too high for
+    // good; `readable` (what asyncio gets wait on) would say yes forever and the get spin.
+    let q = small(4);
+    q.header().orphan_count.store(1, Ordering::Relaxed);
+    let r = q.ring().unwrap();
+    assert!(!r.readable());
+    assert_eq!(get(&q), None);
+    assert!(!r.wait_ready(true, within(50), WaitPolicy::DEFAULT).unwrap());
+    assert_eq!(put(&q, b"a"), Attempt::Done);
+    assert!(r.readable());
+}
