@@ -341,7 +341,7 @@ def test_barrier_timeout_holds_while_another_process_runs_the_action():
         t0 = time.monotonic()
         with pytest.raises(threading.BrokenBarrierError):
             b.wait(timeout=0.2)
-        assert 0.15 <= time.monotonic() - t0 < 1.2, "the timeout holds while the action runs"
+        assert 0.15 <= time.monotonic() - t0 < 1.4, "the timeout holds while the (1.5 s) action runs"
         assert b.broken
         assert done.get(timeout=20) == 0, "the running round still trips"
     finally:
