@@ -175,6 +175,16 @@ impl Deadline {
         Deadline(timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)))
     }
 
+    /// A deadline at `t`.
+    pub fn at(t: Instant) -> Self {
+        Deadline(Some(t))
+    }
+
+    /// The instant, `None` for no deadline.
+    pub fn instant(&self) -> Option<Instant> {
+        self.0
+    }
+
     /// Time left, `Some(ZERO)` once expired, `None` for no deadline.
     pub fn remaining(&self) -> Option<Duration> {
         self.0.map(|d| d.saturating_duration_since(Instant::now()))

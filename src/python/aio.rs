@@ -11,7 +11,7 @@
 use super::errors::IntoPyResult;
 use super::queue::PyQueue;
 use super::sync::{
-    broken_barrier, check_slot, report, PyBarrier, PyCondQueue, PyEvent, PyLock, PyRLock, PyRwLock, PySemaphore,
+    barrier_err, check_slot, report, PyBarrier, PyCondQueue, PyEvent, PyLock, PyRLock, PyRwLock, PySemaphore,
 };
 use crate::base::atomic::{AtomicU32, Ordering};
 use crate::platform::futex::{self, Deadline};
@@ -249,7 +249,7 @@ fn barrier_of<'a>(obj: &'a Bound<'_, PyBarrier>) -> crate::sync::barrier::Barrie
 fn _aio_barrier_arrive(py: Python<'_>, obj: &Bound<'_, PyBarrier>) -> PyResult<Option<PyArrival>> {
     match barrier_of(obj).try_arrive() {
         Ok(a) => Ok(a.map(|a| PyArrival { a })),
-        Err(_) => Err(broken_barrier(py)),
+        Err(e) => Err(barrier_err(py, e)),
     }
 }
 
@@ -262,7 +262,7 @@ fn _aio_barrier_finish(
     arrival: &Bound<'_, PyArrival>,
     ok: bool,
 ) -> PyResult<()> {
-    barrier_of(obj).finish_last(&arrival.get().a, ok).map_err(|_| broken_barrier(py))
+    barrier_of(obj).finish_last(&arrival.get().a, ok).map_err(|e| barrier_err(py, e))
 }
 
 /// `_aio_barrier_poll(barrier, arrival) -> bool`: whether the round was decided: True (and returns) if it
@@ -272,7 +272,7 @@ fn _aio_barrier_poll(py: Python<'_>, obj: &Bound<'_, PyBarrier>, arrival: &Bound
     match barrier_of(obj).poll_release(&arrival.get().a) {
         None => Ok(false),
         Some(Ok(())) => Ok(true),
-        Some(Err(_)) => Err(broken_barrier(py)),
+        Some(Err(e)) => Err(barrier_err(py, e)),
     }
 }
 
@@ -280,7 +280,7 @@ fn _aio_barrier_poll(py: Python<'_>, obj: &Bound<'_, PyBarrier>, arrival: &Bound
 /// it tripped just now (returns).
 #[pyfunction]
 fn _aio_barrier_timeout(py: Python<'_>, obj: &Bound<'_, PyBarrier>, arrival: &Bound<'_, PyArrival>) -> PyResult<()> {
-    barrier_of(obj).time_out(&arrival.get().a).map_err(|_| broken_barrier(py))
+    barrier_of(obj).time_out(&arrival.get().a).map_err(|e| barrier_err(py, e))
 }
 
 /// `_aio_barrier_abandon(barrier, arrival)`: a cancelled waiter leaves the round (as Ctrl-C in `wait` does).
@@ -303,7 +303,8 @@ fn _aio_check(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<bo
         "read" => Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.get().free_dead_writer()),
         "drain" => Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.get().drain_key().is_none()),
         "barrier" => {
-            obj.cast::<PyBarrier>().map_err(|_| wrong(obj, what))?.get().h.get().reap_dead();
+            let b = obj.cast::<PyBarrier>().map_err(|_| wrong(obj, what))?.get().h.get();
+            b.reap_dead().map_err(|e| barrier_err(py, e))?;
             Ok(false)
         }
         _ => Ok(false),

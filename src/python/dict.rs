@@ -82,8 +82,10 @@ impl PyConcurrentDict {
             ));
         }
         let d = &self.inner;
-        let forever = Deadline::after(None);
-        block_on(py, || d.lock(i, &forever))?.py(py)
+        // Bounded: a holder that keeps a shard longer than the lock timeout is reported (TimeoutError); one
+        // deadline for the whole wait, across retries after signal handlers.
+        let patience = Deadline::after(Some(crate::platform::limits::lock_timeout()));
+        block_on(py, || d.lock_patiently(i, &patience))?.py(py)
     }
 
     fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -238,8 +240,8 @@ impl PyConcurrentDict {
         })
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len() as usize
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.inner.len().py(py)? as usize)
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

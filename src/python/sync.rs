@@ -14,7 +14,7 @@ use super::timeouts::{self, Negative};
 use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::futex::Deadline;
 use crate::segment::{Kind, Segment, ShmSafe};
-use crate::sync::barrier::Arrival;
+use crate::sync::barrier::{Arrival, BarrierCall, BarrierError};
 use crate::sync::condvar::CondState;
 use crate::sync::lock::{Acquired, LockState, RLockState};
 use crate::sync::owner;
@@ -83,6 +83,18 @@ pub(super) fn report(py: Python<'_>, a: Acquired, what: &str) -> PyResult<()> {
 
 fn block_arg(block: bool, blocking: Option<bool>) -> bool {
     blocking.unwrap_or(block)
+}
+
+/// `BrokenBarrierError`, or `TimeoutError` naming a process that keeps the barrier's internals locked.
+pub(super) fn barrier_err(py: Python<'_>, e: BarrierError) -> PyErr {
+    match e {
+        BarrierError::Stuck(m) => pyo3::exceptions::PyTimeoutError::new_err(m),
+        BarrierError::Interrupted => match py.check_signals() {
+            Err(err) => err,
+            Ok(()) => pyo3::exceptions::PyInterruptedError::new_err("interrupted by a signal"),
+        },
+        BarrierError::Broken => broken_barrier(py),
+    }
 }
 
 pub(super) fn broken_barrier(py: Python<'_>) -> PyErr {
@@ -770,10 +782,11 @@ impl PyBarrier {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u32> {
         let b = self.h.clone();
-        let d = deadline(timeout.or(self.timeout))?;
-        let arrival: Arrival = match block_on(py, || b.get().arrive())? {
+        // One deadline for the whole call: it also bounds waiting for another round's action to finish.
+        let call = BarrierCall::new(deadline(timeout.or(self.timeout))?);
+        let arrival: Arrival = match block_on(py, || b.get().arrive(&call))? {
             Ok(a) => a,
-            Err(_) => return Err(broken_barrier(py)),
+            Err(e) => return Err(barrier_err(py, e)),
         };
         if arrival.last {
             let action_result = match &self.action {
@@ -781,18 +794,18 @@ impl PyBarrier {
                 None => Ok(()),
             };
             let ok = action_result.is_ok();
-            let r = b.get().finish_last(&arrival, ok);
+            let r = py.detach(|| b.get().finish_last(&arrival, ok));
             action_result?;
             return match r {
                 Ok(()) => Ok(arrival.index),
-                Err(_) => Err(broken_barrier(py)),
+                Err(e) => Err(barrier_err(py, e)),
             };
         }
-        match block_on(py, || b.get().wait_release(&arrival, &d)) {
+        match block_on(py, || b.get().wait_release(&arrival, &call)) {
             Ok(Ok(())) => Ok(arrival.index),
-            Ok(Err(_)) => Err(broken_barrier(py)),
+            Ok(Err(e)) => Err(barrier_err(py, e)),
             Err(e) => {
-                b.get().abandon(&arrival);
+                py.detach(|| b.get().abandon(&arrival));
                 Err(e)
             }
         }
@@ -809,15 +822,15 @@ impl PyBarrier {
     }
 
     /// Puts the barrier into the broken state: current and future waiters get BrokenBarrierError.
-    fn abort(&self, py: Python<'_>) {
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
         let b = self.h.clone();
-        py.detach(|| b.get().abort())
+        py.detach(|| b.get().abort()).map_err(|e| barrier_err(py, e))
     }
 
     /// Returns the barrier to its empty state; current waiters get BrokenBarrierError.
-    fn reset(&self, py: Python<'_>) {
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
         let b = self.h.clone();
-        py.detach(|| b.get().reset())
+        py.detach(|| b.get().reset()).map_err(|e| barrier_err(py, e))
     }
 
     /// Number of parties.

@@ -333,6 +333,33 @@ def test_barrier_timeout_and_abort_break_every_waiter():
     assert errors == ["broken"] * 3 and not b.broken
 
 
+def test_barrier_timeout_holds_while_another_process_runs_the_action():
+    # Issue 11, hang 2: wait(timeout=0.2) waited out another round's long action before raising.
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    b = pyconc.Barrier(1)
+    started, done = ctx.Event(), ctx.Queue()
+    p = ctx.Process(target=w.barrier_with_slow_action, args=(b._handle, started, done))
+    p.start()
+    try:
+        assert started.wait(20)
+        t0 = time.monotonic()
+        with pytest.raises(threading.BrokenBarrierError):
+            b.wait(timeout=0.2)
+        assert 0.15 <= time.monotonic() - t0 < 1.4, "the timeout holds while the (1.5 s) action runs"
+        assert b.broken
+        assert done.get(timeout=20) == 0, "the running round still trips"
+    finally:
+        p.join(20)
+        if p.is_alive():
+            p.kill()
+    assert p.exitcode == 0
+    assert b.broken
+    b.reset()
+    assert b.wait(timeout=5) == 0
+
+
 def test_barrier_default_timeout_and_failing_action():
     b = pyconc.Barrier(2, timeout=0.05)
     with pytest.raises(threading.BrokenBarrierError):

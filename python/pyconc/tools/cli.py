@@ -36,11 +36,13 @@ def _ls(args):
 def _gc(args):
     from .. import _native
 
-    removed, invalid, kept = _native.collect_segments(args.grace, args.all)
+    removed, invalid, kept, problems = _native.collect_segments(args.grace, args.all)
     for name in removed:
         print(f"removed {name} (no live users)")
     for name in invalid:
         print(f"removed {name} (invalid header, older than {args.grace:g} s)")
+    for name, why in problems:
+        print(f"kept {name}: {why}")
     print(f"{len(removed) + len(invalid)} removed, {kept} in use")
     if args.check_empty and kept:
         print("segments are still in use after the test suite:", file=sys.stderr)
