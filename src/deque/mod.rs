@@ -34,13 +34,13 @@ use crate::base::atomic::{AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::platform::futex::{self, Deadline};
 use crate::segment::alloc::Heap;
+use crate::segment::extents::{Extents, Growth, HeapSeg, Names};
 use crate::segment::{Kind, Mapped, Offset, Segment, ShmSafe};
 use crate::sync::owner;
 use crate::sync::wait::{self, Slept, WaitError};
 use crate::{Error, Result};
 use layout::*;
 use std::mem::size_of;
-use std::sync::OnceLock;
 
 /// Default heap size of the main segment.
 pub const DEFAULT_HEAP_BYTES: u64 = 64 << 10;
@@ -60,17 +60,20 @@ fn crash_point(n: u32) {
     }
 }
 
-struct SegSlot {
-    seg: Segment,
-    heap_off: u64,
+/// How a deque grows past its main segment.
+const GROWTH: Growth =
+    Growth { kind: Kind::Deque, version: DEQUE_VERSION, what: "deque", slack: 64 << 10, max_heap: MAX_SEG_BYTES };
+
+/// Where the header records the deque's segments.
+fn names_of(hdr: &DequeHeader) -> Names<'_> {
+    Names { count: &hdr.nsegs, last_size: &hdr.last_seg_size, names: &hdr.seg_names }
 }
 
 /// A process-local handle to a shared deque.
 pub struct SharedDeque {
     main: Segment,
     hdr: Mapped<DequeHeader>,
-    segs: Box<[OnceLock<SegSlot>]>,
-    open_lock: parking_lot::Mutex<()>,
+    ext: Extents,
 }
 
 fn make_ref(seg: usize, off: u64) -> u64 {
@@ -166,14 +169,10 @@ impl SharedDeque {
         let heap_off = (seg.data_offset::<u8>().get() + size_of::<DequeHeader>() as u64).next_multiple_of(64);
         Heap::attach(&seg, Offset::new(heap_off))?;
         let hdr = Mapped::new(&seg, seg.data_offset())?;
-        let segs: Box<[OnceLock<SegSlot>]> = (0..MAX_SEGMENTS).map(|_| OnceLock::new()).collect();
-        let _ = segs[0].set(SegSlot { seg: seg.clone(), heap_off });
-        let d = SharedDeque { main: seg, hdr, segs, open_lock: parking_lot::Mutex::new(()) };
+        let ext = Extents::new(&seg, heap_off, GROWTH, &names_of(&hdr));
+        let d = SharedDeque { main: seg, hdr, ext };
         // Map the extension segments that exist now, so this process keeps them alive while it holds the deque.
-        let n = d.header().nsegs.load(Ordering::Acquire) as usize;
-        for i in 1..n.min(MAX_SEGMENTS) {
-            d.seg(i)?;
-        }
+        d.ext.map_existing(&d.names())?;
         Ok(d)
     }
 
@@ -295,30 +294,12 @@ impl SharedDeque {
         }
     }
 
-    fn seg(&self, idx: usize) -> Result<&SegSlot> {
-        let cell = self.segs.get(idx).ok_or_else(|| corrupt!("deque reference to segment #{idx}"))?;
-        if let Some(s) = cell.get() {
-            return Ok(s);
-        }
-        let _g = self.open_lock.lock();
-        if let Some(s) = cell.get() {
-            return Ok(s);
-        }
-        if idx >= self.header().nsegs.load(Ordering::Acquire) as usize {
-            return Err(corrupt!("deque reference to segment #{idx}, which does not exist"));
-        }
-        let mut name = Vec::with_capacity(NAME_WORDS * 8);
-        for w in &self.header().seg_names[idx] {
-            name.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
-        }
-        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-        let name = std::str::from_utf8(&name[..end]).map_err(|_| corrupt!("bad extension segment name"))?;
-        let seg = Segment::open(name)?;
-        seg.info().expect(seg.name_local(), Kind::Deque, DEQUE_VERSION)?;
-        let heap_off = seg.info().data_offset;
-        Heap::attach(&seg, Offset::new(heap_off))?;
-        let _ = cell.set(SegSlot { seg, heap_off });
-        cell.get().ok_or_else(|| corrupt!("extension segment cell"))
+    fn names(&self) -> Names<'_> {
+        names_of(self.header())
+    }
+
+    fn seg(&self, idx: usize) -> Result<&HeapSeg> {
+        self.ext.get(idx, &self.names())
     }
 
     /// A bounds-checked pointer to `len` bytes at reference `r`.
@@ -349,18 +330,14 @@ impl SharedDeque {
     }
 
     fn heap(&self, idx: usize) -> Result<Heap<'_>> {
-        let s = self.seg(idx)?;
-        Heap::attach(&s.seg, Offset::new(s.heap_off))
+        self.ext.heap(idx, &self.names())
     }
 
     /// Allocates `size` bytes in the newest heap with room, adding a segment when all are full. The caller
     /// holds the lock.
     fn alloc(&self, size: u64) -> Result<u64> {
         loop {
-            let n = self.header().nsegs.load(Ordering::Acquire) as usize;
-            if n == 0 || n > MAX_SEGMENTS {
-                return Err(corrupt!("deque header counts {n} segments"));
-            }
+            let n = self.ext.count(&self.names())?;
             for idx in (0..n).rev() {
                 match self.heap(idx)?.alloc(size) {
                     Ok(off) => return Ok(make_ref(idx, off)),
@@ -379,38 +356,10 @@ impl SharedDeque {
     /// Adds extension segment number `n`. The caller holds the lock.
     #[cold]
     fn add_segment(&self, n: usize, need: u64) -> Result<()> {
-        let hdr = self.header();
-        if n >= MAX_SEGMENTS {
-            return Err(Error::Full(format!("the deque spans {MAX_SEGMENTS} segments and cannot grow further")));
-        }
-        let size = hdr
-            .last_seg_size
-            .load(Ordering::Relaxed)
-            .saturating_mul(2)
-            .max(need.saturating_mul(2) + (64 << 10))
-            .min(MAX_SEG_BYTES.max(need + (64 << 10)));
-        let footprint = Heap::footprint(size);
-        let seg = Segment::create(Kind::Deque, DEQUE_VERSION, footprint)?;
-        // Every process using the deque may come to need this segment, even after we exit: make them users now.
-        seg.register_on_behalf(&self.main.users()?)?;
-        let heap_off = seg.info().data_offset;
-        Heap::init(&seg, Offset::new(heap_off), footprint)?;
-        let bytes = seg.name().as_bytes();
-        if bytes.len() >= NAME_WORDS * 8 {
-            return Err(Error::Invalid("segment name too long for the deque header".into()));
-        }
-        for (i, w) in hdr.seg_names[n].iter().enumerate() {
-            let mut word = [0u8; 8];
-            for (j, b) in word.iter_mut().enumerate() {
-                *b = bytes.get(i * 8 + j).copied().unwrap_or(0);
-            }
-            w.store(u64::from_le_bytes(word), Ordering::Relaxed);
-        }
-        hdr.last_seg_size.store(size, Ordering::Relaxed);
-        let _ = self.segs[n].set(SegSlot { seg, heap_off });
+        let names = self.names();
+        self.ext.add(n, need, &self.main, &names)?;
         crash_point(8);
-        // Release: a process that sees the new count sees the name.
-        hdr.nsegs.store(n as u32 + 1, Ordering::Release);
+        self.ext.publish(n, &names);
         Ok(())
     }
 }
@@ -420,12 +369,7 @@ impl Drop for SharedDeque {
         // Extension segments that other processes added (registering this one as a user on its behalf) and that
         // this process never mapped: map them now, so that dropping them ends that registration instead of it
         // lasting until this process exits.
-        let n = self.segments().min(MAX_SEGMENTS);
-        for i in 1..n {
-            if self.segs[i].get().is_none() {
-                let _ = self.seg(i);
-            }
-        }
+        self.ext.map_unmapped(&self.names());
     }
 }
 

@@ -48,13 +48,13 @@ use crate::error::corrupt;
 use crate::platform::futex::Deadline;
 use crate::platform::limits;
 use crate::segment::alloc::{Heap, HeapHeader};
+use crate::segment::extents::{Extents, Growth, HeapSeg, Names};
 use crate::segment::shm::Reserve;
 use crate::segment::{Kind, Mapped, MappedSlice, Offset, Segment, ShmSafe};
 use crate::sync::owner;
 use crate::{Error, Result};
 use layout::*;
 use std::mem::size_of;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Default heap size of the main segment (pages are only backed once used).
@@ -79,10 +79,9 @@ pub enum Read {
     Busy,
 }
 
-struct SegSlot {
-    seg: Segment,
-    heap_off: u64,
-}
+/// How a dict grows past its main segment.
+const GROWTH: Growth =
+    Growth { kind: Kind::Dict, version: DICT_VERSION, what: "dict", slack: 1 << 20, max_heap: MAX_SEG_BYTES };
 
 /// A process-local handle to a shared dict. Clones are cheap through `Arc` in the callers.
 pub struct SharedDict {
@@ -90,8 +89,7 @@ pub struct SharedDict {
     hdr: Mapped<DictHeader>,
     shards: MappedSlice<Shard>,
     nshards: u32,
-    segs: Box<[OnceLock<SegSlot>]>,
-    open_lock: parking_lot::Mutex<()>,
+    ext: Extents,
     /// Set (in this process) when a lock acquisition repaired a shard: a dead writer may have leaked blocks,
     /// which [`reclaim`](SharedDict::reclaim) can free. Counts the attempts left to do so (see
     /// [`take_reclaim_pending`](SharedDict::take_reclaim_pending)); 0 once done.
@@ -301,6 +299,11 @@ fn make_ref(seg: usize, off: u64) -> u64 {
     ((seg as u64) << REF_SHIFT) | off
 }
 
+/// Where the header records the dict's segments.
+fn names_of(hdr: &DictHeader) -> Names<'_> {
+    Names { count: &hdr.nsegs, last_size: &hdr.last_seg_size, names: &hdr.seg_names }
+}
+
 impl SharedDict {
     /// Creates a dict with `nshards` shards and a main-segment heap of `heap_bytes`.
     pub fn create(nshards: u32, heap_bytes: u64) -> Result<SharedDict> {
@@ -356,22 +359,17 @@ impl SharedDict {
         let heap_off = hdr.heap_off.load(Ordering::Relaxed);
         Heap::attach(&seg, Offset::new(heap_off))?;
         let hdr = Mapped::new(&seg, seg.data_offset())?;
-        let segs: Box<[OnceLock<SegSlot>]> = (0..MAX_SEGMENTS).map(|_| OnceLock::new()).collect();
-        let _ = segs[0].set(SegSlot { seg: seg.clone(), heap_off });
+        let ext = Extents::new(&seg, heap_off, GROWTH, &names_of(&hdr));
         let d = SharedDict {
             main: seg,
             hdr,
             shards,
             nshards,
-            segs,
-            open_lock: parking_lot::Mutex::new(()),
+            ext,
             reclaim_pending: crate::base::atomic::local::AtomicU32::new(0),
         };
         // Map the extension segments that exist now, so this process keeps them alive while it holds the dict.
-        let n = d.header().nsegs.load(Ordering::Acquire) as usize;
-        for i in 1..n.min(MAX_SEGMENTS) {
-            d.seg(i)?;
-        }
+        d.ext.map_existing(&d.names())?;
         Ok(d)
     }
 
@@ -406,30 +404,16 @@ impl SharedDict {
         ((hash >> 32) % self.nshards as u64) as u32
     }
 
-    fn seg(&self, idx: usize) -> Result<&SegSlot> {
-        let cell = self.segs.get(idx).ok_or_else(|| corrupt!("dict reference to segment #{idx}"))?;
-        if let Some(s) = cell.get() {
-            return Ok(s);
-        }
-        let _g = self.open_lock.lock();
-        if let Some(s) = cell.get() {
-            return Ok(s);
-        }
-        if idx >= self.header().nsegs.load(Ordering::Acquire) as usize {
-            return Err(corrupt!("dict reference to segment #{idx}, which does not exist"));
-        }
-        let mut name = Vec::with_capacity(NAME_WORDS * 8);
-        for w in &self.header().seg_names[idx] {
-            name.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
-        }
-        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-        let name = std::str::from_utf8(&name[..end]).map_err(|_| corrupt!("bad extension segment name"))?;
-        let seg = Segment::open(name)?;
-        seg.info().expect(seg.name_local(), Kind::Dict, DICT_VERSION)?;
-        let heap_off = seg.info().data_offset;
-        Heap::attach(&seg, Offset::new(heap_off))?;
-        let _ = cell.set(SegSlot { seg, heap_off });
-        cell.get().ok_or_else(|| corrupt!("extension segment cell"))
+    fn names(&self) -> Names<'_> {
+        names_of(self.header())
+    }
+
+    fn seg(&self, idx: usize) -> Result<&HeapSeg> {
+        self.ext.get(idx, &self.names())
+    }
+
+    fn heap(&self, idx: usize) -> Result<Heap<'_>> {
+        self.ext.heap(idx, &self.names())
     }
 
     /// A bounds-checked pointer to `len` bytes at reference `r`.
@@ -467,13 +451,9 @@ impl SharedDict {
 
     fn alloc(&self, size: u64) -> Result<u64> {
         loop {
-            let n = self.header().nsegs.load(Ordering::Acquire) as usize;
-            if n == 0 || n > MAX_SEGMENTS {
-                return Err(corrupt!("dict header counts {n} segments"));
-            }
+            let n = self.ext.count(&self.names())?;
             for idx in (0..n).rev() {
-                let s = self.seg(idx)?;
-                match Heap::attach(&s.seg, Offset::new(s.heap_off))?.alloc(size) {
+                match self.heap(idx)?.alloc(size) {
                     Ok(off) => return Ok(make_ref(idx, off)),
                     Err(Error::Full(_)) => continue,
                     Err(e) => return Err(e),
@@ -484,13 +464,11 @@ impl SharedDict {
     }
 
     fn usable(&self, r: u64) -> Result<u64> {
-        let s = self.seg((r >> REF_SHIFT) as usize)?;
-        Heap::attach(&s.seg, Offset::new(s.heap_off))?.usable_size(r & REF_OFFSET_MASK)
+        self.heap((r >> REF_SHIFT) as usize)?.usable_size(r & REF_OFFSET_MASK)
     }
 
     fn free(&self, r: u64) -> Result<()> {
-        let s = self.seg((r >> REF_SHIFT) as usize)?;
-        Heap::attach(&s.seg, Offset::new(s.heap_off))?.free(r & REF_OFFSET_MASK)
+        self.heap((r >> REF_SHIFT) as usize)?.free(r & REF_OFFSET_MASK)
     }
 
     /// Adds extension segment number `seen` unless another writer already did.
@@ -511,34 +489,9 @@ impl SharedDict {
         if hdr.nsegs.load(Ordering::Acquire) as usize != seen {
             return Ok(());
         }
-        if seen >= MAX_SEGMENTS {
-            return Err(Error::Full(format!("the dict spans {MAX_SEGMENTS} segments and cannot grow further")));
-        }
-        let size = (hdr.last_seg_size.load(Ordering::Relaxed).saturating_mul(2))
-            .max(need.saturating_mul(2) + (1 << 20))
-            .min(MAX_SEG_BYTES.max(need + (1 << 20)));
-        let footprint = Heap::footprint(size);
-        let fixed = Reserve::Prefix(size_of::<HeapHeader>() as u64);
-        let seg = Segment::create_reserving(Kind::Dict, DICT_VERSION, footprint, &[], fixed)?;
-        // Every process using the dict may come to need this segment, even after we exit: make them users now.
-        seg.register_on_behalf(&self.main.users()?)?;
-        let heap_off = seg.info().data_offset;
-        Heap::init(&seg, Offset::new(heap_off), footprint)?;
-        let bytes = seg.name().as_bytes();
-        if bytes.len() >= NAME_WORDS * 8 {
-            return Err(Error::Invalid("segment name too long for the dict header".into()));
-        }
-        for (i, w) in hdr.seg_names[seen].iter().enumerate() {
-            let mut word = [0u8; 8];
-            for (j, b) in word.iter_mut().enumerate() {
-                *b = bytes.get(i * 8 + j).copied().unwrap_or(0);
-            }
-            w.store(u64::from_le_bytes(word), Ordering::Relaxed);
-        }
-        hdr.last_seg_size.store(size, Ordering::Relaxed);
-        let _ = self.segs[seen].set(SegSlot { seg, heap_off });
-        // Release: a process that sees the new count sees the name.
-        hdr.nsegs.store(seen as u32 + 1, Ordering::Release);
+        let names = self.names();
+        self.ext.add(seen, need, &self.main, &names)?;
+        self.ext.publish(seen, &names);
         Ok(())
     }
 
@@ -809,8 +762,7 @@ impl SharedDict {
         }
         let mut freed = 0;
         for idx in 0..self.segments().min(MAX_SEGMENTS) {
-            let s = self.seg(idx)?;
-            let heap = Heap::attach(&s.seg, Offset::new(s.heap_off))?;
+            let heap = self.heap(idx)?;
             for (payload, size) in heap.used_payloads() {
                 if !live.contains(&make_ref(idx, payload)) {
                     heap.free(payload)?;
@@ -1394,9 +1346,7 @@ impl ShardGuard<'_> {
 impl Drop for SharedDict {
     fn drop(&mut self) {
         // Map every extension segment before letting go: another process may have registered this one as a
-        // user of segments it never mapped (see `add_segment`), and only our own detach clears those entries.
-        for i in 1..self.segments().min(MAX_SEGMENTS) {
-            let _ = self.seg(i);
-        }
+        // user of segments it never mapped (see `segment::extents`), and only our own detach clears those entries.
+        self.ext.map_unmapped(&self.names());
     }
 }
