@@ -26,5 +26,7 @@ pub mod semaphore;
 pub mod shared;
 pub mod wait;
 
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,12 @@ use crate::platform::futex::{self, Deadline};
 use crate::segment::ShmSafe;
 
 /// How many processes may hold read locks at the same time (threads of one process share a slot).
+#[cfg(not(loom))]
 pub const RW_SLOTS: usize = 64;
+/// Loom hook: the models use two slots (every slot is read on each writer check, and each read is a step loom
+/// must interleave).
+#[cfg(loom)]
+pub const RW_SLOTS: usize = 2;
 
 /// The fixed part of an RWLock.
 #[repr(C)]
