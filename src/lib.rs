@@ -10,6 +10,7 @@
 //! * [`codec`]: the byte format in which Python values are stored in segments, and the stable key hash.
 //! * [`sync`]: the cross-process locks, semaphores, events, conditions, barriers and reader-writer locks.
 //! * [`dict`]: the sharded hash map behind `ConcurrentDict`.
+//! * [`deque`]: the double-ended queue behind `ConcurrentDeque`.
 //! * [`objects`]: the structures that live in segments (atomic cells, Value/Array).
 //! * `python` (feature `python`): the thin PyO3 layer that becomes `pyconc._native`.
 //!
@@ -19,6 +20,7 @@
 
 pub mod base;
 pub mod codec;
+pub mod deque;
 pub mod dict;
 pub mod error;
 pub mod objects;

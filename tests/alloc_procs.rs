@@ -1,12 +1,12 @@
 //! The block allocator used by several processes at once: no block is handed to two owners, and after every
 //! process freed its blocks, all memory is accounted for (free lists + never-used space = the region).
 //!
-//! Child processes are this test binary re-run on `child_worker` with `PYCONC_ALLOC_CHILD` set.
+//! Child processes are this test binary re-run on `child_worker` (`pyconc::base::child`).
 
+use pyconc::base::child;
 use pyconc::segment::alloc::Heap;
 use pyconc::segment::{Kind, Segment};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const REGION: u64 = 16 << 20;
 
@@ -38,7 +38,7 @@ fn work(seg: &Segment, id: u8, rounds: u64) {
 
 #[test]
 fn child_worker() {
-    let Ok(spec) = std::env::var("PYCONC_ALLOC_CHILD") else {
+    let Some(spec) = child::spec() else {
         return;
     };
     let (name, id) = spec.split_once(':').unwrap();
@@ -46,46 +46,18 @@ fn child_worker() {
     work(&seg, id.parse().unwrap(), 30_000);
 }
 
-fn wait_all(mut children: Vec<Child>, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !children.is_empty() {
-        children.retain_mut(|c| match c.try_wait().unwrap() {
-            Some(status) => {
-                assert!(status.success(), "child failed: {status}");
-                false
-            }
-            None => true,
-        });
-        if Instant::now() > deadline {
-            for c in &mut children {
-                let _ = c.kill();
-            }
-            panic!("{} child process(es) hung", children.len());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn processes_alloc_and_free_concurrently_without_overlap_or_leak() {
-    if std::env::var("PYCONC_ALLOC_CHILD").is_ok() {
+    if child::spec().is_some() {
         return;
     }
     let seg = Segment::create(Kind::Heap, 1, Heap::footprint(REGION)).unwrap();
     Heap::init(&seg, seg.data_offset(), Heap::footprint(REGION)).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<Child> = (1..=4u8)
-        .map(|id| {
-            Command::new(&exe)
-                .args(["--exact", "child_worker", "--quiet", "--test-threads=1"])
-                .env("PYCONC_ALLOC_CHILD", format!("{}:{id}", seg.name()))
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut children: Vec<_> =
+        (1..=4u8).map(|id| child::spawn("child_worker", &format!("{}:{id}", seg.name()))).collect();
     // The parent allocates too, while the children run.
     work(&seg, 9, 30_000);
-    wait_all(children, Duration::from_secs(120));
+    child::wait_all_ok(&mut children, Duration::from_secs(120));
 
     let attaches = seg.header().attach_count.load(pyconc::base::atomic::Ordering::Relaxed);
     assert_eq!(attaches, 5, "the creator and four children attached");

@@ -1,13 +1,14 @@
 //! The shared dict used by several processes, some of them SIGKILLed (or `_exit`ing) in the middle of writes:
 //! afterwards every shard must be readable and consistent (every value matches its key, counters match).
 //!
-//! Child processes are this test binary re-run on `child_worker` with `PYCONC_DICT_CHILD` set.
+//! Child processes are this test binary re-run on `child_worker` (`pyconc::base::child`).
 
 use pyconc::base::atomic::Ordering;
+use pyconc::base::child;
 use pyconc::codec::stable_hash;
 use pyconc::dict::{records, Read, SharedDict, CRASH_POINT};
 use pyconc::platform::futex::Deadline;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// Values are the key repeated up to a length that varies with `round`, so a torn or mixed value is detected.
@@ -58,7 +59,7 @@ fn work(d: &SharedDict, id: u64, rounds: u64, keys: u64) {
 
 #[test]
 fn child_worker() {
-    let Ok(spec) = std::env::var("PYCONC_DICT_CHILD") else {
+    let Some(spec) = child::spec() else {
         return;
     };
     let mut parts = spec.split(':');
@@ -74,11 +75,7 @@ fn child_worker() {
 }
 
 fn spawn(name: &str, id: u64, crash: u32) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_worker", "--quiet", "--test-threads=1"])
-        .env("PYCONC_DICT_CHILD", format!("{name}:{id}:{crash}"))
-        .spawn()
-        .unwrap()
+    child::spawn("child_worker", &format!("{name}:{id}:{crash}"))
 }
 
 fn check(d: &SharedDict) {
@@ -98,7 +95,7 @@ fn check(d: &SharedDict) {
 
 #[test]
 fn writers_killed_mid_write_leave_the_dict_consistent() {
-    if std::env::var("PYCONC_DICT_CHILD").is_ok() {
+    if child::spec().is_some() {
         return;
     }
     let d = SharedDict::create(3, 8 << 20).unwrap();
@@ -107,14 +104,8 @@ fn writers_killed_mid_write_leave_the_dict_consistent() {
     for crash in 1..=10u32 {
         let mut c = spawn(d.segment().name(), crash as u64, crash);
         work(&d, 77 + crash as u64, 300, 300);
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                assert_eq!(st.code(), Some(9), "crash point {crash} was reached");
-                break;
-            }
-            assert!(Instant::now() < deadline, "child hung");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let st = child::wait(&mut c, deadline.saturating_duration_since(Instant::now()));
+        assert_eq!(st.code(), Some(9), "crash point {crash} was reached");
         check(&d);
     }
     for round in 0..6u64 {

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["segment", "codec"],
     &["sync"],
     &["objects"],
-    &["queue", "dict"],
+    &["queue", "dict", "deque"],
     &["python"],
 ];
 

@@ -217,7 +217,7 @@ fn sync_primitives() {
         rust_layout!(BarrierState, v, [lock, seq, sleepers, parties, phase, count, generation, rounds]),
     );
     check("sync.md", "BarrierSlot", rust_layout!(BarrierSlot, v, [pid, outcome, start]));
-    check("sync.md", "RwState", rust_layout!(RwState, v, [wlock, rgen, rsleepers, drain, reserved, slots]));
+    check("sync.md", "RwState", rust_layout!(RwState, v, [wlock, rgen, rsleepers, drain, writers, reserved, slots]));
     check("sync.md", "ReaderSlot", rust_layout!(ReaderSlot, v, [pid, count, start]));
     // The embedded lock must fit the 64 bytes a Value/Array block reserves for it.
     assert!(size_of::<LockState>() <= 64);
@@ -243,6 +243,43 @@ fn dict() {
 }
 
 #[test]
+fn deque() {
+    use pyconc::deque::layout::*;
+    let v = DEQUE_VERSION;
+    check(
+        "deque.md",
+        "DequeHeader",
+        rust_layout!(
+            DequeHeader,
+            v,
+            [
+                magic,
+                version,
+                maxlen,
+                nsegs,
+                reserved0,
+                last_seg_size,
+                lock,
+                ring,
+                cap,
+                span,
+                version_counter,
+                items,
+                reserved1,
+                next_id,
+                repairs,
+                reserved2,
+                intent,
+                reserved3,
+                seg_names
+            ]
+        ),
+    );
+    check("deque.md", "Intent", rust_layout!(Intent, v, [op, a, b, c]));
+    check("deque.md", "ItemHeader", rust_layout!(ItemHeader, v, [id, len]));
+}
+
+#[test]
 fn every_documented_struct_is_checked() {
     // A struct documented here but not checked above would silently drift: list them all.
     let checked = [
@@ -252,6 +289,7 @@ fn every_documented_struct_is_checked() {
         ("block.md", vec!["BlockHeader"]),
         ("queue.md", vec!["OpRecord", "Participant", "QueueHeader", "Slot"]),
         ("dict.md", vec!["DictHeader", "EntryHeader", "Shard", "Slot", "TableHeader"]),
+        ("deque.md", vec!["DequeHeader", "Intent", "ItemHeader"]),
         (
             "sync.md",
             vec![

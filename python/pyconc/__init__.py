@@ -13,7 +13,7 @@ import importlib as _importlib
 from . import _lifecycle, _native
 from ._native import AtomicFlag, AtomicInt64
 from .dicts import ConcurrentDict
-from .queues import ConcurrentQueue, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
+from .queues import ConcurrentQueue, Empty, Full, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
 from .sharedctypes import Array, RawArray, RawValue, Value
 from .synchronize import (
     Barrier,
@@ -33,8 +33,15 @@ __version__: str = _native.__version__
 # Public names imported on first use: name -> module (relative to the package).
 _LAZY = {
     "AtomicReference": ".reference",
+    "BatchExecutor": ".local",
+    "ConcurrentDeque": ".deques",
+    "IntervalLock": ".synchronization",
+    "RWReadContext": ".synchronization",
+    "RWWriteContext": ".synchronization",
     "ConcurrentGatheringIterator": ".gathering",
     "LocalWrapper": ".local",
+    "synchronization": None,
+    "local": None,
 }
 
 __all__ = [
@@ -43,13 +50,18 @@ __all__ = [
     "AtomicInt64",
     "AtomicReference",
     "Barrier",
+    "BatchExecutor",
     "BoundedSemaphore",
     "BrokenBarrierError",
+    "ConcurrentDeque",
     "ConcurrentDict",
     "ConcurrentGatheringIterator",
     "ConcurrentQueue",
     "Condition",
+    "Empty",
     "Event",
+    "Full",
+    "IntervalLock",
     "JoinableQueue",
     "LocalWrapper",
     "Lock",
@@ -57,6 +69,8 @@ __all__ = [
     "Queue",
     "RLock",
     "RWLock",
+    "RWReadContext",
+    "RWWriteContext",
     "RawArray",
     "RawValue",
     "Semaphore",
@@ -68,10 +82,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'pyconc' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module, __name__), name)
+    module = _LAZY[name]
+    if module is None:  # a submodule
+        value = _importlib.import_module("." + name, __name__)
+    else:
+        value = getattr(_importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 

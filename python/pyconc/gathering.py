@@ -3,6 +3,7 @@ order (a `ConcurrentDict` plus a shared `Condition`)."""
 
 from ._native import AtomicFlag
 from .dicts import ConcurrentDict
+from .local import LocalWrapper
 from .synchronize import Condition
 
 
@@ -50,6 +51,11 @@ class ConcurrentGatheringIterator:
                     self._cond.wait(1.0)
             yield value
 
+    def iterator_local(self, max_key, clear=True):
+        """As `iterator`, yielding each value in a `LocalWrapper`."""
+        for value in self.iterator(max_key, clear):
+            yield LocalWrapper(value)
+
     def _take(self, key, clear):
         missing = object()
         value = self._d.pop(key, missing) if clear else self._d.get(key, missing)
@@ -57,6 +63,15 @@ class ConcurrentGatheringIterator:
 
     def __reduce__(self):
         return (_rebuild_gathering, ((self._d, self._cond, self._failed),))
+
+    def __eq__(self, other):
+        # Identity of the shared iterator, across handles.
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._d._same_object(other._d)
+
+    def __hash__(self):
+        return self._d._identity_hash()
 
 
 def _rebuild_gathering(parts):

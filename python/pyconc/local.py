@@ -1,4 +1,4 @@
-"""Process-local helpers of the concurrency API: `LocalWrapper`."""
+"""Process-local helpers of the concurrency API: `LocalWrapper`, `BatchExecutor`."""
 
 
 class LocalWrapper:
@@ -42,4 +42,56 @@ for _name in (
 del _name
 
 
-__all__ = ["LocalWrapper"]
+
+class BatchExecutor:
+    """Calls ``source()`` ``size`` times at once to fill a buffer and hands the values out one by one:
+    ``load()`` returns the next value, refilling the buffer when it is empty. Thread-safe (one thread refills
+    while the others wait for it). An exception from ``source`` propagates out of the ``load()`` that ran it;
+    values produced before it stay in the buffer. ``as_local()`` returns a ``LocalWrapper`` around the executor.
+
+    Process-local: the buffer lives in this process (``source`` is any callable, e.g. one that pops a shared
+    queue).
+    """
+
+    __slots__ = ("_source", "_size", "_buffer", "_lock")
+
+    def __init__(self, source, size):
+        if not callable(source):
+            raise TypeError(f"BatchExecutor: source must be callable, not {type(source).__name__}")
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TypeError(f"BatchExecutor: size must be an int, not {type(size).__name__}")
+        if size < 1:
+            raise ValueError(f"BatchExecutor: size must be at least 1, got {size}")
+        import collections
+        import threading
+
+        self._source = source
+        self._size = size
+        self._buffer = collections.deque()
+        self._lock = threading.Lock()
+
+    def load(self):
+        """The next value (calling ``source`` ``size`` times first if the buffer is empty)."""
+        try:
+            return self._buffer.popleft()
+        except IndexError:
+            pass
+        with self._lock:
+            while True:
+                try:
+                    return self._buffer.popleft()
+                except IndexError:
+                    pass
+                source, append = self._source, self._buffer.append
+                for _ in range(self._size):
+                    append(source())
+
+    def as_local(self):
+        """A ``LocalWrapper`` around this executor."""
+        return LocalWrapper(self)
+
+    def __repr__(self):
+        return f"BatchExecutor({self._source!r}, {self._size})"
+
+
+__all__ = ["BatchExecutor", "LocalWrapper"]

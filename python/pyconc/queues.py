@@ -10,8 +10,9 @@ pickles as a handle.
 import queue as _queue
 
 from . import _native
+from .local import LocalWrapper
 
-__all__ = ["ConcurrentQueue", "Queue", "SimpleQueue", "JoinableQueue", "StdConcurrentQueue", "ShutDown"]
+__all__ = ["ConcurrentQueue", "Queue", "SimpleQueue", "JoinableQueue", "StdConcurrentQueue", "ShutDown", "Empty", "Full"]
 
 ShutDown = _native.ShutDown
 Empty = _queue.Empty
@@ -23,14 +24,9 @@ DEFAULT_SLOTS = 65_536
 DEFAULT_HEAP_BYTES = 64 << 20
 
 
-def _attach(cls, name, state):
-    obj = _native.QueueCore.__new__(cls, name=name)
-    obj.__dict__.update(state)
-    return obj
-
-
 class _Base(_native.QueueCore):
-    """Shared plumbing: creation from a maxsize, pickling as a handle, asyncio forms."""
+    """Shared plumbing: creation from a maxsize, asyncio forms. Pickling as a handle is native (`_native._rebuild`
+    rebuilds the subclass and its `__dict__`)."""
 
     def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, _joinable=False, **_):
         maxsize = int(maxsize)
@@ -40,11 +36,6 @@ class _Base(_native.QueueCore):
     def __init__(self, maxsize=0, **_):
         self._maxsize = int(maxsize) if int(maxsize) > 0 else 0
 
-    def __reduce__(self):
-        return _attach, (type(self), self._segment_handle[0], dict(self.__dict__))
-
-    def __repr__(self):
-        return f"<pyconc.{type(self).__name__} {self._segment_handle[0]} qsize={self.qsize()}>"
 
     @property
     def maxsize(self):
@@ -93,8 +84,8 @@ class ConcurrentQueue(_Base):
     """The concurrency-module queue, across threads and processes.
 
     ``ConcurrentQueue(scaling=None, lock_free=False, maxsize=0)``: ``push(value)``, ``pop(timeout=None)``
-    (blocks until an item arrives; ``queue.Empty`` after ``timeout``), ``pop_local`` (the same as ``pop``: a
-    shared-memory queue has no thread-local part), ``size()``, ``empty()``, ``shutdown(immediate=False)``.
+    (blocks until an item arrives; ``queue.Empty`` after ``timeout``), ``pop_local`` (as ``pop``, returning the
+    item in a ``LocalWrapper``), ``size()``, ``empty()``, ``shutdown(immediate=False)``.
     ``lock_free=True`` spins longer before sleeping: lower latency for more CPU. ``scaling`` is accepted for
     compatibility and ignored (the ring has no per-thread shards).
     """
@@ -113,7 +104,9 @@ class ConcurrentQueue(_Base):
         """Removes and returns the oldest item, waiting up to `timeout` seconds (forever if None)."""
         return self.get(True, timeout)
 
-    pop_local = pop
+    def pop_local(self, timeout=None):
+        """As `pop`, returning the item in a `LocalWrapper` (the concurrency API's shape)."""
+        return LocalWrapper(self.get(True, timeout))
 
     def size(self):
         """Approximate number of items."""

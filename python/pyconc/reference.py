@@ -45,6 +45,15 @@ class AtomicReference:
     def __reduce__(self):
         return (_rebuild_reference, (self._d,))
 
+    def __eq__(self, other):
+        # Identity of the shared reference, across handles (not of the values it holds).
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._d._same_object(other._d)
+
+    def __hash__(self):
+        return self._d._identity_hash()
+
     def __repr__(self):
         return f"AtomicReference({self.get()!r})"
 

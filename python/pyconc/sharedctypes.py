@@ -72,10 +72,10 @@ def _buffer_format(type_):
     return _native_codes.get(type_) or memoryview(type_()).format
 
 
-def _new_buffer(type_, length, name=None):
+def _new_buffer(type_, length, handle=None):
     code = _typecode_of(type_)
     return _native.SharedBuffer(
-        _buffer_format(type_), ctypes.sizeof(type_), length, ord(code) if code else 0, name
+        _buffer_format(type_), ctypes.sizeof(type_), length, ord(code) if code else 0, _handle=handle
     )
 
 
@@ -85,7 +85,7 @@ def _shared_type(type_, length):
     base = type_ if length is None else type_ * length
 
     def __reduce__(self):
-        return _rebuild_ctype, (type_, length, self._pyconc_buffer.segment_name)
+        return _rebuild_ctype, (type_, length, self._pyconc_buffer._handle)
 
     def fetch_add(self, *args):
         """Atomically add to an integer item without any lock; return the previous value.
@@ -101,13 +101,33 @@ def _shared_type(type_, length):
         # ctypes shows "c_int(5)" only for its own simple types; keep that for ours.
         return f"{type_.__name__}({self.value!r})"
 
+    def __eq__(self, other):
+        # Identity of the shared memory, across handles (ctypes objects compare by identity).
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._pyconc_buffer == other._pyconc_buffer
+
+    def __hash__(self):
+        return hash(self._pyconc_buffer)
+
     name = base.__name__ if length is None else f"{type_.__name__}_Array_{length}"
-    ns = {"__reduce__": __reduce__, "__module__": __name__, "_pyconc_spec": (type_, length)}
-    if length is None and hasattr(type_, "_type_") and isinstance(type_._type_, str):
+    ns = {
+        "__reduce__": __reduce__, "__module__": __name__, "_pyconc_spec": (type_, length),
+        "__eq__": __eq__, "__hash__": __hash__,
+    }
+    if length is None and not _is_simple(type_):
+        # A Structure or Union: its instances show as the user's type, as multiprocessing's do.
+        ns["__module__"] = type_.__module__
+        ns["__qualname__"] = type_.__qualname__
+    if length is None and _is_simple(type_):
         ns["__repr__"] = __repr__
     if type_ in _int_typecodes:
         ns["fetch_add"] = fetch_add
     return type(name, (base,), ns)
+
+
+def _is_simple(type_):
+    return isinstance(getattr(type_, "_type_", None), str)
 
 
 def _norm_index(index, length):
@@ -125,8 +145,8 @@ def _attach_ctype(type_, length, buf):
     return obj
 
 
-def _rebuild_ctype(type_, length, segment_name):
-    buf = _new_buffer(type_, 1 if length is None else length, segment_name)
+def _rebuild_ctype(type_, length, handle):
+    buf = _new_buffer(type_, 1 if length is None else length, handle)
     return _attach_ctype(type_, length, buf)
 
 
@@ -175,7 +195,7 @@ def Value(typecode_or_type, *args, lock=True, ctx=None):
     obj = RawValue(typecode_or_type, *args)
     if lock is False:
         return obj
-    return Synchronized(obj, _resolve_lock(lock, obj._pyconc_buffer))
+    return synchronized(obj, _resolve_lock(lock, obj._pyconc_buffer))
 
 
 def Array(typecode_or_type, size_or_initializer, *, lock=True, ctx=None):
@@ -195,15 +215,35 @@ def synchronized(obj, lock=None, ctx=None):
     buf = getattr(obj, "_pyconc_buffer", None)
     if buf is None:
         raise TypeError("synchronized() needs a pyconc shared ctypes object (from RawValue or RawArray)")
+    return _wrapper_class(obj)(obj, _resolve_lock(lock, buf))
+
+
+def _wrapper_class(obj):
     if isinstance(obj, ctypes.Array):
-        cls = SynchronizedString if obj._type_ is ctypes.c_char else SynchronizedArray
-    else:
-        cls = Synchronized
-    return cls(obj, _resolve_lock(lock, buf))
+        return SynchronizedString if obj._type_ is ctypes.c_char else SynchronizedArray
+    if isinstance(obj, ctypes._SimpleCData):
+        return Synchronized
+    return _struct_wrapper(obj._pyconc_spec[0])
 
 
-def _rebuild_synchronized(cls, type_, length, segment_name, lock):
-    obj = _rebuild_ctype(type_, length, segment_name)
+@functools.lru_cache(maxsize=None)
+def _struct_wrapper(type_):
+    """``Synchronized<Name>`` for a ctypes Structure/Union: each field is a property read and written under the
+    lock (what ``multiprocessing.sharedctypes.synchronized`` builds)."""
+    names = []
+    for klass in reversed(type_.__mro__):
+        for field in klass.__dict__.get("_fields_", ()):
+            if field[0] not in names:
+                names.append(field[0])
+    ns = {name: _locked_property(name) for name in names}
+    ns["__module__"] = __name__
+    return type("Synchronized" + type_.__name__, (SynchronizedBase,), ns)
+
+
+def _rebuild_synchronized(cls, type_, length, handle, lock):
+    obj = _rebuild_ctype(type_, length, handle)
+    if cls is None:
+        cls = _wrapper_class(obj)
     return cls(obj, lock if lock is not None else _embedded_rlock(obj._pyconc_buffer))
 
 
@@ -230,7 +270,9 @@ class SynchronizedBase(_native.SharedBuffer):
         buf = self._obj._pyconc_buffer
         type_, length = self._obj._pyconc_spec
         embedded = _is_embedded(self._lock, buf)
-        return _rebuild_synchronized, (type(self), type_, length, buf.segment_name, None if embedded else self._lock)
+        # A structure's wrapper class is built on the fly (not importable by name): rebuilt from the type.
+        cls = type(self) if type(self) in (Synchronized, SynchronizedArray, SynchronizedString) else None
+        return _rebuild_synchronized, (cls, type_, length, buf._handle, None if embedded else self._lock)
 
     def get_obj(self):
         return self._obj

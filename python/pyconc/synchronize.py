@@ -130,7 +130,7 @@ def _owner_name(owner):
         return "None"
     pid, tid = owner
     if pid != os.getpid():
-        return f"SomeOtherProcess(pid={pid})"
+        return "SomeOtherProcess"
     if tid != threading.get_native_id():
         return "SomeOtherThread"
     name = multiprocessing.current_process().name
@@ -175,13 +175,16 @@ def _repr(obj):
             return f"<{name}(value={obj.get_value()}, maxvalue={obj._maxvalue})>"
         return f"<{name}(value={obj.get_value()})>"
     if isinstance(obj, _native.Event):
-        return f"<{name}({'set' if obj.is_set() else 'unset'})>"
+        # multiprocessing.synchronize.Event's form.
+        return f"<{type(obj).__qualname__} at {id(obj):#x} {'set' if obj.is_set() else 'unset'}>"
     if isinstance(obj, _native.Barrier):
+        # threading.Barrier's form (which multiprocessing's Barrier inherits).
+        cls = type(obj)
         if obj.broken:
-            return f"<{name}: broken, parties={obj.parties}>"
-        return f"<{name}: waiters={obj.n_waiting}/{obj.parties}>"
+            return f"<{cls.__module__}.{cls.__qualname__} at {id(obj):#x}: broken>"
+        return f"<{cls.__module__}.{cls.__qualname__} at {id(obj):#x}: waiters={obj.n_waiting}/{obj.parties}>"
     if isinstance(obj, _native.RWLock):
-        return f"<{name}(readers={obj.readers}, write_locked_here={obj.write_locked})>"
+        return f"<{name}(readers={obj.readers()}, write_locked_here={obj.write_locked})>"
     return object.__repr__(obj)
 
 
@@ -243,6 +246,15 @@ class Condition:
 
     def __getstate__(self):
         return (self._lock, self._queue)
+
+    def __eq__(self, other):
+        # Identity of the shared condition (its wait queue), across handles.
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._queue == other._queue
+
+    def __hash__(self):
+        return hash(self._queue)
 
     def __setstate__(self, state):
         self._lock, self._queue = state

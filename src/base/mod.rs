@@ -4,9 +4,12 @@
 //!   never from `core::sync::atomic` (clippy's `disallowed-types` in `clippy.toml` enforces it), so that
 //!   `cfg(loom)` can swap in loom's model-checked atomics for the lock-free algorithms.
 //! * [`spin`]: a process-local spin mutex for short critical sections that must be handled around `fork()`.
+//! * `child` (hidden): the test binary re-run as a child process, for tests of several processes.
 //! * The loom hooks: [`yield_now`], [`yield_now_in_model`] and (tests under `cfg(loom)`) `loom_model`.
 
 pub mod atomic;
+#[doc(hidden)]
+pub mod child;
 pub mod spin;
 
 /// Yields the thread (loom's yield under `cfg(loom)`, so model-checked retry loops stay finite).

@@ -1,7 +1,7 @@
 //! The `#[repr(C)]` structs of a shared dict (documented in `shm-layouts/dict.md`).
 
 use crate::base::atomic::{AtomicU32, AtomicU64};
-use crate::segment::ShmSafe;
+use crate::shm_struct;
 use crate::sync::lock::LockState;
 
 /// Payload layout version of [`Kind::Dict`](crate::segment::Kind::Dict) segments.
@@ -26,87 +26,92 @@ pub const SLOT_EMPTY: u64 = 0;
 /// A slot's `entry` after its key was deleted (probing continues past it).
 pub const SLOT_TOMBSTONE: u64 = 1;
 
-/// At the start of the main segment's payload.
-#[repr(C)]
-pub struct DictHeader {
-    /// [`DICT_MAGIC`] once initialised.
-    pub magic: AtomicU32,
-    /// [`DICT_VERSION`].
-    pub version: AtomicU32,
-    /// Number of shards.
-    pub nshards: AtomicU32,
-    /// Segments in use (1 = only the main one). Grows only, under `grow_lock`, after the name is written.
-    pub nsegs: AtomicU32,
-    /// Offset of the shard array in the main segment.
-    pub shards_off: AtomicU64,
-    /// Offset of the main segment's heap header.
-    pub heap_off: AtomicU64,
-    /// Payload size of the last segment added (extension segments double it).
-    pub last_seg_size: AtomicU64,
-    /// Unused; zero.
-    pub reserved: [AtomicU64; 3],
-    /// Serialises adding extension segments.
-    pub grow_lock: LockState,
-    /// Names of the extension segments (index 0, the main segment, is unused): ASCII, zero padded.
-    pub seg_names: [[AtomicU64; NAME_WORDS]; MAX_SEGMENTS],
+shm_struct! {
+    /// At the start of the main segment's payload.
+    pub struct DictHeader {
+        /// [`DICT_MAGIC`] once initialised.
+        pub magic: AtomicU32,
+        /// [`DICT_VERSION`].
+        pub version: AtomicU32,
+        /// Number of shards.
+        pub nshards: AtomicU32,
+        /// Segments in use (1 = only the main one). Grows only, under `grow_lock`, after the name is written.
+        pub nsegs: AtomicU32,
+        /// Offset of the shard array in the main segment.
+        pub shards_off: AtomicU64,
+        /// Offset of the main segment's heap header.
+        pub heap_off: AtomicU64,
+        /// Payload size of the last segment added (extension segments double it).
+        pub last_seg_size: AtomicU64,
+        /// Unused; zero.
+        pub reserved: [AtomicU64; 3],
+        /// Serialises adding extension segments.
+        pub grow_lock: LockState,
+        /// Names of the extension segments (index 0, the main segment, is unused): ASCII, zero padded.
+        pub seg_names: [[AtomicU64; NAME_WORDS]; MAX_SEGMENTS],
+    }
 }
 
-/// One shard: a lock, a seqlock version and a table.
-#[repr(C)]
-pub struct Shard {
-    /// Robust write lock.
-    pub lock: LockState,
-    /// Seqlock version: odd while a writer changes the table; readers retry when it moved.
-    pub seq: AtomicU64,
-    /// Reference to the table block (a [`TableHeader`] followed by `capacity` [`Slot`]s).
-    pub table: AtomicU64,
-    /// Live keys.
-    pub len: AtomicU64,
-    /// Tombstone slots.
-    pub tombstones: AtomicU64,
-    /// Blocks this shard retired and keeps for reuse (0 = none): overwrites then recycle blocks without
-    /// touching the shared heap header, which every process would otherwise contend on.
-    pub spare: [AtomicU64; 4],
-    /// Unused; zero. Pads the shard to two cache lines.
-    pub reserved: [AtomicU64; 4],
+shm_struct! {
+    /// One shard: a lock, a seqlock version and a table.
+    pub struct Shard {
+        /// Robust write lock.
+        pub lock: LockState,
+        /// Seqlock version: odd while a writer changes the table; readers retry when it moved.
+        pub seq: AtomicU64,
+        /// Reference to the table block (a [`TableHeader`] followed by `capacity` [`Slot`]s).
+        pub table: AtomicU64,
+        /// Live keys.
+        pub len: AtomicU64,
+        /// Tombstone slots.
+        pub tombstones: AtomicU64,
+        /// Blocks this shard retired and keeps for reuse (0 = none): overwrites then recycle blocks without
+        /// touching the shared heap header, which every process would otherwise contend on.
+        pub spare: [AtomicU64; 4],
+        /// Unused; zero. Pads the shard to two cache lines.
+        pub reserved: [AtomicU64; 4],
+    }
 }
 
-/// The start of a table block.
-#[repr(C)]
-pub struct TableHeader {
-    /// [`TABLE_MAGIC`].
-    pub magic: AtomicU32,
-    /// Unused; zero.
-    pub reserved: AtomicU32,
-    /// Number of slots (a power of two).
-    pub capacity: AtomicU64,
+shm_struct! {
+    /// The start of a table block.
+    pub struct TableHeader {
+        /// [`TABLE_MAGIC`].
+        pub magic: AtomicU32,
+        /// Unused; zero.
+        pub reserved: AtomicU32,
+        /// Number of slots (a power of two).
+        pub capacity: AtomicU64,
+    }
 }
 
-/// One open-addressing slot.
-#[repr(C)]
-pub struct Slot {
-    /// Stable hash of the key (meaningful only while `entry` is a reference).
-    pub hash: AtomicU64,
-    /// [`SLOT_EMPTY`], [`SLOT_TOMBSTONE`] or a reference to an entry block.
-    pub entry: AtomicU64,
+shm_struct! {
+    /// One open-addressing slot.
+    pub struct Slot {
+        /// Stable hash of the key (meaningful only while `entry` is a reference).
+        pub hash: AtomicU64,
+        /// [`SLOT_EMPTY`], [`SLOT_TOMBSTONE`] or a reference to an entry block.
+        pub entry: AtomicU64,
+    }
 }
 
-/// The start of an entry block, followed by the key bytes, the as-inserted key bytes, then two value buffers of
-/// `cap` bytes each (one holds the current value, the other takes the next overwrite in place).
-#[repr(C)]
-pub struct EntryHeader {
-    /// Length of the canonical key encoding.
-    pub key_len: AtomicU32,
-    /// Length of the as-inserted key encoding (0: the canonical bytes decode to the key as inserted).
-    pub orig_len: AtomicU32,
-    /// Capacity of each value buffer.
-    pub cap: AtomicU32,
-    /// Length of the value in each buffer (meaningful for the active one).
-    pub val_len: [AtomicU32; 2],
-    /// Unused; zero.
-    pub reserved: AtomicU32,
-    /// [`ENTRY_MARK`] | lock owner (pid, low start-time bits; 0 = unlocked) | version << 1 | active buffer.
-    pub state: AtomicU64,
+shm_struct! {
+    /// The start of an entry block, followed by the key bytes, the as-inserted key bytes, then two value buffers of
+    /// `cap` bytes each (one holds the current value, the other takes the next overwrite in place).
+    pub struct EntryHeader {
+        /// Length of the canonical key encoding.
+        pub key_len: AtomicU32,
+        /// Length of the as-inserted key encoding (0: the canonical bytes decode to the key as inserted).
+        pub orig_len: AtomicU32,
+        /// Capacity of each value buffer.
+        pub cap: AtomicU32,
+        /// Length of the value in each buffer (meaningful for the active one).
+        pub val_len: [AtomicU32; 2],
+        /// Unused; zero.
+        pub reserved: AtomicU32,
+        /// [`ENTRY_MARK`] | lock owner (pid, low start-time bits; 0 = unlocked) | version << 1 | active buffer.
+        pub state: AtomicU64,
+    }
 }
 
 /// Always set in an entry's `state`: no other word a heap block can hold at that offset has it (table slots
@@ -125,17 +130,6 @@ pub const ENTRY_START_MASK: u64 = 0xffff << ENTRY_START_SHIFT;
 pub const ENTRY_OWNER_MASK: u64 = ENTRY_PID_MASK | ENTRY_START_MASK;
 /// The version bits (1..=24) of an entry's `state`, bumped by 2 (one version) per in-place overwrite.
 pub const ENTRY_VERSION_MASK: u64 = 0x1ff_fffe;
-
-// SAFETY: repr(C), only atomics, arrays of atomics and LockState (itself ShmSafe), no padding (asserted below).
-unsafe impl ShmSafe for DictHeader {}
-// SAFETY: as above.
-unsafe impl ShmSafe for Shard {}
-// SAFETY: as above.
-unsafe impl ShmSafe for TableHeader {}
-// SAFETY: as above.
-unsafe impl ShmSafe for Slot {}
-// SAFETY: as above.
-unsafe impl ShmSafe for EntryHeader {}
 
 #[cfg(not(loom))]
 const _: () = {

@@ -47,7 +47,7 @@ use crate::base::atomic::{fence, AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::platform::futex::Deadline;
 use crate::segment::alloc::Heap;
-use crate::segment::{Kind, Offset, Segment, ShmSafe};
+use crate::segment::{Kind, Mapped, MappedSlice, Offset, Segment, ShmSafe};
 use crate::sync::owner;
 use crate::{Error, Result};
 use layout::*;
@@ -84,8 +84,8 @@ struct SegSlot {
 /// A process-local handle to a shared dict. Clones are cheap through `Arc` in the callers.
 pub struct SharedDict {
     main: Segment,
-    hdr: *const DictHeader,
-    shards: *const Shard,
+    hdr: Mapped<DictHeader>,
+    shards: MappedSlice<Shard>,
     nshards: u32,
     segs: Box<[OnceLock<SegSlot>]>,
     open_lock: parking_lot::Mutex<()>,
@@ -94,12 +94,6 @@ pub struct SharedDict {
     /// [`take_reclaim_pending`](SharedDict::take_reclaim_pending)); 0 once done.
     reclaim_pending: crate::base::atomic::local::AtomicU32,
 }
-
-// SAFETY: the raw pointers point into the mapping owned by `main` (an Arc'd mapping that is Send + Sync); all
-// shared state is accessed through atomics or bounds-checked raw copies.
-unsafe impl Send for SharedDict {}
-// SAFETY: as above.
-unsafe impl Sync for SharedDict {}
 
 /// An entry block, bounds-checked at the time it was read.
 #[derive(Clone, Copy)]
@@ -353,19 +347,16 @@ impl SharedDict {
             return Err(corrupt!("dict {} has {nshards} shards", seg.name_local()));
         }
         let shards_off = hdr.shards_off.load(Ordering::Relaxed);
-        let bytes = nshards as u64 * size_of::<Shard>() as u64;
-        // Resolve the first shard for alignment, then check the whole array's range.
-        let first = seg.resolve::<Shard>(Offset::new(shards_off))? as *const Shard;
-        seg.bytes_ptr(shards_off, bytes)?;
+        let shards = MappedSlice::new(&seg, shards_off, nshards as usize)?;
         let heap_off = hdr.heap_off.load(Ordering::Relaxed);
         Heap::attach(&seg, Offset::new(heap_off))?;
-        let hdr = hdr as *const DictHeader;
+        let hdr = Mapped::new(&seg, seg.data_offset())?;
         let segs: Box<[OnceLock<SegSlot>]> = (0..MAX_SEGMENTS).map(|_| OnceLock::new()).collect();
         let _ = segs[0].set(SegSlot { seg: seg.clone(), heap_off });
         let d = SharedDict {
             main: seg,
             hdr,
-            shards: first,
+            shards,
             nshards,
             segs,
             open_lock: parking_lot::Mutex::new(()),
@@ -395,16 +386,13 @@ impl SharedDict {
     }
 
     fn header(&self) -> &DictHeader {
-        // SAFETY: resolved (bounds + alignment) at attach; the mapping lives while `self.main` does.
-        unsafe { &*self.hdr }
+        &self.hdr
     }
 
     /// Shard `i` (`i < nshards`).
     fn shard(&self, i: u32) -> &Shard {
         debug_assert!(i < self.nshards);
-        // SAFETY: the array of `nshards` shards was range-checked at attach and `i` is reduced modulo nshards
-        // by every caller.
-        unsafe { &*self.shards.add((i % self.nshards) as usize) }
+        &self.shards[(i % self.nshards) as usize]
     }
 
     /// The shard a key hash belongs to.

@@ -1,23 +1,22 @@
 //! An atomic 64-bit integer in its own segment (`AtomicInt64`, `AtomicFlag`). Layout: `shm-layouts/atomic.md`.
 
 use crate::base::atomic::{AtomicI64, AtomicU64, Ordering};
-use crate::segment::{Kind, Offset, Segment, ShmSafe};
+use crate::segment::{Kind, Mapped, Offset, Segment};
+use crate::shm_struct;
 use crate::Result;
 
 /// Payload layout version of [`Kind::Atomic`] segments.
 pub const ATOMIC_VERSION: u32 = 1;
 
-/// The shared cell: one value on its own cache line.
-#[repr(C)]
-pub struct AtomicCell {
-    /// The value.
-    pub value: AtomicI64,
-    /// Unused; zero. Pads the cell to a cache line so neighbours never share it.
-    pub reserved: [AtomicU64; 7],
+shm_struct! {
+    /// The shared cell: one value on its own cache line.
+    pub struct AtomicCell {
+        /// The value.
+        pub value: AtomicI64,
+        /// Unused; zero. Pads the cell to a cache line so neighbours never share it.
+        pub reserved: [AtomicU64; 7],
+    }
 }
-
-// SAFETY: repr(C), only atomics, no padding (asserted below).
-unsafe impl ShmSafe for AtomicCell {}
 
 #[cfg(not(loom))]
 const _: () = {
@@ -28,15 +27,8 @@ const _: () = {
 /// A process-local handle to an [`AtomicCell`]. Clones share the mapping.
 #[derive(Clone)]
 pub struct SharedAtomic {
-    seg: Segment,
-    cell: *const AtomicCell,
+    cell: Mapped<AtomicCell>,
 }
-
-// SAFETY: `cell` points into the mapping owned (via Arc) by `seg`, which is Send + Sync; the cell is only
-// accessed through atomics.
-unsafe impl Send for SharedAtomic {}
-// SAFETY: as above.
-unsafe impl Sync for SharedAtomic {}
 
 impl SharedAtomic {
     /// Creates a new cell holding `value` in a new segment.
@@ -51,8 +43,7 @@ impl SharedAtomic {
     pub fn from_segment(seg: Segment, offset: Option<u64>) -> Result<SharedAtomic> {
         seg.info().expect(seg.name_local(), Kind::Atomic, ATOMIC_VERSION)?;
         let off: Offset<AtomicCell> = offset.map(Offset::new).unwrap_or_else(|| seg.data_offset());
-        let cell = seg.resolve(off)? as *const AtomicCell;
-        Ok(SharedAtomic { seg, cell })
+        Ok(SharedAtomic { cell: Mapped::new(&seg, off)? })
     }
 
     /// Opens the cell of the segment called `name`.
@@ -63,8 +54,7 @@ impl SharedAtomic {
     /// The cell.
     #[inline]
     pub fn cell(&self) -> &AtomicCell {
-        // SAFETY: resolved (bounds + alignment checked) at construction; the mapping lives while `seg` does.
-        unsafe { &*self.cell }
+        &self.cell
     }
 
     /// The atomic value itself (all orderings below are SeqCst, the contract of the Python API).
@@ -75,12 +65,12 @@ impl SharedAtomic {
 
     /// The segment holding the cell.
     pub fn segment(&self) -> &Segment {
-        &self.seg
+        self.cell.segment()
     }
 
     /// The cell's offset in its segment.
     pub fn offset(&self) -> u64 {
-        self.cell as u64 - self.seg.base_ptr() as u64
+        self.cell.offset()
     }
 
     /// Loads the value.

@@ -4,7 +4,8 @@
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::segment::header::DATA_OFFSET;
-use crate::segment::{Kind, Offset, Segment, ShmSafe};
+use crate::segment::{Kind, Mapped, MappedBytes, Offset, Segment, ShmSafe};
+use crate::shm_struct;
 use crate::sync::shared::{SyncHandle, SyncType};
 use crate::{Error, Result};
 
@@ -17,26 +18,24 @@ pub const BLOCK_HEADER_SIZE: u64 = 128;
 /// creation writes anyway: a small Value costs one page, and the first write to an array faults no new page.
 pub const ITEMS_AT: u64 = BLOCK_HEADER_SIZE;
 
-/// The block header, at the payload offset of the segment.
-#[repr(C)]
-pub struct BlockHeader {
-    /// Storage for the block's lock (`get_lock()` of a synchronized `Value`/`Array`). Its layout is the sync
-    /// module's; 64 bytes are reserved here.
-    pub lock: [AtomicU64; 8],
-    /// The `array`-module typecode as an ASCII code, or 0 for a ctypes type.
-    pub typecode: AtomicU32,
-    /// Size of one item.
-    pub itemsize: AtomicU32,
-    /// Number of items (1 for a Value).
-    pub length: AtomicU64,
-    /// Offset of the items in the segment.
-    pub items_offset: AtomicU64,
-    /// Unused; zero.
-    pub reserved: [AtomicU64; 5],
+shm_struct! {
+    /// The block header, at the payload offset of the segment.
+    pub struct BlockHeader {
+        /// Storage for the block's lock (`get_lock()` of a synchronized `Value`/`Array`). Its layout is the sync
+        /// module's; 64 bytes are reserved here.
+        pub lock: [AtomicU64; 8],
+        /// The `array`-module typecode as an ASCII code, or 0 for a ctypes type.
+        pub typecode: AtomicU32,
+        /// Size of one item.
+        pub itemsize: AtomicU32,
+        /// Number of items (1 for a Value).
+        pub length: AtomicU64,
+        /// Offset of the items in the segment.
+        pub items_offset: AtomicU64,
+        /// Unused; zero.
+        pub reserved: [AtomicU64; 5],
+    }
 }
-
-// SAFETY: repr(C), only atomics and arrays of atomics, no padding (asserted below).
-unsafe impl ShmSafe for BlockHeader {}
 
 #[cfg(not(loom))]
 const _: () = {
@@ -52,22 +51,14 @@ const _: () = {
 /// A process-local handle to a block.
 #[derive(Clone)]
 pub struct SharedBlock {
-    seg: Segment,
-    header: *const BlockHeader,
-    items: *mut u8,
-    nbytes: usize,
+    header: Mapped<BlockHeader>,
+    items: MappedBytes,
     /// Copies of the header's immutable fields, validated once: reading them again would fault in the header
     /// page, which creating a block avoids (see `Segment::create_with`).
     typecode: u32,
     itemsize: u32,
     length: u64,
 }
-
-// SAFETY: the pointers are into the mapping owned (via Arc) by `seg`; the header is atomics only; item bytes
-// are shared memory whose synchronisation is the user's (as with multiprocessing's RawArray).
-unsafe impl Send for SharedBlock {}
-// SAFETY: as above.
-unsafe impl Sync for SharedBlock {}
 
 impl SharedBlock {
     /// Creates a zero-filled block of `length` items of `itemsize` bytes, recording `typecode` (0 for none).
@@ -89,10 +80,9 @@ impl SharedBlock {
         let bytes = unsafe { std::slice::from_raw_parts(init.as_ptr() as *const u8, BLOCK_HEADER_SIZE as usize) };
         let seg = Segment::create_with(Kind::Block, BLOCK_VERSION, ITEMS_AT + nbytes, bytes)?;
         // Not from_segment: that reads the header back through the mapping, a page fault creation can skip.
-        let header = seg.resolve(seg.data_offset::<BlockHeader>())? as *const BlockHeader;
-        let items = seg.bytes_ptr(DATA_OFFSET + ITEMS_AT, nbytes)?;
-        let nbytes = usize::try_from(nbytes).map_err(|_| Error::Invalid("block too large for this machine".into()))?;
-        Ok(SharedBlock { seg, header, items, nbytes, typecode, itemsize, length })
+        let header = Mapped::new(&seg, seg.data_offset())?;
+        let items = MappedBytes::new(&seg, DATA_OFFSET + ITEMS_AT, nbytes)?;
+        Ok(SharedBlock { header, items, typecode, itemsize, length })
     }
 
     /// Attaches to the block in `seg`, validating kind, version and the item range.
@@ -110,9 +100,8 @@ impl SharedBlock {
         if items_offset < off.get() + BLOCK_HEADER_SIZE || items_offset % 64 != 0 {
             return Err(corrupt!("{}: block items at invalid offset {items_offset:#x}", seg.name_local()));
         }
-        let items = seg.bytes_ptr(items_offset, nbytes)?;
-        let nbytes = usize::try_from(nbytes).map_err(|_| corrupt!("block too large for this machine"))?;
-        Ok(SharedBlock { header: hdr as *const BlockHeader, seg, items, nbytes, typecode, itemsize, length })
+        let items = MappedBytes::new(&seg, items_offset, nbytes)?;
+        Ok(SharedBlock { header: Mapped::new(&seg, off)?, items, typecode, itemsize, length })
     }
 
     /// Opens the block in the segment called `name`.
@@ -122,8 +111,7 @@ impl SharedBlock {
 
     /// The header.
     pub fn header(&self) -> &BlockHeader {
-        // SAFETY: resolved with bounds/alignment checks at construction; the mapping lives while `seg` does.
-        unsafe { &*self.header }
+        &self.header
     }
 
     /// Recorded typecode (0 for a ctypes type).
@@ -143,22 +131,22 @@ impl SharedBlock {
 
     /// Pointer to the items (valid for [`nbytes`](Self::nbytes) bytes while `self` lives).
     pub fn items_ptr(&self) -> *mut u8 {
-        self.items
+        self.items.as_ptr()
     }
 
     /// Size of the items in bytes.
     pub fn nbytes(&self) -> usize {
-        self.nbytes
+        self.items.len()
     }
 
     /// The segment.
     pub fn segment(&self) -> &Segment {
-        &self.seg
+        self.header.segment()
     }
 
     /// Offset of the lock storage in the segment.
     pub fn lock_offset(&self) -> u64 {
-        self.seg.info().data_offset
+        self.header.segment().info().data_offset
     }
 
     /// The `Lock` or `RLock` embedded in this block, which a handle says lives at `offset`.
@@ -166,10 +154,10 @@ impl SharedBlock {
         if offset != self.lock_offset() {
             return Err(Error::Invalid(format!(
                 "offset {offset:#x} of {} is not where its embedded lock lives",
-                self.seg.name_local()
+                self.header.segment().name_local()
             )));
         }
-        SyncHandle::attach_embedded(self.seg.clone(), offset, ty)
+        SyncHandle::attach_embedded(self.header.segment().clone(), offset, ty)
     }
 }
 

@@ -1,28 +1,18 @@
 //! `AtomicInt64` and `AtomicFlag`: one atomic 64-bit cell each, shared by threads and processes.
 
 use super::errors::{closed, IntoPyResult};
+use super::handle::{reduce, shared_class, Handle};
 use crate::base::atomic::local::{AtomicBool, Ordering};
 use crate::objects::atomic::SharedAtomic;
-use crate::segment::{Kind, LAYOUT_VERSION};
+use crate::segment::Kind;
 use pyo3::exceptions::{PyTypeError, PyValueError, PyZeroDivisionError};
 use pyo3::prelude::*;
-use pyo3::types::PyInt;
+use pyo3::types::{PyInt, PyTuple};
 
-/// A pickled handle: (type name, segment name, offset, kind, layout version).
-pub type Handle = (String, String, u64, u32, u32);
-
-fn check_handle(h: &Handle, kind: Kind) -> PyResult<()> {
-    if h.3 != kind as u32 || h.4 != LAYOUT_VERSION {
-        return Err(PyValueError::new_err(format!(
-            "handle for {} has kind {} / layout version {}, this build reads kind {} / version {}",
-            h.1, h.3, h.4, kind as u32, LAYOUT_VERSION
-        )));
-    }
-    Ok(())
-}
-
-fn rebuild_fn(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    py.import("pyconc._native")?.getattr("_rebuild_atomic")
+/// Attaches to the atomic cell a handle names (its type checked by the caller's `expect`).
+fn attach(py: Python<'_>, h: &Handle, type_name: &str) -> PyResult<SharedAtomic> {
+    h.expect(&[type_name], &[Kind::Atomic])?;
+    py.detach(|| SharedAtomic::open(&h.segment, Some(h.offset))).py(py)
 }
 
 /// Extracts an int operand for an in-place operation, with a clear message for anything else.
@@ -100,9 +90,13 @@ impl PyAtomicInt64 {
 #[pymethods]
 impl PyAtomicInt64 {
     #[new]
-    #[pyo3(signature = (value=0))]
-    fn new(py: Python<'_>, value: i64) -> PyResult<Self> {
-        Ok(PyAtomicInt64 { inner: SharedAtomic::create(value).py(py)?, closed: AtomicBool::new(false) })
+    #[pyo3(signature = (value=0, *, _handle=None))]
+    fn new(py: Python<'_>, value: i64, _handle: Option<Handle>) -> PyResult<Self> {
+        let inner = match _handle {
+            Some(h) => attach(py, &h, "AtomicInt64")?,
+            None => SharedAtomic::create(value).py(py)?,
+        };
+        Ok(PyAtomicInt64 { inner, closed: AtomicBool::new(false) })
     }
 
     /// The current value.
@@ -166,18 +160,13 @@ impl PyAtomicInt64 {
     /// (type, segment name, offset, kind, layout version): what a pickle carries.
     #[getter]
     fn _handle(&self) -> Handle {
-        (
-            "AtomicInt64".into(),
-            self.inner.segment().name().into(),
-            self.inner.offset(),
-            Kind::Atomic as u32,
-            LAYOUT_VERSION,
-        )
+        Handle::new("AtomicInt64", self.inner.segment(), self.inner.offset())
     }
 
-    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (Handle,))> {
-        self.a()?;
-        Ok((rebuild_fn(py)?, (self._handle(),)))
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let me = slf.get();
+        me.a()?;
+        reduce(slf.as_any(), me._handle())
     }
 
     fn __repr__(&self) -> String {
@@ -461,11 +450,22 @@ impl PyAtomicFlag {
 
 #[pymethods]
 impl PyAtomicFlag {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
-    #[pyo3(signature = (value=false))]
-    fn new(py: Python<'_>, #[pyo3(from_py_with = truthy)] value: bool) -> PyResult<Self> {
-        let v = value;
-        Ok(PyAtomicFlag { inner: SharedAtomic::create(v as i64).py(py)?, closed: AtomicBool::new(false) })
+    #[pyo3(signature = (value=false, *, _handle=None))]
+    fn new(py: Python<'_>, #[pyo3(from_py_with = truthy)] value: bool, _handle: Option<Handle>) -> PyResult<Self> {
+        let inner = match _handle {
+            Some(h) => attach(py, &h, "AtomicFlag")?,
+            None => SharedAtomic::create(value as i64).py(py)?,
+        };
+        Ok(PyAtomicFlag { inner, closed: AtomicBool::new(false) })
     }
 
     /// Sets the flag to `bool(value)`.
@@ -498,37 +498,22 @@ impl PyAtomicFlag {
 
     #[getter]
     fn _handle(&self) -> Handle {
-        (
-            "AtomicFlag".into(),
-            self.inner.segment().name().into(),
-            self.inner.offset(),
-            Kind::Atomic as u32,
-            LAYOUT_VERSION,
-        )
+        Handle::new("AtomicFlag", self.inner.segment(), self.inner.offset())
     }
 
-    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (Handle,))> {
-        self.a()?;
-        Ok((rebuild_fn(py)?, (self._handle(),)))
-    }
-}
-
-/// Rebuilds an `AtomicInt64`/`AtomicFlag` from its pickled handle (attaching to the segment).
-#[pyfunction]
-fn _rebuild_atomic(py: Python<'_>, handle: Handle) -> PyResult<Py<PyAny>> {
-    check_handle(&handle, Kind::Atomic)?;
-    let inner = py.detach(|| SharedAtomic::open(&handle.1, Some(handle.2))).py(py)?;
-    let closed = AtomicBool::new(false);
-    match handle.0.as_str() {
-        "AtomicInt64" => Ok(Py::new(py, PyAtomicInt64 { inner, closed })?.into_any()),
-        "AtomicFlag" => Ok(Py::new(py, PyAtomicFlag { inner, closed })?.into_any()),
-        other => Err(PyValueError::new_err(format!("unknown atomic type {other:?} in handle"))),
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let me = slf.get();
+        me.a()?;
+        reduce(slf.as_any(), me._handle())
     }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAtomicInt64>()?;
     m.add_class::<PyAtomicFlag>()?;
-    m.add_function(wrap_pyfunction!(_rebuild_atomic, m)?)?;
+    shared_class::<PyAtomicInt64>(m)?;
+    shared_class::<PyAtomicFlag>(m)?;
     Ok(())
 }
+
+super::identity::identity_of!(PyAtomicFlag, |s| s.inner.segment(), 0);

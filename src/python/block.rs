@@ -2,9 +2,10 @@
 //! `Array`, `RawValue` and `RawArray` are built on it (ctypes `from_buffer`, numpy `frombuffer`, memoryview).
 
 use super::errors::{closed, IntoPyResult};
+use super::handle::Handle;
 use crate::base::atomic::local::{AtomicBool, AtomicUsize, Ordering};
 use crate::objects::block::SharedBlock;
-use crate::segment::{Kind, LAYOUT_VERSION};
+use crate::segment::Kind;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -41,31 +42,43 @@ impl PySharedBuffer {
 
 #[pymethods]
 impl PySharedBuffer {
-    /// `name` may also be another `SharedBuffer`: the new one is then a second view of the same block (no name
-    /// lookup, nothing read from the segment).
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
+    /// Creates a block, or with `view_of` (another `SharedBuffer`) makes a second view of the same block (no name
+    /// lookup, nothing read from the segment), or with `_handle` attaches to the block a handle names.
     #[new]
-    #[pyo3(signature = (format, itemsize, length, typecode=0, name=None))]
+    #[pyo3(signature = (format, itemsize, length, typecode=0, view_of=None, *, _handle=None))]
     fn new(
         py: Python<'_>,
         format: &str,
         itemsize: u32,
         length: u64,
         typecode: u32,
-        name: Option<&Bound<'_, PyAny>>,
+        view_of: Option<&Bound<'_, PySharedBuffer>>,
+        _handle: Option<Handle>,
     ) -> PyResult<Self> {
         if itemsize == 0 {
             return Err(PyValueError::new_err("itemsize must be positive"));
         }
-        let block = match name {
+        let existing = match (view_of, _handle) {
+            (Some(other), _) => Some(other.get().block.clone()),
+            (None, Some(h)) => {
+                h.expect(&["SharedBuffer"], &[Kind::Block])?;
+                let b = py.detach(|| SharedBlock::open(&h.segment)).py(py)?;
+                h.expect_whole(b.segment())?;
+                Some(b)
+            }
+            (None, None) => None,
+        };
+        let block = match existing {
             None => py.detach(|| SharedBlock::create(typecode, itemsize, length)).py(py)?,
-            Some(n) => {
-                let b = match n.cast::<PySharedBuffer>() {
-                    Ok(other) => other.get().block.clone(),
-                    Err(_) => {
-                        let name: String = n.extract()?;
-                        py.detach(|| SharedBlock::open(&name)).py(py)?
-                    }
-                };
+            Some(b) => {
                 if (b.itemsize(), b.length()) != (itemsize, length) {
                     return Err(PyValueError::new_err(format!(
                         "segment {} holds {} items of {} bytes, not {length} of {itemsize}",
@@ -196,10 +209,10 @@ impl PySharedBuffer {
         self.block.lock_offset()
     }
 
-    /// (segment name, kind, layout version).
+    /// What a pickle of the shared ctypes object over this buffer carries.
     #[getter]
-    fn _segment_handle(&self) -> (String, u32, u32) {
-        (self.segment_name(), Kind::Block as u32, LAYOUT_VERSION)
+    fn _handle(&self) -> Handle {
+        Handle::new("SharedBuffer", self.block.segment(), self.block.segment().info().data_offset)
     }
 
     /// Whether `close()` was called.
@@ -275,3 +288,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySharedBuffer>()?;
     Ok(())
 }
+
+super::identity::identity_of!(PySharedBuffer, |s| s.block.segment(), 0);

@@ -15,8 +15,9 @@ use crate::Error;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyUnicodeEncodeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::critical_section::with_critical_section;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, Borrowed};
 use std::ffi::c_int;
 use std::ptr;
@@ -208,13 +209,18 @@ impl Encoder<'_> {
         } else if same_type(tp, &raw mut ffi::PyDict_Type) {
             self.dict(obj, depth)
         } else if same_type(tp, &raw mut ffi::PyByteArray_Type) {
-            // SAFETY: `p` is exactly a bytearray. The pointer and size are read and the bytes copied with no
-            // Python code running in between, so the buffer cannot be resized under us (with the GIL held).
-            unsafe {
-                let n = ffi::PyByteArray_Size(p) as usize;
-                let data = ffi::PyByteArray_AsString(p) as *const u8;
-                write::bytearray(self.out, bytes_at(data, n));
-            }
+            let out = &mut *self.out;
+            // The bytearray's critical section (the GIL on a GIL build) keeps other threads from resizing it
+            // while its bytes are copied.
+            with_critical_section(obj, || {
+                // SAFETY: `p` is exactly a bytearray; pointer and size are read and the bytes copied with no Python
+                // code running in between, under its critical section, so the buffer is neither resized nor freed.
+                unsafe {
+                    let n = ffi::PyByteArray_Size(p) as usize;
+                    let data = ffi::PyByteArray_AsString(p) as *const u8;
+                    write::bytearray(out, bytes_at(data, n));
+                }
+            });
             Ok(())
         } else if is_ndarray_type(&obj.get_type()) && ndarray_into(obj, self.out)? {
             Ok(())
@@ -289,27 +295,16 @@ impl Encoder<'_> {
         if depth >= MAX_DEPTH {
             return Err(Stop::Fallback);
         }
-        let p = obj.as_ptr();
-        // SAFETY: `p` is exactly a list.
-        let n = unsafe { ffi::PyList_Size(p) } as usize;
+        let list = obj.cast::<PyList>().map_err(PyErr::from)?;
+        let n = list.len();
         write::list_header(self.out, n);
         for i in 0..n {
-            // Items are fetched one by one and owned while encoded: pickling an item may run Python code
-            // that changes the list.
-            // SAFETY: `p` is a list; `PyList_GetItem` checks the index and returns a borrowed reference (or
-            // NULL with IndexError), which we turn into an owned one before running anything else.
-            let item = unsafe { ffi::PyList_GetItem(p, i as ffi::Py_ssize_t) };
-            if item.is_null() {
-                // SAFETY: an IndexError is set; we replace it with our own error.
-                unsafe { ffi::PyErr_Clear() };
-                return Err(changed_size("list").into());
-            }
-            // SAFETY: `item` is a valid borrowed reference (checked non-null just above).
-            let item = unsafe { Borrowed::from_ptr(obj.py(), item) }.to_owned();
+            // Items are fetched one by one as strong references (`get_item` takes one atomically, also without
+            // the GIL) and owned while encoded: pickling an item may run Python code that changes the list.
+            let item = list.get_item(i).map_err(|_| changed_size("list"))?;
             self.value(&item, depth + 1)?;
         }
-        // SAFETY: `p` is exactly a list.
-        if unsafe { ffi::PyList_Size(p) } as usize != n {
+        if list.len() != n {
             return Err(changed_size("list").into());
         }
         Ok(())
@@ -320,32 +315,34 @@ impl Encoder<'_> {
             return Err(Stop::Fallback);
         }
         let py = obj.py();
-        let p = obj.as_ptr();
-        // SAFETY: `p` is exactly a dict.
-        let n = unsafe { ffi::PyDict_Size(p) } as usize;
-        write::dict_header(self.out, n);
-        let mut pos: ffi::Py_ssize_t = 0;
-        let mut seen = 0usize;
-        loop {
-            let mut k: *mut ffi::PyObject = ptr::null_mut();
-            let mut v: *mut ffi::PyObject = ptr::null_mut();
-            // SAFETY: `p` is a dict; `pos`, `k`, `v` are live locals. PyDict_Next stays within the table even
-            // if the dict changed since the last call.
-            if unsafe { ffi::PyDict_Next(p, &mut pos, &mut k, &mut v) } == 0 {
-                break;
+        let dict = obj.cast::<PyDict>().map_err(PyErr::from)?;
+        // Take strong references to every key and value first, inside the dict's critical section (a no-op
+        // with the GIL; without it, no other thread changes the dict while we walk it), running no Python code
+        // meanwhile; then encode, which may run Python code (pickling) that changes the dict.
+        let pairs = with_critical_section(dict.as_any(), || {
+            let n = dict.len();
+            let mut pairs = Vec::with_capacity(n);
+            let mut pos: ffi::Py_ssize_t = 0;
+            loop {
+                let mut k: *mut ffi::PyObject = ptr::null_mut();
+                let mut v: *mut ffi::PyObject = ptr::null_mut();
+                // SAFETY: `dict` is a live dict whose critical section we hold (or the GIL); `pos`, `k`, `v` are
+                // live locals. PyDict_Next returns borrowed references valid until the dict changes, which nothing
+                // can do before they are made strong on the next line.
+                if unsafe { ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut k, &mut v) } == 0 {
+                    break;
+                }
+                // SAFETY: borrowed references to a live key and value (see above), made owned at once.
+                pairs.push(unsafe { (Borrowed::from_ptr(py, k).to_owned(), Borrowed::from_ptr(py, v).to_owned()) });
             }
-            seen += 1;
-            if seen > n {
-                return Err(changed_size("dict").into());
-            }
-            // SAFETY: PyDict_Next returned borrowed references to a live key and value; we own them before
-            // anything can run that might remove them from the dict.
-            let (k, v) = unsafe { (Borrowed::from_ptr(py, k).to_owned(), Borrowed::from_ptr(py, v).to_owned()) };
-            self.value(&k, depth + 1)?;
-            self.value(&v, depth + 1)?;
+            pairs
+        });
+        write::dict_header(self.out, pairs.len());
+        for (k, v) in &pairs {
+            self.value(k, depth + 1)?;
+            self.value(v, depth + 1)?;
         }
-        // SAFETY: `p` is exactly a dict.
-        if seen != n || unsafe { ffi::PyDict_Size(p) } as usize != n {
+        if dict.len() != pairs.len() {
             return Err(changed_size("dict").into());
         }
         Ok(())
@@ -418,8 +415,8 @@ fn ndarray_native(arr: &Bound<'_, PyAny>, np: &NumpyCache, out: &mut Vec<u8>) ->
         return Ok(false);
     }
     write::ndarray_header(out, dstr.to_str()?, itemsize, &shape);
-    // SAFETY: the buffer is C-contiguous and `len_bytes` long; `buf` keeps it alive and no Python code runs
-    // during the copy.
+    // SAFETY: the buffer is C-contiguous and `len_bytes` long; `buf` holds a buffer export, which keeps the memory
+    // alive and stops numpy from resizing the array (also from another thread), during the copy.
     out.extend_from_slice(unsafe { bytes_at(buf.buf_ptr() as *const u8, buf.len_bytes()) });
     Ok(true)
 }

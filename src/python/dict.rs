@@ -6,10 +6,12 @@
 
 use super::codec::{decode_bytes, encode_into, encode_key_into, with_scratch};
 use super::errors::IntoPyResult;
+use super::handle::{reduce, shared_class, Handle};
 use crate::base::atomic::local::{AtomicU32, Ordering};
 use crate::codec::stable_hash;
 use crate::dict::{records, Read, ShardGuard, SharedDict, DEFAULT_HEAP_BYTES};
 use crate::platform::futex::Deadline;
+use crate::segment::Kind;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -168,11 +170,30 @@ impl PyConcurrentDict {
 #[pymethods]
 impl PyConcurrentDict {
     #[new]
-    #[pyo3(signature = (scaling=17, initial=None))]
-    fn new(py: Python<'_>, scaling: u32, initial: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    /// `ConcurrentDict(scaling=17, dictionary=None)`: `dictionary` (or its alias `initial`) is a mapping or an
+    /// iterable of pairs to start with.
+    #[pyo3(signature = (scaling=17, dictionary=None, *, initial=None, _handle=None))]
+    fn new(
+        py: Python<'_>,
+        scaling: u32,
+        dictionary: Option<&Bound<'_, PyAny>>,
+        initial: Option<&Bound<'_, PyAny>>,
+        _handle: Option<Handle>,
+    ) -> PyResult<Self> {
+        if let Some(h) = _handle {
+            h.expect(&["ConcurrentDict"], &[Kind::Dict])?;
+            let inner = py.detach(|| SharedDict::open(&h.segment)).py(py)?;
+            h.expect_whole(inner.segment())?;
+            return Ok(PyConcurrentDict { inner, pop_from: AtomicU32::new(0) });
+        }
+        if dictionary.is_some() && initial.is_some() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "ConcurrentDict() takes the initial contents once: `dictionary` or its alias `initial`",
+            ));
+        }
         let inner = py.detach(|| SharedDict::create(scaling, DEFAULT_HEAP_BYTES)).py(py)?;
         let d = PyConcurrentDict { inner, pop_from: AtomicU32::new(0) };
-        if let Some(init) = initial {
+        if let Some(init) = dictionary.or(initial) {
             d.update(py, Some(init), None)?;
         }
         Ok(d)
@@ -496,21 +517,30 @@ impl PyConcurrentDict {
     }
 
     /// The name of the main shared-memory segment.
+    /// Whether `other` is a handle of this very dict (not just equal contents).
+    fn _same_object(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<PyConcurrentDict>().is_ok_and(|o| self.inner.segment().same_mapping(o.get().inner.segment()))
+    }
+
+    /// A hash of the dict's identity (for wrappers that compare by identity, like `AtomicReference`).
+    fn _identity_hash(&self) -> u64 {
+        super::identity::hash((self.inner.segment(), 0))
+    }
+
     #[getter]
     fn segment_name(&self) -> String {
         self.inner.segment().name().to_string()
     }
 
-    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (String,))> {
-        let f = py.import("pyconc._native")?.getattr("_rebuild_dict")?;
-        Ok((f, (self.inner.segment().name().to_string(),)))
+    /// What a pickle carries (see `pyconc._native._rebuild`).
+    #[getter]
+    fn _handle(&self) -> Handle {
+        Handle::new("ConcurrentDict", self.inner.segment(), self.inner.segment().info().data_offset)
     }
-}
 
-#[pyfunction]
-fn _rebuild_dict(py: Python<'_>, name: String) -> PyResult<PyConcurrentDict> {
-    let inner = py.detach(|| SharedDict::open(&name)).py(py)?;
-    Ok(PyConcurrentDict { inner, pop_from: AtomicU32::new(0) })
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        reduce(slf.as_any(), slf.get()._handle())
+    }
 }
 
 /// Test hook: the calling process `_exit`s at crash point `n` of its next dict write (0 disarms). See
@@ -523,6 +553,6 @@ fn _dict_crash_point(n: u32) {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyConcurrentDict>()?;
     m.add_function(wrap_pyfunction!(_dict_crash_point, m)?)?;
-    m.add_function(wrap_pyfunction!(_rebuild_dict, m)?)?;
+    shared_class::<PyConcurrentDict>(m)?;
     Ok(())
 }

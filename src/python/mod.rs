@@ -7,8 +7,11 @@ use pyo3::types::PyDict;
 mod atomics;
 mod block;
 mod codec;
+mod deque;
 mod dict;
 mod errors;
+mod handle;
+mod identity;
 mod queue;
 mod segments;
 mod sync;
@@ -44,6 +47,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_register, m)?)?;
     // Read this process's start time now (a /proc read) rather than inside the first attach.
     crate::platform::process::current();
+    handle::register(m)?;
     segments::register(m)?;
     atomics::register(m)?;
     block::register(m)?;
@@ -51,5 +55,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queue::register(m)?;
     sync::register(m)?;
     dict::register(m)?;
+    deque::register(m)?;
     Ok(())
 }

@@ -3,15 +3,16 @@
 
 use super::codec::{decode_bytes, encode_into, with_scratch};
 use super::errors::IntoPyResult;
+use super::handle::{reduce, shared_class, Handle};
 use crate::base::atomic::local::{AtomicU8, Ordering};
 use crate::platform::futex::Deadline;
 use crate::queue::{Attempt, QueueConfig, SharedQueue};
-use crate::segment::{Kind, LAYOUT_VERSION};
+use crate::segment::Kind;
 use crate::Error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyType};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use std::time::{Duration, Instant};
 
 pyo3::create_exception!(
@@ -143,18 +144,31 @@ impl PyQueue {
 
 #[pymethods]
 impl PyQueue {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
-    #[pyo3(signature = (slots=65536, heap_bytes=67108864, lock_free=false, joinable=false, name=None))]
+    #[pyo3(signature = (slots=65536, heap_bytes=67108864, lock_free=false, joinable=false, *, _handle=None))]
     fn new(
         py: Python<'_>,
         slots: u64,
         heap_bytes: u64,
         lock_free: bool,
         joinable: bool,
-        name: Option<&str>,
+        _handle: Option<Handle>,
     ) -> PyResult<Self> {
-        let q = match name {
-            Some(name) => py.detach(|| SharedQueue::open(name)).py(py)?,
+        let q = match _handle {
+            Some(h) => {
+                h.expect(&["Queue"], &[Kind::Queue])?;
+                let q = py.detach(|| SharedQueue::open(&h.segment)).py(py)?;
+                h.expect_whole(q.segment())?;
+                q
+            }
             None => py.detach(|| SharedQueue::create(QueueConfig { slots, heap_bytes, lock_free, joinable })).py(py)?,
         };
         Ok(PyQueue { q, closed: AtomicU8::new(0) })
@@ -363,16 +377,29 @@ impl PyQueue {
         self.closed.load(Ordering::Relaxed) != 0
     }
 
-    /// (segment name, kind, layout version).
+    /// What a pickle carries (see `pyconc._native._rebuild`).
     #[getter]
-    fn _segment_handle(&self) -> (String, u32, u32) {
-        (self.q.segment().name().to_string(), Kind::Queue as u32, LAYOUT_VERSION)
+    fn _handle(&self) -> Handle {
+        Handle::new("Queue", self.q.segment(), self.q.segment().info().data_offset)
+    }
+
+    /// The name of the queue's shared-memory segment.
+    #[getter]
+    fn segment_name(&self) -> String {
+        self.q.segment().name().to_string()
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        reduce(slf.as_any(), slf.get()._handle())
     }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<PyQueue>()?;
+    shared_class::<PyQueue>(m)?;
     m.add("ShutDown", exc(py, &SHUTDOWN, "ShutDown")?)?;
     Ok(())
 }
+
+super::identity::identity_of!(PyQueue, |s| s.q.segment(), 0);

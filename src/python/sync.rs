@@ -1,17 +1,17 @@
 //! `Lock`, `RLock`, `Semaphore`, `Event`, `CondQueue`, `Barrier`, `RWLock`: thin wrappers over `crate::sync`.
 //!
 //! The classes are subclassable; `pyconc.synchronize` derives the public classes from them (adding reprs,
-//! asyncio forms, `BoundedSemaphore` and `Condition`). Each pickles as a handle
-//! (type, segment name, offset, kind, layout version) through `_rebuild_sync(cls, handle, args)`, which calls
-//! `cls(*args, _handle=handle)` in the receiving process.
+//! asyncio forms, `BoundedSemaphore` and `Condition`). Each pickles as a handle through the one rebuild path of
+//! `super::handle`.
 //!
 //! Blocking calls release the GIL and wake at least once per 20 ms slice (and on EINTR) to run Python's signal
 //! handlers, so Ctrl-C raises `KeyboardInterrupt` promptly; then they resume with the same deadline.
 
 use super::errors::IntoPyResult;
+use super::handle::{handle_kwargs, reduce, reduce_with, shared_class, Handle};
 use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::futex::Deadline;
-use crate::segment::{Kind, Segment, ShmSafe, LAYOUT_VERSION};
+use crate::segment::{Kind, Segment, ShmSafe};
 use crate::sync::barrier::{Arrival, BarrierError};
 use crate::sync::condvar::CondState;
 use crate::sync::lock::{Acquired, LockState, RLockState};
@@ -20,7 +20,7 @@ use crate::sync::rwlock::{RwError, RwState};
 use crate::sync::semaphore::{EventState, SemState, SEM_VALUE_MAX};
 use crate::sync::shared::{BarrierHandle, SyncHandle, SyncType};
 use crate::sync::wait::{self, WaitError};
-use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::PyClass;
@@ -36,37 +36,20 @@ pyo3::create_exception!(
      warnings.simplefilter('error', OwnerDiedWarning): the exception is then raised with the lock held."
 );
 
-/// A pickled handle: (type name, segment name, offset, kind, layout version).
-pub type Handle = (String, String, u64, u32, u32);
-
 const TOO_MANY: &str = "semaphore or lock released too many times";
 const NOT_OWNED: &str = "cannot release un-acquired lock";
 
+/// The handle of the primitive `ty` at `offset` of `seg`.
 fn handle_of(ty: SyncType, seg: &Segment, offset: u64) -> Handle {
-    (ty.name().into(), seg.name().into(), offset, seg.info().kind as u32, LAYOUT_VERSION)
+    Handle::new(ty.name(), seg, offset)
 }
 
-fn check_handle(h: &Handle, ty: SyncType) -> PyResult<()> {
-    let kind_ok =
-        h.3 == Kind::Sync as u32 || (h.3 == Kind::Block as u32 && matches!(ty, SyncType::Lock | SyncType::RLock));
-    if h.0 != ty.name() || !kind_ok || h.4 != LAYOUT_VERSION {
-        return Err(PyValueError::new_err(format!(
-            "handle {h:?} does not describe a {} of layout version {LAYOUT_VERSION}",
-            ty.name()
-        )));
-    }
-    Ok(())
-}
-
-fn open<T: crate::segment::ShmSafe>(py: Python<'_>, h: &Handle, ty: SyncType) -> PyResult<SyncHandle<T>> {
-    check_handle(h, ty)?;
-    py.detach(|| crate::objects::block::attach_sync::<T>(Segment::open(&h.1)?, h.2, ty)).py(py)
-}
-
-fn reduce<'py>(obj: &Bound<'py, PyAny>, handle: Handle, args: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
-    let py = obj.py();
-    let f = py.import("pyconc._native")?.getattr("_rebuild_sync")?;
-    (f, (obj.get_type(), handle, args)).into_pyobject(py)
+/// Attaches to the primitive a handle names: its own segment, or a lock embedded in a block.
+fn open<T: ShmSafe>(py: Python<'_>, h: &Handle, ty: SyncType) -> PyResult<SyncHandle<T>> {
+    let kinds: &[Kind] =
+        if matches!(ty, SyncType::Lock | SyncType::RLock) { &[Kind::Sync, Kind::Block] } else { &[Kind::Sync] };
+    h.expect(&[ty.name()], kinds)?;
+    py.detach(|| crate::objects::block::attach_sync::<T>(Segment::open(&h.segment)?, h.offset, ty)).py(py)
 }
 
 /// Turns `(block, timeout)` into a deadline, as `multiprocessing` reads them: `timeout=None` waits forever; a
@@ -126,13 +109,6 @@ fn broken_barrier(py: Python<'_>) -> PyErr {
     }
 }
 
-/// `{"_handle": handle}`, the keyword that makes a constructor attach instead of create.
-fn handle_kwargs<'py>(py: Python<'py>, handle: Handle) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("_handle", handle)?;
-    Ok(d)
-}
-
 /// A helper that `pyconc.synchronize` registered (the asyncio forms and reprs are written in Python).
 use super::helper;
 
@@ -153,6 +129,14 @@ pub struct PyLock {
 
 #[pymethods]
 impl PyLock {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -274,7 +258,7 @@ impl PyLock {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let h = slf.get()._handle();
-        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+        reduce(slf.as_any(), h)
     }
 }
 
@@ -302,7 +286,7 @@ fn embedded<'py, T: PyClass, S: ShmSafe>(
     }
     // The local name: the handle stays in this process, so it must not mark a never-shared segment shared.
     let seg = h.segment();
-    let handle = (ty.name().into(), seg.name_local().into(), offset, seg.info().kind as u32, LAYOUT_VERSION);
+    let handle = Handle::local(ty.name(), seg, offset);
     cls.call((), Some(&handle_kwargs(py, handle)?))
 }
 
@@ -316,6 +300,14 @@ pub struct PyRLock {
 
 #[pymethods]
 impl PyRLock {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -471,7 +463,7 @@ impl PyRLock {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let h = slf.get()._handle();
-        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+        reduce(slf.as_any(), h)
     }
 }
 
@@ -485,6 +477,14 @@ pub struct PySemaphore {
 
 #[pymethods]
 impl PySemaphore {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (value=1, *, _maxvalue=None, _handle=None))]
     fn new(py: Python<'_>, value: i64, _maxvalue: Option<i64>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -585,7 +585,7 @@ impl PySemaphore {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let h = slf.get()._handle();
-        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+        reduce(slf.as_any(), h)
     }
 }
 
@@ -599,6 +599,14 @@ pub struct PyEvent {
 
 #[pymethods]
 impl PyEvent {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -652,7 +660,7 @@ impl PyEvent {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let h = slf.get()._handle();
-        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+        reduce(slf.as_any(), h)
     }
 }
 
@@ -674,6 +682,14 @@ pub struct PyCondQueue {
 
 #[pymethods]
 impl PyCondQueue {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -758,7 +774,7 @@ impl PyCondQueue {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let h = slf.get()._handle();
-        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+        reduce(slf.as_any(), h)
     }
 }
 
@@ -775,21 +791,32 @@ pub struct PyBarrier {
 
 #[pymethods]
 impl PyBarrier {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
-    #[pyo3(signature = (parties, action=None, timeout=None, *, _handle=None))]
+    #[pyo3(signature = (parties=None, action=None, timeout=None, *, _handle=None))]
     fn new(
         py: Python<'_>,
-        parties: i64,
+        parties: Option<i64>,
         action: Option<Py<PyAny>>,
         timeout: Option<f64>,
         _handle: Option<Handle>,
     ) -> PyResult<Self> {
         let h = match _handle {
             Some(h) => {
-                check_handle(&h, SyncType::Barrier)?;
-                py.detach(|| BarrierHandle::open(&h.1, h.2)).py(py)?
+                h.expect(&[SyncType::Barrier.name()], &[Kind::Sync])?;
+                py.detach(|| BarrierHandle::open(&h.segment, h.offset)).py(py)?
             }
             None => {
+                let parties = parties.ok_or_else(|| {
+                    PyTypeError::new_err("Barrier.__init__() missing 1 required positional argument: 'parties'")
+                })?;
                 let p = u32::try_from(parties)
                     .ok()
                     .filter(|&p| p >= 1)
@@ -914,8 +941,10 @@ impl PyBarrier {
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
         let me = slf.get();
-        let args = (me.h.get().parties(), me.action(py), me.timeout).into_pyobject(py)?;
-        reduce(slf.as_any(), me._handle(), args)
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("action", me.action(py))?;
+        kwargs.set_item("timeout", me.timeout)?;
+        reduce_with(slf.as_any(), me._handle(), kwargs)
     }
 }
 
@@ -978,6 +1007,14 @@ impl PyRwLock {
 
 #[pymethods]
 impl PyRwLock {
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> Py<PyAny> {
+        super::identity::richcmp(slf, other, op)
+    }
+
+    fn __hash__(&self) -> u64 {
+        super::identity::hash(super::identity::Identity::key(self))
+    }
+
     #[new]
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
@@ -1050,10 +1087,20 @@ impl PyRwLock {
         Ok(self.slot().map(|i| self.h.get().read_count(i)).unwrap_or(0))
     }
 
-    /// Read locks held by all processes.
-    #[getter]
+    /// readers(): read locks held now, by every thread of every process.
     fn readers(&self) -> u32 {
         self.h.get().total_readers()
+    }
+
+    /// writers_waiting(): writers waiting for the lock now (for the writers' mutex or for readers to leave),
+    /// in every process.
+    fn writers_waiting(&self) -> u32 {
+        self.h.get().writers_waiting()
+    }
+
+    /// writer_locked(): whether some writer (of any process) holds the lock now.
+    fn writer_locked(&self) -> bool {
+        self.h.get().writer_locked()
     }
 
     /// Whether this process holds the write lock.
@@ -1075,29 +1122,33 @@ impl PyRwLock {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let h = slf.get()._handle();
-        reduce(slf.as_any(), h, PyTuple::empty(slf.py()))
+        reduce(slf.as_any(), h)
     }
-}
-
-/// Rebuilds a pickled primitive: `cls(*args, _handle=handle)`.
-#[pyfunction]
-fn _rebuild_sync<'py>(
-    cls: &Bound<'py, PyType>,
-    handle: Handle,
-    args: &Bound<'py, PyTuple>,
-) -> PyResult<Bound<'py, PyAny>> {
-    cls.call(args, Some(&handle_kwargs(cls.py(), handle)?))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OwnerDiedWarning", m.py().get_type::<OwnerDiedWarning>())?;
     m.add_class::<PyLock>()?;
+    shared_class::<PyLock>(m)?;
     m.add_class::<PyRLock>()?;
+    shared_class::<PyRLock>(m)?;
     m.add_class::<PySemaphore>()?;
+    shared_class::<PySemaphore>(m)?;
     m.add_class::<PyEvent>()?;
+    shared_class::<PyEvent>(m)?;
     m.add_class::<PyCondQueue>()?;
+    shared_class::<PyCondQueue>(m)?;
     m.add_class::<PyBarrier>()?;
+    shared_class::<PyBarrier>(m)?;
     m.add_class::<PyRwLock>()?;
-    m.add_function(wrap_pyfunction!(_rebuild_sync, m)?)?;
+    shared_class::<PyRwLock>(m)?;
     Ok(())
 }
+
+super::identity::identity_of!(PyLock, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyRLock, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PySemaphore, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyEvent, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyCondQueue, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyBarrier, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyRwLock, |s| s.h.segment(), s.h.offset());

@@ -9,7 +9,7 @@
 //! ```
 
 use crate::base::atomic::{AtomicU32, AtomicU64};
-use crate::segment::ShmSafe;
+use crate::shm_struct;
 
 /// Payload layout version of [`Kind::Queue`](crate::segment::Kind::Queue) segments.
 pub const QUEUE_VERSION: u32 = 1;
@@ -77,32 +77,34 @@ pub const PAYLOAD_INLINE: u32 = 0;
 /// `Slot::kind`: the payload is a heap block whose payload offset is in `data[0]`.
 pub const PAYLOAD_HEAP: u32 = 1;
 
-/// One ring slot: a state word, the message length, where the payload is, and 48 inline bytes.
-#[repr(C)]
-pub struct Slot {
-    /// `word(seq, state, owner)`.
-    pub state: AtomicU64,
-    /// Message length in bytes.
-    pub len: AtomicU32,
-    /// [`PAYLOAD_INLINE`] or [`PAYLOAD_HEAP`].
-    pub kind: AtomicU32,
-    /// Inline payload, or `data[0]` = heap payload offset.
-    pub data: [AtomicU64; 6],
+shm_struct! {
+    /// One ring slot: a state word, the message length, where the payload is, and 48 inline bytes.
+    pub struct Slot {
+        /// `word(seq, state, owner)`.
+        pub state: AtomicU64,
+        /// Message length in bytes.
+        pub len: AtomicU32,
+        /// [`PAYLOAD_INLINE`] or [`PAYLOAD_HEAP`].
+        pub kind: AtomicU32,
+        /// Inline payload, or `data[0]` = heap payload offset.
+        pub data: [AtomicU64; 6],
+    }
 }
 
-/// One in-flight operation of a participant, recorded before it touches a slot so that, if the process dies,
-/// a survivor can tell exactly what it left half done.
-#[repr(C)]
-pub struct OpRecord {
-    /// 0 free; else [`OP_PUT`] or [`OP_GET`].
-    pub kind: AtomicU32,
-    /// [`OP_HEAP`] once a put has allocated a heap block (stays set until the record is released).
-    pub flags: AtomicU32,
-    /// The position the operation is claiming or holds.
-    pub pos: AtomicU64,
-    /// A put's heap block (payload offset), 0 if none: freed by the recoverer if the message never got
-    /// published.
-    pub block: AtomicU64,
+shm_struct! {
+    /// One in-flight operation of a participant, recorded before it touches a slot so that, if the process dies,
+    /// a survivor can tell exactly what it left half done.
+    pub struct OpRecord {
+        /// 0 free; else [`OP_PUT`] or [`OP_GET`].
+        pub kind: AtomicU32,
+        /// [`OP_HEAP`] once a put has allocated a heap block (stays set until the record is released).
+        pub flags: AtomicU32,
+        /// The position the operation is claiming or holds.
+        pub pos: AtomicU64,
+        /// A put's heap block (payload offset), 0 if none: freed by the recoverer if the message never got
+        /// published.
+        pub block: AtomicU64,
+    }
 }
 
 /// [`OpRecord::kind`]: a put.
@@ -112,112 +114,105 @@ pub const OP_GET: u32 = 2;
 /// [`OpRecord::flags`]: the put's payload is in a heap block.
 pub const OP_HEAP: u32 = 1;
 
-/// A process using the queue. Its index + 1 is the `owner` in slot words it claims.
-#[repr(C)]
-pub struct Participant {
-    /// pid; 0 free; [`PID_RECOVERING`] while a survivor cleans up after it.
-    pub pid: AtomicU32,
-    /// Unused; zero.
-    pub reserved: AtomicU32,
-    /// Start time of the process (see `platform::process`).
-    pub start_time: AtomicU64,
-    /// In-flight operations.
-    pub ops: [OpRecord; OPS_PER_PARTICIPANT],
-    /// Unused; zero (pads the entry to 128 bytes).
-    pub pad: [AtomicU64; 2],
+shm_struct! {
+    /// A process using the queue. Its index + 1 is the `owner` in slot words it claims.
+    pub struct Participant {
+        /// pid; 0 free; [`PID_RECOVERING`] while a survivor cleans up after it.
+        pub pid: AtomicU32,
+        /// Unused; zero.
+        pub reserved: AtomicU32,
+        /// Start time of the process (see `platform::process`).
+        pub start_time: AtomicU64,
+        /// In-flight operations.
+        pub ops: [OpRecord; OPS_PER_PARTICIPANT],
+        /// Unused; zero (pads the entry to 128 bytes).
+        pub pad: [AtomicU64; 2],
+    }
 }
 
 /// [`Participant::pid`] while a survivor recovers the entry of a dead process.
 pub const PID_RECOVERING: u32 = u32::MAX;
 
-/// The queue header. Read-only configuration first, then one 128-byte section per writer group.
-#[repr(C)]
-pub struct QueueHeader {
-    // -- configuration, written once by the creator (0..128)
-    /// [`QUEUE_MAGIC`].
-    pub magic: AtomicU32,
-    /// [`QUEUE_VERSION`].
-    pub version: AtomicU32,
-    /// Number of slots.
-    pub capacity: AtomicU64,
-    /// Largest message in bytes.
-    pub max_message: AtomicU64,
-    /// Bit 0 ([`FLAG_LOCK_FREE`]): spin longer before sleeping. Bit 1 ([`FLAG_JOINABLE`]): count unfinished
-    /// tasks.
-    pub flags: AtomicU32,
-    /// Number of participant entries.
-    pub participants: AtomicU32,
-    /// Offset of the participant table in the segment.
-    pub participants_offset: AtomicU64,
-    /// Offset of the slot array.
-    pub slots_offset: AtomicU64,
-    /// Offset of the heap header (0: no heap).
-    pub heap_offset: AtomicU64,
-    /// Heap footprint in bytes.
-    pub heap_size: AtomicU64,
-    /// `maxsize` the queue was created with (informational; the slot count enforces it).
-    pub maxsize: AtomicU64,
-    /// Unused; zero.
-    pub reserved0: [AtomicU64; 7],
-    // -- producers (128..256)
-    /// Next position to claim.
-    pub tail: AtomicU64,
-    /// Unused; zero.
-    pub reserved1: [AtomicU64; 15],
-    // -- consumers (256..384)
-    /// Next position to take.
-    pub head: AtomicU64,
-    /// Unused; zero.
-    pub reserved2: [AtomicU64; 15],
-    // -- sleeping (384..512)
-    /// Futex word consumers sleep on; producers bump it to wake them.
-    pub cons_wake: AtomicU32,
-    /// Consumers asleep or about to sleep.
-    pub cons_waiters: AtomicU32,
-    /// Futex word producers sleep on (queue full); consumers bump it.
-    pub prod_wake: AtomicU32,
-    /// Producers asleep or about to sleep.
-    pub prod_waiters: AtomicU32,
-    /// 0 open, 1 shut down (drain then raise), 2 shut down immediately.
-    pub shutdown: AtomicU32,
-    /// Unused; zero.
-    pub reserved3: AtomicU32,
-    /// Joinable queues: items put and not yet marked done with `task_done()`.
-    pub unfinished: AtomicU64,
-    /// Futex word `join()` sleeps on; bumped when `unfinished` reaches 0.
-    pub join_wake: AtomicU32,
-    /// Threads in `join()`.
-    pub join_waiters: AtomicU32,
-    /// Unused; zero.
-    pub reserved4: [AtomicU64; 11],
-    // -- recovery (512..640)
-    /// Number of nonzero entries in `orphans`.
-    pub orphan_count: AtomicU32,
-    /// Unused; zero.
-    pub reserved5: AtomicU32,
-    /// Positions (+1) of messages whose consumer died mid-get, to be redelivered.
-    pub orphans: [AtomicU64; ORPHANS],
-    /// Unused; zero.
-    pub reserved6: [AtomicU64; 3],
-    // -- statistics (640..768)
-    /// Half-written messages dropped because their producer died.
-    pub dropped: AtomicU64,
-    /// Messages redelivered because their consumer died.
-    pub redelivered: AtomicU64,
-    /// Dead participants cleaned up.
-    pub recovered: AtomicU64,
-    /// Unused; zero.
-    pub reserved7: [AtomicU64; 13],
+shm_struct! {
+    /// The queue header. Read-only configuration first, then one 128-byte section per writer group.
+    pub struct QueueHeader {
+        // -- configuration, written once by the creator (0..128)
+        /// [`QUEUE_MAGIC`].
+        pub magic: AtomicU32,
+        /// [`QUEUE_VERSION`].
+        pub version: AtomicU32,
+        /// Number of slots.
+        pub capacity: AtomicU64,
+        /// Largest message in bytes.
+        pub max_message: AtomicU64,
+        /// Bit 0 ([`FLAG_LOCK_FREE`]): spin longer before sleeping. Bit 1 ([`FLAG_JOINABLE`]): count unfinished
+        /// tasks.
+        pub flags: AtomicU32,
+        /// Number of participant entries.
+        pub participants: AtomicU32,
+        /// Offset of the participant table in the segment.
+        pub participants_offset: AtomicU64,
+        /// Offset of the slot array.
+        pub slots_offset: AtomicU64,
+        /// Offset of the heap header (0: no heap).
+        pub heap_offset: AtomicU64,
+        /// Heap footprint in bytes.
+        pub heap_size: AtomicU64,
+        /// `maxsize` the queue was created with (informational; the slot count enforces it).
+        pub maxsize: AtomicU64,
+        /// Unused; zero.
+        pub reserved0: [AtomicU64; 7],
+        // -- producers (128..256)
+        /// Next position to claim.
+        pub tail: AtomicU64,
+        /// Unused; zero.
+        pub reserved1: [AtomicU64; 15],
+        // -- consumers (256..384)
+        /// Next position to take.
+        pub head: AtomicU64,
+        /// Unused; zero.
+        pub reserved2: [AtomicU64; 15],
+        // -- sleeping (384..512)
+        /// Futex word consumers sleep on; producers bump it to wake them.
+        pub cons_wake: AtomicU32,
+        /// Consumers asleep or about to sleep.
+        pub cons_waiters: AtomicU32,
+        /// Futex word producers sleep on (queue full); consumers bump it.
+        pub prod_wake: AtomicU32,
+        /// Producers asleep or about to sleep.
+        pub prod_waiters: AtomicU32,
+        /// 0 open, 1 shut down (drain then raise), 2 shut down immediately.
+        pub shutdown: AtomicU32,
+        /// Unused; zero.
+        pub reserved3: AtomicU32,
+        /// Joinable queues: items put and not yet marked done with `task_done()`.
+        pub unfinished: AtomicU64,
+        /// Futex word `join()` sleeps on; bumped when `unfinished` reaches 0.
+        pub join_wake: AtomicU32,
+        /// Threads in `join()`.
+        pub join_waiters: AtomicU32,
+        /// Unused; zero.
+        pub reserved4: [AtomicU64; 11],
+        // -- recovery (512..640)
+        /// Number of nonzero entries in `orphans`.
+        pub orphan_count: AtomicU32,
+        /// Unused; zero.
+        pub reserved5: AtomicU32,
+        /// Positions (+1) of messages whose consumer died mid-get, to be redelivered.
+        pub orphans: [AtomicU64; ORPHANS],
+        /// Unused; zero.
+        pub reserved6: [AtomicU64; 3],
+        // -- statistics (640..768)
+        /// Half-written messages dropped because their producer died.
+        pub dropped: AtomicU64,
+        /// Messages redelivered because their consumer died.
+        pub redelivered: AtomicU64,
+        /// Dead participants cleaned up.
+        pub recovered: AtomicU64,
+        /// Unused; zero.
+        pub reserved7: [AtomicU64; 13],
+    }
 }
-
-// SAFETY: repr(C), only atomics and arrays of atomics / ShmSafe structs, no padding (asserted below).
-unsafe impl ShmSafe for Slot {}
-// SAFETY: as above.
-unsafe impl ShmSafe for OpRecord {}
-// SAFETY: as above.
-unsafe impl ShmSafe for Participant {}
-// SAFETY: as above.
-unsafe impl ShmSafe for QueueHeader {}
 
 #[cfg(not(loom))]
 const _: () = {

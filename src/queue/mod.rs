@@ -15,7 +15,7 @@ use crate::error::corrupt;
 use crate::platform::process;
 use crate::segment::alloc::Heap;
 use crate::segment::shm::FORK_GENERATION;
-use crate::segment::{Kind, Offset, Segment};
+use crate::segment::{Kind, Mapped, MappedSlice, Offset, Segment};
 use crate::{Error, Result};
 use layout::*;
 pub use ring::{Attempt, Ring, WaitPolicy};
@@ -42,20 +42,13 @@ impl Default for QueueConfig {
 /// Process-local handle to a queue. Cheap to clone the segment; each handle registers its own participant.
 pub struct SharedQueue {
     seg: Segment,
-    hdr: *const QueueHeader,
-    slots: *const Slot,
-    nslots: usize,
-    parts: *const Participant,
+    hdr: Mapped<QueueHeader>,
+    slots: MappedSlice<Slot>,
+    parts: MappedSlice<Participant>,
     heap_at: u64,
     /// `(fork generation << 8) | (participant index + 1)`; 0 = not registered.
     me: AtomicU64,
 }
-
-// SAFETY: the raw pointers point into the mapping owned by `seg` (Arc, Send + Sync) and are only used to form
-// shared references to atomics-only structs.
-unsafe impl Send for SharedQueue {}
-// SAFETY: as above; `me` is an atomic.
-unsafe impl Sync for SharedQueue {}
 
 impl SharedQueue {
     /// Creates a queue in a new segment.
@@ -118,12 +111,11 @@ impl SharedQueue {
         if heap_at != 0 {
             Heap::attach(&seg, Offset::new(heap_at))?;
         }
-        let parts = seg.bytes_ptr(parts_off, parts_len)? as *const Participant;
-        let slots = seg.bytes_ptr(slots_off, nslots * SLOT_SIZE as u64)? as *const Slot;
+        let parts = MappedSlice::new(&seg, parts_off, PARTICIPANTS)?;
+        let slots = MappedSlice::new(&seg, slots_off, nslots as usize)?;
         Ok(SharedQueue {
-            hdr: hdr as *const QueueHeader,
+            hdr: Mapped::new(&seg, Offset::new(base))?,
             slots,
-            nslots: nslots as usize,
             parts,
             heap_at,
             seg,
@@ -143,19 +135,15 @@ impl SharedQueue {
 
     /// The header.
     pub fn header(&self) -> &QueueHeader {
-        // SAFETY: resolved with bounds/alignment checks at construction; the mapping lives as long as `seg`.
-        unsafe { &*self.hdr }
+        &self.hdr
     }
 
     fn slots(&self) -> &[Slot] {
-        // SAFETY: range-checked at construction (nslots * 64 bytes at a 64-aligned offset inside the mapping);
-        // Slot is ShmSafe.
-        unsafe { std::slice::from_raw_parts(self.slots, self.nslots) }
+        &self.slots
     }
 
     fn parts(&self) -> &[Participant] {
-        // SAFETY: as for slots: range-checked at construction; Participant is ShmSafe.
-        unsafe { std::slice::from_raw_parts(self.parts, PARTICIPANTS) }
+        &self.parts
     }
 
     /// This process's participant index, registering it first if needed (and again in a forked child).

@@ -13,10 +13,11 @@
 //! * Crash safety: a process killed inside `alloc` or `free` can leak the block it was handling, never corrupt
 //!   a list (each list change is a single CAS) or hand one block out twice (the `state` word is flipped by CAS).
 
-use super::offset::{check_range, Offset, ShmSafe};
+use super::offset::{check_range, Offset};
 use super::shm::Segment;
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::corrupt;
+use crate::shm_struct;
 use crate::{Error, Result};
 
 /// Number of size classes.
@@ -34,41 +35,38 @@ pub const GRAIN: u64 = 16;
 /// Size of [`BlockHeader`].
 pub const BLOCK_HEADER: u64 = 16;
 
-/// Heap bookkeeping, placed at the offset the owning structure chooses.
-#[repr(C)]
-pub struct HeapHeader {
-    /// [`HEAP_MAGIC`] once initialised.
-    pub magic: AtomicU32,
-    /// [`HEAP_VERSION`].
-    pub version: AtomicU32,
-    /// First byte of the region (16-aligned).
-    pub start: AtomicU64,
-    /// One past the last byte of the region.
-    pub end: AtomicU64,
-    /// Next never-used offset; `start <= bump <= end`.
-    pub bump: AtomicU64,
-    /// Unused; zero. (No usage counters: every process would write them on every alloc and free, and that one
-    /// cache line bouncing between CPUs cost more than the allocation itself. `Heap::stats` walks the blocks.)
-    pub reserved: [AtomicU64; 4],
-    /// Free-list heads, one per class: `(tag << 32) | (offset / 16)`, offset 0 meaning empty.
-    pub free_heads: [AtomicU64; NUM_CLASSES],
+shm_struct! {
+    /// Heap bookkeeping, placed at the offset the owning structure chooses.
+    pub struct HeapHeader {
+        /// [`HEAP_MAGIC`] once initialised.
+        pub magic: AtomicU32,
+        /// [`HEAP_VERSION`].
+        pub version: AtomicU32,
+        /// First byte of the region (16-aligned).
+        pub start: AtomicU64,
+        /// One past the last byte of the region.
+        pub end: AtomicU64,
+        /// Next never-used offset; `start <= bump <= end`.
+        pub bump: AtomicU64,
+        /// Unused; zero. (No usage counters: every process would write them on every alloc and free, and that one
+        /// cache line bouncing between CPUs cost more than the allocation itself. `Heap::stats` walks the blocks.)
+        pub reserved: [AtomicU64; 4],
+        /// Free-list heads, one per class: `(tag << 32) | (offset / 16)`, offset 0 meaning empty.
+        pub free_heads: [AtomicU64; NUM_CLASSES],
+    }
 }
 
-/// The header in front of every block.
-#[repr(C)]
-pub struct BlockHeader {
-    /// Size class index.
-    pub class: AtomicU32,
-    /// [`BLOCK_USED`] or [`BLOCK_FREE`].
-    pub state: AtomicU32,
-    /// While free: `offset / 16` of the next free block of the class (0: none). While used: 0.
-    pub next: AtomicU64,
+shm_struct! {
+    /// The header in front of every block.
+    pub struct BlockHeader {
+        /// Size class index.
+        pub class: AtomicU32,
+        /// [`BLOCK_USED`] or [`BLOCK_FREE`].
+        pub state: AtomicU32,
+        /// While free: `offset / 16` of the next free block of the class (0: none). While used: 0.
+        pub next: AtomicU64,
+    }
 }
-
-// SAFETY: repr(C), only atomics and arrays of atomics, no padding (asserted below).
-unsafe impl ShmSafe for HeapHeader {}
-// SAFETY: as above.
-unsafe impl ShmSafe for BlockHeader {}
 
 #[cfg(not(loom))]
 const _: () = {

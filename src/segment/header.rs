@@ -1,8 +1,8 @@
 //! The header at offset 0 of every pyconc segment (layout: `shm-layouts/segment-header.md`).
 
-use super::offset::ShmSafe;
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::corrupt;
+use crate::shm_struct;
 use crate::{Error, Result};
 
 /// `b"PYCONC\0\x01"` read as a little-endian u64. Written last by the creator (Release), so a reader that sees
@@ -48,6 +48,8 @@ pub enum Kind {
     Queue = 5,
     /// A dict (or one of its extension segments).
     Dict = 6,
+    /// A deque (or one of its extension segments).
+    Deque = 7,
 }
 
 impl Kind {
@@ -60,6 +62,7 @@ impl Kind {
             4 => Kind::Sync,
             5 => Kind::Queue,
             6 => Kind::Dict,
+            7 => Kind::Deque,
             _ => return None,
         })
     }
@@ -73,63 +76,61 @@ impl Kind {
             Kind::Sync => "sync",
             Kind::Queue => "queue",
             Kind::Dict => "dict",
+            Kind::Deque => "deque",
         }
     }
 }
 
-/// The segment header. Every field is an atomic: other processes read it concurrently and a hostile one may
-/// write anything, so nothing here is trusted before [`SegmentHeader::validate`] has checked it.
-#[repr(C)]
-pub struct SegmentHeader {
-    /// [`MAGIC`] once initialised.
-    pub magic: AtomicU64,
-    /// [`LAYOUT_VERSION`] of the build that created the segment.
-    pub layout_version: AtomicU32,
-    /// A [`Kind`].
-    pub kind: AtomicU32,
-    /// Size of the whole segment in bytes, header included.
-    pub total_size: AtomicU64,
-    /// pid of the creating process.
-    pub creator_pid: AtomicU32,
-    /// [`STATE_OPEN`] or [`STATE_UNLINKED`].
-    pub state: AtomicU32,
-    /// Start time of the creating process (see `platform::process`).
-    pub creator_start_time: AtomicU64,
-    /// Lock over the user table: 0 when free, else the holder's pid (so a dead holder can be detected).
-    pub users_lock: AtomicU32,
-    /// Number of [`UserSlot`]s at `users_offset`.
-    pub user_capacity: AtomicU32,
-    /// Offset of the user table.
-    pub users_offset: AtomicU64,
-    /// Offset of the payload.
-    pub data_offset: AtomicU64,
-    /// Size of the payload.
-    pub data_size: AtomicU64,
-    /// Version of the payload layout of this kind.
-    pub kind_version: AtomicU32,
-    /// Unused; zero.
-    pub reserved0: AtomicU32,
-    /// Total number of attaches over the segment's life (for `pyconc ls`).
-    pub attach_count: AtomicU64,
-    /// Unused; zero.
-    pub reserved: [AtomicU64; 21],
+shm_struct! {
+    /// The segment header. Every field is an atomic: other processes read it concurrently and a hostile one may
+    /// write anything, so nothing here is trusted before [`SegmentHeader::validate`] has checked it.
+    pub struct SegmentHeader {
+        /// [`MAGIC`] once initialised.
+        pub magic: AtomicU64,
+        /// [`LAYOUT_VERSION`] of the build that created the segment.
+        pub layout_version: AtomicU32,
+        /// A [`Kind`].
+        pub kind: AtomicU32,
+        /// Size of the whole segment in bytes, header included.
+        pub total_size: AtomicU64,
+        /// pid of the creating process.
+        pub creator_pid: AtomicU32,
+        /// [`STATE_OPEN`] or [`STATE_UNLINKED`].
+        pub state: AtomicU32,
+        /// Start time of the creating process (see `platform::process`).
+        pub creator_start_time: AtomicU64,
+        /// Lock over the user table: 0 when free, else the holder's pid (so a dead holder can be detected).
+        pub users_lock: AtomicU32,
+        /// Number of [`UserSlot`]s at `users_offset`.
+        pub user_capacity: AtomicU32,
+        /// Offset of the user table.
+        pub users_offset: AtomicU64,
+        /// Offset of the payload.
+        pub data_offset: AtomicU64,
+        /// Size of the payload.
+        pub data_size: AtomicU64,
+        /// Version of the payload layout of this kind.
+        pub kind_version: AtomicU32,
+        /// Unused; zero.
+        pub reserved0: AtomicU32,
+        /// Total number of attaches over the segment's life (for `pyconc ls`).
+        pub attach_count: AtomicU64,
+        /// Unused; zero.
+        pub reserved: [AtomicU64; 21],
+    }
 }
 
-/// One entry of the user table: a process that has the segment mapped. `pid == 0` means free.
-#[repr(C)]
-pub struct UserSlot {
-    /// pid of the user, 0 when the slot is free.
-    pub pid: AtomicU32,
-    /// [`USER_ON_BEHALF`] when another process registered this one (it has not mapped the segment itself).
-    pub flags: AtomicU32,
-    /// Start time of the user process, so a reused pid is not mistaken for it.
-    pub start_time: AtomicU64,
+shm_struct! {
+    /// One entry of the user table: a process that has the segment mapped. `pid == 0` means free.
+    pub struct UserSlot {
+        /// pid of the user, 0 when the slot is free.
+        pub pid: AtomicU32,
+        /// [`USER_ON_BEHALF`] when another process registered this one (it has not mapped the segment itself).
+        pub flags: AtomicU32,
+        /// Start time of the user process, so a reused pid is not mistaken for it.
+        pub start_time: AtomicU64,
+    }
 }
-
-// SAFETY: repr(C), made only of atomics (valid for any bits), no pointers, no padding (asserted below).
-unsafe impl ShmSafe for SegmentHeader {}
-// SAFETY: as above.
-unsafe impl ShmSafe for UserSlot {}
 
 #[cfg(not(loom))]
 const _: () = {

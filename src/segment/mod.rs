@@ -3,7 +3,10 @@
 //! * [`header`]: the `#[repr(C)]` header every segment starts with, and its validation.
 //! * [`offset`]: [`Offset<T>`], the only way one object in a segment refers to another, and the
 //!   [`ShmSafe`] marker for types that may live in shared memory.
+//! * [`mapped`]: [`Mapped`], [`MappedSlice`], [`MappedBytes`]: process-local handles to structures in a segment
+//!   that keep it mapped; the one place that holds pointers into shared memory.
 //! * [`shm`]: creating, opening and mapping segments; the per-process registry that maps each segment once.
+//! * [`owners`]: the one robust owner table (slots claimed by a live process, reaped with cleanup once it died).
 //! * [`users`]: the lifetime scheme (which live processes use a segment; unlink when the last one lets go).
 //! * [`alloc`]: a multi-process block allocator over a region of a segment.
 //! * [`gc`]: listing segments and removing those whose users all died.
@@ -11,10 +14,13 @@
 pub mod alloc;
 pub mod gc;
 pub mod header;
+pub mod mapped;
 pub mod offset;
+pub mod owners;
 pub mod shm;
 pub mod users;
 
 pub use header::{Kind, SegmentHeader, LAYOUT_VERSION};
+pub use mapped::{Mapped, MappedBytes, MappedSlice};
 pub use offset::{Offset, ShmSafe};
 pub use shm::Segment;

@@ -26,6 +26,46 @@ unsafe impl ShmSafe for AtomicI64 {}
 // SAFETY: an array of ShmSafe values is ShmSafe: same reasoning element by element, no padding between them.
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
+/// Declares a `#[repr(C)]` struct that lives in shared memory and implements [`ShmSafe`] for it, checking the
+/// trait's contract at compile time instead of restating it by hand: the `#[repr(C)]` is written by the macro,
+/// every field must itself be `ShmSafe` (so: atomics, arrays of them, other such structs), and the size must be
+/// the sum of the field sizes (no padding, whose bytes nobody would initialise).
+///
+/// ```ignore
+/// shm_struct! {
+///     /// Documentation as usual.
+///     pub struct Pair {
+///         /// Field docs too.
+///         pub a: AtomicU32,
+///         pub b: AtomicU32,
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! shm_struct {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        $vis struct $name {
+            $($(#[$fmeta])* $fvis $field: $ty,)*
+        }
+
+        // SAFETY: repr(C) (above); every field is ShmSafe and there is no padding (both checked below), so the
+        // struct is pointer-free, valid for every bit pattern and fully described by its fields.
+        unsafe impl $crate::segment::ShmSafe for $name {}
+
+        const _: () = {
+            const fn field_is_shm_safe<T: $crate::segment::ShmSafe>() {}
+            $(field_is_shm_safe::<$ty>();)*
+            #[cfg(not(loom))]
+            assert!(
+                ::core::mem::size_of::<$name>() == 0 $(+ ::core::mem::size_of::<$ty>())*,
+                concat!(stringify!($name), " has padding: add explicit reserved fields")
+            );
+        };
+    };
+}
+
 /// A byte offset from the start of a segment to a `T`. Stored in shared memory as a plain `u64`; turned into a
 /// reference only by [`Segment::resolve`](super::Segment::resolve), which checks bounds and alignment.
 #[repr(transparent)]

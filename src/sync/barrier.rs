@@ -22,7 +22,7 @@ use super::owner;
 use super::wait::{self, Slept};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
-use crate::segment::ShmSafe;
+use crate::shm_struct;
 
 /// Filling: arrivals are counted.
 pub const FILLING: u32 = 0;
@@ -44,42 +44,39 @@ pub const fn slots_for(parties: u32) -> u32 {
     parties.saturating_mul(2).saturating_add(2)
 }
 
-/// The fixed part of a barrier.
-#[repr(C)]
-pub struct BarrierState {
-    /// Internal mutex over the fields below and the slots' `pid`/`outcome` transitions.
-    pub lock: LockState,
-    /// Bumped on every round end and phase change; the futex word waiters sleep on.
-    pub seq: AtomicU32,
-    /// Threads asleep on `seq` (wakers skip the system call when 0).
-    pub sleepers: AtomicU32,
-    /// Number of parties (fixed at creation).
-    pub parties: AtomicU32,
-    /// FILLING, ACTION or BROKEN.
-    pub phase: AtomicU32,
-    /// Arrivals in the current round.
-    pub count: AtomicU32,
-    /// Round number (diagnostics; wraps).
-    pub generation: AtomicU32,
-    /// Rounds completed (diagnostics).
-    pub rounds: AtomicU64,
+shm_struct! {
+    /// The fixed part of a barrier.
+    pub struct BarrierState {
+        /// Internal mutex over the fields below and the slots' `pid`/`outcome` transitions.
+        pub lock: LockState,
+        /// Bumped on every round end and phase change; the futex word waiters sleep on.
+        pub seq: AtomicU32,
+        /// Threads asleep on `seq` (wakers skip the system call when 0).
+        pub sleepers: AtomicU32,
+        /// Number of parties (fixed at creation).
+        pub parties: AtomicU32,
+        /// FILLING, ACTION or BROKEN.
+        pub phase: AtomicU32,
+        /// Arrivals in the current round.
+        pub count: AtomicU32,
+        /// Round number (diagnostics; wraps).
+        pub generation: AtomicU32,
+        /// Rounds completed (diagnostics).
+        pub rounds: AtomicU64,
+    }
 }
 
-/// A thread inside `wait`. `pid == 0`: free.
-#[repr(C)]
-pub struct BarrierSlot {
-    /// pid of the waiter.
-    pub pid: AtomicU32,
-    /// PENDING, TRIPPED or BROKE.
-    pub outcome: AtomicU32,
-    /// Its process start time.
-    pub start: AtomicU64,
+shm_struct! {
+    /// A thread inside `wait`. `pid == 0`: free.
+    pub struct BarrierSlot {
+        /// pid of the waiter.
+        pub pid: AtomicU32,
+        /// PENDING, TRIPPED or BROKE.
+        pub outcome: AtomicU32,
+        /// Its process start time.
+        pub start: AtomicU64,
+    }
 }
-
-// SAFETY: repr(C), atomics only, no padding (asserted), zero is valid.
-unsafe impl ShmSafe for BarrierState {}
-// SAFETY: as above.
-unsafe impl ShmSafe for BarrierSlot {}
 
 #[cfg(not(loom))]
 const _: () = {

@@ -13,7 +13,7 @@ use super::owner;
 use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
-use crate::segment::ShmSafe;
+use crate::shm_struct;
 
 /// How many threads (in all processes together) may wait on one condition at once.
 pub const COND_SLOTS: usize = 126;
@@ -27,32 +27,29 @@ pub const SLOT_WAITING: u32 = 2;
 /// Notified; the waiter has not yet noticed.
 pub const SLOT_NOTIFIED: u32 = 3;
 
-/// One waiter.
-#[repr(C)]
-pub struct CondSlot {
-    /// `SLOT_*`; the waiter's futex word.
-    pub state: AtomicU32,
-    /// pid of the waiter.
-    pub pid: AtomicU32,
-    /// Arrival order (from `CondState::next_ticket`).
-    pub ticket: AtomicU64,
+shm_struct! {
+    /// One waiter.
+    pub struct CondSlot {
+        /// `SLOT_*`; the waiter's futex word.
+        pub state: AtomicU32,
+        /// pid of the waiter.
+        pub pid: AtomicU32,
+        /// Arrival order (from `CondState::next_ticket`).
+        pub ticket: AtomicU64,
+    }
 }
 
-/// The state of a condition's wait queue. Zero = no waiters.
-#[repr(C)]
-pub struct CondState {
-    /// Next ticket to hand out.
-    pub next_ticket: AtomicU64,
-    /// Unused; zero.
-    pub reserved: [AtomicU64; 3],
-    /// The waiter slots.
-    pub slots: [CondSlot; COND_SLOTS],
+shm_struct! {
+    /// The state of a condition's wait queue. Zero = no waiters.
+    pub struct CondState {
+        /// Next ticket to hand out.
+        pub next_ticket: AtomicU64,
+        /// Unused; zero.
+        pub reserved: [AtomicU64; 3],
+        /// The waiter slots.
+        pub slots: [CondSlot; COND_SLOTS],
+    }
 }
-
-// SAFETY: repr(C), atomics only, no padding (asserted), zero is valid.
-unsafe impl ShmSafe for CondSlot {}
-// SAFETY: as above.
-unsafe impl ShmSafe for CondState {}
 
 #[cfg(not(loom))]
 const _: () = {

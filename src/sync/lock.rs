@@ -27,6 +27,7 @@ use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
 use crate::segment::ShmSafe;
+use crate::shm_struct;
 
 /// `flags` bit: the current holding was taken over from an owner that died holding the lock.
 pub const FLAG_OWNER_DIED: u32 = 1;
@@ -106,25 +107,23 @@ pub fn try_guard<L: RawLock>(lock: &L) -> Option<RawGuard<'_, L>> {
     lock.try_lock().map(|acquired| RawGuard { lock, acquired })
 }
 
-/// The state of a `Lock` (and, wrapped in [`RLockState`], of an `RLock`). See the module docs.
-#[repr(C)]
-pub struct LockState {
-    /// 0, or owner pid | [`WAITERS`]. The futex word.
-    pub word: AtomicU32,
-    /// [`FLAG_OWNER_DIED`].
-    pub flags: AtomicU32,
-    /// Owner start time, 0 while unknown.
-    pub owner_start: AtomicU64,
-    /// Owner thread id, 0 while unknown.
-    pub owner_tid: AtomicU32,
-    /// RLock recursion depth.
-    pub count: AtomicU32,
-    /// Number of takeovers from dead owners.
-    pub takeovers: AtomicU64,
+shm_struct! {
+    /// The state of a `Lock` (and, wrapped in [`RLockState`], of an `RLock`). See the module docs.
+    pub struct LockState {
+        /// 0, or owner pid | [`WAITERS`]. The futex word.
+        pub word: AtomicU32,
+        /// [`FLAG_OWNER_DIED`].
+        pub flags: AtomicU32,
+        /// Owner start time, 0 while unknown.
+        pub owner_start: AtomicU64,
+        /// Owner thread id, 0 while unknown.
+        pub owner_tid: AtomicU32,
+        /// RLock recursion depth.
+        pub count: AtomicU32,
+        /// Number of takeovers from dead owners.
+        pub takeovers: AtomicU64,
+    }
 }
-
-// SAFETY: repr(C), atomics only, no padding (asserted below), zero = unlocked.
-unsafe impl ShmSafe for LockState {}
 
 #[cfg(not(loom))]
 const _: () = {

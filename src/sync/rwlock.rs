@@ -19,7 +19,7 @@ use super::owner::{self, Me, PID_MASK};
 use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
-use crate::segment::ShmSafe;
+use crate::shm_struct;
 
 /// How many processes may hold read locks at the same time (threads of one process share a slot).
 #[cfg(not(loom))]
@@ -29,38 +29,42 @@ pub const RW_SLOTS: usize = 64;
 #[cfg(loom)]
 pub const RW_SLOTS: usize = 2;
 
-/// The fixed part of an RWLock.
-#[repr(C)]
-pub struct RwState {
-    /// The writers' mutex; nonzero word = a writer holds or is draining readers.
-    pub wlock: LockState,
-    /// Bumped when a writer leaves; blocked readers sleep on it.
-    pub rgen: AtomicU32,
-    /// Readers asleep on `rgen`.
-    pub rsleepers: AtomicU32,
-    /// Bumped by readers leaving while a writer waits; the writer sleeps on it.
-    pub drain: AtomicU32,
-    /// Unused; zero.
-    pub reserved: [AtomicU32; 5],
-    /// The reader slots.
-    pub slots: [ReaderSlot; RW_SLOTS],
+/// Bit of `RwState::writers`: a writer holds the lock (readers drained), set by `lock_write` on success and
+/// cleared by every release of the write lock.
+pub const WRITE_HELD: u32 = 1 << 31;
+
+shm_struct! {
+    /// The fixed part of an RWLock.
+    pub struct RwState {
+        /// The writers' mutex; nonzero word = a writer holds or is draining readers.
+        pub wlock: LockState,
+        /// Bumped when a writer leaves; blocked readers sleep on it.
+        pub rgen: AtomicU32,
+        /// Readers asleep on `rgen`.
+        pub rsleepers: AtomicU32,
+        /// Bumped by readers leaving while a writer waits; the writer sleeps on it.
+        pub drain: AtomicU32,
+        /// Writers inside `lock_write` (bits 0..30; a writer killed while waiting stays counted) and
+        /// [`WRITE_HELD`]. For inspection only (`writers_waiting()`, `writer_locked()`): the protocol ignores it.
+        pub writers: AtomicU32,
+        /// Unused; zero.
+        pub reserved: [AtomicU32; 4],
+        /// The reader slots.
+        pub slots: [ReaderSlot; RW_SLOTS],
+    }
 }
 
-/// Read locks held by one process.
-#[repr(C)]
-pub struct ReaderSlot {
-    /// Owning pid; 0 = free.
-    pub pid: AtomicU32,
-    /// Read locks it holds.
-    pub count: AtomicU32,
-    /// Its start time.
-    pub start: AtomicU64,
+shm_struct! {
+    /// Read locks held by one process.
+    pub struct ReaderSlot {
+        /// Owning pid; 0 = free.
+        pub pid: AtomicU32,
+        /// Read locks it holds.
+        pub count: AtomicU32,
+        /// Its start time.
+        pub start: AtomicU64,
+    }
 }
-
-// SAFETY: repr(C), atomics only, no padding (asserted), zero is valid.
-unsafe impl ShmSafe for RwState {}
-// SAFETY: as above.
-unsafe impl ShmSafe for ReaderSlot {}
 
 #[cfg(not(loom))]
 const _: () = {
@@ -68,6 +72,7 @@ const _: () = {
     assert!(offset_of!(RwState, rgen) == 32);
     assert!(offset_of!(RwState, rsleepers) == 36);
     assert!(offset_of!(RwState, drain) == 40);
+    assert!(offset_of!(RwState, writers) == 44);
     assert!(offset_of!(RwState, slots) == 64);
     assert!(size_of::<RwState>() == 64 + 16 * RW_SLOTS);
     assert!(size_of::<ReaderSlot>() == 16);
@@ -203,8 +208,29 @@ impl RwState {
         }
     }
 
-    /// Takes the write lock.
+    /// Takes the write lock, counted in `writers` while it waits.
     pub fn lock_write(&self, deadline: &Deadline) -> Result<Acquired, RwError> {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        let r = self.lock_write_uncounted(deadline);
+        self.writers.fetch_sub(1, Ordering::SeqCst);
+        if r.is_ok() {
+            self.writers.fetch_or(WRITE_HELD, Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// Writers waiting in `lock_write` (for the write mutex or for readers to leave).
+    pub fn writers_waiting(&self) -> u32 {
+        self.writers.load(Ordering::SeqCst) & !WRITE_HELD
+    }
+
+    /// Whether some thread of some process holds the write lock (a dead writer's holding counts until it is
+    /// taken over).
+    pub fn writer_locked(&self) -> bool {
+        self.writers.load(Ordering::SeqCst) & WRITE_HELD != 0 && self.wlock.word.load(Ordering::SeqCst) != 0
+    }
+
+    fn lock_write_uncounted(&self, deadline: &Deadline) -> Result<Acquired, RwError> {
         let me = owner::me();
         let a = self.wlock.lock_as(me, deadline)?;
         loop {
@@ -241,6 +267,7 @@ impl RwState {
     }
 
     fn unlock_write_inner(&self) {
+        self.writers.fetch_and(!WRITE_HELD, Ordering::SeqCst);
         self.wlock.release();
         // SeqCst: pairs with the reader's rsleepers increment before it re-reads the word (no lost wake-up).
         if self.rsleepers.load(Ordering::SeqCst) > 0 {

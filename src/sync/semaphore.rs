@@ -8,26 +8,24 @@
 use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, Ordering};
 use crate::platform::futex::{self, Deadline};
-use crate::segment::ShmSafe;
+use crate::shm_struct;
 
 /// Largest semaphore value (as `SEM_VALUE_MAX` on Linux).
 pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 
-/// The state of a semaphore (16 bytes; zero = an unbounded semaphore with value 0).
-#[repr(C)]
-pub struct SemState {
-    /// The value; the futex word.
-    pub value: AtomicU32,
-    /// Number of threads that may be asleep on `value`.
-    pub waiters: AtomicU32,
-    /// Maximum value for a bounded semaphore; 0 = unbounded ([`SEM_VALUE_MAX`]).
-    pub maxvalue: AtomicU32,
-    /// Unused; zero.
-    pub reserved: AtomicU32,
+shm_struct! {
+    /// The state of a semaphore (16 bytes; zero = an unbounded semaphore with value 0).
+    pub struct SemState {
+        /// The value; the futex word.
+        pub value: AtomicU32,
+        /// Number of threads that may be asleep on `value`.
+        pub waiters: AtomicU32,
+        /// Maximum value for a bounded semaphore; 0 = unbounded ([`SEM_VALUE_MAX`]).
+        pub maxvalue: AtomicU32,
+        /// Unused; zero.
+        pub reserved: AtomicU32,
+    }
 }
-
-// SAFETY: repr(C), atomics only, no padding (asserted), zero is valid.
-unsafe impl ShmSafe for SemState {}
 
 #[cfg(not(loom))]
 const _: () = {
@@ -153,19 +151,17 @@ impl SemState {
     }
 }
 
-/// The state of an event (16 bytes; zero = not set).
-#[repr(C)]
-pub struct EventState {
-    /// 0 or 1; the futex word.
-    pub flag: AtomicU32,
-    /// Number of threads that may be asleep on `flag`.
-    pub waiters: AtomicU32,
-    /// Unused; zero.
-    pub reserved: [AtomicU32; 2],
+shm_struct! {
+    /// The state of an event (16 bytes; zero = not set).
+    pub struct EventState {
+        /// 0 or 1; the futex word.
+        pub flag: AtomicU32,
+        /// Number of threads that may be asleep on `flag`.
+        pub waiters: AtomicU32,
+        /// Unused; zero.
+        pub reserved: [AtomicU32; 2],
+    }
 }
-
-// SAFETY: repr(C), atomics only, no padding (asserted), zero is valid.
-unsafe impl ShmSafe for EventState {}
 
 #[cfg(not(loom))]
 const _: () = {

@@ -8,11 +8,12 @@
 
 use super::barrier::{slots_for, BarrierRef, BarrierSlot, BarrierState};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
-use crate::segment::{Kind, Offset, Segment, ShmSafe};
+use crate::segment::{Kind, Mapped, MappedSlice, Offset, Segment, ShmSafe};
+use crate::shm_struct;
 use crate::{Error, Result};
 
 /// Payload layout version of `Kind::Sync` segments (`shm-layouts/sync.md`).
-pub const SYNC_VERSION: u32 = 1;
+pub const SYNC_VERSION: u32 = 2;
 /// Offset of the state from the payload start of a primitive's own segment.
 pub const STATE_AT: u64 = 64;
 /// Bytes reserved for an embedded lock (`BlockHeader::lock`).
@@ -59,19 +60,17 @@ impl SyncType {
     }
 }
 
-/// The header of a primitive's own segment.
-#[repr(C)]
-pub struct SyncHeader {
-    /// A [`SyncType`].
-    pub type_code: AtomicU32,
-    /// Its parameter (Barrier: parties; others 0).
-    pub param: AtomicU32,
-    /// Unused; zero.
-    pub reserved: [AtomicU64; 7],
+shm_struct! {
+    /// The header of a primitive's own segment.
+    pub struct SyncHeader {
+        /// A [`SyncType`].
+        pub type_code: AtomicU32,
+        /// Its parameter (Barrier: parties; others 0).
+        pub param: AtomicU32,
+        /// Unused; zero.
+        pub reserved: [AtomicU64; 7],
+    }
 }
-
-// SAFETY: repr(C), atomics only, no padding (asserted), zero is valid.
-unsafe impl ShmSafe for SyncHeader {}
 
 #[cfg(not(loom))]
 const _: () = {
@@ -81,20 +80,14 @@ const _: () = {
 
 /// A process-local handle to a `T` in a segment. Clones share the mapping.
 pub struct SyncHandle<T: ShmSafe> {
-    seg: Segment,
-    ptr: *const T,
+    state: Mapped<T>,
 }
 
 impl<T: ShmSafe> Clone for SyncHandle<T> {
     fn clone(&self) -> Self {
-        SyncHandle { seg: self.seg.clone(), ptr: self.ptr }
+        SyncHandle { state: self.state.clone() }
     }
 }
-
-// SAFETY: `ptr` points into the mapping kept alive (Arc) by `seg`; T is ShmSafe (atomics only, Sync).
-unsafe impl<T: ShmSafe> Send for SyncHandle<T> {}
-// SAFETY: as above.
-unsafe impl<T: ShmSafe> Sync for SyncHandle<T> {}
 
 impl<T: ShmSafe> SyncHandle<T> {
     /// Creates a segment for one `ty` whose state is a `T` followed by `extra` bytes; all zero.
@@ -157,8 +150,7 @@ impl<T: ShmSafe> SyncHandle<T> {
                 seg.name_local()
             )));
         }
-        let ptr = seg.resolve(Offset::<T>::new(offset))? as *const T;
-        Ok(SyncHandle { seg, ptr })
+        Ok(SyncHandle { state: Mapped::new(&seg, Offset::new(offset))? })
     }
 
     /// Opens the segment `name` and attaches at `offset`.
@@ -169,19 +161,17 @@ impl<T: ShmSafe> SyncHandle<T> {
     /// The state.
     #[inline]
     pub fn get(&self) -> &T {
-        // SAFETY: resolved with bounds and alignment checks at attach; the mapping lives while `seg` does; T is
-        // ShmSafe.
-        unsafe { &*self.ptr }
+        &self.state
     }
 
     /// The segment.
     pub fn segment(&self) -> &Segment {
-        &self.seg
+        self.state.segment()
     }
 
     /// Offset of the state in the segment.
     pub fn offset(&self) -> u64 {
-        self.ptr as u64 - self.seg.base_ptr() as u64
+        self.state.offset()
     }
 }
 
@@ -189,14 +179,9 @@ impl<T: ShmSafe> SyncHandle<T> {
 #[derive(Clone)]
 pub struct BarrierHandle {
     h: SyncHandle<BarrierState>,
-    slots: *const BarrierSlot,
+    slots: MappedSlice<BarrierSlot>,
     parties: u32,
 }
-
-// SAFETY: as for SyncHandle: pointers into the mapping kept alive by `h`.
-unsafe impl Send for BarrierHandle {}
-// SAFETY: as above.
-unsafe impl Sync for BarrierHandle {}
 
 impl BarrierHandle {
     /// Creates a barrier for `parties` parties.
@@ -221,17 +206,13 @@ impl BarrierHandle {
             return Err(crate::error::corrupt!("{}: barrier with {parties} parties", h.segment().name_local()));
         }
         let at = h.offset() + std::mem::size_of::<BarrierState>() as u64;
-        let len = slots_for(parties) as u64 * std::mem::size_of::<BarrierSlot>() as u64;
-        let slots = h.segment().bytes_ptr(at, len)? as *const BarrierSlot;
+        let slots = MappedSlice::new(h.segment(), at, slots_for(parties) as usize)?;
         Ok(BarrierHandle { h, slots, parties })
     }
 
     /// The barrier.
     pub fn get(&self) -> BarrierRef<'_> {
-        // SAFETY: `slots` was bounds-checked for `slots_for(parties)` slots at open; its offset is the 8-aligned
-        // state offset plus 64, so it is aligned for BarrierSlot (ShmSafe); the mapping lives while `self.h` does.
-        let slots = unsafe { std::slice::from_raw_parts(self.slots, slots_for(self.parties) as usize) };
-        BarrierRef::new(self.h.get(), slots, self.parties)
+        BarrierRef::new(self.h.get(), &self.slots, self.parties)
     }
 
     /// The segment.

@@ -1,4 +1,4 @@
-//! Tests of the primitives: threads, and child processes (this test binary re-run with `PYCONC_SYNC_CHILD`).
+//! Tests of the primitives: threads, and child processes (this test binary re-run: `base::child`).
 
 use super::barrier::BarrierError;
 use super::condvar::CondState;
@@ -8,7 +8,8 @@ use super::semaphore::{EventState, SemState, TooManyReleases};
 use super::shared::{BarrierHandle, SyncHandle, SyncType};
 use super::wait::{deadline, WaitError};
 use crate::base::atomic::{AtomicU64, Ordering};
-use std::process::{Child, Command, Stdio};
+use crate::base::child;
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -231,22 +232,14 @@ fn rwlock_readers_share_writers_exclude() {
 
 // ---- child processes ------------------------------------------------------------------------------------
 
-const CHILD_ENV: &str = "PYCONC_SYNC_CHILD";
-
 fn spawn_child(spec: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sync::tests::child_entry", "--nocapture", "--test-threads=1", "-q"])
-        .env(CHILD_ENV, spec)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    child::spawn("sync::tests::child_entry", spec)
 }
 
-/// Not a test by itself: the body of a child process when `PYCONC_SYNC_CHILD` is set.
+/// Not a test by itself: the body of a child process (`base::child`).
 #[test]
 fn child_entry() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some(spec) = child::spec() else {
         return;
     };
     let args: Vec<&str> = spec.split_whitespace().collect();
@@ -313,10 +306,8 @@ fn lock_excludes_processes() {
     let l = SyncHandle::<LockState>::create(SyncType::Lock, 0, 0).unwrap();
     let c = crate::objects::atomic::SharedAtomic::create(0).unwrap();
     let s = format!("count {} {} {} {}", l.segment().name(), l.offset(), c.segment().name(), c.offset());
-    let kids: Vec<_> = (0..2).map(|_| spawn_child(&s)).collect();
-    for mut k in kids {
-        assert!(k.wait().unwrap().success());
-    }
+    let mut kids: Vec<_> = (0..2).map(|_| spawn_child(&s)).collect();
+    child::wait_all_ok(&mut kids, Duration::from_secs(120));
     assert_eq!(c.get(), 40_000);
 }
 

@@ -88,3 +88,16 @@ def pool_task(args):
     with lock:
         counter.set(counter.get() + 1)
     return True
+
+
+def hold_read_lock(rw, held, release):
+    rw.lock_read()
+    held.set()
+    release.wait(30)
+    rw.unlock_read()
+
+
+def interval_lock_increment(il, counter):
+    il.lock()
+    counter.incr()
+    il.unlock()

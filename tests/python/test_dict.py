@@ -290,3 +290,13 @@ def test_update_with_is_atomic_against_plain_sets_of_the_same_key():
         assert not t.is_alive()
         assert -(10**6) <= d["k"] <= -(10**6) + 300, d["k"]
     d.clear()
+
+
+def test_constructor_takes_scaling_then_dictionary():
+    d = ConcurrentDict(3, {"a": 1})
+    assert d.scaling == 3 and d.as_dict() == {"a": 1}
+    assert ConcurrentDict(dictionary=[("b", 2)]).as_dict() == {"b": 2}
+    assert ConcurrentDict(5, dictionary={"c": 3}).as_dict() == {"c": 3}
+    assert ConcurrentDict(initial={"d": 4}).as_dict() == {"d": 4}  # the older keyword, kept as an alias
+    with pytest.raises(TypeError):
+        ConcurrentDict(dictionary={"a": 1}, initial={"b": 2})

@@ -48,3 +48,17 @@ def test_a_failed_insert_makes_the_iterator_raise(ctx):
     assert next(gen) == "ok"
     with pytest.raises(RuntimeError, match="failed"):
         next(gen)
+
+
+def test_iterator_local_yields_local_wrappers():
+    from pyconc.local import LocalWrapper
+
+    it = pyconc.ConcurrentGatheringIterator()
+    for k in (1, 0):
+        it.insert(k, [k])
+    got = list(it.iterator_local(1))
+    assert all(isinstance(w, LocalWrapper) for w in got)
+    assert [w.wrapped for w in got] == [[0], [1]]
+    it.insert(0, "x")
+    assert [w.wrapped for w in it.iterator_local(0, clear=False)] == ["x"]
+    assert [w.wrapped for w in it.iterator_local(0)] == ["x"]

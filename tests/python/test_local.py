@@ -7,3 +7,62 @@ def test_local_wrapper():
     assert w.wrapped == [1, 2, 3] and repr(w) == "LocalWrapper([1, 2, 3])"
     n = LocalWrapper(5)
     assert n + 1 == 6 and int(n) == 5
+
+
+def test_batch_executor():
+    import threading
+
+    import pytest
+
+    from pyconc.local import BatchExecutor, LocalWrapper
+
+    calls = []
+    lock = threading.Lock()
+
+    def source():
+        with lock:
+            calls.append(1)
+            return len(calls)
+
+    b = BatchExecutor(source, 4)
+    assert b.load() == 1 and len(calls) == 4  # one refill calls source `size` times
+    assert [b.load() for _ in range(3)] == [2, 3, 4] and len(calls) == 4
+    assert b.load() == 5 and len(calls) == 8
+    w = b.as_local()
+    assert isinstance(w, LocalWrapper) and w.wrapped is b and w.load() == 6
+
+    # Thread-safe: every value handed out exactly once.
+    b2 = BatchExecutor(source, 7)
+    got, glock = [], threading.Lock()
+
+    def take():
+        mine = [b2.load() for _ in range(500)]
+        with glock:
+            got.extend(mine)
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 2000 and len(set(got)) == 2000
+
+    # An exception from source propagates; values made before it are not lost.
+    seq = iter([10, 11])
+
+    def flaky():
+        return next(seq)
+
+    b3 = BatchExecutor(flaky, 3)
+    with pytest.raises(StopIteration):
+        b3.load()
+    assert b3.load() == 10 and b3.load() == 11
+
+    with pytest.raises(TypeError):
+        BatchExecutor(5, 3)
+    with pytest.raises(TypeError):
+        BatchExecutor(source, 2.0)
+    with pytest.raises(TypeError):
+        BatchExecutor(source, True)
+    with pytest.raises(ValueError):
+        BatchExecutor(source, 0)

@@ -291,3 +291,14 @@ def test_ctrl_c_interrupts_a_blocked_get():
         assert time.monotonic() - t0 < 2
     finally:
         p.kill()
+
+
+def test_pop_local_returns_a_local_wrapper():
+    from pyconc.local import LocalWrapper
+
+    q = pyconc.ConcurrentQueue()
+    q.push([1, 2])
+    w = q.pop_local()
+    assert isinstance(w, LocalWrapper) and w.wrapped == [1, 2] and len(w) == 2
+    with pytest.raises(pyconc.Empty):
+        q.pop_local(timeout=0.01)

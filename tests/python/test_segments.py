@@ -42,17 +42,17 @@ def test_corrupt_segments_raise_value_error(tmp_path):
         with open(path, "wb") as f:
             f.write(b"x" * 8192)
         with pytest.raises(ValueError, match="not a pyconc segment"):
-            _native._rebuild_atomic(("AtomicInt64", name, 4096, 1, _native.LAYOUT_VERSION))
+            _native._rebuild(pyconc.AtomicInt64, ("AtomicInt64", name, 4096, 1, _native.LAYOUT_VERSION))
         with open(path, "wb") as f:
             f.write(b"x" * 100)
         with pytest.raises(ValueError, match="truncated"):
-            _native._rebuild_atomic(("AtomicInt64", name, 4096, 1, _native.LAYOUT_VERSION))
+            _native._rebuild(pyconc.AtomicInt64, ("AtomicInt64", name, 4096, 1, _native.LAYOUT_VERSION))
     finally:
         os.unlink(path)
     with pytest.raises(FileNotFoundError):
-        _native._rebuild_atomic(("AtomicInt64", name, 4096, 1, _native.LAYOUT_VERSION))
+        _native._rebuild(pyconc.AtomicInt64, ("AtomicInt64", name, 4096, 1, _native.LAYOUT_VERSION))
     with pytest.raises(ValueError, match="layout version"):
-        _native._rebuild_atomic(("AtomicInt64", name, 4096, 1, 99))
+        _native._rebuild(pyconc.AtomicInt64, ("AtomicInt64", name, 4096, 1, 99))
 
 
 def test_wrong_version_in_header_is_reported():
@@ -68,7 +68,7 @@ def test_wrong_version_in_header_is_reported():
 import pickle, pyconc
 from pyconc import _native
 try:
-    _native._rebuild_atomic(("AtomicInt64", {name!r}, 4096, 1, _native.LAYOUT_VERSION))
+    _native._rebuild(pyconc.AtomicInt64, ("AtomicInt64", {name!r}, 4096, 1, _native.LAYOUT_VERSION))
 except ValueError as e:
     print(e)
 """

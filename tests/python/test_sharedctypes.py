@@ -3,12 +3,13 @@
 import ctypes
 import multiprocessing as mp
 import pickle
+import re
 
 import pytest
 
 import pyconc
 from conftest import run_procs
-from workers import fetch_add_many, locked_increments, modify_array, modify_values, numpy_double
+from workers import Point, double_point, fetch_add_many, locked_increments, modify_array, modify_values, numpy_double
 
 CODES_VALUES = [
     ("i", 4343, 24234),
@@ -205,3 +206,23 @@ def test_synchronized_array_outlives_its_creator_while_a_child_uses_it(ctx):
             p.kill()
             p.join(60)
     assert p.exitcode == 0
+
+
+
+def test_structure_value_and_array_like_multiprocessing(ctx):
+    v = pyconc.Value(Point, 3, 1.5)
+    ref = mp.Value(Point, 3, 1.5)
+    assert type(v).__name__ == type(ref).__name__ == "SynchronizedPoint"
+    assert (v.x, v.y) == (ref.x, ref.y) == (3, 1.5)
+    v.x *= 2
+    assert v.x == 6 and v.get_obj().x == 6
+    assert re.sub(r"0x[0-9a-f]+", "0x", repr(v)) == re.sub(r"0x[0-9a-f]+", "0x", repr(ref))
+    raw = pyconc.Value(Point, 1, 2.0, lock=False)
+    assert isinstance(raw, Point) and raw.x == 1
+    a = pyconc.Array(Point, [(1, 1.0), (2, 2.0)])
+    assert len(a) == 2 and a[1].x == 2 and a[0].y == 1.0
+    run_procs(ctx, double_point, [(v, a)])
+    assert (v.x, v.y) == (12, 3.0) and a[1].x == 102
+    # The wrapper class is built on the fly, yet the wrapper pickles (as a handle) and compares by identity.
+    w = pickle.loads(pickle.dumps(v))
+    assert type(w) is type(v) and w.x == 12 and w == v and hash(w) == hash(v)

@@ -428,7 +428,7 @@ def test_cpython_barrier_single_thread_and_many_rounds():
 def test_rwlock_semantics():
     rw = pyconc.RWLock()
     assert rw.lock_read() and rw.lock_read()
-    assert rw.read_count == 2 and rw.readers == 2
+    assert rw.read_count == 2 and rw.readers() == 2
     r, t = elapsed(rw.lock_write, 0.05)
     assert r is False and t < 1.5, "a writer waits for readers"
     rw.unlock_read()
@@ -491,8 +491,8 @@ def test_handle_of_wrong_type_is_rejected():
     e = pyconc.Event()
     h = e._handle
     with pytest.raises(ValueError):
-        _native.Lock(_handle=("Lock",) + h[1:])
-    with pytest.raises(ValueError):
+        _native.Lock(_handle=("Lock",) + h[1:])  # a forged type name: the segment's own header says Event
+    with pytest.raises(TypeError, match="a handle of a Event cannot be opened as a Semaphore"):
         _native.Semaphore(_handle=h)
 
 

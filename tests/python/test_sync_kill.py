@@ -127,7 +127,7 @@ def test_kill_rwlock_holder():
         rw.unlock_write()
         assert rw.lock_read(1)
         rw.unlock_read()
-        assert rw.readers == 0
+        assert rw.readers() == 0
     assert writer_died > 0
 
 

@@ -135,3 +135,22 @@ def hold_array_until(arr, attached, release, out):
         arr[0] += 1
     name = arr.get_obj()._pyconc_buffer.segment_name
     out.put((os.path.exists(f"/dev/shm/{name}"), arr[0]))
+
+
+import ctypes as _ctypes
+
+
+class Point(_ctypes.Structure):
+    _fields_ = [("x", _ctypes.c_int), ("y", _ctypes.c_double)]
+
+
+def double_point(v, a):
+    with v.get_lock():
+        v.x *= 2
+    v.y = v.y * 2
+    with a.get_lock():
+        a[1].x += 100
+
+
+def echo_handles(objs, out):
+    out.put(objs)

@@ -5,7 +5,6 @@ in the same run, with the same start method (fork, unless a row says otherwise).
 repetitions; the ratio column is the only number that means much across machines.
 """
 
-import ctypes
 import multiprocessing as mp
 import os
 import pickle
@@ -15,34 +14,9 @@ import time
 
 import pyconc
 
+from ._measure import fmt, median_rate, median_time, print_table, row
+
 FORK = mp.get_context("fork")
-
-
-def _median_rate(fn, n, repeat):
-    """Median operations per second of fn(n) over `repeat` runs."""
-    rates = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn(n)
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
-
-
-def _median_time(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _row(group, name, ours, theirs, unit, baseline, higher_is_better=True, note=""):
-    ratio = (ours / theirs if higher_is_better else theirs / ours) if ours and theirs else None
-    return {
-        "group": group, "name": name, "pyconc": ours, "baseline": theirs, "baseline_name": baseline,
-        "unit": unit, "ratio": ratio, "note": note,
-    }
 
 
 # ---- counters ---------------------------------------------------------------------------------------------------
@@ -94,14 +68,14 @@ def bench_counters(quick):
         for _ in range(n):
             probe()
 
-    floor = _median_rate(c_calls, n_fast, repeat)
+    floor = median_rate(c_calls, n_fast, repeat)
 
     a = pyconc.AtomicInt64()
-    ours = _median_rate(lambda n: _incr_atomic(a, n), n_fast, repeat)
+    ours = median_rate(lambda n: _incr_atomic(a, n), n_fast, repeat)
     v = mp.Value("q", 0)
-    theirs = _median_rate(lambda n: _incr_mp_value(v, n), n_slow, repeat)
-    rows.append(_row("counters", "incr, 1 process", ours, theirs, "incr/s", "mp.Value + get_lock()"))
-    rows.append(_row("counters", "incr vs a plain C method call", ours, floor, "calls/s", "C method call (floor)",
+    theirs = median_rate(lambda n: _incr_mp_value(v, n), n_slow, repeat)
+    rows.append(row("counters", "incr, 1 process", ours, theirs, "incr/s", "mp.Value + get_lock()"))
+    rows.append(row("counters", "incr vs a plain C method call", ours, floor, "calls/s", "C method call (floor)",
                      note="ratio >= 0.5 means within 2x of the floor"))
 
     a.set(0)
@@ -109,7 +83,7 @@ def bench_counters(quick):
     ours2 = statistics.median(_two_procs(_incr_atomic, a, n_fast // 2) for _ in range(repeat))
     theirs2 = statistics.median(_two_procs(_incr_mp_value, v, n_slow // 2) for _ in range(repeat))
     exact = a.get() == repeat * n_fast and v.value == repeat * n_slow
-    rows.append(_row("counters", "incr, 2 processes (total)", ours2, theirs2, "incr/s", "mp.Value + get_lock()",
+    rows.append(row("counters", "incr, 2 processes (total)", ours2, theirs2, "incr/s", "mp.Value + get_lock()",
                      note="final counts exact" if exact else "COUNT MISMATCH"))
     if not exact:
         raise AssertionError(f"lost updates: {a.get()} vs {repeat * n_fast}, {v.value} vs {repeat * n_slow}")
@@ -128,8 +102,9 @@ def _attach_pyconc(handle, q):
 
 
 def _attach_shm(name, n, q):
-    import numpy as np
     from multiprocessing import shared_memory
+
+    import numpy as np
 
     t0 = time.perf_counter()
     shm = shared_memory.SharedMemory(name=name)
@@ -180,15 +155,15 @@ def bench_arrays(quick):
         shm.close()
         shm.unlink()
 
-    t_raw = _median_time(make_raw, 20 * repeat)
-    t_synced = _median_time(make_synced, 20 * repeat)
-    t_mp = _median_time(make_mp, 2 if quick else 3)
-    t_shm = _median_time(make_shm, 20 * repeat)
-    rows.append(_row("arrays", "create Array('d', 10M)", t_synced * 1e3, t_mp * 1e3, "ms", "mp.Array",
+    t_raw = median_time(make_raw, 20 * repeat)
+    t_synced = median_time(make_synced, 20 * repeat)
+    t_mp = median_time(make_mp, 2 if quick else 3)
+    t_shm = median_time(make_shm, 20 * repeat)
+    rows.append(row("arrays", "create Array('d', 10M)", t_synced * 1e3, t_mp * 1e3, "ms", "mp.Array",
                      higher_is_better=False, note="both with their lock"))
-    rows.append(_row("arrays", "create Array('d', 10M)", t_synced * 1e3, t_shm * 1e3, "ms", "SharedMemory",
+    rows.append(row("arrays", "create Array('d', 10M)", t_synced * 1e3, t_shm * 1e3, "ms", "SharedMemory",
                      higher_is_better=False, note="then freed unused"))
-    rows.append(_row("arrays", "create RawArray('d', 10M)", t_raw * 1e3, t_shm * 1e3, "ms", "SharedMemory",
+    rows.append(row("arrays", "create RawArray('d', 10M)", t_raw * 1e3, t_shm * 1e3, "ms", "SharedMemory",
                      higher_is_better=False, note="then freed unused"))
 
     def ready_ours():
@@ -205,8 +180,8 @@ def bench_arrays(quick):
         shm.close()
         shm.unlink()
 
-    rows.append(_row("arrays", "create + numpy view + first write", _median_time(ready_ours, repeat) * 1e3,
-                     _median_time(ready_shm, repeat) * 1e3, "ms", "SharedMemory", higher_is_better=False))
+    rows.append(row("arrays", "create + numpy view + first write", median_time(ready_ours, repeat) * 1e3,
+                     median_time(ready_shm, repeat) * 1e3, "ms", "SharedMemory", higher_is_better=False))
 
     arr = pyconc.Array("d", n, lock=False) if hasattr(pyconc, "Array") else pyconc.RawArray("d", n)
     ours_view = np.frombuffer(arr, dtype="d")
@@ -219,11 +194,11 @@ def bench_arrays(quick):
             _child_attach_time(_attach_pyconc, (pickle.dumps(arr),)) for _ in range(repeat))
         t_attach_shm = statistics.median(
             _child_attach_time(_attach_shm, (shm.name, n)) for _ in range(repeat))
-        rows.append(_row("arrays", "attach in a spawned child", t_attach_ours * 1e3, t_attach_shm * 1e3, "ms",
+        rows.append(row("arrays", "attach in a spawned child", t_attach_ours * 1e3, t_attach_shm * 1e3, "ms",
                          "SharedMemory", higher_is_better=False))
 
-        gbps = lambda view: 8 * n / _median_time(view.sum, repeat) / 1e9  # noqa: E731
-        rows.append(_row("arrays", "numpy sum over shared memory", gbps(ours_view), gbps(shm_view), "GB/s",
+        gbps = lambda view: 8 * n / median_time(view.sum, repeat) / 1e9  # noqa: E731
+        rows.append(row("arrays", "numpy sum over shared memory", gbps(ours_view), gbps(shm_view), "GB/s",
                          "SharedMemory"))
         del shm_view
     finally:
@@ -356,29 +331,28 @@ def bench_queues(quick):
         others = [(impl.name, _throughput(impl, payload, max(200, n // 4))) for impl in impls[1:]]
         others.append(("mp.Pipe", _pipe_throughput(payload, max(200, n // 4))))
         best_name, best = max(others, key=lambda x: x[1])
-        rows.append(_row("queues", f"1P->1C {kind}", mine, best, "msg/s", best_name,
-                         note="vs the best of " + ", ".join(f"{k} {_fmt(v, 'msg/s')}" for k, v in others)))
+        rows.append(row("queues", f"1P->1C {kind}", mine, best, "msg/s", best_name,
+                         note="vs the best of " + ", ".join(f"{k} {fmt(v, 'msg/s')}" for k, v in others)))
         if kind in ("int", "10 KB"):
             mine2 = _throughput(ours, payload, n, producers=2)
             theirs2 = _throughput(impls[1], payload, max(200, n // 4), producers=2)
-            rows.append(_row("queues", f"2P->1C {kind}", mine2, theirs2, "msg/s", "mp.Queue"))
+            rows.append(row("queues", f"2P->1C {kind}", mine2, theirs2, "msg/s", "mp.Queue"))
         if kind == "int":
             many = _throughput(ours, payload, n, many=True)
-            rows.append(_row("queues", "1P->1C int, get_many", many, best, "msg/s", best_name))
+            rows.append(row("queues", "1P->1C int, get_many", many, best, "msg/s", best_name))
     n = 2_000 if quick else 20_000
     p50, p99 = _pingpong(ours, n)
     base = [(impl.name, _pingpong(impl, max(400, n // 4))) for impl in impls[1:2]]
     for name, (b50, b99) in base:
-        rows.append(_row("queues", "ping-pong round trip p50", p50, b50, "µs", name, higher_is_better=False))
-        rows.append(_row("queues", "ping-pong round trip p99", p99, b99, "µs", name, higher_is_better=False))
+        rows.append(row("queues", "ping-pong round trip p50", p50, b50, "µs", name, higher_is_better=False))
+        rows.append(row("queues", "ping-pong round trip p99", p99, b99, "µs", name, higher_is_better=False))
     return rows
 
 
 def bench_sync(quick):
     from . import bench_sync as bs
 
-    return [_row("sync", r["name"], r["pyconc"], r["mp"], r["unit"], "multiprocessing",
-                 higher_is_better=r["unit"] != "µs") for r in bs.run(quick)]
+    return bs.run(quick)
 
 
 def bench_dict(quick):
@@ -387,34 +361,20 @@ def bench_dict(quick):
     return bd.run(quick)
 
 
+def bench_deque(quick):
+    from . import bench_deque as bq
+
+    return bq.run(quick)
+
+
 GROUPS = {
     "counters": bench_counters,
     "arrays": bench_arrays,
     "sync": bench_sync,
     "queues": bench_queues,
     "dict": bench_dict,
+    "deque": bench_deque,
 }
-
-
-def _fmt(x, unit):
-    if x is None:
-        return "-"
-    if unit in ("ms", "µs", "GB/s"):
-        return f"{x:,.3g}" if x < 100 else f"{x:,.0f}"
-    if x >= 1e6:
-        return f"{x / 1e6:,.2f}M"
-    if x >= 1e3:
-        return f"{x / 1e3:,.1f}k"
-    return f"{x:,.3g}"
-
-
-def print_table(rows, out=sys.stdout):
-    out.write(f"\n| group | operation | pyconc | baseline | unit | ratio | note |\n|---|---|---|---|---|---|---|\n")
-    for r in rows:
-        ratio = f"{r['ratio']:.1f}x" if r["ratio"] is not None else "-"
-        out.write(f"| {r['group']} | {r['name']} | {_fmt(r['pyconc'], r['unit'])} | "
-                  f"{_fmt(r['baseline'], r['unit'])} ({r['baseline_name']}) | {r['unit']} | {ratio} | "
-                  f"{r['note']} |\n")
 
 
 def main(args):

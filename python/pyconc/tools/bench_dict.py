@@ -1,4 +1,4 @@
-"""Benchmarks of `ConcurrentDict` (the lead wires `run` into `python -m pyconc bench`).
+"""Benchmarks of `ConcurrentDict` (the `dict` group of `python -m pyconc bench`).
 
 Method: one process, a tight Python loop over bound methods (`d.__getitem__` etc.) on 1,000 str keys with
 100-byte bytes values (100,000 keys for the large-set row); the median of several runs. Baselines from the same
@@ -12,16 +12,9 @@ import statistics
 import time
 
 from ..dicts import ConcurrentDict
+from ._measure import row
 
 VALUE = b"v" * 100
-
-
-def _row(group, name, ours, theirs, unit, baseline, higher_is_better=True, note=""):
-    ratio = (ours / theirs if higher_is_better else theirs / ours) if ours and theirs else None
-    return {
-        "group": group, "name": name, "pyconc": ours, "baseline": theirs, "baseline_name": baseline,
-        "unit": unit, "ratio": ratio, "note": note,
-    }
 
 
 def _rates(d, keys, repeat):
@@ -123,8 +116,8 @@ def run(quick=False):
         theirs = _rates(md, mkeys, 1 if quick else 2)
 
     for op in ("get", "set", "in", "del"):
-        rows.append(_row("dict", f"{op}, 1k keys, 100 B values", ours[op], theirs[op], "ops/s", "Manager().dict()"))
-        rows.append(_row("dict", f"{op}, 1k keys (floor)", ours[op], floor[op], "ops/s", "dict",
+        rows.append(row("dict", f"{op}, 1k keys, 100 B values", ours[op], theirs[op], "ops/s", "Manager().dict()"))
+        rows.append(row("dict", f"{op}, 1k keys (floor)", ours[op], floor[op], "ops/s", "dict",
                          note="plain dict: not shared"))
 
     UltraDict = _ultradict()
@@ -134,10 +127,10 @@ def run(quick=False):
             _fill(ud, keys)
             u = _rates(ud, keys, repeat)
             for op in ("get", "set"):
-                rows.append(_row("dict", f"{op}, 1k keys (UltraDict)", ours[op], u[op], "ops/s", "UltraDict"))
+                rows.append(row("dict", f"{op}, 1k keys (UltraDict)", ours[op], u[op], "ops/s", "UltraDict"))
             ud.unlink()
         except Exception as e:  # pragma: no cover - optional comparison
-            rows.append(_row("dict", "UltraDict", None, None, "ops/s", "UltraDict", note=f"failed: {e}"))
+            rows.append(row("dict", "UltraDict", None, None, "ops/s", "UltraDict", note=f"failed: {e}"))
     d.clear()
 
     big = [f"key-{i}" for i in range(100_000 if not quick else 30_000)]
@@ -153,9 +146,9 @@ def run(quick=False):
     t0 = time.perf_counter()
     _fill(plain3, big)
     insert_floor = len(big) / (time.perf_counter() - t0)
-    rows.append(_row("dict", f"insert {len(big) // 1000}k new keys", insert_ours, insert_floor, "ops/s", "dict",
+    rows.append(row("dict", f"insert {len(big) // 1000}k new keys", insert_ours, insert_floor, "ops/s", "dict",
                      note="plain dict: not shared; includes table growth"))
-    rows.append(_row("dict", f"set, {len(big) // 1000}k keys", big_ours, big_floor, "ops/s", "dict",
+    rows.append(row("dict", f"set, {len(big) // 1000}k keys", big_ours, big_floor, "ops/s", "dict",
                      note="plain dict: not shared"))
     d2.clear()
     del d2
@@ -164,7 +157,7 @@ def run(quick=False):
     runs = 1 if quick else 3
     one = statistics.median(_parallel(1, keys, rounds) for _ in range(runs))
     two = statistics.median(_parallel(2, keys, rounds) for _ in range(runs))
-    rows.append(_row("dict", "set, 2 processes on disjoint keys", two, one, "ops/s", "1 process",
+    rows.append(row("dict", "set, 2 processes on disjoint keys", two, one, "ops/s", "1 process",
                      note="aggregate rate; fork"))
     return rows
 

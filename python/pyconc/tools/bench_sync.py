@@ -20,6 +20,7 @@ import statistics
 import time
 
 from .. import synchronize as _sync
+from ._measure import print_table, row
 
 _CTX = mp.get_context("fork")
 
@@ -146,59 +147,50 @@ def _barrier_round(Barrier, rounds):
     return dt / rounds * 1e6
 
 
-def _row(name, ours, theirs, unit, higher_is_better):
-    ratio = ours / theirs if higher_is_better else theirs / ours
-    return {"name": name, "pyconc": ours, "mp": theirs, "ratio": ratio, "unit": unit}
-
-
 def run(quick=False):
     """Runs the sync benchmarks; returns the rows."""
     scale = 1 if quick else 5
     rows = []
     ours, theirs = _uncontended(_sync.Lock(), _CTX.Lock(), 200_000 * scale)
-    rows.append(_row("Lock acquire+release, 1 process", ours, theirs, "pairs/s", True))
+    rows.append(row("sync", "Lock acquire+release, 1 process", ours, theirs, "pairs/s", "multiprocessing"))
     n = 100_000 * scale
     rows.append(
-        _row(
+        row(
+            "sync",
             "Lock acquire+release, 2 processes contending (total)",
             _contended(_sync.Lock(), n, _sync.Event),
             _contended(_CTX.Lock(), n, _CTX.Event),
             "pairs/s",
-            True,
+            "multiprocessing",
         )
     )
     rounds = 1000 * scale
     rows.append(
-        _row(
+        row(
+            "sync",
             "Event set/wait ping-pong, 2 processes (median round trip)",
             _ping_pong(_sync.Event, rounds),
             _ping_pong(_CTX.Event, rounds),
             "µs",
-            False,
+            "multiprocessing",
+            higher_is_better=False,
         )
     )
     rows.append(
-        _row(
+        row(
+            "sync",
             "Barrier(2) round, 2 processes",
             _barrier_round(_sync.Barrier, rounds),
             _barrier_round(_CTX.Barrier, rounds),
             "µs",
-            False,
+            "multiprocessing",
+            higher_is_better=False,
         )
     )
     return rows
 
 
-def format_rows(rows):
-    """The rows as a text table."""
-    out = [f"{'benchmark':58} {'pyconc':>12} {'multiprocessing':>16} {'ratio':>7}  unit"]
-    for r in rows:
-        fmt = (lambda v: f"{v / 1e6:.2f}M") if r["unit"] == "pairs/s" else (lambda v: f"{v:.1f}")
-        out.append(f"{r['name']:58} {fmt(r['pyconc']):>12} {fmt(r['mp']):>16} {r['ratio']:>6.1f}x  {r['unit']}")
-    return "\n".join(out)
-
-
 if __name__ == "__main__":
     import sys
 
-    print(format_rows(run(quick="--quick" in sys.argv)))
+    print_table(run(quick="--quick" in sys.argv))
