@@ -169,6 +169,7 @@ fn rw() -> Arc<Rw> {
         rgen: u32_sc(0),
         rsleepers: u32_sc(0),
         drain: u32_sc(0),
+        writers: u32_sc(0),
         reserved: std::array::from_fn(|_| u32_sc(0)),
         slots: std::array::from_fn(|_| slot()),
     };
