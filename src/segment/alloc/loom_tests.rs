@@ -85,9 +85,9 @@ impl BlockMemory for Model {
     }
 }
 
-/// Allocates a block, holds it, frees it. `Error::Full` is an accepted outcome when the others hold every block
-/// (and, as loom shows, also when a block was freed between this allocator's look at the free list and its look
-/// at fresh memory: the allocator does not retry).
+/// Allocates a block, holds it, frees it. `Error::Full` is an accepted outcome: the others may hold every block.
+/// (It can also come when a block of the class was freed between this allocator's look at its free list and its
+/// look at fresh memory: `alloc` does not look at its own list again. The model does not tell the two apart.)
 fn use_one(m: &Model, mark: u32) {
     let heap = m.heap();
     match heap.alloc(PAYLOAD) {
