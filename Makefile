@@ -28,15 +28,19 @@ bench: build-release
 test-rust:
 	cargo test --quiet
 
+# The Python suite runs in a segment namespace of its own (one per run), so the final check sees only its
+# segments, not those of other pyconc programs on the machine.
+TEST_NAMESPACE := t$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+
 test-python: build
 	$(PY) -m mypy.stubtest pyconc._native --allowlist .ci/stubtest-allowlist.txt
-	$(PY) -m pytest tests/python -q
-	$(PY) -m pyconc gc --check-empty
+	PYCONC_NAMESPACE=$(TEST_NAMESPACE) $(PY) -m pytest tests/python -q
+	PYCONC_NAMESPACE=$(TEST_NAMESPACE) $(PY) -m pyconc gc --check-empty
 
 test: test-rust test-python
 
 # Model checking with loom: every `loom_tests` module (the models run in a few seconds; a debug build keeps the
-# compile short). LOOM_ARGS go to the test harness, e.g. `make loom LOOM_ARGS=--include-ignored`.
+# compile short). LOOM_ARGS go to the test harness, e.g. `make loom LOOM_ARGS=--nocapture`.
 LOOM_ARGS ?=
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib loom_tests -- $(LOOM_ARGS)

@@ -20,6 +20,9 @@ pub enum Error {
     Type(String),
     /// The segment or structure has no room left (Python: `MemoryError`).
     Full(String),
+    /// /dev/shm has no room for pages being reserved (Python: `MemoryError`). Unlike [`Error::Full`], waiting for
+    /// other processes to take items out of a structure does not help, so queues raise it instead of waiting.
+    NoSpace(String),
     /// A wait ran out of time (mapped by callers to `False`, `queue.Empty`, ...).
     Timeout,
     /// A blocking wait was interrupted by a signal the caller must look at (Python: run signal handlers).
@@ -34,9 +37,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NotFound(m) | Error::Corrupt(m) | Error::Invalid(m) | Error::Type(m) | Error::Full(m) => {
-                f.write_str(m)
-            }
+            Error::NotFound(m)
+            | Error::Corrupt(m)
+            | Error::Invalid(m)
+            | Error::Type(m)
+            | Error::Full(m)
+            | Error::NoSpace(m) => f.write_str(m),
             Error::Timeout => f.write_str("timed out"),
             Error::Interrupted => f.write_str("interrupted by a signal"),
             Error::Os(e) => write!(f, "{e}"),

@@ -123,7 +123,7 @@ fn heap() {
     check(
         "heap.md",
         "HeapHeader",
-        rust_layout!(HeapHeader, HEAP_VERSION, [magic, version, start, end, bump, reserved, free_heads]),
+        rust_layout!(HeapHeader, HEAP_VERSION, [magic, version, start, end, bump, reserved_to, reserved, free_heads]),
     );
     check("heap.md", "BlockHeader", rust_layout!(BlockHeader, HEAP_VERSION, [class, state, next]));
 }

@@ -11,6 +11,7 @@ use (PEP 562), so `import pyconc` stays fast.
 import importlib as _importlib
 
 from . import _lifecycle, _native
+from ._lifecycle import exit_on_sigterm
 from ._native import AtomicFlag, AtomicInt64
 from .dicts import ConcurrentDict
 from .queues import ConcurrentQueue, Empty, Full, JoinableQueue, Queue, ShutDown, SimpleQueue, StdConcurrentQueue
@@ -42,6 +43,7 @@ _LAZY = {
     "LocalWrapper": ".local",
     "synchronization": None,
     "local": None,
+    "ProcessSemaphore": ".aio",
 }
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
     "LocalWrapper",
     "Lock",
     "OwnerDiedWarning",
+    "ProcessSemaphore",
     "Queue",
     "RLock",
     "RWLock",
@@ -78,6 +81,7 @@ __all__ = [
     "SimpleQueue",
     "StdConcurrentQueue",
     "Value",
+    "exit_on_sigterm",
 ]
 
 

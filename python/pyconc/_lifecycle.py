@@ -6,11 +6,20 @@ across fork() so the child never sees it half-updated. Leaving the user tables a
 last user this process is, even when objects are not destroyed (module globals at shutdown). multiprocessing's
 fork and forkserver children end with os._exit after running their finalizers, so they get a finalizer instead
 of an atexit hook.
+
+At import, one bounded pass (at most ~10 ms) removes the segments of this namespace whose users were all killed
+(SIGKILL, SIGTERM, the OOM killer): the same rule as ``python -m pyconc gc``. Creating a segment runs another
+pass (2 ms) at most every 2 s, so a running program also cleans up after processes killed meanwhile.
+
+SIGTERM is left alone by default: a library changing what SIGTERM does would change the exit codes and
+``Pool.terminate()`` of programs that rely on it, and the segments a SIGTERMed process leaves are reaped as
+those of a SIGKILLed one. ``pyconc.exit_on_sigterm()`` opts in to running the normal exit path instead.
 """
 
 import atexit
 import multiprocessing.util
 import os
+import signal
 
 from . import _native
 
@@ -28,3 +37,27 @@ def install() -> None:
     )
     atexit.register(_native._release_all)
     multiprocessing.util.register_after_fork(_register_child_finalizer, _register_child_finalizer)
+    try:
+        _native._reap_dead_segments(0.01)
+    except (OSError, ValueError):  # an unreadable /dev/shm or a bad PYCONC_NAMESPACE: reported when used
+        pass
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def exit_on_sigterm():
+    """Makes SIGTERM (``kill``, ``timeout``, ``docker stop``) run this process's normal exit path: the handler
+    raises ``SystemExit(143)``, so ``finally`` blocks and ``atexit`` hooks run and the segments whose last user
+    this process is are removed at once. Installed only if SIGTERM still has its default action (an existing
+    handler is kept); call it from the main thread. Returns whether it installed the handler.
+
+    Off by default: a process that handles SIGTERM exits with status 143 instead of being killed by the signal
+    (``Process.exitcode`` is 143, not -15), and code that catches ``BaseException`` can delay the exit.
+    Without it, what a SIGTERMed process leaves is removed by the next pyconc process's reaping.
+    """
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    return True

@@ -24,60 +24,60 @@ DEFAULT_SLOTS = 65_536
 DEFAULT_HEAP_BYTES = 64 << 20
 
 
+_aio = None
+
+
+def _bridge():
+    """pyconc.aio, imported on first use (it imports asyncio: ~40 ms at `import pyconc`)."""
+    global _aio
+    if _aio is None:
+        from . import aio
+
+        _aio = aio
+    return _aio
+
+
 class _Base(_native.QueueCore):
     """Shared plumbing: creation from a maxsize, asyncio forms. Pickling as a handle is native (`_native._rebuild`
-    rebuilds the subclass and its `__dict__`)."""
+    rebuilds the subclass, its `__dict__` and its timeout rules).
 
-    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, _joinable=False, **_):
+    The constructors take exactly their stdlib counterpart's arguments plus ``lock_free`` and
+    ``capacity_bytes`` (keyword only); anything else is a TypeError, as in multiprocessing. ``ctx`` (which
+    ``multiprocessing.queues.Queue`` takes) is accepted and ignored.
+    """
+
+    #: Whether a negative timeout is a ValueError (``queue.Queue``) rather than 0 (``multiprocessing``).
+    _STD_TIMEOUTS = False
+
+    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, ctx=None, _joinable=False):
         maxsize = int(maxsize)
         slots = maxsize if maxsize > 0 else DEFAULT_SLOTS
-        return super().__new__(cls, slots, capacity_bytes, lock_free, _joinable)
+        strict = cls._strict_timeouts(maxsize)
+        return super().__new__(cls, slots, capacity_bytes, lock_free, _joinable, strict)
 
     def __init__(self, maxsize=0, **_):
+        # The arguments were checked by __new__.
         self._maxsize = int(maxsize) if int(maxsize) > 0 else 0
 
+    @classmethod
+    def _strict_timeouts(cls, maxsize):
+        # queue.Queue raises ValueError on a negative timeout in get(), and in put() when it has a maxsize.
+        return (1 | (2 if maxsize > 0 else 0)) if cls._STD_TIMEOUTS else 0
 
     @property
     def maxsize(self):
         return self._maxsize
 
-    # -- asyncio: wait in a worker thread without taking anything, then take on the loop thread, so a
-    #    cancelled waiter never loses an item.
+    # -- asyncio: tried on the loop thread, waited for through the bridge of pyconc.aio (no thread per waiter),
+    #    so a cancelled waiter never loses an item.
 
     async def get_async(self, timeout=None):
         """Awaitable get: never blocks the event loop. Raises queue.Empty after `timeout` seconds."""
-        import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            try:
-                return self.get(block=False)
-            except Empty:
-                pass
-            left = 0.1 if deadline is None else min(0.1, deadline - loop.time())
-            if left <= 0:
-                raise Empty
-            await loop.run_in_executor(None, self.wait_ready, True, left)
+        return await _bridge().queue_get(self, timeout)
 
     async def put_async(self, item, timeout=None):
         """Awaitable put: never blocks the event loop. Raises queue.Full after `timeout` seconds."""
-        import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        backoff = 0.0
-        while True:
-            try:
-                return self.put(item, block=False)
-            except Full:
-                pass
-            left = 0.1 if deadline is None else min(0.1, deadline - loop.time())
-            if left <= 0:
-                raise Full
-            ready = await loop.run_in_executor(None, self.wait_ready, False, left)
-            if ready:
-                # A free slot but no heap room (large items): back off instead of spinning.
-                backoff = min(0.01, backoff * 2 or 0.0005)
-                await asyncio.sleep(backoff)
+        await _bridge().queue_put(self, item, timeout)
 
 
 class ConcurrentQueue(_Base):
@@ -90,10 +90,12 @@ class ConcurrentQueue(_Base):
     compatibility and ignored (the ring has no per-thread shards).
     """
 
-    def __new__(cls, scaling=None, lock_free=False, maxsize=0, **kw):
-        return super().__new__(cls, maxsize, lock_free=lock_free, **kw)
+    def __new__(cls, scaling=None, lock_free=False, maxsize=0, *, capacity_bytes=DEFAULT_HEAP_BYTES):
+        if scaling is not None and int(scaling) < 1:
+            raise ValueError(f"scaling must be a positive int or None, got {scaling!r}")
+        return super().__new__(cls, maxsize, lock_free=lock_free, capacity_bytes=capacity_bytes)
 
-    def __init__(self, scaling=None, lock_free=False, maxsize=0, **kw):
+    def __init__(self, scaling=None, lock_free=False, maxsize=0, **_):
         super().__init__(maxsize)
 
     def push(self, value):
@@ -121,10 +123,13 @@ class ConcurrentQueue(_Base):
 
 class StdConcurrentQueue(_Base):
     """The ``queue.Queue`` API (put/get with block and timeout, *_nowait, qsize, empty, full, task_done, join,
-    shutdown) over a shared-memory queue, for threads and processes."""
+    shutdown) over a shared-memory queue, for threads and processes. Like ``queue.Queue``, a negative timeout
+    is a ValueError (in ``put`` only when the queue has a ``maxsize``)."""
 
-    def __new__(cls, maxsize=0, **kw):
-        return super().__new__(cls, maxsize, _joinable=True, **kw)
+    _STD_TIMEOUTS = True
+
+    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES):
+        return super().__new__(cls, maxsize, lock_free=lock_free, capacity_bytes=capacity_bytes, _joinable=True)
 
     def put_nowait(self, item):
         return self.put(item, block=False)
@@ -176,8 +181,8 @@ class Queue(_Base):
 class JoinableQueue(Queue):
     """Drop-in for ``multiprocessing.JoinableQueue``: ``task_done()`` and ``join()`` across processes."""
 
-    def __new__(cls, maxsize=0, **kw):
-        return super().__new__(cls, maxsize, _joinable=True, **kw)
+    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, ctx=None):
+        return super().__new__(cls, maxsize, lock_free=lock_free, capacity_bytes=capacity_bytes, _joinable=True)
 
     def task_done(self):
         """Marks one item as processed; ValueError if called more often than items were put."""
@@ -191,7 +196,10 @@ class JoinableQueue(Queue):
 class SimpleQueue(_Base):
     """Drop-in for ``multiprocessing.SimpleQueue``: ``put``, ``get``, ``empty``, ``close``."""
 
-    def __init__(self, **kw):
+    def __new__(cls, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, ctx=None):
+        return super().__new__(cls, 0, lock_free=lock_free, capacity_bytes=capacity_bytes)
+
+    def __init__(self, **_):
         super().__init__(0)
 
     def close(self):

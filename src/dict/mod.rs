@@ -46,7 +46,8 @@ mod tests;
 use crate::base::atomic::{fence, AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::platform::futex::Deadline;
-use crate::segment::alloc::Heap;
+use crate::segment::alloc::{Heap, HeapHeader};
+use crate::segment::shm::Reserve;
 use crate::segment::{Kind, Mapped, MappedSlice, Offset, Segment, ShmSafe};
 use crate::sync::owner;
 use crate::{Error, Result};
@@ -309,7 +310,9 @@ impl SharedDict {
         let shards_off = (data_off + size_of::<DictHeader>() as u64).next_multiple_of(128);
         let heap_off = (shards_off + nshards as u64 * size_of::<Shard>() as u64).next_multiple_of(64);
         let footprint = Heap::footprint(heap_bytes);
-        let seg = Segment::create(Kind::Dict, DICT_VERSION, heap_off + footprint - data_off)?;
+        // The header and shards are reserved in /dev/shm now; the heap reserves what it hands out.
+        let fixed = Reserve::Prefix(heap_off + size_of::<HeapHeader>() as u64 - data_off);
+        let seg = Segment::create_reserving(Kind::Dict, DICT_VERSION, heap_off + footprint - data_off, &[], fixed)?;
         Heap::init(&seg, Offset::new(heap_off), footprint)?;
         let hdr = seg.resolve::<DictHeader>(seg.data_offset())?;
         hdr.version.store(DICT_VERSION, Ordering::Relaxed);
@@ -513,7 +516,8 @@ impl SharedDict {
             .max(need.saturating_mul(2) + (1 << 20))
             .min(MAX_SEG_BYTES.max(need + (1 << 20)));
         let footprint = Heap::footprint(size);
-        let seg = Segment::create(Kind::Dict, DICT_VERSION, footprint)?;
+        let fixed = Reserve::Prefix(size_of::<HeapHeader>() as u64);
+        let seg = Segment::create_reserving(Kind::Dict, DICT_VERSION, footprint, &[], fixed)?;
         // Every process using the dict may come to need this segment, even after we exit: make them users now.
         seg.register_on_behalf(&self.main.users());
         let heap_off = seg.info().data_offset;

@@ -4,6 +4,7 @@
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::segment::header::DATA_OFFSET;
+use crate::segment::shm::Reserve;
 use crate::segment::{Kind, Mapped, MappedBytes, Offset, Segment, ShmSafe};
 use crate::shm_struct;
 use crate::sync::shared::{SyncHandle, SyncType};
@@ -61,8 +62,15 @@ pub struct SharedBlock {
 }
 
 impl SharedBlock {
-    /// Creates a zero-filled block of `length` items of `itemsize` bytes, recording `typecode` (0 for none).
+    /// Creates a zero-filled block of `length` items of `itemsize` bytes, recording `typecode` (0 for none),
+    /// with all its pages reserved in /dev/shm.
     pub fn create(typecode: u32, itemsize: u32, length: u64) -> Result<SharedBlock> {
+        Self::create_reserving(typecode, itemsize, length, true)
+    }
+
+    /// [`create`](Self::create); with `reserve` false only the header page is allocated now (as fast as
+    /// `SharedMemory`, and like it a write to an item whose page a full /dev/shm cannot back is a SIGBUS).
+    pub fn create_reserving(typecode: u32, itemsize: u32, length: u64, reserve: bool) -> Result<SharedBlock> {
         let nbytes = (itemsize as u64)
             .checked_mul(length)
             .ok_or_else(|| Error::Invalid(format!("{length} items of {itemsize} bytes overflow")))?;
@@ -78,7 +86,8 @@ impl SharedBlock {
         }
         // SAFETY: `init` is BLOCK_HEADER_SIZE initialised bytes.
         let bytes = unsafe { std::slice::from_raw_parts(init.as_ptr() as *const u8, BLOCK_HEADER_SIZE as usize) };
-        let seg = Segment::create_with(Kind::Block, BLOCK_VERSION, ITEMS_AT + nbytes, bytes)?;
+        let reserve = if reserve { Reserve::All } else { Reserve::HeaderOnly };
+        let seg = Segment::create_reserving(Kind::Block, BLOCK_VERSION, ITEMS_AT + nbytes, bytes, reserve)?;
         // Not from_segment: that reads the header back through the mapping, a page fault creation can skip.
         let header = Mapped::new(&seg, seg.data_offset())?;
         let items = MappedBytes::new(&seg, DATA_OFFSET + ITEMS_AT, nbytes)?;

@@ -15,15 +15,38 @@ fn attach(py: Python<'_>, h: &Handle, type_name: &str) -> PyResult<SharedAtomic>
     py.detach(|| SharedAtomic::open(&h.segment, Some(h.offset))).py(py)
 }
 
-/// Extracts an int operand for an in-place operation, with a clear message for anything else.
-fn int_operand(other: &Bound<'_, PyAny>, op: &str) -> PyResult<i64> {
-    if !other.is_instance_of::<PyInt>() && other.getattr("__index__").is_err() {
+/// An int operand of an in-place operation, with a clear message for anything else.
+fn int_operand<'py>(other: &Bound<'py, PyAny>, op: &str) -> PyResult<Bound<'py, PyInt>> {
+    let as_int = if other.is_instance_of::<PyInt>() {
+        other.clone()
+    } else if other.hasattr("__index__")? {
+        other.call_method0("__index__")?
+    } else {
         return Err(PyTypeError::new_err(format!(
             "unsupported operand type for {op}: 'AtomicInt64' and '{}' (an AtomicInt64 holds an int)",
             other.get_type().name()?
         )));
+    };
+    Ok(as_int.cast_into::<PyInt>()?)
+}
+
+/// `n` as an i64 if it is in range.
+fn exact_i64(n: &Bound<'_, PyInt>) -> Option<i64> {
+    n.extract::<i64>().ok()
+}
+
+/// `n` modulo 2**64, as the i64 with those bits: an operand of `+= -= *= &= |= ^=`, whose results modulo 2**64
+/// depend only on their operands modulo 2**64 (so `a += 2**64` leaves `a` as it is, as the wrap rule says).
+fn wrapped_i64(n: &Bound<'_, PyInt>) -> PyResult<i64> {
+    if let Some(v) = exact_i64(n) {
+        return Ok(v);
     }
-    other.extract::<i64>()
+    Ok(n.bitand(u64::MAX)?.extract::<u64>()? as i64)
+}
+
+/// A Python int result reduced modulo 2**64 (the update of `//=`, `%=` or `**=` with an operand out of range).
+fn wrap_result(r: Bound<'_, PyAny>) -> PyResult<i64> {
+    Ok(r.bitand(u64::MAX)?.extract::<u64>()? as i64)
 }
 
 /// A 64-bit signed integer in shared memory, updated atomically from any thread or process.
@@ -228,42 +251,59 @@ impl PyAtomicInt64 {
     // In-place operators: one atomic update each.
 
     fn __iadd__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = int_operand(other, "+=")?;
+        let n = wrapped_i64(&int_operand(other, "+=")?)?;
         self.a()?.add(n);
         Ok(())
     }
 
     fn __isub__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = int_operand(other, "-=")?;
+        let n = wrapped_i64(&int_operand(other, "-=")?)?;
         self.a()?.add(n.wrapping_neg());
         Ok(())
     }
 
     fn __imul__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = int_operand(other, "*=")?;
+        let n = wrapped_i64(&int_operand(other, "*=")?)?;
         self.cas_update(|v| Ok(v.wrapping_mul(n)))
     }
 
-    fn __ifloordiv__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = int_operand(other, "//=")?;
+    fn __ifloordiv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let big = int_operand(other, "//=")?;
+        let Some(n) = exact_i64(&big) else {
+            // |operand| >= 2**63: Python's exact quotient (0 or -1), wrapped.
+            return self.cas_update(|v| wrap_result(v.into_pyobject(py)?.floor_div(&big)?));
+        };
         if n == 0 {
             return Err(PyZeroDivisionError::new_err("integer division by zero"));
         }
         self.cas_update(|v| Ok(floor_div(v, n)))
     }
 
-    fn __imod__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = int_operand(other, "%=")?;
+    fn __imod__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        let big = int_operand(other, "%=")?;
+        let Some(n) = exact_i64(&big) else {
+            return self.cas_update(|v| wrap_result(v.into_pyobject(py)?.rem(&big)?));
+        };
         if n == 0 {
             return Err(PyZeroDivisionError::new_err("integer modulo by zero"));
         }
         self.cas_update(|v| Ok(v.wrapping_sub(floor_div(v, n).wrapping_mul(n))))
     }
 
-    fn __ipow__(&self, other: &Bound<'_, PyAny>, _modulo: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = int_operand(other, "**=")?;
-        let e = u32::try_from(n).map_err(|_| PyValueError::new_err("AtomicInt64 **= needs an exponent in 0..2**32"))?;
-        self.cas_update(|v| Ok(v.wrapping_pow(e)))
+    fn __ipow__(&self, py: Python<'_>, other: &Bound<'_, PyAny>, _modulo: &Bound<'_, PyAny>) -> PyResult<()> {
+        let big = int_operand(other, "**=")?;
+        match exact_i64(&big).map(u32::try_from) {
+            Some(Ok(e)) => self.cas_update(|v| Ok(v.wrapping_pow(e))),
+            Some(Err(_)) | None if big.lt(0)? => Err(PyValueError::new_err(
+                "AtomicInt64 **= needs a non-negative exponent (the result would not be an int)",
+            )),
+            _ => {
+                // A huge exponent: pow(v, e, 2**64) is the wrapped result.
+                let pow = py.import("builtins")?.getattr("pow")?;
+                let m = 1u128 << 64;
+                self.cas_update(|v| wrap_result(pow.call1((v, &big, m))?))
+            }
+        }
     }
 
     fn __itruediv__(&self, _other: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -271,27 +311,27 @@ impl PyAtomicInt64 {
     }
 
     fn __ilshift__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = shift_amount(int_operand(other, "<<=")?)?;
+        let n = shift_amount(&int_operand(other, "<<=")?)?;
         self.cas_update(|v| Ok(if n >= 64 { 0 } else { v << n }))
     }
 
     fn __irshift__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = shift_amount(int_operand(other, ">>=")?)?;
+        let n = shift_amount(&int_operand(other, ">>=")?)?;
         self.cas_update(|v| Ok(v >> n.min(63)))
     }
 
     fn __iand__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = int_operand(other, "&=")?;
+        let n = wrapped_i64(&int_operand(other, "&=")?)?;
         self.cas_update(|v| Ok(v & n))
     }
 
     fn __ior__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = int_operand(other, "|=")?;
+        let n = wrapped_i64(&int_operand(other, "|=")?)?;
         self.cas_update(|v| Ok(v | n))
     }
 
     fn __ixor__(&self, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let n = int_operand(other, "^=")?;
+        let n = wrapped_i64(&int_operand(other, "^=")?)?;
         self.cas_update(|v| Ok(v ^ n))
     }
 
@@ -425,11 +465,12 @@ fn floor_div(a: i64, b: i64) -> i64 {
     }
 }
 
-fn shift_amount(n: i64) -> PyResult<u32> {
-    if n < 0 {
+/// A shift count, capped at 64 (shifting further gives the same result).
+fn shift_amount(n: &Bound<'_, PyInt>) -> PyResult<u32> {
+    if n.lt(0)? {
         return Err(PyValueError::new_err("negative shift count"));
     }
-    Ok(n.min(64) as u32)
+    Ok(exact_i64(n).map_or(64, |n| n.min(64) as u32))
 }
 
 /// A boolean flag in shared memory.

@@ -53,7 +53,8 @@ impl PySharedBuffer {
     /// Creates a block, or with `view_of` (another `SharedBuffer`) makes a second view of the same block (no name
     /// lookup, nothing read from the segment), or with `_handle` attaches to the block a handle names.
     #[new]
-    #[pyo3(signature = (format, itemsize, length, typecode=0, view_of=None, *, _handle=None))]
+    #[pyo3(signature = (format, itemsize, length, typecode=0, view_of=None, reserve=true, *, _handle=None))]
+    #[allow(clippy::too_many_arguments)] // the Python signature
     fn new(
         py: Python<'_>,
         format: &str,
@@ -61,6 +62,7 @@ impl PySharedBuffer {
         length: u64,
         typecode: u32,
         view_of: Option<&Bound<'_, PySharedBuffer>>,
+        reserve: bool,
         _handle: Option<Handle>,
     ) -> PyResult<Self> {
         if itemsize == 0 {
@@ -77,7 +79,7 @@ impl PySharedBuffer {
             (None, None) => None,
         };
         let block = match existing {
-            None => py.detach(|| SharedBlock::create(typecode, itemsize, length)).py(py)?,
+            None => py.detach(|| SharedBlock::create_reserving(typecode, itemsize, length, reserve)).py(py)?,
             Some(b) => {
                 if (b.itemsize(), b.length()) != (itemsize, length) {
                     return Err(PyValueError::new_err(format!(

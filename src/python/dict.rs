@@ -4,6 +4,7 @@
 //! conversion (encoding, decoding, pickling) happens outside the shard locks, except in the read-modify-write
 //! methods (`add`, `update_with`) whose whole point is to run under the lock.
 
+use super::blocking::block_on;
 use super::codec::{decode_bytes, encode_into, encode_key_into, with_scratch};
 use super::errors::IntoPyResult;
 use super::handle::{reduce, shared_class, Handle};
@@ -12,7 +13,7 @@ use crate::codec::stable_hash;
 use crate::dict::{records, Read, ShardGuard, SharedDict, DEFAULT_HEAP_BYTES};
 use crate::platform::futex::Deadline;
 use crate::segment::Kind;
-use pyo3::exceptions::{PyKeyError, PyRuntimeError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -81,7 +82,8 @@ impl PyConcurrentDict {
             ));
         }
         let d = &self.inner;
-        py.detach(|| d.lock(i, &Deadline::after(None))).py(py)
+        let forever = Deadline::after(None);
+        block_on(py, || d.lock(i, &forever))?.py(py)
     }
 
     fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -175,7 +177,7 @@ impl PyConcurrentDict {
     #[pyo3(signature = (scaling=17, dictionary=None, *, initial=None, _handle=None))]
     fn new(
         py: Python<'_>,
-        scaling: u32,
+        scaling: i128,
         dictionary: Option<&Bound<'_, PyAny>>,
         initial: Option<&Bound<'_, PyAny>>,
         _handle: Option<Handle>,
@@ -186,6 +188,10 @@ impl PyConcurrentDict {
             h.expect_whole(inner.segment())?;
             return Ok(PyConcurrentDict { inner, pop_from: AtomicU32::new(0) });
         }
+        let scaling = u32::try_from(scaling)
+            .ok()
+            .filter(|&s| s >= 1)
+            .ok_or_else(|| PyValueError::new_err(format!("scaling must be a positive int, got {scaling}")))?;
         if dictionary.is_some() && initial.is_some() {
             return Err(pyo3::exceptions::PyTypeError::new_err(
                 "ConcurrentDict() takes the initial contents once: `dictionary` or its alias `initial`",
@@ -419,7 +425,8 @@ impl PyConcurrentDict {
     /// process finds that a writer died).
     fn reclaim(&self, py: Python<'_>) -> PyResult<u64> {
         let d = &self.inner;
-        Ok(py.detach(|| d.reclaim(Some(&Deadline::after(None)))).py(py)?.unwrap_or(0))
+        let forever = Deadline::after(None);
+        Ok(block_on(py, || d.reclaim(Some(&forever)))?.py(py)?.unwrap_or(0))
     }
 
     /// A plain `dict` copy.

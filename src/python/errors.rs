@@ -11,7 +11,7 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::NotFound(m) => PyFileNotFoundError::new_err(m),
         Error::Corrupt(m) | Error::Invalid(m) => PyValueError::new_err(m),
         Error::Type(m) => PyTypeError::new_err(m),
-        Error::Full(m) => PyMemoryError::new_err(m),
+        Error::Full(m) | Error::NoSpace(m) => PyMemoryError::new_err(m),
         Error::Timeout => PyTimeoutError::new_err("timed out"),
         Error::Interrupted => match py.check_signals() {
             Err(err) => err,

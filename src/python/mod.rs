@@ -4,8 +4,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
+mod aio;
 mod atomics;
 mod block;
+mod blocking;
 mod codec;
 mod deque;
 mod dict;
@@ -15,6 +17,7 @@ mod identity;
 mod queue;
 mod segments;
 mod sync;
+mod timeouts;
 
 /// What the native side uses of the Python package (reprs, asyncio forms, the dict views), registered by the
 /// package's modules when they are imported (`_native._register(name, obj)`), so the native module never imports
@@ -56,5 +59,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sync::register(m)?;
     dict::register(m)?;
     deque::register(m)?;
+    aio::register(m)?;
     Ok(())
 }

@@ -1,19 +1,20 @@
 //! `QueueCore`: the native queue under `pyconc.ConcurrentQueue`, `Queue`, `SimpleQueue`, `JoinableQueue` and
 //! `StdConcurrentQueue` (the Python classes in `pyconc/queues.py` add the API shapes).
 
+use super::blocking::block_on;
 use super::codec::{decode_bytes, encode_into, with_scratch};
 use super::errors::IntoPyResult;
-use super::handle::{reduce, shared_class, Handle};
+use super::handle::{reduce_with, shared_class, Handle};
+use super::timeouts::{timeout as read_timeout, Negative};
 use crate::base::atomic::local::{AtomicU8, Ordering};
 use crate::platform::futex::Deadline;
 use crate::queue::{Attempt, QueueConfig, SharedQueue};
 use crate::segment::Kind;
-use crate::Error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pyo3::create_exception!(
     pyconc,
@@ -45,25 +46,22 @@ fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str, msg:
     }
 }
 
-/// The longest stretch a blocked call spends without the GIL before checking for signals (Ctrl-C).
-const SIGNAL_SLICE: Duration = Duration::from_millis(100);
-
-fn check_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err("'timeout' must be a non-negative number")),
-        Some(t) => Ok(Some(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX))),
-    }
-}
-
 /// A queue of Python values in shared memory. Values are encoded with the pyconc codec (pickle only for types
 /// it does not know). Pickles as a handle.
 #[pyclass(module = "pyconc._native", name = "QueueCore", frozen, subclass)]
 pub struct PyQueue {
-    q: SharedQueue,
+    pub(super) q: SharedQueue,
     /// 0 open; else how `close()` was called (see `_close`).
     closed: AtomicU8,
+    /// Which calls raise ValueError on a negative timeout, as `queue.Queue` does: [`STRICT_GET`] | [`STRICT_PUT`].
+    /// The others treat it as 0, as `multiprocessing` does.
+    strict_timeouts: u8,
 }
+
+/// `get` raises ValueError on a negative timeout.
+const STRICT_GET: u8 = 1;
+/// `put` raises ValueError on a negative timeout.
+const STRICT_PUT: u8 = 2;
 
 impl PyQueue {
     fn open(&self) -> PyResult<&SharedQueue> {
@@ -76,36 +74,24 @@ impl PyQueue {
         }
     }
 
-    /// Runs `op` once with the GIL (no waiting); if it would block and `block` is set, again without the GIL in
-    /// slices until it completes, the timeout passes or a signal handler raises.
+    /// Runs `op` once with the GIL (no waiting); if it would block and `block` is set, again through the
+    /// blocking path ([`block_on`]) until it completes, the timeout passes or a signal handler raises.
     fn blocking(
         &self,
         py: Python<'_>,
         block: bool,
         timeout: Option<f64>,
+        strict: u8,
         op: &mut (dyn FnMut(Deadline) -> crate::Result<Attempt> + Send),
     ) -> PyResult<Attempt> {
-        let timeout = check_timeout(timeout)?;
+        let negative = if self.strict_timeouts & strict != 0 { Negative::Error } else { Negative::Zero };
+        let timeout = if block { read_timeout(timeout, negative)? } else { None };
         match op(Deadline::after(Some(Duration::ZERO))).py(py)? {
             Attempt::WouldBlock if block => {}
             other => return Ok(other),
         }
-        let end = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
-            let r = py.detach(|| op(Deadline::after(Some(slice))));
-            match r {
-                Ok(Attempt::WouldBlock) => {
-                    if matches!(left, Some(l) if l <= slice) {
-                        return Ok(Attempt::WouldBlock);
-                    }
-                    py.check_signals()?;
-                }
-                Err(Error::Interrupted) => py.check_signals()?,
-                other => return other.py(py),
-            }
-        }
+        let d = Deadline::after(timeout);
+        block_on(py, || op(d))?.py(py)
     }
 
     /// Takes one encoded item into `buf` (replacing its contents), waiting as `get` does; raises queue.Empty
@@ -119,7 +105,7 @@ impl PyQueue {
         timeout: Option<f64>,
     ) -> PyResult<()> {
         let policy = self.q.policy();
-        let r = self.blocking(py, block, timeout, &mut |d| {
+        let r = self.blocking(py, block, timeout, STRICT_GET, &mut |d| {
             buf.clear();
             ring.get(buf, d, policy)
         })?;
@@ -134,7 +120,7 @@ impl PyQueue {
         let q = self.open()?;
         let ring = q.ring().py(py)?;
         let policy = q.policy();
-        match self.blocking(py, block, timeout, &mut |d| ring.put(buf, d, policy))? {
+        match self.blocking(py, block, timeout, STRICT_PUT, &mut |d| ring.put(buf, d, policy))? {
             Attempt::Done => Ok(()),
             Attempt::WouldBlock => Err(raise(py, &FULL, "Full", "")),
             Attempt::ShutDown => Err(raise(py, &SHUTDOWN, "ShutDown", "the queue was shut down")),
@@ -153,13 +139,14 @@ impl PyQueue {
     }
 
     #[new]
-    #[pyo3(signature = (slots=65536, heap_bytes=67108864, lock_free=false, joinable=false, *, _handle=None))]
+    #[pyo3(signature = (slots=65536, heap_bytes=67108864, lock_free=false, joinable=false, strict_timeouts=0, *, _handle=None))]
     fn new(
         py: Python<'_>,
         slots: u64,
         heap_bytes: u64,
         lock_free: bool,
         joinable: bool,
+        strict_timeouts: u8,
         _handle: Option<Handle>,
     ) -> PyResult<Self> {
         let q = match _handle {
@@ -171,7 +158,7 @@ impl PyQueue {
             }
             None => py.detach(|| SharedQueue::create(QueueConfig { slots, heap_bytes, lock_free, joinable })).py(py)?,
         };
-        Ok(PyQueue { q, closed: AtomicU8::new(0) })
+        Ok(PyQueue { q, closed: AtomicU8::new(0), strict_timeouts })
     }
 
     /// put(item, block=True, timeout=None): enqueue `item`; raises queue.Full if no room came in time,
@@ -197,19 +184,32 @@ impl PyQueue {
     }
 
     /// put_many(items, block=True, timeout=None): enqueue every item of the iterable in order (the timeout
-    /// applies to each item). Returns how many were put.
+    /// applies to each item). Returns how many were put. Every item is encoded before the first is put, so an
+    /// item that cannot be encoded (unpicklable) puts nothing; if a put fails part-way (queue.Full after the
+    /// timeout, ShutDown, MemoryError), the exception's `items_put` attribute says how many went in.
     #[pyo3(signature = (items, block=true, timeout=None))]
     fn put_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, block: bool, timeout: Option<f64>) -> PyResult<usize> {
-        let mut n = 0;
+        self.open()?;
+        let mut encoded = Vec::new();
+        let mut ends = Vec::new();
         with_scratch(|buf| {
             for item in items.try_iter()? {
                 buf.clear();
                 encode_into(&item?, buf)?;
-                self.put_encoded(py, buf, block, timeout)?;
-                n += 1;
+                encoded.extend_from_slice(buf);
+                ends.push(encoded.len());
             }
-            Ok(n)
-        })
+            Ok::<_, PyErr>(())
+        })?;
+        let mut start = 0;
+        for (n, &end) in ends.iter().enumerate() {
+            if let Err(e) = self.put_encoded(py, &encoded[start..end], block, timeout) {
+                e.value(py).setattr("items_put", n)?;
+                return Err(e);
+            }
+            start = end;
+        }
+        Ok(ends.len())
     }
 
     /// get_many(max_messages=1000000000, block=True, timeout=None): waits (like get) for at least one item,
@@ -313,37 +313,14 @@ impl PyQueue {
         if !ring.is_joinable() {
             return Err(PyValueError::new_err("join() needs a joinable queue"));
         }
-        let end = check_timeout(timeout)?.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
-            match py.detach(|| ring.join(Deadline::after(Some(slice)))) {
-                Ok(true) => return Ok(true),
-                Ok(false) if matches!(left, Some(l) if l <= slice) => return Ok(false),
-                Ok(false) | Err(Error::Interrupted) => py.check_signals()?,
-                Err(e) => return Err(e).py(py),
-            }
-        }
+        let d = Deadline::after(read_timeout(timeout, Negative::Zero)?);
+        block_on(py, || ring.join(d))?.py(py)
     }
 
     /// Items put and not yet marked done.
     #[getter]
     fn unfinished_tasks(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.open()?.ring().py(py)?.unfinished())
-    }
-
-    /// wait_ready(for_get, timeout) -> bool: waits (GIL released) until a get (or put) would not block, without
-    /// taking anything. Used by the asyncio methods.
-    #[pyo3(signature = (for_get, timeout))]
-    fn wait_ready(&self, py: Python<'_>, for_get: bool, timeout: f64) -> PyResult<bool> {
-        let q = self.open()?;
-        let ring = q.ring().py(py)?;
-        let policy = q.policy();
-        let t = check_timeout(Some(timeout))?;
-        match py.detach(|| ring.wait_ready(for_get, Deadline::after(t), policy)) {
-            Err(Error::Interrupted) => Ok(false),
-            r => r.py(py),
-        }
     }
 
     /// Counters: dropped (half-written by a producer that died), redelivered (taken by a consumer that died),
@@ -390,7 +367,10 @@ impl PyQueue {
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        reduce(slf.as_any(), slf.get()._handle())
+        // The timeout rules are the class's (StdConcurrentQueue's are queue.Queue's), set at construction.
+        let kwargs = PyDict::new(slf.py());
+        kwargs.set_item("strict_timeouts", slf.get().strict_timeouts)?;
+        reduce_with(slf.as_any(), slf.get()._handle(), kwargs)
     }
 }
 

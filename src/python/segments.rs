@@ -6,10 +6,20 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::time::Duration;
 
-/// Lists pyconc segments in /dev/shm as dicts (name, kind, size, creator_pid, users, problem).
+fn scope(all: bool) -> gc::Scope {
+    if all {
+        gc::Scope::All
+    } else {
+        gc::Scope::Namespace
+    }
+}
+
+/// Lists pyconc segments in /dev/shm as dicts (name, kind, size, creator_pid, users, problem): those of this
+/// process's namespace (`PYCONC_NAMESPACE`), or every one with `all=True`.
 #[pyfunction]
-fn list_segments(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
-    let rows = py.detach(gc::list);
+#[pyo3(signature = (all=false))]
+fn list_segments(py: Python<'_>, all: bool) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    let rows = py.detach(|| gc::list(scope(all)));
     rows.into_iter()
         .map(|r| {
             let d = PyDict::new(py);
@@ -24,13 +34,30 @@ fn list_segments(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
         .collect()
 }
 
-/// Removes segments whose users all died; invalid ones older than `grace` seconds too. Returns
-/// `(removed, removed_invalid, kept)`.
+/// Removes segments whose users all died; invalid ones older than `grace` seconds too. This namespace's, or
+/// every one with `all=True`. Returns `(removed, removed_invalid, kept)`.
 #[pyfunction]
-#[pyo3(signature = (grace=60.0))]
-fn collect_segments(py: Python<'_>, grace: f64) -> (Vec<String>, Vec<String>, usize) {
-    let r = py.detach(|| gc::collect(Duration::from_secs_f64(grace.max(0.0))));
+#[pyo3(signature = (grace=60.0, all=false))]
+fn collect_segments(py: Python<'_>, grace: f64, all: bool) -> (Vec<String>, Vec<String>, usize) {
+    let grace = Duration::try_from_secs_f64(grace).unwrap_or(Duration::ZERO);
+    let r = py.detach(|| gc::collect(grace, scope(all)));
     (r.removed, r.removed_invalid, r.kept)
+}
+
+/// One bounded pass of the automatic reaping over this namespace (at import): removes segments whose users
+/// all died, for at most `budget` seconds. Returns how many it removed.
+#[pyfunction]
+#[pyo3(signature = (budget=0.01))]
+fn _reap_dead_segments(py: Python<'_>, budget: f64) -> usize {
+    let budget = Duration::try_from_secs_f64(budget).unwrap_or(Duration::ZERO);
+    let r = py.detach(|| gc::reap(budget));
+    r.removed.len() + r.removed_invalid.len()
+}
+
+/// This process's segment namespace ("" for none): `PYCONC_NAMESPACE`, read once.
+#[pyfunction]
+fn namespace(py: Python<'_>) -> PyResult<&'static str> {
+    crate::segment::namespace::current().py(py)
 }
 
 /// Unlinks the named segment now (processes that have it mapped keep it).
@@ -71,6 +98,8 @@ fn _after_fork_child() {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list_segments, m)?)?;
     m.add_function(wrap_pyfunction!(collect_segments, m)?)?;
+    m.add_function(wrap_pyfunction!(_reap_dead_segments, m)?)?;
+    m.add_function(wrap_pyfunction!(namespace, m)?)?;
     m.add_function(wrap_pyfunction!(unlink_segment, m)?)?;
     m.add_function(wrap_pyfunction!(segment_users, m)?)?;
     m.add_function(wrap_pyfunction!(_release_all, m)?)?;

@@ -13,7 +13,8 @@ pub mod ring;
 use crate::base::atomic::{AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::platform::process;
-use crate::segment::alloc::Heap;
+use crate::segment::alloc::{Heap, HeapHeader};
+use crate::segment::shm::Reserve;
 use crate::segment::shm::FORK_GENERATION;
 use crate::segment::{Kind, Mapped, MappedSlice, Offset, Segment};
 use crate::{Error, Result};
@@ -61,7 +62,12 @@ impl SharedQueue {
         let slots_size = cfg.slots * SLOT_SIZE as u64;
         let heap_size = if cfg.heap_bytes > 0 { Heap::footprint(cfg.heap_bytes) } else { 0 };
         let total = hdr_size + parts_size + slots_size + heap_size;
-        let seg = Segment::create(Kind::Queue, QUEUE_VERSION, total)?;
+        // The header, participants and slots are reserved in /dev/shm now; the heap reserves what it hands out.
+        let fixed = hdr_size
+            + parts_size
+            + slots_size
+            + if heap_size > 0 { std::mem::size_of::<HeapHeader>() as u64 } else { 0 };
+        let seg = Segment::create_reserving(Kind::Queue, QUEUE_VERSION, total, &[], Reserve::Prefix(fixed))?;
         let base = seg.info().data_offset;
         let hdr: &QueueHeader = seg.resolve(Offset::new(base))?;
         let parts_off = base + hdr_size;

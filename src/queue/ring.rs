@@ -568,6 +568,10 @@ impl<'a> Ring<'a> {
                 last_scan = Instant::now();
                 self.recover_dead_participants();
             }
+            if res == futex::WaitResult::TimedOut && !deadline.expired() {
+                // A slice ended: let a caller that polls for signals run its handlers (it calls again).
+                crate::sync::wait::slice_ended()?;
+            }
         }
     }
 
@@ -631,10 +635,13 @@ impl<'a> Ring<'a> {
             if r == futex::WaitResult::Interrupted {
                 return Err(Error::Interrupted);
             }
+            if r == futex::WaitResult::TimedOut && !deadline.expired() {
+                crate::sync::wait::slice_ended()?;
+            }
         }
     }
 
-    // ---- waiting without taking (asyncio) -------------------------------------------------------------------
+    // ---- waiting elsewhere (asyncio) -------------------------------------------------------------------
 
     /// Whether a get would find something now (a message, a redelivery, or shutdown).
     pub fn readable(&self) -> bool {
@@ -659,16 +666,21 @@ impl<'a> Ring<'a> {
         diff > 0 || (diff == 0 && word_state(w) == state::EMPTY)
     }
 
-    /// Waits (spinning, then sleeping) until [`readable`](Self::readable) (`for_get`) or
-    /// [`writable`](Self::writable) holds, without taking or putting anything: for asyncio, whose event loop
-    /// then does the non-blocking operation itself, so a cancelled waiter never loses a message.
-    pub fn wait_ready(&self, for_get: bool, deadline: Deadline, policy: WaitPolicy) -> Result<bool> {
-        let side = if for_get { Side::Consumer } else { Side::Producer };
-        let r = self.wait_loop(side, deadline, policy, || {
-            let ready = if for_get { self.readable() } else { self.writable() };
-            Ok(if ready { Attempt::Done } else { Attempt::WouldBlock })
-        })?;
-        Ok(r == Attempt::Done)
+    /// For a waiter that sleeps elsewhere (the asyncio bridge's waker): announces a sleeper on the side's wake
+    /// word (bit 0, as a sleeping get or put does) and returns the word with the value to
+    /// sleep on, or `None` if a get (`for_get`) or put would not block now (try again instead).
+    pub fn announce(&self, for_get: bool) -> Option<(&'a crate::base::atomic::AtomicU32, u32)> {
+        let wake = if for_get { &self.hdr.cons_wake } else { &self.hdr.prod_wake };
+        let mut key = wake.load(Ordering::Acquire);
+        while key & 1 == 0 {
+            match wake.compare_exchange_weak(key, key | 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => key |= 1,
+                Err(w) => key = w,
+            }
+        }
+        fence(Ordering::SeqCst);
+        let ready = if for_get { self.readable() } else { self.writable() };
+        (!ready).then_some((wake, key))
     }
 
     // ---- shutdown ------------------------------------------------------------------------------------------

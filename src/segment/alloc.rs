@@ -4,7 +4,9 @@
 //! Each block is a [`BlockHeader`] (16 bytes) followed by its payload; blocks come in size classes (16-byte steps
 //! up to 128 bytes, then four classes per power of two, so at most 25% is lost to rounding).
 //!
-//! * Fresh memory comes from a bump offset (`bump`, advanced by CAS, never past `end`).
+//! * Fresh memory comes from a bump offset (`bump`, advanced by CAS, never past `end`), and is reserved in
+//!   /dev/shm (`Segment::reserve`, a chunk at a time, recorded in `reserved_to`) before it is handed out: a full
+//!   /dev/shm is an [`Error::NoSpace`](crate::Error::NoSpace) from `alloc`, never a SIGBUS at a later write.
 //! * Freed blocks go onto the free list of their class: a Treiber stack whose head packs
 //!   `(tag << 32) | (offset / 16)`. The tag changes on every push and pop, so a stale head can never be
 //!   swapped in (ABA).
@@ -25,7 +27,9 @@ pub const NUM_CLASSES: usize = 120;
 /// `magic` of an initialised heap (`b"HEAP"`).
 pub const HEAP_MAGIC: u32 = u32::from_le_bytes(*b"HEAP");
 /// Version of the heap layout.
-pub const HEAP_VERSION: u32 = 1;
+pub const HEAP_VERSION: u32 = 2;
+/// Fresh memory is reserved in /dev/shm this much at a time (and at least what the block needs).
+pub const RESERVE_CHUNK: u64 = 1 << 20;
 /// Block `state` while handed out.
 pub const BLOCK_USED: u32 = 0x5553_4544; // "USED"
 /// Block `state` while on a free list.
@@ -48,9 +52,12 @@ shm_struct! {
         pub end: AtomicU64,
         /// Next never-used offset; `start <= bump <= end`.
         pub bump: AtomicU64,
+        /// The region's pages below this offset are reserved in /dev/shm (allocated, so writes cannot SIGBUS);
+        /// `bump` never passes it. Advanced (`fetch_max`) in [`RESERVE_CHUNK`] steps by whoever bumps past it.
+        pub reserved_to: AtomicU64,
         /// Unused; zero. (No usage counters: every process would write them on every alloc and free, and that one
         /// cache line bouncing between CPUs cost more than the allocation itself. `Heap::stats` walks the blocks.)
-        pub reserved: [AtomicU64; 4],
+        pub reserved: [AtomicU64; 3],
         /// Free-list heads, one per class: `(tag << 32) | (offset / 16)`, offset 0 meaning empty.
         pub free_heads: [AtomicU64; NUM_CLASSES],
     }
@@ -75,7 +82,8 @@ const _: () = {
     assert!(offset_of!(HeapHeader, start) == 8);
     assert!(offset_of!(HeapHeader, end) == 16);
     assert!(offset_of!(HeapHeader, bump) == 24);
-    assert!(offset_of!(HeapHeader, reserved) == 32);
+    assert!(offset_of!(HeapHeader, reserved_to) == 32);
+    assert!(offset_of!(HeapHeader, reserved) == 40);
     assert!(offset_of!(HeapHeader, free_heads) == 64);
     assert!(size_of::<BlockHeader>() == BLOCK_HEADER as usize);
     assert!(offset_of!(BlockHeader, state) == 4);
@@ -135,12 +143,19 @@ pub struct HeapStats {
 pub trait BlockMemory {
     /// The block header at byte offset `at`; the heap has checked that the block lies inside its region.
     fn block_header(&self, at: u64) -> Result<&BlockHeader>;
+    /// Makes `[off, off + len)` writable without a SIGBUS ([`Segment::reserve`]).
+    fn reserve(&self, off: u64, len: u64) -> Result<()>;
 }
 
 impl BlockMemory for Segment {
     #[inline]
     fn block_header(&self, at: u64) -> Result<&BlockHeader> {
         self.resolve(Offset::new(at))
+    }
+
+    #[inline]
+    fn reserve(&self, off: u64, len: u64) -> Result<()> {
+        Segment::reserve(self, off, len)
     }
 }
 
@@ -222,9 +237,9 @@ impl<'a, M: BlockMemory> Heap<'a, M> {
             Some(b) => b,
             None => match self.bump(class) {
                 Ok(b) => b,
-                // Fresh memory is exhausted: a free block of a larger class will do (it keeps its class, so
-                // it returns to its own list when freed).
-                Err(full @ Error::Full(_)) => self.pop_larger(class)?.ok_or(full)?,
+                // Fresh memory is exhausted (or /dev/shm cannot back more of it): a free block of a larger class
+                // will do (it keeps its class, so it returns to its own list when freed).
+                Err(full @ (Error::Full(_) | Error::NoSpace(_))) => self.pop_larger(class)?.ok_or(full)?,
                 Err(e) => return Err(e),
             },
         };
@@ -283,6 +298,15 @@ impl<'a, M: BlockMemory> Heap<'a, M> {
                     self.end - self.start
                 ))
             })?;
+            // Reserve before carving, so a full /dev/shm leaves the heap as it was and no block is ever handed
+            // out over pages that a write could fail to get (a SIGBUS).
+            let reserved = self.hdr.reserved_to.load(Ordering::Acquire);
+            if new > reserved {
+                let from = reserved.clamp(self.start, self.end);
+                let to = new.max(from.saturating_add(RESERVE_CHUNK)).min(self.end);
+                self.seg.reserve(from, to - from)?;
+                self.hdr.reserved_to.fetch_max(to, Ordering::AcqRel);
+            }
             match self.hdr.bump.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(c) => cur = c,

@@ -1,10 +1,34 @@
-//! Listing pyconc segments and collecting those whose users all died (`python -m pyconc ls` / `gc`).
+//! Listing pyconc segments and collecting those whose users all died (`python -m pyconc ls` / `gc`), and the
+//! automatic reaping that makes `gc` unnecessary after a crash.
+//!
+//! Reaping applies `gc`'s rule (every user dead by its (pid, start time), or an invalid header older than the
+//! grace period) to the current namespace, within a time budget, when pyconc is imported and at most every
+//! [`REAP_INTERVAL`] when a process creates a segment. A segment with a live user, or one being created (its
+//! header is written before its name can be handed out, and the creator is its first user), is never touched.
 
 use super::header::Kind;
+use super::namespace;
 use super::shm::{is_segment_name, Segment, SHM_DIR};
+use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::process::ProcessId;
 use crate::Error;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Which segments a listing or collection looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The current namespace (see [`namespace`]).
+    Namespace,
+    /// Every pyconc segment on the machine.
+    All,
+}
+
+/// Grace period for segments whose header is invalid: a creator may be writing it right now.
+pub const INVALID_GRACE: Duration = Duration::from_secs(60);
+/// Least time between two automatic reaping passes of one process.
+pub const REAP_INTERVAL: Duration = Duration::from_secs(2);
+/// Time budget of an automatic pass at segment creation (a pass inspects a segment in about 10-20 µs).
+pub const REAP_BUDGET: Duration = Duration::from_millis(2);
 
 /// One row of `pyconc ls`.
 #[derive(Debug, Clone)]
@@ -23,13 +47,13 @@ pub struct SegmentInfo {
     pub problem: Option<String>,
 }
 
-/// Names of all pyconc segments in `/dev/shm`.
-pub fn segment_names() -> Vec<String> {
+/// Names of the pyconc segments in `/dev/shm` in `scope`, sorted.
+pub fn segment_names(scope: Scope) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(SHM_DIR)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| is_segment_name(n))
+                .filter(|n| is_segment_name(n) && (scope == Scope::All || namespace::is_current(n)))
                 .collect()
         })
         .unwrap_or_default();
@@ -44,9 +68,9 @@ fn file_facts(name: &str) -> (u64, Option<SystemTime>) {
     }
 }
 
-/// Describes every pyconc segment (dead users are cleared from the tables as a side effect).
-pub fn list() -> Vec<SegmentInfo> {
-    segment_names()
+/// Describes the pyconc segments in `scope` (dead users are cleared from the tables as a side effect).
+pub fn list(scope: Scope) -> Vec<SegmentInfo> {
+    segment_names(scope)
         .into_iter()
         .map(|name| {
             let (size, _) = file_facts(&name);
@@ -78,27 +102,95 @@ pub struct GcReport {
     pub kept: usize,
 }
 
-/// Removes every pyconc segment whose users are all dead. Segments whose header is invalid are removed only if
-/// their file is older than `grace` (a creator may be initialising one right now).
-pub fn collect(grace: Duration) -> GcReport {
+/// Removes every pyconc segment in `scope` whose users are all dead. Segments whose header is invalid are
+/// removed only if their file is older than `grace` (a creator may be initialising one right now).
+pub fn collect(grace: Duration, scope: Scope) -> GcReport {
     let mut report = GcReport::default();
-    for name in segment_names() {
-        match Segment::inspect(&name) {
-            Ok(seg) => match seg.collect_if_unused() {
-                Ok(true) => report.removed.push(name),
-                _ => report.kept += 1,
-            },
-            Err(Error::NotFound(_)) => {}
-            Err(_) => {
-                let (_, mtime) = file_facts(&name);
-                let old = mtime.and_then(|t| t.elapsed().ok()).is_some_and(|age| age > grace);
-                if old && nix::sys::mman::shm_unlink(format!("/{name}").as_str()).is_ok() {
-                    report.removed_invalid.push(name);
-                } else {
-                    report.kept += 1;
-                }
+    for name in segment_names(scope) {
+        collect_one(&name, grace, &mut report);
+    }
+    report
+}
+
+fn collect_one(name: &str, grace: Duration, report: &mut GcReport) {
+    match Segment::inspect(name) {
+        Ok(seg) => match seg.collect_if_unused() {
+            Ok(true) => report.removed.push(name.to_string()),
+            _ => report.kept += 1,
+        },
+        Err(Error::NotFound(_)) => {}
+        Err(_) => {
+            let (_, mtime) = file_facts(name);
+            let old = mtime.and_then(|t| t.elapsed().ok()).is_some_and(|age| age > grace);
+            if old && nix::sys::mman::shm_unlink(format!("/{name}").as_str()).is_ok() {
+                report.removed_invalid.push(name.to_string());
+            } else {
+                report.kept += 1;
             }
         }
     }
+}
+
+/// Where the next bounded pass starts (an index into the sorted names), so that passes cut short by their
+/// budget still visit every segment in turn.
+static REAP_CURSOR: AtomicU64 = AtomicU64::new(0);
+/// Milliseconds after [`epoch`] of this process's last automatic pass (0: none yet).
+static LAST_REAP_MS: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Segments a pass visits whatever its time budget.
+const REAP_MIN: u64 = 32;
+
+/// Whether automatic reaping is on: `PYCONC_REAP=0` turns it off (to look at what a crashed program left with
+/// `python -m pyconc ls` before anything removes it; `gc` still works).
+pub fn reaping_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("PYCONC_REAP").map_or(true, |v| v != "0"))
+}
+
+/// One bounded reaping pass over the current namespace: collects dead segments (as [`collect`] does) until
+/// `budget` has passed (after at least 32), starting where the previous pass stopped. Returns what it removed;
+/// nothing if [`reaping_enabled`] is false.
+pub fn reap(budget: Duration) -> GcReport {
+    let start = Instant::now();
+    LAST_REAP_MS.store(epoch().elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+    let mut report = GcReport::default();
+    if !reaping_enabled() {
+        return report;
+    }
+    let names = segment_names(Scope::Namespace);
+    if names.is_empty() {
+        return report;
+    }
+    let n = names.len() as u64;
+    let first = REAP_CURSOR.load(Ordering::Relaxed) % n;
+    let mut visited = 0;
+    while visited < n {
+        let name = &names[((first + visited) % n) as usize];
+        visited += 1;
+        collect_one(name, INVALID_GRACE, &mut report);
+        // At least REAP_MIN per pass, so that a preempted process (a loaded machine) still makes progress.
+        if visited >= REAP_MIN && start.elapsed() >= budget {
+            break;
+        }
+    }
+    REAP_CURSOR.store(first + visited, Ordering::Relaxed);
     report
+}
+
+/// A [`reap`] pass with a small budget if this process has not run one for [`REAP_INTERVAL`]. Called when a
+/// segment is created, so a running pyconc program removes what killed processes left within a few seconds.
+pub fn reap_if_due() {
+    let now = epoch().elapsed().as_millis() as u64 + 1;
+    let last = LAST_REAP_MS.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < REAP_INTERVAL.as_millis() as u64 {
+        return;
+    }
+    if LAST_REAP_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        reap(REAP_BUDGET);
+    }
 }

@@ -9,12 +9,14 @@
 //! * [`owners`]: the one robust owner table (slots claimed by a live process, reaped with cleanup once it died).
 //! * [`users`]: the lifetime scheme (which live processes use a segment; unlink when the last one lets go).
 //! * [`alloc`]: a multi-process block allocator over a region of a segment.
-//! * [`gc`]: listing segments and removing those whose users all died.
+//! * [`gc`]: listing segments and removing those whose users all died (by hand, and automatically).
+//! * [`namespace`]: the namespace a process tree's segment names carry (`PYCONC_NAMESPACE`).
 
 pub mod alloc;
 pub mod gc;
 pub mod header;
 pub mod mapped;
+pub mod namespace;
 pub mod offset;
 pub mod owners;
 pub mod shm;

@@ -20,8 +20,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Weak};
 
-/// Prefix of every segment name (in `/dev/shm`).
-pub const NAME_PREFIX: &str = "pyconc-";
+pub use super::namespace::NAME_PREFIX;
 /// Directory where Linux exposes POSIX shared memory.
 pub const SHM_DIR: &str = "/dev/shm";
 
@@ -56,38 +55,67 @@ fn shm_path(name: &str) -> String {
     format!("/{name}")
 }
 
-/// A fresh unguessable name: the prefix and 128 random bits in hex.
+/// A fresh unguessable name: the prefix, the namespace and 128 random bits in hex.
 fn random_name() -> Result<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Os(std::io::Error::other(e.to_string())))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{NAME_PREFIX}{hex}"))
+    super::namespace::make_name(&hex)
 }
 
 /// Whether `name` has the shape of a pyconc segment name.
 pub fn is_segment_name(name: &str) -> bool {
-    name.strip_prefix(NAME_PREFIX)
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    super::namespace::split(name).is_some()
 }
 
 fn too_big(bytes: u64) -> Error {
     Error::Invalid(format!("a segment of {bytes} bytes does not fit in this process's address space"))
 }
 
+fn no_space(needed: u64, what: &str) -> Error {
+    let avail = nix::sys::statvfs::statvfs(SHM_DIR)
+        .map(|st| st.blocks_available().saturating_mul(st.fragment_size()).to_string())
+        .unwrap_or_else(|_| "too few".into());
+    Error::NoSpace(format!(
+        "{SHM_DIR} has {avail} bytes free, {what} needs {needed}; free space there (python -m pyconc ls) or \
+         shrink the structure"
+    ))
+}
+
 fn check_space(file: &File, bytes: u64) -> Result<()> {
-    // A write to a page that tmpfs cannot back kills the process with SIGBUS, so refuse up front when the
-    // filesystem plainly lacks the room, header page included. Pages are allocated lazily, which keeps creation
-    // fast; another process filling /dev/shm between this check and our first write can still cause SIGBUS.
+    // A quick refusal (with a clear message) when the filesystem plainly lacks the room for what creation
+    // reserves; the reservation itself (`posix_fallocate`) is what guarantees it.
     if let Ok(st) = nix::sys::statvfs::fstatvfs(file) {
         let avail = st.blocks_available().saturating_mul(st.fragment_size());
         if avail > 0 && bytes > avail {
-            return Err(Error::Full(format!(
-                "{SHM_DIR} has {avail} bytes free, the segment needs {bytes}; free space there or shrink the \
-                 structure"
-            )));
+            return Err(no_space(bytes, "the segment"));
         }
     }
     Ok(())
+}
+
+/// Allocates the file's pages `[0, len)` now, so that no write through the mapping can meet a full tmpfs (a
+/// SIGBUS): a full /dev/shm is an [`Error::NoSpace`] here instead.
+fn reserve_file(file: &File, len: u64) -> Result<()> {
+    let off_len = i64::try_from(len).map_err(|_| too_big(len))?;
+    match nix::fcntl::posix_fallocate(file, 0, off_len) {
+        Ok(()) => Ok(()),
+        Err(nix::Error::ENOSPC) | Err(nix::Error::ENOMEM) => Err(no_space(len, "reserving the segment")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How much of a new segment's payload to reserve (allocate in /dev/shm) at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// All of it: no write to the segment can fail later.
+    All,
+    /// The first `n` payload bytes (the fixed part of a structure whose heap reserves what it hands out, see
+    /// [`Segment::reserve`]).
+    Prefix(u64),
+    /// Only the header page, written at creation (`Array(..., reserve=False)`: creation as fast as
+    /// `SharedMemory`, and like it a write to a page a full /dev/shm cannot back is a SIGBUS).
+    HeaderOnly,
 }
 
 impl Segment {
@@ -103,7 +131,23 @@ impl Segment {
     /// nothing here reads them back: the first touch of a page through a fresh mapping costs a fault and a page
     /// table (about 5 µs here, 10 µs if the page is new), which would make creating an array slower than
     /// `multiprocessing.shared_memory`. Callers keep that property by not reading the header right away.
+    ///
+    /// The whole segment is reserved in /dev/shm (see [`Reserve`]): a full /dev/shm is an [`Error::NoSpace`] now,
+    /// never a SIGBUS at a later write.
     pub fn create_with(kind: Kind, kind_version: u32, data_size: u64, payload: &[u8]) -> Result<Segment> {
+        Self::create_reserving(kind, kind_version, data_size, payload, Reserve::All)
+    }
+
+    /// [`create_with`](Self::create_with), reserving only what `reserve` says at creation.
+    pub fn create_reserving(
+        kind: Kind,
+        kind_version: u32,
+        data_size: u64,
+        payload: &[u8],
+        reserve: Reserve,
+    ) -> Result<Segment> {
+        // Now and then, remove what killed processes left behind (bounded; see `gc::reap_if_due`).
+        super::gc::reap_if_due();
         let total = DATA_OFFSET
             .checked_add(data_size)
             .ok_or_else(|| Error::Invalid(format!("segment payload of {data_size} bytes is too large")))?
@@ -150,10 +194,26 @@ impl Segment {
             Mode::S_IRUSR | Mode::S_IWUSR,
         )?;
         let file = File::from(fd);
+        // The header page (and the payload prefix) are written below; the rest is reserved as asked.
+        let written = (bytes.len() as u64).next_multiple_of(HEADER_PAGE).min(total);
+        let reserved = match reserve {
+            Reserve::All => total,
+            Reserve::Prefix(n) => DATA_OFFSET.saturating_add(n).next_multiple_of(HEADER_PAGE).clamp(written, total),
+            Reserve::HeaderOnly => written,
+        };
         let result = (|| {
-            check_space(&file, total)?;
-            file.write_all_at(bytes, 0)?;
+            check_space(&file, reserved)?;
+            file.write_all_at(bytes, 0).map_err(|e| {
+                if e.raw_os_error() == Some(nix::Error::ENOSPC as i32) {
+                    no_space(reserved, "the segment")
+                } else {
+                    e.into()
+                }
+            })?;
             file.set_len(total)?;
+            if reserved > written {
+                reserve_file(&file, reserved)?;
+            }
             let len = usize::try_from(total).map_err(|_| too_big(total))?;
             let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
             let info = HeaderInfo {
@@ -269,6 +329,33 @@ impl Segment {
         check_range(off, len, 1, self.len(), "byte range")?;
         // SAFETY: the range was checked to lie inside the mapping.
         Ok(unsafe { self.0.base().add(off as usize) })
+    }
+
+    /// Allocates the pages of `[off, off + len)` in /dev/shm now (`MADV_POPULATE_WRITE`), so that writing there
+    /// cannot meet a full tmpfs: [`Error::NoSpace`] instead of a SIGBUS. For heaps, which reserve the fresh memory
+    /// they hand out (a chunk at a time) rather than all of it at creation. On kernels before 5.14 (no
+    /// `MADV_POPULATE_WRITE`) it falls back to checking the free space, which another process can still take.
+    pub fn reserve(&self, off: u64, len: u64) -> Result<()> {
+        check_range(off, len, 1, self.len(), "reserved range")?;
+        let (o, l) = (off as usize, len as usize);
+        let errno = |e: &std::io::Error| e.raw_os_error().map(nix::Error::from_raw);
+        match self.0.map.advise_range(memmap2::Advice::PopulateWrite, o, l) {
+            Ok(()) => Ok(()),
+            // EFAULT: "a SIGBUS would have been generated"; ENOMEM: no memory for the pages.
+            Err(e) if matches!(errno(&e), Some(nix::Error::EFAULT | nix::Error::ENOMEM)) => {
+                Err(no_space(len, "this allocation"))
+            }
+            Err(e) if errno(&e) == Some(nix::Error::EINVAL) => {
+                let avail = nix::sys::statvfs::statvfs(SHM_DIR)
+                    .map(|st| st.blocks_available().saturating_mul(st.fragment_size()))
+                    .unwrap_or(u64::MAX);
+                if len > avail {
+                    return Err(no_space(len, "this allocation"));
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Base address of the mapping in this process (for the PyO3 buffer protocol; never stored anywhere shared).

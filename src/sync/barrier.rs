@@ -391,3 +391,86 @@ impl<'a> BarrierRef<'a> {
         self.state.rounds.load(Ordering::Relaxed)
     }
 }
+
+/// For waiters that wait elsewhere (the asyncio bridge's waker sleeps on [`seq`](Self::seq_word) for them): the
+/// steps of [`arrive`](BarrierRef::arrive) and [`wait_release`](BarrierRef::wait_release) that never sleep.
+impl<'a> BarrierRef<'a> {
+    /// Arrives if a round is filling: `Ok(Some(arrival))`; `Ok(None)` while the previous round is still being
+    /// released (or no slot is free): wait for `seq` to change, then call again.
+    pub fn try_arrive(&self) -> Result<Option<Arrival>, BarrierError> {
+        let _g = self.lock();
+        match self.phase() {
+            BROKEN => Err(BarrierError::Broken),
+            FILLING => {
+                let me = owner::me();
+                let Some(slot) = self.slots.iter().position(|s| s.pid.load(Ordering::Relaxed) == 0) else {
+                    self.reap_locked();
+                    return Ok(None);
+                };
+                let s = &self.slots[slot];
+                s.outcome.store(PENDING, Ordering::Relaxed);
+                s.start.store(me.start, Ordering::Relaxed);
+                s.pid.store(me.pid, Ordering::Relaxed);
+                let index = self.count();
+                self.state.count.store(index + 1, Ordering::Relaxed);
+                let last = index + 1 >= self.parties;
+                if last {
+                    self.set_phase(ACTION);
+                }
+                Ok(Some(Arrival { index, last, slot }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The round's outcome for `arrival` if decided (the slot is then freed: call once it returned `Some`).
+    pub fn poll_release(&self, arrival: &Arrival) -> Option<Result<(), BarrierError>> {
+        match self.outcome(arrival) {
+            PENDING => None,
+            o => Some(self.leave_with(arrival, o)),
+        }
+    }
+
+    /// Gives up at the deadline as a timed-out [`wait_release`](Self::wait_release) does: breaks the round if
+    /// still undecided, and leaves with its outcome.
+    pub fn time_out(&self, arrival: &Arrival) -> Result<(), BarrierError> {
+        let _g = self.lock();
+        if self.outcome(arrival) == PENDING {
+            self.break_locked();
+        }
+        let o = self.outcome(arrival);
+        self.leave_with(arrival, o)
+    }
+
+    /// Counts a sleeper on `seq` and returns the value to sleep on, or `None` (counting nothing) if there is no
+    /// need to: `arrival` given, its round is decided; else a round is filling or the barrier is broken.
+    pub fn announce(&self, arrival: Option<&Arrival>) -> Option<u32> {
+        self.state.sleepers.fetch_add(1, Ordering::SeqCst);
+        let s = self.state.seq.load(Ordering::SeqCst);
+        let ready = match arrival {
+            Some(a) => self.outcome(a) != PENDING,
+            None => matches!(self.phase(), FILLING | BROKEN),
+        };
+        if ready {
+            self.state.sleepers.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(s)
+    }
+
+    /// Undoes an [`announce`](Self::announce) that returned a value.
+    pub fn withdraw(&self) {
+        self.state.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Drops the slots of parties whose process died (breaking their round), as a sleeper does every slice.
+    pub fn reap_dead(&self) {
+        let _g = self.lock();
+        self.reap_locked();
+    }
+
+    /// The word sleepers wait on (bumped at every change of round or phase).
+    pub fn seq_word(&self) -> &'a AtomicU32 {
+        &self.state.seq
+    }
+}

@@ -189,10 +189,12 @@ fn retrying(mut f: impl FnMut() -> Result<Acquired, RwError>) -> Acquired {
     }
 }
 
-/// What `PyRwLock.lock_write` (`src/python/sync.rs`) does with the core: call `lock_write` while polling for
-/// signals, again after each Interrupted.
-fn python_lock_write(rw: &RwState) {
-    let _ = retrying(|| rw.lock_write(&forever()));
+/// What `PyRwLock.lock_write` (`src/python/sync.rs`) does with the core: claim, then drain the readers, each
+/// through `block_on` (polling for signals, called again after each Interrupted); the claim is kept meanwhile.
+fn python_lock_write(rw: &RwState) -> Acquired {
+    let a = retrying(|| rw.claim_write(&forever()));
+    let _ = retrying(|| rw.drain_readers(&forever()).map(|()| Acquired::Normal));
+    a
 }
 
 #[test]
@@ -226,23 +228,21 @@ fn rwlock_readers_and_a_writer_exclude_each_other_and_no_wake_is_lost() {
 }
 
 #[test]
-#[ignore = "shows the writer giving its claim up at slice ends; passes with the fix on branch `edges`"]
 fn rwlock_a_waiting_writer_keeps_later_readers_out_across_slice_ends() {
     // Writer priority: a reader that arrives while a writer waits for the current readers gets in after that
     // writer. The main thread holds a read lock; the writer claims the write lock and waits for it to drain;
     // then the main thread lets its read lock go and, now a reader that arrived after the claim, asks again.
-    // Time passes, and the writer runs as `PyRwLock.lock_write` runs it (`python_lock_write`). Today, at a slice
-    // end `lock_write` returns Interrupted and gives its claim up (`unlock_write_inner`) before it is called
-    // again, and in that window the reader gets in first: the model fails. Branch `edges` keeps the claim
-    // (`claim_write`, then `drain_readers` until it succeeds); with that merged, make `python_lock_write` do
-    // what the Python layer then does and drop the `#[ignore]` (checked: it passes against `edges`).
+    // Time passes, and the writer runs as `PyRwLock.lock_write` runs it (`python_lock_write`): at every slice
+    // end it returns Interrupted to its caller, which calls again. Before the writer-priority fix (`lock_write`
+    // then gave its claim up at each slice end and the Python layer called `lock_write` again) this model
+    // failed: the reader got in within that window.
     model(Time::Passes, 2, || {
         let r = rw();
         assert_eq!(r.rw.lock_read(0, &forever()).unwrap(), Acquired::Normal);
         let writer = {
             let r = r.clone();
             thread::spawn(move || {
-                python_lock_write(&r.rw);
+                let _ = python_lock_write(&r.rw);
                 r.data.bump();
                 r.writer_done.store(true, Ordering::SeqCst);
                 r.rw.unlock_write().unwrap();

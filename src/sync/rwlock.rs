@@ -4,7 +4,8 @@
 //!
 //! * Writers serialise on `wlock`, a [`LockState`] (so a dead writer is taken over exactly like a dead `Lock`
 //!   owner). Holding `wlock` also bars new readers: that is the writer priority. The writer then waits until
-//!   every reader has left.
+//!   every reader has left ([`RwState::drain_readers`]), keeping `wlock` across its sleep slices and while its
+//!   caller runs signal handlers, so no reader gets in ahead of it.
 //! * Readers count themselves in their process's slot (`count`), then look at `wlock.word`. If a writer holds
 //!   or waits, they back out, and sleep on `rgen` until the writer leaves. The two sides form a Dekker
 //!   handshake (reader: increment count, then load word; writer: CAS word, then load counts), all SeqCst, so at
@@ -208,15 +209,24 @@ impl RwState {
         }
     }
 
-    /// Takes the write lock, counted in `writers` while it waits.
+    /// Takes the write lock: [`claim_write`](Self::claim_write), then [`drain_readers`](Self::drain_readers)
+    /// until no reader is left. On any error the claim is given up.
     pub fn lock_write(&self, deadline: &Deadline) -> Result<Acquired, RwError> {
-        self.writers.fetch_add(1, Ordering::SeqCst);
-        let r = self.lock_write_uncounted(deadline);
-        self.writers.fetch_sub(1, Ordering::SeqCst);
-        if r.is_ok() {
-            self.writers.fetch_or(WRITE_HELD, Ordering::SeqCst);
+        let a = self.claim_write(deadline)?;
+        loop {
+            match self.drain_readers(deadline) {
+                Ok(()) => return Ok(a),
+                // Polling (see `wait::poll_signals`) stops at slice ends; without a caller to run signal
+                // handlers, just go on draining.
+                Err(RwError::Wait(WaitError::Interrupted)) if !wait::polling() => {}
+                Err(e) => {
+                    if !matches!(e, RwError::Wait(WaitError::TimedOut)) {
+                        self.abandon_write(); // a timeout gave the claim up already
+                    }
+                    return Err(e);
+                }
+            }
         }
-        r
     }
 
     /// Writers waiting in `lock_write` (for the write mutex or for readers to leave).
@@ -230,40 +240,69 @@ impl RwState {
         self.writers.load(Ordering::SeqCst) & WRITE_HELD != 0 && self.wlock.word.load(Ordering::SeqCst) != 0
     }
 
-    fn lock_write_uncounted(&self, deadline: &Deadline) -> Result<Acquired, RwError> {
-        let me = owner::me();
-        let a = self.wlock.lock_as(me, deadline)?;
+    /// First half of taking the write lock: takes `wlock`, which bars new readers (the writer priority), counted
+    /// in `writers` as waiting. The caller must then call [`drain_readers`](Self::drain_readers) until it
+    /// succeeds, or give the claim up with [`abandon_write`](Self::abandon_write).
+    pub fn claim_write(&self, deadline: &Deadline) -> Result<Acquired, RwError> {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        let r = self.wlock.lock_as(owner::me(), deadline);
+        if r.is_err() {
+            self.writers.fetch_sub(1, Ordering::SeqCst);
+        }
+        Ok(r?)
+    }
+
+    /// Second half of taking the write lock (the caller holds the claim): waits until every reader has left.
+    /// On a timeout the claim is given up. On [`WaitError::Interrupted`] (a signal, or a slice end while polling)
+    /// the claim is *kept*, so readers stay out while the caller runs signal handlers; it then calls again with
+    /// the same deadline, or [`abandon_write`](Self::abandon_write)s if a handler raised.
+    pub fn drain_readers(&self, deadline: &Deadline) -> Result<(), RwError> {
+        let r = self.drain_readers_uncounted(deadline);
+        if r.is_ok() {
+            // No longer waiting: holding.
+            self.writers.fetch_sub(1, Ordering::SeqCst);
+            self.writers.fetch_or(WRITE_HELD, Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn drain_readers_uncounted(&self, deadline: &Deadline) -> Result<(), RwError> {
         loop {
             let d = self.drain.load(Ordering::SeqCst);
             if self.readers() == 0 {
-                return Ok(a);
+                return Ok(());
             }
             if wait::spin(deadline, || self.readers() == 0) {
-                return Ok(a);
+                return Ok(());
             }
             match wait::sleep(&self.drain, d, deadline) {
                 Slept::Woken => {}
                 Slept::SliceEnd => {
                     self.reap_dead_readers();
                     if self.readers() == 0 {
-                        return Ok(a);
+                        return Ok(());
                     }
-                    if let Err(e) = wait::slice_ended() {
-                        self.unlock_write_inner();
-                        return Err(e.into());
-                    }
+                    wait::slice_ended()?;
                 }
-                Slept::TimedOut | Slept::Interrupted if self.readers() == 0 => return Ok(a),
+                Slept::TimedOut | Slept::Interrupted if self.readers() == 0 => return Ok(()),
                 Slept::TimedOut => {
-                    self.unlock_write_inner();
+                    self.abandon_write();
                     return Err(RwError::Wait(WaitError::TimedOut));
                 }
-                Slept::Interrupted => {
-                    self.unlock_write_inner();
-                    return Err(RwError::Wait(WaitError::Interrupted));
-                }
+                Slept::Interrupted => return Err(RwError::Wait(WaitError::Interrupted)),
             }
         }
+    }
+
+    /// Gives up a claim taken by [`claim_write`](Self::claim_write) before the readers drained.
+    pub fn abandon_write(&self) {
+        self.writers.fetch_sub(1, Ordering::SeqCst);
+        self.unlock_write_inner();
+    }
+
+    /// Whether a writer holds the lock or waits for readers to leave (readers then wait).
+    pub fn writer_claimed(&self) -> bool {
+        self.writer_present()
     }
 
     fn unlock_write_inner(&self) {
@@ -299,6 +338,73 @@ impl RwState {
     /// Read locks held by all processes.
     pub fn total_readers(&self) -> u32 {
         self.readers()
+    }
+}
+
+/// For waiters that sleep elsewhere (the asyncio bridge's waker). A writer there takes `wlock` like a `Lock`
+/// (so it bars new readers while it waits), then waits on [`drain`](RwState::drain) until
+/// [`drained`](RwState::drained); a reader waits on `rgen` while a writer is present.
+impl RwState {
+    /// Counts a reader as asleep on `rgen` and returns the value to sleep on, or returns `None` (counting
+    /// nothing) if no writer is present now. A counted reader calls [`withdraw_reader`](Self::withdraw_reader).
+    pub fn announce_reader(&self) -> Option<u32> {
+        self.rsleepers.fetch_add(1, Ordering::SeqCst);
+        let g = self.rgen.load(Ordering::SeqCst);
+        if !self.writer_present() {
+            self.rsleepers.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(g)
+    }
+
+    /// Undoes one [`announce_reader`](Self::announce_reader) that returned a value.
+    pub fn withdraw_reader(&self) {
+        self.rsleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// If the write lock's holder (as the word `observed` names it) is a dead process, frees the write lock and
+    /// returns true, as a sleeping reader does.
+    pub fn free_dead_writer(&self) -> bool {
+        let me = owner::me();
+        let w = self.wlock.word.load(Ordering::SeqCst);
+        let pid = w & PID_MASK;
+        if w != 0
+            && pid != me.pid
+            && !owner::alive(pid, self.wlock.owner_start.load(Ordering::Acquire))
+            && self.wlock.try_take_over(w, me)
+        {
+            self.unlock_write_inner();
+            return true;
+        }
+        false
+    }
+
+    /// For a writer that holds `wlock`: the drain word's value to sleep on, or `None` if no reader is left
+    /// (after dropping the counts of dead readers).
+    pub fn drain_key(&self) -> Option<u32> {
+        let d = self.drain.load(Ordering::SeqCst);
+        if self.readers() == 0 {
+            return None;
+        }
+        self.reap_dead_readers();
+        (self.readers() != 0).then_some(d)
+    }
+
+    /// Whether no reader holds the lock (for a writer holding `wlock`).
+    pub fn drained(&self) -> bool {
+        self.readers() == 0
+    }
+
+    /// For a writer that took `wlock` itself (the asyncio path, not [`claim_write`](Self::claim_write), so it
+    /// is not counted in `writers_waiting()` while readers drain): records that it now holds the write lock.
+    pub fn mark_write_held(&self) {
+        self.writers.fetch_or(WRITE_HELD, Ordering::SeqCst);
+    }
+
+    /// Gives up a write lock this process took (its `wlock`, asyncio path) without finishing: wakes the blocked
+    /// readers.
+    pub fn abandon_uncounted_write(&self) -> Result<(), RwError> {
+        self.unlock_write()
     }
 }
 

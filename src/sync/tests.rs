@@ -230,6 +230,52 @@ fn rwlock_readers_share_writers_exclude() {
     st.unlock_write().unwrap();
 }
 
+#[test]
+fn rwlock_waiting_writer_keeps_its_claim_across_slices_and_signal_checks() {
+    // Regression: a writer that waited longer than one slice used to drop its claim at every slice end (to let
+    // its caller check for signals), letting readers in ahead of it.
+    let rw = Arc::new(SyncHandle::<RwState>::create(SyncType::RwLock, 0, 0).unwrap());
+    let st = rw.get();
+    let slot = st.slot_of(super::owner::me()).unwrap();
+    let _ = st.lock_read(slot, &deadline(None)).unwrap();
+    let rw2 = rw.clone();
+    let writer = std::thread::spawn(move || {
+        let st = rw2.get();
+        let d = deadline(ms(10_000));
+        let a = st.claim_write(&d).unwrap();
+        // As the Python layer does: poll at every slice end, keep the claim, call again.
+        let mut polls = 0;
+        loop {
+            let _poll = super::wait::poll_signals();
+            match st.drain_readers(&d) {
+                Ok(()) => return (a, polls),
+                Err(super::rwlock::RwError::Wait(WaitError::Interrupted)) => polls += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    });
+    while !st.writer_claimed() {
+        std::thread::yield_now();
+    }
+    // Let the writer reach several slice ends (and signal checks) before a reader tries.
+    std::thread::sleep(Duration::from_millis(100));
+    // Readers (another thread here; another process behaves the same) stay out for many slices.
+    let rw3 = rw.clone();
+    let late = std::thread::spawn(move || {
+        let st = rw3.get();
+        let slot = st.slot_of(super::owner::me()).unwrap();
+        st.lock_read(slot, &deadline(ms(200)))
+    });
+    assert!(late.join().unwrap().is_err(), "a reader got in while a writer waited");
+    st.unlock_read(slot).unwrap();
+    let (a, polls) = writer.join().unwrap();
+    assert_eq!(a, Acquired::Normal);
+    assert!(polls >= 2, "the writer waited through slice ends ({polls})");
+    assert_eq!(st.total_readers(), 0);
+    st.unlock_write().unwrap();
+    assert!(!st.writer_claimed());
+}
+
 // ---- child processes ------------------------------------------------------------------------------------
 
 fn spawn_child(spec: &str) -> Child {

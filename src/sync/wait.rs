@@ -39,6 +39,12 @@ impl Drop for PollGuard {
     }
 }
 
+/// Whether [`poll_signals`] is on for this thread.
+#[inline]
+pub fn polling() -> bool {
+    POLL.with(|p| p.get())
+}
+
 /// Called by wait loops after handling a [`Slept::SliceEnd`]: `Err(Interrupted)` when polling is on.
 #[inline]
 pub fn slice_ended() -> Result<(), WaitError> {

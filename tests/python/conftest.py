@@ -1,9 +1,14 @@
 import multiprocessing as mp
 import os
 
-import pytest
+# The suite's segments live in their own namespace (set before pyconc creates any), so its checks and
+# `pyconc gc --check-empty` see only them, never another program's. `make test` chooses one per run; a bare
+# `pytest` gets one per session. Children (and `python -m pyconc` subprocesses) inherit it.
+os.environ.setdefault("PYCONC_NAMESPACE", f"t{os.getpid() % 10**7}")
 
-from pyconc import _native
+import pytest  # noqa: E402
+
+from pyconc import _native  # noqa: E402
 
 START_METHODS = [m for m in ("fork", "spawn", "forkserver") if m in mp.get_all_start_methods()]
 

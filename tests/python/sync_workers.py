@@ -101,3 +101,10 @@ def interval_lock_increment(il, counter):
     il.lock()
     counter.incr()
     il.unlock()
+def rw_try_read(rw, result, timeout):
+    """Try a read lock for `timeout` seconds; result = 1 if it got one, 2 if not."""
+    if rw.lock_read(timeout):
+        rw.unlock_read()
+        result.set(1)
+    else:
+        result.set(2)

@@ -67,6 +67,36 @@ def test_inplace_ops_are_atomic_and_return_self(op, iop, other):
     assert a.get() == op(-13, other)
 
 
+@pytest.mark.parametrize(
+    "iop, other",
+    [
+        (operator.iadd, 2**64), (operator.iadd, 2**64 + 5), (operator.isub, 2**64 + 1), (operator.iadd, -(2**70)),
+        (operator.imul, 2**64 + 3), (operator.iand, 2**64 - 1), (operator.ior, 2**65 + 1),
+        (operator.ixor, -(2**64) - 1), (operator.ifloordiv, 2**70), (operator.ifloordiv, -(2**70)),
+        (operator.imod, 2**70), (operator.imod, -(2**70)), (operator.ipow, 2**40), (operator.ilshift, 2**70),
+        (operator.irshift, 2**70),
+    ],
+)
+@pytest.mark.parametrize("start", [-13, 7, 2**63 - 1, -(2**63)])
+def test_inplace_ops_wrap_for_operands_out_of_range(iop, other, start):
+    # The README's rule: in-place operators wrap modulo 2**64 like a C int64_t, whatever the operand.
+    def wrap(v):
+        v %= 2**64
+        return v - 2**64 if v >= 2**63 else v
+
+    if iop is operator.ipow:
+        expected = wrap(pow(start, other, 2**64))
+    elif iop is operator.ilshift:
+        expected = 0
+    elif iop is operator.irshift:
+        expected = -1 if start < 0 else 0
+    else:
+        expected = wrap(iop(start, other))
+    a = pyconc.AtomicInt64(start)
+    assert iop(a, other) is a
+    assert a.get() == expected
+
+
 def test_inplace_rejects_non_int():
     a = pyconc.AtomicInt64(1)
     with pytest.raises(TypeError):

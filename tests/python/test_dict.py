@@ -300,3 +300,7 @@ def test_constructor_takes_scaling_then_dictionary():
     assert ConcurrentDict(initial={"d": 4}).as_dict() == {"d": 4}  # the older keyword, kept as an alias
     with pytest.raises(TypeError):
         ConcurrentDict(dictionary={"a": 1}, initial={"b": 2})
+@pytest.mark.parametrize("scaling", [-1, 0, -(2**70), 2**40])
+def test_bad_scaling_is_a_value_error(scaling):
+    with pytest.raises(ValueError, match="scaling"):
+        pyconc.ConcurrentDict(scaling=scaling)

@@ -64,9 +64,46 @@ def test_empty_full_and_timeouts():
     with pytest.raises(queue.Full):
         q.put(3, timeout=0.2)
     assert 0.18 <= time.monotonic() - t0 < 2
+    assert q.get(timeout=-1) == 1, "multiprocessing reads a negative timeout as 0"
     with pytest.raises(ValueError):
-        q.get(timeout=-1)
+        pyconc.StdConcurrentQueue().get(timeout=-1)  # queue.Queue's rule
+    assert q.get() == 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: pyconc.Queue(**kw),
+        lambda **kw: pyconc.JoinableQueue(**kw),
+        lambda **kw: pyconc.SimpleQueue(**kw),
+        lambda **kw: pyconc.StdConcurrentQueue(**kw),
+        lambda **kw: pyconc.ConcurrentQueue(**kw),
+    ],
+)
+def test_unknown_keyword_arguments_are_a_type_error(make):
+    # Queue(max_size=1) used to give an unbounded queue silently.
+    with pytest.raises(TypeError, match="max_size"):
+        make(max_size=1)
+    q = make(capacity_bytes=1 << 20, lock_free=True)  # the extensions are accepted
+    q.put(1)
     assert q.get() == 1
+
+
+def test_mp_constructor_signatures():
+    import multiprocessing.queues
+
+    ctx = multiprocessing.get_context()
+    for cls in (pyconc.Queue, pyconc.JoinableQueue):
+        cls(3, ctx=ctx)  # multiprocessing.queues.Queue(maxsize, *, ctx)
+        with pytest.raises(TypeError):
+            cls(3, 4)
+    pyconc.SimpleQueue(ctx=ctx)
+    with pytest.raises(TypeError):
+        pyconc.SimpleQueue(3)
+    with pytest.raises(TypeError):
+        multiprocessing.queues.Queue(max_size=1, ctx=ctx)
+    with pytest.raises(ValueError, match="scaling"):
+        pyconc.ConcurrentQueue(scaling=-1)
 
 
 def test_blocked_get_wakes_when_another_thread_puts():
@@ -84,6 +121,28 @@ def test_put_many_get_many():
     assert q.get_many() == list(range(10, 1000))
     with pytest.raises(queue.Empty):
         q.get_many(timeout=0.05)
+
+
+def test_put_many_puts_nothing_when_an_item_cannot_be_encoded():
+    q = pyconc.Queue()
+    with pytest.raises(Exception) as info:
+        q.put_many([1, 2, lambda: 3, 4])  # the lambda cannot be pickled
+    assert not isinstance(info.value, queue.Full)
+    assert q.empty() and q.qsize() == 0
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.05)
+
+
+def test_put_many_failing_part_way_says_how_many_went_in():
+    q = pyconc.Queue(maxsize=3)
+    with pytest.raises(queue.Full) as info:
+        q.put_many(range(5), timeout=0.05)
+    assert info.value.items_put == 3
+    assert q.get_many() == [0, 1, 2]
+    q.shutdown()
+    with pytest.raises(pyconc.ShutDown) as info:
+        q.put_many([7])
+    assert info.value.items_put == 0
 
 
 def test_mp_queue_close_semantics():

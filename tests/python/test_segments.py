@@ -31,7 +31,8 @@ def test_segment_is_unlinked_when_last_user_lets_go():
 def test_names_are_unguessable():
     a, b = pyconc.AtomicInt64(), pyconc.AtomicInt64()
     na, nb = a._handle[1], b._handle[1]
-    assert na.startswith("pyconc-") and len(na) == len("pyconc-") + 32
+    prefix = f"pyconc-{_native.namespace()}-" if _native.namespace() else "pyconc-"
+    assert na.startswith(prefix) and len(na) == len(prefix) + 32
     assert na != nb
 
 
@@ -162,9 +163,11 @@ def test_gc_removes_segments_of_dead_processes():
     proc.send_signal(signal.SIGKILL)
     proc.wait(60)
     assert os.path.exists(f"/dev/shm/{name}")
-    out = subprocess.run([sys.executable, "-m", "pyconc", "ls"], capture_output=True, text=True, timeout=60)
+    # PYCONC_REAP=0: the tools' own import would otherwise reap it before ls shows it.
+    env = dict(os.environ, PYCONC_REAP="0")
+    out = subprocess.run([sys.executable, "-m", "pyconc", "ls"], capture_output=True, text=True, timeout=60, env=env)
     assert name in out.stdout
-    out = subprocess.run([sys.executable, "-m", "pyconc", "gc"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "pyconc", "gc"], capture_output=True, text=True, timeout=60, env=env)
     assert f"removed {name}" in out.stdout, out
     assert not os.path.exists(f"/dev/shm/{name}")
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import multiprocessing
 import os
 import pickle
 import signal
@@ -190,13 +191,18 @@ def test_event_semantics():
 
 
 def test_condition_requires_the_lock():
+    # multiprocessing.Condition asserts, with these messages.
     c = pyconc.Condition()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AssertionError, match="lock is not owned"):
         c.notify()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AssertionError, match="lock is not owned"):
         c.notify_all()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(AssertionError, match=r"must acquire\(\) condition before using wait\(\)"):
         c.wait(0.01)
+    m = multiprocessing.Condition()
+    for call in (m.notify, m.notify_all, lambda: m.wait(0.01)):
+        with pytest.raises(AssertionError):
+            call()
     with pytest.raises(TypeError):
         pyconc.Condition(threading.Lock())
     with c:
@@ -452,22 +458,56 @@ def test_rwlock_semantics():
                 pass
 
 
-def test_rwlock_writer_priority():
+def _wait_for_writer_claim(rw):
+    # lock_read(0) fails exactly when a writer holds or waits (it bars new readers).
+    deadline = time.monotonic() + 10
+    while rw.lock_read(0):
+        rw.unlock_read()
+        assert time.monotonic() < deadline, "the writer never claimed the lock"
+        time.sleep(0.001)
+
+
+def test_rwlock_writer_priority(ctx):
+    # Regression: a writer waiting longer than one 20 ms slice released its claim at every slice end (to run
+    # signal handlers), so late readers got in ahead of it (81 times out of 81 across processes).
     rw = pyconc.RWLock()
     rw.lock_read()
     got = []
-    t = threading.Thread(target=lambda: got.append(rw.lock_write(5)))
+    t = threading.Thread(target=lambda: got.append(rw.lock_write(30)))
     t.start()
-    time.sleep(0.05)
-    # A writer is waiting: a new reader (another process would be the same) must not get in ahead of it.
-    out = []
-    t2 = threading.Thread(target=lambda: out.append(rw.lock_read(0.05)))
+    _wait_for_writer_claim(rw)
+    time.sleep(0.1)  # several slice ends: the writer keeps its claim through each
+    late_thread = []
+    t2 = threading.Thread(target=lambda: late_thread.append(rw.lock_read(0.3)))
     t2.start()
+    result = pyconc.AtomicInt64(0)
+    run_procs(ctx, w.rw_try_read, [(rw, result, 0.3)])
     t2.join()
-    assert out == [False]
+    assert late_thread == [False], "a reader thread got in ahead of a waiting writer"
+    assert result.get() == 2, "a reader in another process got in ahead of a waiting writer"
     rw.unlock_read()
-    t.join(5)
+    t.join(30)
     assert got == [True]
+    assert rw.write_locked and rw.readers() == 0
+    rw.unlock_write()
+
+
+def test_rwlock_interrupted_writer_gives_up_its_claim():
+    # A signal handler that raises while the writer drains readers: the claim is released with the exception.
+    rw = pyconc.RWLock()
+    rw.lock_read()
+    old = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            rw.lock_write(10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert rw.lock_read(0), "the interrupted writer still bars readers"
+    rw.unlock_read()
+    rw.unlock_read()
+    assert rw.lock_write(1)
     rw.unlock_write()
 
 
@@ -644,6 +684,35 @@ BLOCKERS = {
     "barrier": "pyconc.Barrier(2).wait()",
     "condition": "c = pyconc.Condition(); c.acquire(); c.wait()",
     "rwlock": "rw = pyconc.RWLock(); rw.lock_read(); rw.lock_write()",
+    "queue_get": "pyconc.Queue().get()",
+    "queue_put": "q = pyconc.Queue(1); q.put(1); q.put(2)",
+    "queue_join": "q = pyconc.JoinableQueue(); q.put(1); q.join()",
+    "simplequeue_get": "pyconc.SimpleQueue().get()",
+    "dict_shard_lock": (
+        "import threading, time; d = pyconc.ConcurrentDict(1); "
+        "threading.Thread(target=d.update_with, args=('a', lambda v: time.sleep(60)), daemon=True).start(); "
+        "time.sleep(0.05); d['b'] = 1"
+    ),
+}
+
+# Blocking calls that must outlast a signal whose handler returns (PEP 475): name -> (setup, call, check).
+RETRIED = {
+    "lock": ("l = pyconc.Lock(); l.acquire(); threading.Timer(0.3, l.release).start()", "l.acquire()"),
+    "semaphore": ("s = pyconc.Semaphore(0); threading.Timer(0.3, s.release).start()", "s.acquire()"),
+    "event": ("e = pyconc.Event(); threading.Timer(0.3, e.set).start()", "e.wait()"),
+    "queue_get": ("q = pyconc.Queue(); threading.Timer(0.3, q.put, (1,)).start()", "q.get()"),
+    "queue_put": ("q = pyconc.Queue(1); q.put(0); threading.Timer(0.3, q.get).start()", "q.put(1)"),
+    "queue_join": (
+        "q = pyconc.JoinableQueue(); q.put(1); q.get(); threading.Timer(0.3, q.task_done).start()",
+        "q.join()",
+    ),
+    "dict_shard_lock": (
+        "d = pyconc.ConcurrentDict(1); "
+        "threading.Thread(target=d.update_with, args=('a', lambda v: time.sleep(0.3))).start(); time.sleep(0.05)",
+        "d.__setitem__('b', 1)",
+    ),
+    "rwlock": ("rw = pyconc.RWLock(); rw.lock_read(); threading.Timer(0.3, rw.unlock_read).start()",
+               "rw.lock_write()"),
 }
 
 
@@ -665,6 +734,55 @@ def test_ctrl_c_interrupts_a_blocked_wait(kind):
             p.wait()
     assert "KeyboardInterrupt" in err, err
     assert p.returncode != 0
+
+
+@pytest.mark.parametrize("kind", sorted(RETRIED))
+def test_wait_is_retried_after_a_signal_handler_returns(kind):
+    """PEP 475: a handler that returns normally neither aborts the wait (no InterruptedError) nor ends it early."""
+    setup, call = RETRIED[kind]
+    hits = []
+    old = signal.signal(signal.SIGALRM, lambda *_: hits.append(1))
+    try:
+        env = {"pyconc": pyconc, "threading": threading, "time": time}
+        exec(setup, env)
+        signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+        t0 = time.monotonic()
+        eval(call, env)
+        elapsed = time.monotonic() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert hits, "the handler never ran during the wait"
+    assert elapsed >= 0.2, f"the wait ended after {elapsed:.3f} s, before its release"
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["pyconc.Queue().get(timeout=0.4)", "pyconc.Lock().acquire() and L.acquire(timeout=0.4)"],
+)
+def test_timeout_is_kept_across_signal_handlers(call):
+    """A handler that returns does not restart the timeout: the call still ends after about `timeout`."""
+    hits = []
+    old = signal.signal(signal.SIGALRM, lambda *_: hits.append(1))
+    env = {"pyconc": pyconc}
+    if "L." in call:
+        env["L"] = pyconc.Lock()
+        env["L"].acquire()
+        call = "L.acquire(timeout=0.4)"
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.03, 0.03)
+        t0 = time.monotonic()
+        try:
+            result = eval(call, env)
+        except Exception as e:  # queue.Empty
+            result = e
+        elapsed = time.monotonic() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert hits
+    assert result is False or type(result).__name__ == "Empty", result
+    assert 0.35 <= elapsed < 2.0, elapsed
 
 
 # ---- asyncio ------------------------------------------------------------------------------------------------

@@ -14,16 +14,9 @@ import statistics
 import time
 
 from ..deques import ConcurrentDeque
+from ._measure import row
 
 VALUE = b"v" * 100
-
-
-def _row(group, name, ours, theirs, unit, baseline, higher_is_better=True, note=""):
-    ratio = (ours / theirs if higher_is_better else theirs / ours) if ours and theirs else None
-    return {
-        "group": group, "name": name, "pyconc": ours, "baseline": theirs, "baseline_name": baseline,
-        "unit": unit, "ratio": ratio, "note": note,
-    }
 
 
 def _pairs(push, pop, value, n, repeat):
@@ -117,20 +110,20 @@ def run(quick=False):
                 floor = _pairs(fpush, fpop, value, n, repeat)
                 mpush, mpop = _shapes(ml, True)[shape]
                 theirs = _pairs(mpush, mpop, value, mn, 1 if quick else 2)
-                rows.append(_row("deque", f"{shape}, {label}", ours, theirs, "pairs/s", "Manager().list()"))
-                rows.append(_row("deque", f"{shape}, {label} (floor)", ours, floor, "pairs/s", "collections.deque",
+                rows.append(row("deque", f"{shape}, {label}", ours, theirs, "pairs/s", "Manager().list()"))
+                rows.append(row("deque", f"{shape}, {label} (floor)", ours, floor, "pairs/s", "collections.deque",
                                  note="not shared"))
         ours = _index_rate(ours_d, n, repeat)
         theirs = _index_rate(ml, mn, 1 if quick else 2)
         floor = _index_rate(floor_d, n, repeat)
-        rows.append(_row("deque", "d[50], 100 items", ours, theirs, "ops/s", "Manager().list()"))
-        rows.append(_row("deque", "d[50], 100 items (floor)", ours, floor, "ops/s", "collections.deque",
+        rows.append(row("deque", "d[50], 100 items", ours, theirs, "ops/s", "Manager().list()"))
+        rows.append(row("deque", "d[50], 100 items (floor)", ours, floor, "ops/s", "collections.deque",
                          note="not shared"))
         tn = 50_000 if quick else 200_000
         runs = 1 if quick else 3
         ours = statistics.median(_two_procs_ours(tn, 7) for _ in range(runs))
         theirs = statistics.median(_two_procs_manager(m, tn // 20, 7) for _ in range(runs))
-        rows.append(_row("deque", "1 producer -> 1 consumer (popleft(block=True)), int", ours, theirs, "msg/s",
+        rows.append(row("deque", "1 producer -> 1 consumer (popleft(block=True)), int", ours, theirs, "msg/s",
                          "Manager().list() polled", note="fork; 2 processes"))
     return rows
 

@@ -1,22 +1,27 @@
 """``python -m pyconc``: segment tools and benchmarks.
 
-    python -m pyconc ls                 list pyconc segments in /dev/shm (kind, size, live users)
-    python -m pyconc gc [--grace S]     remove segments whose users all died
+    python -m pyconc ls [--all]         list pyconc segments in /dev/shm (kind, size, live users)
+    python -m pyconc gc [--grace S] [--all]  remove segments whose users all died
+
+ls and gc look at the segments of this process's namespace (PYCONC_NAMESPACE; none by default), --all at
+every pyconc segment on the machine.
     python -m pyconc bench [--quick]    benchmarks against multiprocessing, same run
     python -m pyconc stress queue ...   many processes on one queue, every item accounted for (--kill)
     python -m pyconc stress dict ...    many processes on one dict, final state verified (--kill)
 """
 
 import argparse
+import os
 import sys
 
 
 def _ls(args):
     from .. import _native
 
-    rows = _native.list_segments()
+    rows = _native.list_segments(args.all)
     if not rows:
-        print("no pyconc segments")
+        ns = _native.namespace()
+        print("no pyconc segments" + ("" if args.all else f" in namespace {ns!r} (--all: every namespace)"))
         return 0
     print(f"{'name':40} {'kind':8} {'size':>12} {'creator':>8}  users")
     for r in rows:
@@ -31,7 +36,7 @@ def _ls(args):
 def _gc(args):
     from .. import _native
 
-    removed, invalid, kept = _native.collect_segments(args.grace)
+    removed, invalid, kept = _native.collect_segments(args.grace, args.all)
     for name in removed:
         print(f"removed {name} (no live users)")
     for name in invalid:
@@ -39,7 +44,7 @@ def _gc(args):
     print(f"{len(removed) + len(invalid)} removed, {kept} in use")
     if args.check_empty and kept:
         print("segments are still in use after the test suite:", file=sys.stderr)
-        for r in _native.list_segments():
+        for r in _native.list_segments(args.all):
             print(f"  {r['name']} kind={r['kind']} users={r['users']}", file=sys.stderr)
         return 1
     if args.check_empty and (removed or invalid):
@@ -68,14 +73,19 @@ def _bench(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m pyconc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("ls", help="list pyconc segments").set_defaults(fn=_ls)
+    p = sub.add_parser("ls", help="list pyconc segments")
+    p.add_argument("--all", action="store_true", help="every namespace, not only PYCONC_NAMESPACE's")
+    p.set_defaults(fn=_ls)
     p = sub.add_parser("gc", help="remove segments whose users all died")
+    p.add_argument("--all", action="store_true", help="every namespace, not only PYCONC_NAMESPACE's")
     p.add_argument("--grace", type=float, default=60.0, help="age after which invalid segments are removed (s)")
-    p.add_argument("--check-empty", action="store_true", help="exit 1 if any pyconc segment was found (tests)")
+    p.add_argument("--check-empty", action="store_true",
+                   help="exit 1 if any pyconc segment of the namespace was found (tests)")
     p.set_defaults(fn=_gc)
     p = sub.add_parser("bench", help="benchmarks against multiprocessing, measured in the same run")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
-    p.add_argument("--only", default="", help="comma-separated groups to run (counters,arrays,sync,queues,dict,deque)")
+    p.add_argument("--only", default="",
+                   help="comma-separated groups to run (counters,arrays,sync,queues,dict,deque,asyncio)")
     p.set_defaults(fn=_bench)
     p = sub.add_parser("stress", help="many processes on one structure, every item accounted for")
     p.add_argument("structure", choices=["queue", "dict"])
@@ -91,4 +101,11 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=1800)
     p.set_defaults(fn=_stress)
     args = parser.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except BrokenPipeError:
+        # `python -m pyconc ls | head`: the reader left. Point stdout at /dev/null so the interpreter's final
+        # flush does not raise again, and exit quietly (as the docs of `signal` recommend).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

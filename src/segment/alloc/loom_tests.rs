@@ -44,6 +44,7 @@ impl Model {
             start: AtomicU64::new(START),
             end: AtomicU64::new(START + region),
             bump: AtomicU64::new(START),
+            reserved_to: AtomicU64::new(START),
             reserved: std::array::from_fn(|_| AtomicU64::new(0)),
             free_heads: std::array::from_fn(|_| AtomicU64::new(0)),
         };
@@ -82,6 +83,10 @@ impl BlockMemory for Model {
     fn block_header(&self, at: u64) -> Result<&BlockHeader> {
         // The heap checked `at` against the region; index the grain.
         Ok(&self.headers[((at - START) / GRAIN) as usize])
+    }
+
+    fn reserve(&self, _off: u64, _len: u64) -> Result<()> {
+        Ok(()) // model memory needs no reserving; `reserved_to` still advances as in a segment
     }
 }
 

@@ -36,3 +36,16 @@ def test_ls_and_gc():
     assert _run("ls").returncode == 0
     out = _run("gc")
     assert out.returncode == 0 and "removed" in out.stdout
+
+
+def test_ls_into_a_closed_pipe_prints_no_traceback():
+    import pyconc
+
+    keep = [pyconc.AtomicInt64(i) for i in range(300)]  # enough rows to overflow the pipe buffer
+    names = [a._handle[1] for a in keep]  # shared: ls sees them
+    assert len(names) == 300
+    p = subprocess.run(
+        f"{sys.executable} -m pyconc ls | head -n 2", shell=True, capture_output=True, text=True, timeout=60
+    )
+    assert p.stdout.count("\n") == 2
+    assert "Traceback" not in p.stderr and "BrokenPipeError" not in p.stderr, p.stderr
