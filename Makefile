@@ -39,9 +39,11 @@ test-python: build
 
 test: test-rust test-python
 
-# Model checking with loom (the models run in about a second; a debug build keeps the compile short).
+# Model checking with loom: every `loom_tests` module (the models run in a few seconds; a debug build keeps the
+# compile short). LOOM_ARGS go to the test harness, e.g. `make loom LOOM_ARGS=--nocapture`.
+LOOM_ARGS ?=
 loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib loom_tests
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib loom_tests -- $(LOOM_ARGS)
 
 # Formatting and clippy for the three builds: the core, the PyO3 layer (feature python) and the loom models.
 lint:

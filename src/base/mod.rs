@@ -29,7 +29,8 @@ pub fn yield_now_in_model() {
     loom::thread::yield_now();
 }
 
-/// Runs a loom model with the bounds the models of this crate use: up to `preemptions` preemptions (most
+/// The loom builder with the bounds the models of this crate use (models run through `platform::loom_model`,
+/// which also resets the futex and process stand-ins): up to `preemptions` preemptions (most
 /// concurrency bugs need few) and room for the retry loops of waiting threads.
 #[cfg(all(test, loom))]
 pub(crate) fn loom_model<F: Fn() + Sync + Send + 'static>(preemptions: usize, f: F) {

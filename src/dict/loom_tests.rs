@@ -1,7 +1,7 @@
 //! Model checking of the in-place overwrite protocol with loom: the same `read_value`, `write_in_place`,
 //! `lock_published` and `acquire_entry` the dict runs, on an entry whose two buffers are atomic words.
 //!
-//! Run with `make loom` (`RUSTFLAGS="--cfg loom" cargo test --release --lib dict::loom_tests`).
+//! Run with `make loom` (`RUSTFLAGS="--cfg loom" cargo test --lib dict::loom_tests`).
 
 use super::*;
 use crate::base::atomic::AtomicU32;
@@ -68,7 +68,7 @@ fn whole(v: &[u8]) -> u8 {
 }
 
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
-    crate::base::loom_model(3, f);
+    crate::platform::loom_model(crate::platform::futex::model::Time::Frozen, 3, f);
 }
 
 /// An in-place writer as `try_overwrite` runs it: lock the published entry, write, publish.

@@ -3,11 +3,16 @@
 //! A private futex is keyed on the virtual address in one process; the same word mapped at different addresses
 //! in two processes would never meet. Shared futexes are keyed on the backing page, so every wait and wake here
 //! uses `Flags::empty()`.
+//!
+//! Under `cfg(loom)` the same interface is served by [`model`], a futex that really blocks loom threads, so the
+//! wait/wake handshakes of every primitive run unchanged in the models and a missing wake-up is reported.
 
 use crate::base::atomic::AtomicU32;
 #[cfg(not(loom))]
 use rustix::thread::futex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(not(loom))]
+use std::time::Instant;
 
 /// Why a [`wait`] returned. Spurious wakeups are possible: callers always re-check their condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +118,8 @@ pub fn wait_any(words: &[AnyWord<'_>], timeout: Option<Duration>) -> AnyResult {
     }
 }
 
-/// Under loom: a spurious return after a yield.
+/// Under loom: a spurious return after a yield (the asyncio waker thread is not modelled; the futex model
+/// serves [`wait`] and [`wake`] only).
 #[cfg(loom)]
 pub fn wait_any(_words: &[AnyWord<'_>], _timeout: Option<Duration>) -> AnyResult {
     loom::thread::yield_now();
@@ -146,18 +152,16 @@ pub fn wait_private(
     }
 }
 
-/// Under loom a futex wait is modelled as a spurious wakeup after a yield (every caller re-checks its
-/// condition), and a wake does nothing.
+/// Under loom: the futex model ([`model`]), which really blocks.
 #[cfg(loom)]
-pub fn wait(_word: &AtomicU32, _expected: u32, _timeout: Option<Duration>) -> WaitResult {
-    loom::thread::yield_now();
-    WaitResult::Woken
+pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitResult {
+    model::wait(word, expected, timeout)
 }
 
-/// See the loom `wait`.
+/// Under loom: the futex model ([`model`]).
 #[cfg(loom)]
-pub fn wake(_word: &AtomicU32, _n: u32) -> usize {
-    0
+pub fn wake(word: &AtomicU32, n: u32) -> usize {
+    model::wake(word, n)
 }
 
 /// Wake every waiter on `word`.
@@ -165,29 +169,53 @@ pub fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
 }
 
-/// A deadline helper: converts an optional relative timeout into what is left at each retry.
+/// A deadline helper: converts an optional relative timeout into what is left at each retry. Under loom it is
+/// measured in model time ([`model`]), which passes only where a model lets it.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline(Option<Instant>);
+pub struct Deadline(Option<Moment>);
+
+/// A point in time as deadlines measure it: an `Instant`, or model time under loom.
+#[cfg(not(loom))]
+pub type Moment = Instant;
+/// A point in time as deadlines measure it: an `Instant`, or model time under loom.
+#[cfg(loom)]
+pub type Moment = Duration;
+
+/// Now, as deadlines measure it.
+#[cfg(not(loom))]
+pub fn now() -> Moment {
+    Instant::now()
+}
+/// Now, as deadlines measure it.
+#[cfg(loom)]
+pub fn now() -> Moment {
+    model::now()
+}
+
+/// Time passed since `t` (zero if `t` is in the future).
+pub fn elapsed_since(t: Moment) -> Duration {
+    now().saturating_duration_since(t)
+}
 
 impl Deadline {
     /// `None` waits forever.
     pub fn after(timeout: Option<Duration>) -> Self {
-        Deadline(timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)))
+        Deadline(timeout.map(|t| now().checked_add(t).unwrap_or_else(far_future)))
     }
 
     /// A deadline at `t`.
-    pub fn at(t: Instant) -> Self {
+    pub fn at(t: Moment) -> Self {
         Deadline(Some(t))
     }
 
-    /// The instant, `None` for no deadline.
-    pub fn instant(&self) -> Option<Instant> {
+    /// The moment, `None` for no deadline.
+    pub fn instant(&self) -> Option<Moment> {
         self.0
     }
 
     /// Time left, `Some(ZERO)` once expired, `None` for no deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.0.map(|d| d.saturating_duration_since(Instant::now()))
+        self.0.map(|d| d.saturating_duration_since(now()))
     }
 
     /// Whether the deadline has passed.
@@ -201,6 +229,21 @@ impl Deadline {
     }
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365 * 30)
+fn far_future() -> Moment {
+    now() + Duration::from_secs(86400 * 365 * 30)
 }
+
+#[cfg(loom)]
+trait SinceModelTime {
+    fn saturating_duration_since(self, earlier: Duration) -> Duration;
+}
+
+#[cfg(loom)]
+impl SinceModelTime for Duration {
+    fn saturating_duration_since(self, earlier: Duration) -> Duration {
+        self.saturating_sub(earlier)
+    }
+}
+
+#[cfg(loom)]
+pub mod model;

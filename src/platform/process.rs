@@ -50,11 +50,19 @@ fn read_stat(pid: u32) -> Option<Stat> {
 
 /// Whether the process is alive: it exists, is the same process (start time) and is not a zombie or dead.
 /// A `start_time` of 0 matches any start time (used where only a pid is known).
+#[cfg(not(loom))]
 pub fn is_alive(id: ProcessId) -> bool {
     match read_stat(id.pid) {
         Some(st) => !matches!(st.state, b'Z' | b'X' | b'x') && (id.start_time == 0 || st.start_time == id.start_time),
         None => false,
     }
+}
+
+/// LOOM STAND-IN for the `/proc` read: every pid but 0 is alive until a model declares it dead with
+/// [`model::kill`]. See [`model`].
+#[cfg(loom)]
+pub fn is_alive(id: ProcessId) -> bool {
+    id.pid != 0 && !model::is_dead(id.pid)
 }
 
 /// The identity of the live process `pid`, if there is one.
@@ -66,6 +74,40 @@ pub fn identity_of(pid: u32) -> Option<ProcessId> {
 /// Whether a process with this pid is alive, whatever its start time.
 pub fn pid_alive(pid: u32) -> bool {
     pid != 0 && is_alive(ProcessId { pid, start_time: 0 })
+}
+
+/// LOOM STAND-IN for process death. Models run as threads of one process, so "process P died" is a model event:
+/// a thread that played P (it took locks with pid P) stops, then calls [`kill`]`(P)`; from then on
+/// [`is_alive`] says P is dead, whatever its start time. The death is a loom atomic (SeqCst), so loom explores
+/// liveness checks before and after it. One dead pid per execution is all the models need. [`is_alive`] (and
+/// so `pid_alive`) consults it; `identity_of` and `current` still read `/proc` (no modelled code needs them).
+#[cfg(loom)]
+pub mod model {
+    use crate::base::atomic::{AtomicU32, Ordering};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    thread_local! {
+        static DEAD: RefCell<Option<Rc<AtomicU32>>> = const { RefCell::new(None) };
+    }
+
+    /// Starts a fresh execution in which every process is alive (called by `platform::loom_model`).
+    pub fn reset() {
+        DEAD.with(|d| *d.borrow_mut() = Some(Rc::new(AtomicU32::new(0))));
+    }
+
+    /// Declares process `pid` dead from now on.
+    pub fn kill(pid: u32) {
+        let dead = DEAD.with(|d| d.borrow().clone()).expect("process::model::kill outside platform::loom_model");
+        dead.store(pid, Ordering::SeqCst);
+    }
+
+    pub(super) fn is_dead(pid: u32) -> bool {
+        match DEAD.with(|d| d.borrow().clone()) {
+            Some(dead) => dead.load(Ordering::SeqCst) == pid,
+            None => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Model checking of the ring protocol with loom: every interleaving of a few producers and consumers on a
 //! tiny ring delivers every message exactly once, in order per producer, and leaves the ring reusable.
 //!
-//! Run with `make loom` (`RUSTFLAGS="--cfg loom" cargo test --release --lib queue::loom_tests`).
+//! Run with `make loom` (`RUSTFLAGS="--cfg loom" cargo test --lib queue::loom_tests`).
 
 use super::layout::*;
 use super::ring::{Attempt, Ring};
@@ -29,7 +29,7 @@ impl Model {
 }
 
 fn model<F: Fn() + Sync + Send + 'static>(f: F) {
-    crate::base::loom_model(2, f);
+    crate::platform::loom_model(crate::platform::futex::model::Time::Frozen, 2, f);
 }
 
 fn put_until_done(ring: &Ring<'_>, msg: &[u8]) {

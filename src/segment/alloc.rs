@@ -137,9 +137,31 @@ pub struct HeapStats {
     pub region_bytes: u64,
 }
 
+/// Where a heap's block headers live: a [`Segment`] (offsets resolved and bounds-checked by
+/// [`Segment::resolve`]), or in the loom models (`segment/alloc/loom_tests.rs`) a table of model atomics, so the models
+/// run this very allocator.
+pub trait BlockMemory {
+    /// The block header at byte offset `at`; the heap has checked that the block lies inside its region.
+    fn block_header(&self, at: u64) -> Result<&BlockHeader>;
+    /// Makes `[off, off + len)` writable without a SIGBUS ([`Segment::reserve`]).
+    fn reserve(&self, off: u64, len: u64) -> Result<()>;
+}
+
+impl BlockMemory for Segment {
+    #[inline]
+    fn block_header(&self, at: u64) -> Result<&BlockHeader> {
+        self.resolve(Offset::new(at))
+    }
+
+    #[inline]
+    fn reserve(&self, off: u64, len: u64) -> Result<()> {
+        Segment::reserve(self, off, len)
+    }
+}
+
 /// A heap inside a segment. Borrowing the segment keeps the mapping alive.
-pub struct Heap<'a> {
-    seg: &'a Segment,
+pub struct Heap<'a, M: BlockMemory = Segment> {
+    seg: &'a M,
     hdr: &'a HeapHeader,
     start: u64,
     end: u64,
@@ -188,13 +210,20 @@ impl<'a> Heap<'a> {
         Ok(Heap { seg, hdr, start, end })
     }
 
+    /// The segment the heap lives in.
+    pub fn segment(&self) -> &'a Segment {
+        self.seg
+    }
+}
+
+impl<'a, M: BlockMemory> Heap<'a, M> {
     /// Checks that a block of class `class` at `block` lies inside the region and resolves its header.
     fn block(&self, block: u64, class: usize) -> Result<&'a BlockHeader> {
         let size = class_size(class);
         if block < self.start || block % GRAIN != 0 || block.checked_add(size).is_none_or(|e| e > self.end) {
             return Err(corrupt!("heap block at {block:#x} (class {class}) is outside the heap"));
         }
-        self.seg.resolve(Offset::new(block))
+        self.seg.block_header(block)
     }
 
     /// Allocates a block with at least `size` payload bytes and returns the payload's offset (16-aligned).
@@ -402,12 +431,10 @@ impl<'a> Heap<'a> {
         }
         Ok(total)
     }
-
-    /// The segment the heap lives in.
-    pub fn segment(&self) -> &'a Segment {
-        self.seg
-    }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 #[cfg(test)]
 mod tests {

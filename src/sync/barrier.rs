@@ -31,7 +31,7 @@ use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
 use crate::platform::limits;
 use crate::shm_struct;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Filling: arrivals are counted.
 pub const FILLING: u32 = 0;
@@ -128,8 +128,8 @@ pub enum BarrierError {
 /// steps into which signal checks split one wait.
 pub struct BarrierCall {
     deadline: Deadline,
-    lock_since: parking_lot::Mutex<Option<Instant>>,
-    slots_since: parking_lot::Mutex<Option<Instant>>,
+    lock_since: parking_lot::Mutex<Option<futex::Moment>>,
+    slots_since: parking_lot::Mutex<Option<futex::Moment>>,
 }
 
 impl BarrierCall {
@@ -204,7 +204,7 @@ impl<'a> BarrierRef<'a> {
     /// with the same `call`); the others wait through them.
     fn lock(&self, call: &BarrierCall, interruptible: bool) -> Result<Locked<'a>, BarrierError> {
         let me = owner::me();
-        let since = *call.lock_since.lock().get_or_insert_with(Instant::now);
+        let since = *call.lock_since.lock().get_or_insert_with(futex::now);
         let patience = limits::lock_timeout();
         let patience_end = since.checked_add(patience).unwrap_or(since);
         let end = match call.deadline.instant() {
@@ -353,8 +353,8 @@ impl<'a> BarrierRef<'a> {
                         return Err(BarrierError::Broken);
                     }
                     drop(g);
-                    let since = *call.slots_since.lock().get_or_insert_with(Instant::now);
-                    let waited = since.elapsed();
+                    let since = *call.slots_since.lock().get_or_insert_with(futex::now);
+                    let waited = futex::elapsed_since(since);
                     if waited > limits::lock_timeout() {
                         *call.slots_since.lock() = None;
                         let holders: Vec<u32> = self.slots.iter().map(|s| s.pid.load(Ordering::Relaxed)).collect();

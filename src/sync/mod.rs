@@ -29,5 +29,7 @@ pub mod wait;
 #[cfg(not(loom))]
 pub mod waker;
 
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;

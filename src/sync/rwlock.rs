@@ -23,7 +23,12 @@ use crate::platform::futex::{self, Deadline};
 use crate::shm_struct;
 
 /// How many processes may hold read locks at the same time (threads of one process share a slot).
+#[cfg(not(loom))]
 pub const RW_SLOTS: usize = 64;
+/// Loom hook: the models use two slots (every slot is read on each writer check, and each read is a step loom
+/// must interleave).
+#[cfg(loom)]
+pub const RW_SLOTS: usize = 2;
 
 /// Bit of `RwState::writers`: a writer holds the lock (readers drained), set by `lock_write` on success and
 /// cleared by every release of the write lock.

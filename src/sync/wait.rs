@@ -7,10 +7,19 @@
 use crate::base::atomic::AtomicU32;
 use crate::platform::futex::{self, Deadline, WaitResult};
 use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(not(loom))]
+use std::time::Instant;
 
+#[cfg(not(loom))]
 thread_local! {
     static POLL: Cell<bool> = const { Cell::new(false) };
+}
+
+// Loom hook: loom runs a model's threads on one OS thread, so the polling mode must be a loom thread-local.
+#[cfg(loom)]
+loom::thread_local! {
+    static POLL: Cell<bool> = Cell::new(false);
 }
 
 /// While the returned guard lives, blocking calls on this thread return [`WaitError::Interrupted`] at the end of
@@ -102,6 +111,7 @@ pub fn sleep(word: &AtomicU32, expected: u32, deadline: &Deadline) -> Slept {
 }
 
 /// Busy-waits (pause instructions) this long before yielding the CPU between checks.
+#[cfg(not(loom))]
 const PURE_SPIN: Duration = Duration::from_micros(1);
 
 /// Spins for at most [`SPIN`] (less if the deadline is sooner) until `ready()` holds. Returns whether it did.
@@ -116,7 +126,7 @@ pub fn spin(deadline: &Deadline, ready: impl FnMut() -> bool) -> bool {
 
 /// [`spin`] with another budget than [`SPIN`] (the queues spin longer in `lock_free` mode).
 #[inline]
-pub fn spin_up_to(budget: Duration, deadline: &Deadline, mut ready: impl FnMut() -> bool) -> bool {
+pub fn spin_up_to(budget: Duration, deadline: &Deadline, ready: impl FnMut() -> bool) -> bool {
     let limit = match deadline.remaining() {
         Some(r) => r.min(budget),
         None => budget,
@@ -124,6 +134,18 @@ pub fn spin_up_to(budget: Duration, deadline: &Deadline, mut ready: impl FnMut()
     if limit.is_zero() {
         return false;
     }
+    spin_loop(limit, ready)
+}
+
+/// Loom hook: a model checks once (a spin is a loop bounded by real time, which a model cannot run).
+#[cfg(loom)]
+fn spin_loop(_limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    ready()
+}
+
+#[cfg(not(loom))]
+#[inline]
+fn spin_loop(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     loop {
         for _ in 0..16 {
@@ -146,7 +168,7 @@ pub fn spin_up_to(budget: Duration, deadline: &Deadline, mut ready: impl FnMut()
 /// locks: a waiter that polls in a tight loop grabs the lock at every release, so each acquisition moves the
 /// cache line between CPUs; backing off lets a running owner re-take it cheaply, which raises total throughput.
 #[inline]
-pub fn spin_backoff(deadline: &Deadline, mut ready: impl FnMut() -> bool) -> bool {
+pub fn spin_backoff(deadline: &Deadline, ready: impl FnMut() -> bool) -> bool {
     let limit = match deadline.remaining() {
         Some(r) => r.min(SPIN),
         None => SPIN,
@@ -154,6 +176,18 @@ pub fn spin_backoff(deadline: &Deadline, mut ready: impl FnMut() -> bool) -> boo
     if limit.is_zero() {
         return false;
     }
+    backoff_loop(limit, ready)
+}
+
+/// Loom hook: as for `spin_loop`.
+#[cfg(loom)]
+fn backoff_loop(_limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    ready()
+}
+
+#[cfg(not(loom))]
+#[inline]
+fn backoff_loop(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     let mut pauses = 1u32;
     loop {
