@@ -30,9 +30,8 @@ from collections.abc import KeysView as _KeysViewBase
 from collections.abc import MutableMapping as _MutableMapping
 from collections.abc import ValuesView as _ValuesViewBase
 
-from ._native import ConcurrentDict
-
 from . import _native
+from ._native import ConcurrentDict
 
 _MutableMapping.register(ConcurrentDict)
 

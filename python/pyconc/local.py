@@ -53,7 +53,7 @@ class BatchExecutor:
     queue).
     """
 
-    __slots__ = ("_source", "_size", "_buffer", "_lock")
+    __slots__ = ("_buffer", "_lock", "_size", "_source")
 
     def __init__(self, source, size):
         if not callable(source):

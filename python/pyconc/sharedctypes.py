@@ -12,8 +12,15 @@ import functools
 from . import _native
 
 __all__ = [
-    "RawValue", "RawArray", "Value", "Array", "synchronized", "typecode_to_type",
-    "Synchronized", "SynchronizedArray", "SynchronizedString",
+    "Array",
+    "RawArray",
+    "RawValue",
+    "Synchronized",
+    "SynchronizedArray",
+    "SynchronizedString",
+    "Value",
+    "synchronized",
+    "typecode_to_type",
 ]
 
 typecode_to_type = {
@@ -67,7 +74,7 @@ _native_codes = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _buffer_format(type_):
     return _native_codes.get(type_) or memoryview(type_()).format
 
@@ -79,7 +86,7 @@ def _new_buffer(type_, length, handle=None, reserve=True):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shared_type(type_, length):
     """A subclass of ``type_`` (or of ``type_ * length``) whose instances pickle as shared-memory handles."""
     base = type_ if length is None else type_ * length
@@ -234,7 +241,7 @@ def _wrapper_class(obj):
     return _struct_wrapper(obj._pyconc_spec[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _struct_wrapper(type_):
     """``Synchronized<Name>`` for a ctypes Structure/Union: each field is a property read and written under the
     lock (what ``multiprocessing.sharedctypes.synchronized`` builds)."""

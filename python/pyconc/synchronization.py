@@ -64,7 +64,7 @@ class IntervalLock:
     """A lock that a long-running holder yields to waiters once per `interval` seconds, at the points where it
     calls `poll()`. Cross-process: waiters in other processes count too."""
 
-    __slots__ = ("_lock", "_waiters", "_interval", "_since", "__weakref__")
+    __slots__ = ("__weakref__", "_interval", "_lock", "_since", "_waiters")
 
     def __init__(self, interval=0.005, *, _parts=None):
         interval = float(interval)

@@ -98,8 +98,8 @@ def test_round_trip(value):
     else:
         assert same(back, value), (value, back)
     # Any buffer decodes, including mutable ones (through the raw-pointer path).
-    assert same(decode(bytearray(data)), back) or isinstance(value, np.ndarray) and value.dtype.hasobject
-    assert same(decode(memoryview(data)), back) or isinstance(value, np.ndarray) and value.dtype.hasobject
+    assert same(decode(bytearray(data)), back) or (isinstance(value, np.ndarray) and value.dtype.hasobject)
+    assert same(decode(memoryview(data)), back) or (isinstance(value, np.ndarray) and value.dtype.hasobject)
 
 
 def test_native_types_are_not_pickled():

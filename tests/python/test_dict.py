@@ -4,10 +4,10 @@ import threading
 from collections.abc import MutableMapping
 
 import pytest
-from conftest import run_procs
-from dict_workers import add_many, check_and_write, update_with_many, write_range
 
 import pyconc
+from conftest import run_procs
+from dict_workers import add_many, check_and_write, update_with_many, write_range
 from pyconc import ConcurrentDict
 from pyconc.tools.stress_dict import run_dict
 

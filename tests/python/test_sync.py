@@ -1,9 +1,7 @@
 """pyconc.synchronize: drop-in semantics (as CPython's own tests check them), processes, pickling, Ctrl-C."""
 
 import asyncio
-import gc
 import multiprocessing
-import os
 import pickle
 import signal
 import subprocess
@@ -14,9 +12,9 @@ import time
 import pytest
 
 import pyconc
-from pyconc import _native
-from conftest import run_procs
 import sync_workers as w
+from conftest import run_procs
+from pyconc import _native
 
 
 def elapsed(fn, *args, **kwargs):

@@ -202,7 +202,7 @@ def bench_arrays(quick):
         rows.append(row("arrays", "attach in a spawned child", t_attach_ours * 1e3, t_attach_shm * 1e3, "ms",
                          "SharedMemory", higher_is_better=False))
 
-        gbps = lambda view: 8 * n / median_time(view.sum, repeat) / 1e9  # noqa: E731
+        gbps = lambda view: 8 * n / median_time(view.sum, repeat) / 1e9
         rows.append(row("arrays", "numpy sum over shared memory", gbps(ours_view), gbps(shm_view), "GB/s",
                          "SharedMemory"))
         del shm_view
