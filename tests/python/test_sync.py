@@ -529,7 +529,7 @@ def test_handle_of_wrong_type_is_rejected():
     e = pyconc.Event()
     h = e._handle
     with pytest.raises(ValueError):
-        _native.Lock(_handle=("Lock",) + h[1:])  # a forged type name: the segment's own header says Event
+        _native.Lock(_handle=("Lock", *h[1:]))  # a forged type name: the segment's own header says Event
     with pytest.raises(TypeError, match="a handle of a Event cannot be opened as a Semaphore"):
         _native.Semaphore(_handle=h)
 

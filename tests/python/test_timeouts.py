@@ -152,7 +152,7 @@ def test_huge_timeouts_mean_forever(case, timeout):
 @pytest.mark.parametrize("case", sorted(set(CASES) - set(AVAILABLE)))
 def test_nan_is_a_value_error(case):
     # (A call that succeeds without waiting may not look at the timeout, as in multiprocessing.)
-    got, elapsed = _outcome(case, pyconc, float("nan"))
+    got, _elapsed = _outcome(case, pyconc, float("nan"))
     assert got == ("raised", "ValueError")
 
 

@@ -119,7 +119,7 @@ def _attach_shm(name, n, q):
 def _child_attach_time(target, args):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=target, args=args + (q,))
+    p = ctx.Process(target=target, args=(*args, q))
     p.start()
     elapsed, _ = q.get(timeout=120)
     p.join(120)

@@ -1,17 +1,17 @@
 """Synchronisation benchmarks: pyconc against multiprocessing, measured in the same run.
 
-``run(quick) -> list[dict]``: one row per measurement with ``name``, ``pyconc``, ``mp``, ``ratio`` (how many
-times better pyconc is: a throughput ratio, or a latency ratio mp/pyconc) and ``unit``.
+``run(quick) -> list[Row]``: one row per measurement, as ``_measure.row`` builds them (``ratio`` is how many
+times better pyconc is: a throughput ratio, or a latency ratio mp/pyconc).
 
 Method: processes are started with the fork context; both sides run the same Python loop; contended and
 ping-pong figures are blocking waits (futexes for pyconc, POSIX semaphores for multiprocessing) between two
 processes pinned to two different CPUs (``os.sched_setaffinity``; unpinned on a 1-CPU machine), so that the
-"contended" lock really is contended and a wake-up crosses CPUs, as in the stdlib anchors. Lock pairs/s count acquire+release pairs;
-the uncontended figure is the median of 5 alternating runs; ping-pong is the median round trip of set/wait/clear between two Events; Barrier(2) is the mean time per round
-of two processes calling ``wait()`` in a loop. The lock loops are ``lock.acquire(); lock.release()`` in a plain
-``for`` loop. Where the two processes run (same CPU or not) changes the cross-process figures several-fold on a
-small VM (the README also gives same-CPU figures): compare ratios from one run.
-"""
+"contended" lock really is contended and a wake-up crosses CPUs, as in the stdlib anchors. Lock pairs/s count
+acquire+release pairs; the uncontended figure is the median of 5 alternating runs; ping-pong is the median round
+trip of set/wait/clear between two Events; Barrier(2) is the mean time per round of two processes calling
+``wait()`` in a loop. The lock loops are ``lock.acquire(); lock.release()`` in a plain ``for`` loop. Where the
+two processes run (same CPU or not) changes the cross-process figures several-fold on a small VM (the README
+also gives same-CPU figures): compare ratios from one run."""
 
 import contextlib
 import multiprocessing as mp

@@ -57,7 +57,7 @@ def _stress(args):
     if args.structure == "dict":
         from . import stress_dict
 
-        ok, result = stress_dict.run_dict(args.procs, args.ops, args.start_method, args.kill, args.seed, args.timeout)
+        ok, _ = stress_dict.run_dict(args.procs, args.ops, args.start_method, args.kill, args.seed, args.timeout)
         return 0 if ok else 1
     from . import stress
 
