@@ -58,7 +58,7 @@ lint-rust:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --lib --tests -- -D warnings
 
 lint-python: $(VENV)/.stamp
-	$(PY) -m ruff check python tests/python
+	$(PY) -m ruff check python tests/python tests/typing
 	$(PY) -m mypy
 
 clean:
