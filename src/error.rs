@@ -25,6 +25,10 @@ pub enum Error {
     NoSpace(String),
     /// A wait ran out of time (mapped by callers to `False`, `queue.Empty`, ...).
     Timeout,
+    /// A lock that pyconc only ever holds briefly stayed held by a live process for longer than
+    /// `platform::limits::lock_timeout` (a stopped process, or a corrupt segment); the message names the holder
+    /// (Python: `TimeoutError`).
+    Stuck(String),
     /// A blocking wait was interrupted by a signal the caller must look at (Python: run signal handlers).
     Interrupted,
     /// An operating-system call failed (Python: `OSError` with the errno).
@@ -42,7 +46,8 @@ impl fmt::Display for Error {
             | Error::Invalid(m)
             | Error::Type(m)
             | Error::Full(m)
-            | Error::NoSpace(m) => f.write_str(m),
+            | Error::NoSpace(m)
+            | Error::Stuck(m) => f.write_str(m),
             Error::Timeout => f.write_str("timed out"),
             Error::Interrupted => f.write_str("interrupted by a signal"),
             Error::Os(e) => write!(f, "{e}"),

@@ -56,6 +56,7 @@ _LAZY: "dict[str, str | None]" = {
     "LocalWrapper": ".local",
     "synchronization": None,
     "local": None,
+    "ProcessSemaphore": ".aio",
 }
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "LocalWrapper",
     "Lock",
     "OwnerDiedWarning",
+    "ProcessSemaphore",
     "Queue",
     "RLock",
     "RWLock",

@@ -24,6 +24,19 @@ DEFAULT_SLOTS = 65_536
 DEFAULT_HEAP_BYTES = 64 << 20
 
 
+_aio = None
+
+
+def _bridge():
+    """pyconc.aio, imported on first use (it imports asyncio: ~40 ms at `import pyconc`)."""
+    global _aio
+    if _aio is None:
+        from . import aio
+
+        _aio = aio
+    return _aio
+
+
 class _Base(_native.QueueCore):
     """Shared plumbing: creation from a maxsize, asyncio forms. Pickling as a handle is native (`_native._rebuild`
     rebuilds the subclass, its `__dict__` and its timeout rules).
@@ -55,43 +68,16 @@ class _Base(_native.QueueCore):
     def maxsize(self):
         return self._maxsize
 
-    # -- asyncio: wait in a worker thread without taking anything, then take on the loop thread, so a
-    #    cancelled waiter never loses an item.
+    # -- asyncio: tried on the loop thread, waited for through the bridge of pyconc.aio (no thread per waiter),
+    #    so a cancelled waiter never loses an item.
 
     async def get_async(self, timeout=None):
         """Awaitable get: never blocks the event loop. Raises queue.Empty after `timeout` seconds."""
-        import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            try:
-                return self.get(block=False)
-            except Empty:
-                pass
-            left = 0.1 if deadline is None else min(0.1, deadline - loop.time())
-            if left <= 0:
-                raise Empty
-            await loop.run_in_executor(None, self.wait_ready, True, left)
+        return await _bridge().queue_get(self, timeout)
 
     async def put_async(self, item, timeout=None):
         """Awaitable put: never blocks the event loop. Raises queue.Full after `timeout` seconds."""
-        import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        backoff = 0.0
-        while True:
-            try:
-                return self.put(item, block=False)
-            except Full:
-                pass
-            left = 0.1 if deadline is None else min(0.1, deadline - loop.time())
-            if left <= 0:
-                raise Full
-            ready = await loop.run_in_executor(None, self.wait_ready, False, left)
-            if ready:
-                # A free slot but no heap room (large items): back off instead of spinning.
-                backoff = min(0.01, backoff * 2 or 0.0005)
-                await asyncio.sleep(backoff)
+        await _bridge().queue_put(self, item, timeout)
 
 
 class ConcurrentQueue(_Base):

@@ -10,11 +10,11 @@ issued, and ``lock.owner_died`` is True until that holding is released. A proces
 Barrier breaks it: every other waiter gets ``threading.BrokenBarrierError``.
 
 asyncio: every blocking operation has an awaitable form (``acquire_async``, ``async with``, ``wait_async``, ...)
-that never blocks the event loop: it tries without waiting first, then waits in a worker thread in short slices
-and takes the primitive from the event-loop thread, so a cancelled waiter never leaves it acquired.
+that never blocks the event loop and costs no thread per waiter: it tries without waiting first, then waits
+through the bridge of :mod:`pyconc.aio` (one waker thread per process sleeps on every awaited futex word) and
+takes the primitive from the event-loop thread, so a cancelled waiter never leaves it acquired.
 """
 
-import concurrent.futures
 import multiprocessing
 import os
 import threading
@@ -36,95 +36,6 @@ __all__ = [
     "RWLock",
     "Semaphore",
 ]
-
-# Longest single wait of a worker thread on behalf of a coroutine: bounds how long a cancelled waiter's thread
-# stays busy.
-_SLICE = 0.25
-_MAX_WAITERS = 64
-
-_executor = None
-_executor_lock = threading.Lock()
-
-
-def _get_executor():
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=_MAX_WAITERS, thread_name_prefix="pyconc-sync-wait"
-            )
-        return _executor
-
-
-def _after_fork_in_child():
-    # The parent's worker threads do not exist in the child.
-    global _executor, _executor_lock
-    _executor = None
-    _executor_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _deadline(timeout):
-    # As the blocking forms read it (multiprocessing's rule): None waits forever, a negative timeout means 0.
-    if timeout is None:
-        return None
-    return time.monotonic() + max(0.0, timeout)
-
-
-def _slice(deadline):
-    if deadline is None:
-        return _SLICE
-    return max(0.0, min(_SLICE, deadline - time.monotonic()))
-
-
-def _expired(deadline):
-    return deadline is not None and time.monotonic() >= deadline
-
-
-async def _in_thread(fn, *args):
-    import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
-    return await asyncio.get_running_loop().run_in_executor(_get_executor(), fn, *args)
-
-
-async def _acquire_async(try_first, try_again, wait_free, timeout):
-    """Acquire from the event-loop thread: ``try_first()``, then alternately wait in a worker thread until the
-    primitive looks available (``wait_free(seconds)``, which takes nothing) and ``try_again()``. Cancelling
-    leaves nothing acquired."""
-    if try_first():
-        return True
-    deadline = _deadline(timeout)
-    while True:
-        if _expired(deadline):
-            return try_again()
-        await _in_thread(wait_free, _slice(deadline))
-        if try_again():
-            return True
-
-
-async def _acquire_async_undoable(acquire, release, timeout):
-    """For primitives any thread of the process may release (RWLock): acquire in a worker thread, one slice at a
-    time; if the coroutine is cancelled while a slice is running, release what that slice acquired."""
-    import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
-    deadline = _deadline(timeout)
-    while True:
-        fut = _get_executor().submit(acquire, _slice(deadline))
-        try:
-            got = await asyncio.wrap_future(fut)
-        except asyncio.CancelledError:
-
-            def undo(f):
-                if not f.cancelled() and f.exception() is None and f.result():
-                    release()
-
-            fut.add_done_callback(undo)
-            raise
-        if got:
-            return True
-        if _expired(deadline):
-            return False
-
 
 def _owner_name(owner):
     if owner is None:
@@ -189,43 +100,42 @@ def _repr(obj):
     return object.__repr__(obj)
 
 
+_aio = None
+
+
+def _bridge():
+    """pyconc.aio, imported on first use (it imports asyncio: ~40 ms at `import pyconc`)."""
+    global _aio
+    if _aio is None:
+        from . import aio
+
+        _aio = aio
+    return _aio
+
+
 async def _acquire_async_of(lock, timeout=None):
     """``acquire_async`` of Lock, RLock and Semaphore."""
-    if isinstance(lock, _native.Semaphore):
-        wait_free, try_again = lock._wait_available, (lambda: lock.acquire(False))
-    else:
-        wait_free, try_again = lock._wait_unlocked, (lambda: lock.acquire(True, 0.0))
-    return await _acquire_async(lambda: lock.acquire(False), try_again, wait_free, timeout)
+    return await _bridge().acquire(lock, timeout)
 
 
 async def _aenter(lock):
-    await _acquire_async_of(lock)
+    await _bridge().acquire(lock)
 
 
 async def _aexit(lock):
-    lock.release()
+    _bridge().release(lock)
 
 
 async def _event_wait_async(event, timeout=None):
-    if event.is_set():
-        return True
-    deadline = _deadline(timeout)
-    while True:
-        if await _in_thread(event.wait, _slice(deadline)):
-            return True
-        if _expired(deadline):
-            return event.is_set()
+    return await _bridge().event_wait(event, timeout)
 
 
 async def _barrier_wait_async(barrier, timeout=None):
-    return await _in_thread(barrier.wait, timeout)
+    return await _bridge().barrier_wait(barrier, timeout)
 
 
 async def _rw_lock_async(rw, write, timeout=None):
-    acquire, release = (rw.lock_write, rw.unlock_write) if write else (rw.lock_read, rw.unlock_read)
-    if acquire(0):
-        return True
-    return await _acquire_async_undoable(acquire, release, timeout)
+    return await _bridge().rw_lock(rw, write, timeout)
 
 
 class Condition:
@@ -272,7 +182,7 @@ class Condition:
         await self._lock.acquire_async()
 
     async def __aexit__(self, *exc):
-        self._lock.release()
+        _bridge().release(self._lock)
 
     def acquire(self, *args, **kwargs):
         return self._lock.acquire(*args, **kwargs)
@@ -302,16 +212,12 @@ class Condition:
             self._lock._acquire_restore(saved)
 
     async def _acquire_restore_async(self, saved):
+        aio = _bridge()
         lock = self._lock
         if saved is None:
-            await lock.acquire_async()
-        else:
-            await _acquire_async(
-                lambda: lock._try_acquire_restore(saved),
-                lambda: lock._try_acquire_restore(saved),
-                lock._wait_unlocked,
-                None,
-            )
+            await aio.acquire(lock)
+        elif not lock._try_acquire_restore(saved):
+            await aio.take(lock, "lock", lambda: True if lock._try_acquire_restore(saved) else aio.NO)
 
     def wait(self, timeout=None):
         """Releases the lock, waits for a notify or the timeout, re-acquires; returns False on timeout."""
@@ -358,19 +264,16 @@ class Condition:
     async def wait_async(self, timeout=None):
         """Awaitable ``wait``: never blocks the event loop."""
         import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
+
+        aio = _bridge()
         if not self._is_owned():
             raise AssertionError("must acquire() condition before using wait()")
         queue = self._queue
         slot = queue.prepare()
         saved = self._release_save()
-        deadline = _deadline(timeout)
         cancelled = None
         try:
-            while True:
-                if await _in_thread(queue._wait_slice, slot, _slice(deadline)):
-                    break
-                if _expired(deadline):
-                    break
+            await aio.cond_wait(queue, slot, timeout)
             return queue.cancel(slot)
         except BaseException:
             queue.cancel(slot)
@@ -387,7 +290,7 @@ class Condition:
 
     async def wait_for_async(self, predicate, timeout=None):
         """Awaitable ``wait_for``."""
-        deadline = _deadline(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         result = predicate()
         while not result:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -425,7 +328,7 @@ class _RWHold:
         return rw
 
     async def __aexit__(self, *exc):
-        self.__exit__(*exc)
+        _bridge().rw_release(self._rw, self._write)
 
 
 # The native classes delegate their reprs and asyncio forms to these.

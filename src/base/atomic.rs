@@ -16,5 +16,7 @@ pub use loom::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU16, AtomicU32,
 
 /// Process-local atomics: the standard types under every configuration.
 pub mod local {
-    pub use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+    pub use std::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
 }

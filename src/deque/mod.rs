@@ -392,7 +392,7 @@ impl SharedDeque {
         let footprint = Heap::footprint(size);
         let seg = Segment::create(Kind::Deque, DEQUE_VERSION, footprint)?;
         // Every process using the deque may come to need this segment, even after we exit: make them users now.
-        seg.register_on_behalf(&self.main.users());
+        seg.register_on_behalf(&self.main.users()?)?;
         let heap_off = seg.info().data_offset;
         Heap::init(&seg, Offset::new(heap_off), footprint)?;
         let bytes = seg.name().as_bytes();

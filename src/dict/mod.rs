@@ -46,6 +46,7 @@ mod tests;
 use crate::base::atomic::{fence, AtomicU64, Ordering};
 use crate::error::corrupt;
 use crate::platform::futex::Deadline;
+use crate::platform::limits;
 use crate::segment::alloc::{Heap, HeapHeader};
 use crate::segment::shm::Reserve;
 use crate::segment::{Kind, Mapped, MappedSlice, Offset, Segment, ShmSafe};
@@ -54,6 +55,7 @@ use crate::{Error, Result};
 use layout::*;
 use std::mem::size_of;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 /// Default heap size of the main segment (pages are only backed once used).
 pub const DEFAULT_HEAP_BYTES: u64 = 64 << 20;
@@ -496,9 +498,9 @@ impl SharedDict {
     fn add_segment(&self, seen: usize, need: u64) -> Result<()> {
         let hdr = self.header();
         let lock = &hdr.grow_lock;
-        // Short critical section without Python code: a plain blocking acquire is fine (a dead holder is taken
-        // over, and nothing it did needs repair: the segment count is only published last).
-        let _ = lock.lock_as(owner::me(), &Deadline::after(None))?;
+        // Short critical section without Python code (a dead holder is taken over, and nothing it did needs
+        // repair: the segment count is only published last); a live holder is waited for within the lock timeout.
+        let _ = lock_within_patience(lock, "grow lock")?;
         struct Release<'a>(&'a crate::sync::lock::LockState);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
@@ -519,7 +521,7 @@ impl SharedDict {
         let fixed = Reserve::Prefix(size_of::<HeapHeader>() as u64);
         let seg = Segment::create_reserving(Kind::Dict, DICT_VERSION, footprint, &[], fixed)?;
         // Every process using the dict may come to need this segment, even after we exit: make them users now.
-        seg.register_on_behalf(&self.main.users());
+        seg.register_on_behalf(&self.main.users()?)?;
         let heap_off = seg.info().data_offset;
         Heap::init(&seg, Offset::new(heap_off), footprint)?;
         let bytes = seg.name().as_bytes();
@@ -688,14 +690,33 @@ impl SharedDict {
         Ok(true)
     }
 
-    /// Number of keys (the sum of the shard counters; not a snapshot while writers run).
-    pub fn len(&self) -> u64 {
-        (0..self.nshards).map(|i| self.shard(i).len.load(Ordering::Relaxed)).sum()
+    /// Number of keys (the sum of the shard counters; not a snapshot while writers run). A counter larger than
+    /// its shard's table can hold is corrupt: an error, not a number to allocate for.
+    pub fn len(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for i in 0..self.nshards {
+            let sh = self.shard(i);
+            // The counter and the table it counts, as of one version (writers change both inside one).
+            let seen = self.optimistic(i, |d, t| Ok((sh.len.load(Ordering::Relaxed), d.table(t)?.cap)))?;
+            let (len, cap) = match seen {
+                Some(v) => v,
+                // Writers kept the shard busy: the table is at most twice the size of any we could have missed.
+                None => {
+                    let cap = self.table(sh.table.load(Ordering::Acquire))?.cap;
+                    (sh.len.load(Ordering::Relaxed).min(cap.saturating_mul(2)), cap.saturating_mul(2))
+                }
+            };
+            if len > cap {
+                return Err(corrupt!("dict shard {i} counts {len} keys in a table of {cap} slots"));
+            }
+            total += len;
+        }
+        Ok(total)
     }
 
     /// Whether the dict has no keys.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
     }
 
     /// Whether the calling thread holds shard `i`'s lock (a re-entrant attempt would deadlock).
@@ -717,6 +738,16 @@ impl SharedDict {
     pub fn lock(&self, i: u32, deadline: &Deadline) -> Result<ShardGuard<'_>> {
         let sh = self.shard(i);
         let a = sh.lock.lock_as(owner::me(), deadline)?;
+        self.guard(sh, a.owner_died())
+    }
+
+    /// Takes shard `i`'s lock, waiting until `patience` (made from [`limits::lock_timeout`] by the caller, once,
+    /// so that retries after a signal keep the same bound) for a live holder, then failing with [`Error::Stuck`]
+    /// naming it. Writers hold a shard lock for one change (or an `update_with` callback), so a holder that keeps
+    /// it that long is stopped, or the lock word is corrupt. Blocks: release the GIL.
+    pub fn lock_patiently(&self, i: u32, patience: &Deadline) -> Result<ShardGuard<'_>> {
+        let sh = self.shard(i);
+        let a = lock_until(&sh.lock, &format!("shard {i} lock"), patience)?;
         self.guard(sh, a.owner_died())
     }
 
@@ -753,6 +784,9 @@ impl SharedDict {
         let mut guards = Vec::with_capacity(self.nshards as usize);
         for i in 0..self.nshards {
             match deadline {
+                Some(dl) if dl.is_forever() => {
+                    guards.push(self.lock_patiently(i, &Deadline::after(Some(limits::lock_timeout())))?)
+                }
                 Some(dl) => guards.push(self.lock(i, dl)?),
                 None => match self.try_lock(i)? {
                     Some(g) => guards.push(g),
@@ -844,13 +878,52 @@ fn entry_owner_alive(st: u64, me: owner::Me) -> bool {
     pid == me.pid || crate::platform::process::identity_of(pid).is_some_and(|id| id.start_time & 0xffff == start)
 }
 
+/// Takes a lock of the dict's (a shard's, the grow lock), waiting at most [`limits::lock_timeout`] for a live
+/// holder; [`Error::Stuck`] naming it after that. A dead holder is taken over (`Acquired::OwnerDied`).
+fn lock_within_patience(lock: &crate::sync::lock::LockState, what: &str) -> Result<crate::sync::lock::Acquired> {
+    lock_within(lock, what, limits::lock_timeout())
+}
+
+fn lock_within(
+    lock: &crate::sync::lock::LockState,
+    what: &str,
+    patience: std::time::Duration,
+) -> Result<crate::sync::lock::Acquired> {
+    lock_until(lock, what, &Deadline::after(Some(patience)))
+}
+
+fn lock_until(
+    lock: &crate::sync::lock::LockState,
+    what: &str,
+    deadline: &Deadline,
+) -> Result<crate::sync::lock::Acquired> {
+    match lock.lock_as(owner::me(), deadline) {
+        Err(crate::sync::wait::WaitError::TimedOut) => {
+            let holder = lock.owner().map_or(0, |o| o.pid);
+            Err(stuck(what, holder, limits::lock_timeout()))
+        }
+        r => Ok(r?),
+    }
+}
+
+fn stuck(what: &str, holder: u32, patience: std::time::Duration) -> Error {
+    Error::Stuck(format!(
+        "ConcurrentDict: the {what} has been held by live process {holder} for more than {:.1} s (a stopped \
+         process, a very long update_with callback, or a corrupt segment); set {} to wait longer",
+        patience.as_secs_f64(),
+        limits::LOCK_TIMEOUT_ENV
+    ))
+}
+
 /// Takes the lock of entry `ent`, waiting for an in-place writer that holds it and taking it over from one that
-/// died. Returns the entry's unlocked state. Lock holders only copy bytes, so the wait is short.
+/// died. Returns the entry's unlocked state. Lock holders only copy bytes, so the wait is short; a live holder
+/// that keeps it past [`limits::lock_timeout`] is reported ([`Error::Stuck`]).
 fn acquire_entry(h: &EntryHeader) -> Result<u64> {
     let me = owner::me();
     let mine = entry_owner(me);
     let backoff = crossbeam_utils::Backoff::new();
     let mut spins = 0u32;
+    let mut since: Option<Instant> = None;
     loop {
         let st = h.state.load(Ordering::Relaxed);
         if st & ENTRY_MARK == 0 {
@@ -869,6 +942,14 @@ fn acquire_entry(h: &EntryHeader) -> Result<u64> {
                 return Ok(free);
             }
             continue;
+        }
+        if !cfg!(loom) && spins % 1024 == 0 {
+            let start = *since.get_or_insert_with(Instant::now);
+            let patience = limits::lock_timeout();
+            if start.elapsed() > patience {
+                let pid = ((st & ENTRY_PID_MASK) >> ENTRY_PID_SHIFT) as u32;
+                return Err(stuck("lock of an entry", pid, patience));
+            }
         }
         if cfg!(loom) || backoff.is_completed() {
             crate::base::yield_now();
@@ -921,7 +1002,7 @@ impl ShardGuard<'_> {
     /// Makes the version odd: readers that overlap what follows will retry.
     fn begin(&self) -> u64 {
         let s = self.sh.seq.load(Ordering::Relaxed);
-        self.sh.seq.store(s + 1, Ordering::Relaxed);
+        self.sh.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         // Release fence: the odd version is ordered before every store that follows (a reader that sees any of
         // them then sees a changed version on its re-check).
         fence(Ordering::Release);
@@ -930,7 +1011,7 @@ impl ShardGuard<'_> {
 
     fn end(&self, s: u64) {
         // Release: readers that load the new even version see the whole change.
-        self.sh.seq.store(s + 2, Ordering::Release);
+        self.sh.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
     /// Finds `key`; returns `(slot index, entry ref)`.
@@ -958,10 +1039,14 @@ impl ShardGuard<'_> {
 
     /// Copies every entry (see [`records`]).
     pub fn dump(&self, out: &mut Vec<u8>) -> Result<usize> {
+        let start = Instant::now();
         loop {
             // Only in-place writers can interfere now, and each finishes within a copy.
             if let Some(n) = self.d.dump(self.sh.table.load(Ordering::Relaxed), out)? {
                 return Ok(n);
+            }
+            if start.elapsed() > limits::lock_timeout() {
+                return Err(corrupt!("dict entries kept changing under the shard lock (a corrupt entry state?)"));
             }
         }
     }
@@ -1060,26 +1145,36 @@ impl ShardGuard<'_> {
         self.reserve_one()?;
         let new = self.build_entry(key, orig, value)?;
         crash_point(3);
-        let t = self.table()?;
-        let mut i = hash;
-        for _ in 0..t.cap {
-            let slot = t.slot(i);
-            let e = slot.entry.load(Ordering::Relaxed);
-            if e == SLOT_EMPTY || e == SLOT_TOMBSTONE {
-                let s = self.begin();
-                slot.hash.store(hash, Ordering::Relaxed);
-                crash_point(4);
-                // The single publishing store: before it the slot is free, after it the entry is live.
-                slot.entry.store(new, Ordering::Release);
-                crash_point(5);
-                self.sh.len.fetch_add(1, Ordering::Relaxed);
-                if e == SLOT_TOMBSTONE {
-                    self.sh.tombstones.fetch_sub(1, Ordering::Relaxed);
+        for attempt in 0..2 {
+            let t = self.table()?;
+            let mut i = hash;
+            for _ in 0..t.cap {
+                let slot = t.slot(i);
+                let e = slot.entry.load(Ordering::Relaxed);
+                if e == SLOT_EMPTY || e == SLOT_TOMBSTONE {
+                    let s = self.begin();
+                    slot.hash.store(hash, Ordering::Relaxed);
+                    crash_point(4);
+                    // The single publishing store: before it the slot is free, after it the entry is live.
+                    slot.entry.store(new, Ordering::Release);
+                    crash_point(5);
+                    self.sh.len.fetch_add(1, Ordering::Relaxed);
+                    if e == SLOT_TOMBSTONE {
+                        self.sh.tombstones.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    self.end(s);
+                    return Ok(true);
                 }
-                self.end(s);
-                return Ok(true);
+                i = i.wrapping_add(1);
             }
-            i = i.wrapping_add(1);
+            // Full although the counters said there was room (they are off, e.g. corrupt): grow from what the
+            // table really holds, which also fixes the counters, and try once more.
+            if attempt == 0 {
+                if let Err(e) = self.grow() {
+                    let _ = self.retire(new);
+                    return Err(e);
+                }
+            }
         }
         let _ = self.retire(new);
         Err(corrupt!("dict shard table has no free slot"))
@@ -1164,15 +1259,24 @@ impl ShardGuard<'_> {
     fn reserve_one(&mut self) -> Result<()> {
         let t = self.table()?;
         let len = self.sh.len.load(Ordering::Relaxed);
-        let used = len + self.sh.tombstones.load(Ordering::Relaxed) + 1;
-        if used * 4 <= t.cap * 3 {
+        let used = len.saturating_add(self.sh.tombstones.load(Ordering::Relaxed)).saturating_add(1);
+        if used.saturating_mul(4) <= t.cap * 3 {
             return Ok(());
         }
-        let mut cap = t.cap;
-        while (len + 1) * 2 > cap {
+        self.grow()
+    }
+
+    /// Rehashes into a table sized from the entries the current one really holds (not from the counters, which
+    /// a writer that died or a corrupt segment can leave at any value): at least twice as many slots, never
+    /// fewer than now. The table's own capacity is bounded by its block, which is inside the segment.
+    fn grow(&mut self) -> Result<()> {
+        let t = self.table()?;
+        let live = (0..t.cap).filter(|&i| t.slot(i).entry.load(Ordering::Relaxed) > SLOT_TOMBSTONE).count() as u64;
+        let mut cap = t.cap.max(MIN_CAPACITY);
+        while (live + 1) * 2 > cap {
             cap *= 2;
         }
-        self.rehash(cap.max(MIN_CAPACITY))
+        self.rehash(cap)
     }
 
     /// Moves every live slot into a new table of `cap` slots and publishes it with one store.
@@ -1190,14 +1294,21 @@ impl ShardGuard<'_> {
             }
             let h = slot.hash.load(Ordering::Relaxed);
             let mut j = h;
-            loop {
+            let mut placed = false;
+            for _ in 0..nt.cap {
                 let ns = nt.slot(j);
                 if ns.entry.load(Ordering::Relaxed) == SLOT_EMPTY {
                     ns.hash.store(h, Ordering::Relaxed);
                     ns.entry.store(e, Ordering::Relaxed);
+                    placed = true;
                     break;
                 }
                 j = j.wrapping_add(1);
+            }
+            if !placed {
+                // More entries than were counted: the old table changed under the lock (a corrupt segment).
+                let _ = self.d.free(fresh);
+                return Err(corrupt!("dict shard grew while it was being rehashed"));
             }
             live += 1;
         }
@@ -1218,7 +1329,7 @@ impl ShardGuard<'_> {
         self.repaired = true;
         let s = self.sh.seq.load(Ordering::Relaxed);
         let s = s & !1;
-        self.sh.seq.store(s + 1, Ordering::Relaxed);
+        self.sh.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
         // A dead writer may have been between taking a spare and using it: forget the cache (blocks leak).
         for spare in &self.sh.spare {

@@ -3,7 +3,7 @@
 use crate::base::atomic::{AtomicI64, AtomicU64, Ordering};
 use crate::segment::{Kind, Mapped, Offset, Segment};
 use crate::shm_struct;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Payload layout version of [`Kind::Atomic`] segments.
 pub const ATOMIC_VERSION: u32 = 1;
@@ -39,10 +39,19 @@ impl SharedAtomic {
         Ok(a)
     }
 
-    /// Attaches to the cell at `offset` (the payload offset when `None`) of `seg`, checking kind and bounds.
+    /// Attaches to the cell of `seg`, checking kind and version. A handle's `offset` must be the payload offset,
+    /// the one place an atomic segment holds its cell: any other (the segment header, the user table) would let
+    /// a forged handle read or overwrite what is not the cell.
     pub fn from_segment(seg: Segment, offset: Option<u64>) -> Result<SharedAtomic> {
         seg.info().expect(seg.name_local(), Kind::Atomic, ATOMIC_VERSION)?;
-        let off: Offset<AtomicCell> = offset.map(Offset::new).unwrap_or_else(|| seg.data_offset());
+        let off: Offset<AtomicCell> = seg.data_offset();
+        if let Some(o) = offset.filter(|&o| o != off.get()) {
+            return Err(Error::Invalid(format!(
+                "offset {o:#x} of {} is not where its atomic cell lives ({:#x})",
+                seg.name_local(),
+                off.get()
+            )));
+        }
         Ok(SharedAtomic { cell: Mapped::new(&seg, off)? })
     }
 
@@ -148,6 +157,12 @@ mod tests {
         let a = SharedAtomic::create(0).unwrap();
         assert!(SharedAtomic::open(a.segment().name(), Some(a.segment().len())).is_err());
         assert!(SharedAtomic::open(a.segment().name(), Some(4096 + 4)).is_err(), "misaligned");
+        // Issue 11, item 9: a forged handle into the segment header (whose magic get() returned and set(0)
+        // destroyed) or anywhere but the cell.
+        for off in [0, 8, 40, 256, a.offset() + 64, a.offset() - 64] {
+            assert!(matches!(SharedAtomic::open(a.segment().name(), Some(off)), Err(Error::Invalid(_))), "{off}");
+        }
+        assert!(SharedAtomic::open(a.segment().name(), Some(a.offset())).is_ok());
         let blk = crate::objects::block::SharedBlock::create(0, 8, 1).unwrap();
         assert!(SharedAtomic::open(blk.segment().name(), None).is_err());
     }

@@ -44,6 +44,108 @@ pub fn wake(word: &AtomicU32, n: u32) -> usize {
     futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
 }
 
+/// What [`wait_any`] saw. Spurious returns are possible: callers re-check every word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyResult {
+    /// The word at this index was woken.
+    Woken(usize),
+    /// Some word no longer held its expected value when the kernel looked (which one is not said), or the
+    /// kernel refused a word (EFAULT, EINVAL): re-check them all.
+    Changed,
+    /// The timeout elapsed.
+    TimedOut,
+    /// A signal arrived (EINTR).
+    Interrupted,
+    /// This kernel has no `futex_waitv` (before Linux 5.16, or a seccomp filter denies it).
+    Unsupported,
+}
+
+/// One word for [`wait_any`]: sleep while `*word == expected`. `shared` as for [`wait`] (a word in shared
+/// memory); `false` for a process-local word (a private futex, keyed on the address).
+pub struct AnyWord<'a> {
+    /// The futex word.
+    pub word: &'a AtomicU32,
+    /// The value it must still hold for the sleep to begin.
+    pub expected: u32,
+    /// Shared (cross-process) or private.
+    pub shared: bool,
+}
+
+/// Most words one [`wait_any`] call can sleep on (the kernel's `FUTEX_WAITV_MAX`).
+pub const WAIT_ANY_MAX: usize = 128;
+
+/// Sleeps until any of `words` is woken, or no longer holds its expected value, or `timeout` passes (forever
+/// when `None`): `futex_waitv(2)`, Linux 5.16+. At most [`WAIT_ANY_MAX`] words (more is `Changed`).
+#[cfg(not(loom))]
+pub fn wait_any(words: &[AnyWord<'_>], timeout: Option<Duration>) -> AnyResult {
+    use rustix::thread::futex::{Wait, WaitFlags, WaitPtr, WaitvFlags};
+    if words.len() > WAIT_ANY_MAX {
+        return AnyResult::Changed;
+    }
+    let mut v = [Wait::new(); WAIT_ANY_MAX];
+    for (slot, w) in v.iter_mut().zip(words) {
+        slot.val = w.expected as u64;
+        slot.uaddr = WaitPtr::new(w.word.as_ptr().cast());
+        slot.flags = if w.shared { WaitFlags::SIZE_U32 } else { WaitFlags::SIZE_U32 | WaitFlags::PRIVATE };
+    }
+    // The timeout of futex_waitv is an absolute time on the given clock.
+    let ts = timeout.map(|d| {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let nsec = now.tv_nsec as u64 + d.subsec_nanos() as u64;
+        rustix::time::Timespec {
+            tv_sec: now
+                .tv_sec
+                .saturating_add(d.as_secs().min(i64::MAX as u64 / 2) as i64 + (nsec / 1_000_000_000) as i64),
+            tv_nsec: (nsec % 1_000_000_000) as _,
+        }
+    });
+    match rustix::thread::futex::waitv(
+        &v[..words.len()],
+        WaitvFlags::empty(),
+        ts.as_ref(),
+        rustix::time::ClockId::Monotonic,
+    ) {
+        Ok(i) => AnyResult::Woken(i),
+        Err(rustix::io::Errno::TIMEDOUT) => AnyResult::TimedOut,
+        Err(rustix::io::Errno::INTR) => AnyResult::Interrupted,
+        Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => AnyResult::Unsupported,
+        Err(_) => AnyResult::Changed,
+    }
+}
+
+/// Under loom: a spurious return after a yield.
+#[cfg(loom)]
+pub fn wait_any(_words: &[AnyWord<'_>], _timeout: Option<Duration>) -> AnyResult {
+    loom::thread::yield_now();
+    AnyResult::Changed
+}
+
+/// Wakes up to `n` waiters on a process-local word (a private futex, as [`wait_any`] sleeps on with
+/// `shared: false`).
+#[cfg(not(loom))]
+pub fn wake_private(word: &crate::base::atomic::local::AtomicU32, n: u32) -> usize {
+    futex::wake(word, futex::Flags::PRIVATE, n).unwrap_or(0)
+}
+
+/// [`wait`] on a process-local word (a private futex).
+#[cfg(not(loom))]
+pub fn wait_private(
+    word: &crate::base::atomic::local::AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+) -> WaitResult {
+    let ts = timeout.map(|d| rustix::time::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: d.subsec_nanos() as _,
+    });
+    match futex::wait(word, futex::Flags::PRIVATE, expected, ts.as_ref()) {
+        Ok(()) | Err(rustix::io::Errno::AGAIN) => WaitResult::Woken,
+        Err(rustix::io::Errno::TIMEDOUT) => WaitResult::TimedOut,
+        Err(rustix::io::Errno::INTR) => WaitResult::Interrupted,
+        Err(_) => WaitResult::Woken,
+    }
+}
+
 /// Under loom a futex wait is modelled as a spurious wakeup after a yield (every caller re-checks its
 /// condition), and a wake does nothing.
 #[cfg(loom)]
@@ -71,6 +173,16 @@ impl Deadline {
     /// `None` waits forever.
     pub fn after(timeout: Option<Duration>) -> Self {
         Deadline(timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)))
+    }
+
+    /// A deadline at `t`.
+    pub fn at(t: Instant) -> Self {
+        Deadline(Some(t))
+    }
+
+    /// The instant, `None` for no deadline.
+    pub fn instant(&self) -> Option<Instant> {
+        self.0
     }
 
     /// Time left, `Some(ZERO)` once expired, `None` for no deadline.

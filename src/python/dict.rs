@@ -4,6 +4,7 @@
 //! conversion (encoding, decoding, pickling) happens outside the shard locks, except in the read-modify-write
 //! methods (`add`, `update_with`) whose whole point is to run under the lock.
 
+use super::blocking::block_on;
 use super::codec::{decode_bytes, encode_into, encode_key_into, with_scratch};
 use super::errors::IntoPyResult;
 use super::handle::{reduce, shared_class, Handle};
@@ -81,7 +82,10 @@ impl PyConcurrentDict {
             ));
         }
         let d = &self.inner;
-        py.detach(|| d.lock(i, &Deadline::after(None))).py(py)
+        // Bounded: a holder that keeps a shard longer than the lock timeout is reported (TimeoutError); one
+        // deadline for the whole wait, across retries after signal handlers.
+        let patience = Deadline::after(Some(crate::platform::limits::lock_timeout()));
+        block_on(py, || d.lock_patiently(i, &patience))?.py(py)
     }
 
     fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -236,8 +240,8 @@ impl PyConcurrentDict {
         })
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len() as usize
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.inner.len().py(py)? as usize)
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -423,7 +427,8 @@ impl PyConcurrentDict {
     /// process finds that a writer died).
     fn reclaim(&self, py: Python<'_>) -> PyResult<u64> {
         let d = &self.inner;
-        Ok(py.detach(|| d.reclaim(Some(&Deadline::after(None)))).py(py)?.unwrap_or(0))
+        let forever = Deadline::after(None);
+        Ok(block_on(py, || d.reclaim(Some(&forever)))?.py(py)?.unwrap_or(0))
     }
 
     /// A plain `dict` copy.

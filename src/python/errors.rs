@@ -13,6 +13,7 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Type(m) => PyTypeError::new_err(m),
         Error::Full(m) | Error::NoSpace(m) => PyMemoryError::new_err(m),
         Error::Timeout => PyTimeoutError::new_err("timed out"),
+        Error::Stuck(m) => PyTimeoutError::new_err(m),
         Error::Interrupted => match py.check_signals() {
             Err(err) => err,
             Ok(()) => pyo3::exceptions::PyInterruptedError::new_err("interrupted by a signal"),

@@ -4,8 +4,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
+mod aio;
 mod atomics;
 mod block;
+mod blocking;
 mod codec;
 mod deque;
 mod dict;
@@ -57,5 +59,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sync::register(m)?;
     dict::register(m)?;
     deque::register(m)?;
+    aio::register(m)?;
     Ok(())
 }

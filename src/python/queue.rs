@@ -1,6 +1,7 @@
 //! `QueueCore`: the native queue under `pyconc.ConcurrentQueue`, `Queue`, `SimpleQueue`, `JoinableQueue` and
 //! `StdConcurrentQueue` (the Python classes in `pyconc/queues.py` add the API shapes).
 
+use super::blocking::block_on;
 use super::codec::{decode_bytes, encode_into, with_scratch};
 use super::errors::IntoPyResult;
 use super::handle::{reduce_with, shared_class, Handle};
@@ -9,12 +10,11 @@ use crate::base::atomic::local::{AtomicU8, Ordering};
 use crate::platform::futex::Deadline;
 use crate::queue::{Attempt, QueueConfig, SharedQueue};
 use crate::segment::Kind;
-use crate::Error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pyo3::create_exception!(
     pyconc,
@@ -46,14 +46,11 @@ fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str, msg:
     }
 }
 
-/// The longest stretch a blocked call spends without the GIL before checking for signals (Ctrl-C).
-const SIGNAL_SLICE: Duration = Duration::from_millis(100);
-
 /// A queue of Python values in shared memory. Values are encoded with the pyconc codec (pickle only for types
 /// it does not know). Pickles as a handle.
 #[pyclass(module = "pyconc._native", name = "QueueCore", frozen, subclass)]
 pub struct PyQueue {
-    q: SharedQueue,
+    pub(super) q: SharedQueue,
     /// 0 open; else how `close()` was called (see `_close`).
     closed: AtomicU8,
     /// Which calls raise ValueError on a negative timeout, as `queue.Queue` does: [`STRICT_GET`] | [`STRICT_PUT`].
@@ -77,8 +74,8 @@ impl PyQueue {
         }
     }
 
-    /// Runs `op` once with the GIL (no waiting); if it would block and `block` is set, again without the GIL in
-    /// slices until it completes, the timeout passes or a signal handler raises.
+    /// Runs `op` once with the GIL (no waiting); if it would block and `block` is set, again through the
+    /// blocking path ([`block_on`]) until it completes, the timeout passes or a signal handler raises.
     fn blocking(
         &self,
         py: Python<'_>,
@@ -93,22 +90,8 @@ impl PyQueue {
             Attempt::WouldBlock if block => {}
             other => return Ok(other),
         }
-        let end = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
-            let r = py.detach(|| op(Deadline::after(Some(slice))));
-            match r {
-                Ok(Attempt::WouldBlock) => {
-                    if matches!(left, Some(l) if l <= slice) {
-                        return Ok(Attempt::WouldBlock);
-                    }
-                    py.check_signals()?;
-                }
-                Err(Error::Interrupted) => py.check_signals()?,
-                other => return other.py(py),
-            }
-        }
+        let d = Deadline::after(timeout);
+        block_on(py, || op(d))?.py(py)
     }
 
     /// Takes one encoded item into `buf` (replacing its contents), waiting as `get` does; raises queue.Empty
@@ -330,37 +313,14 @@ impl PyQueue {
         if !ring.is_joinable() {
             return Err(PyValueError::new_err("join() needs a joinable queue"));
         }
-        let end = read_timeout(timeout, Negative::Zero)?.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
-            match py.detach(|| ring.join(Deadline::after(Some(slice)))) {
-                Ok(true) => return Ok(true),
-                Ok(false) if matches!(left, Some(l) if l <= slice) => return Ok(false),
-                Ok(false) | Err(Error::Interrupted) => py.check_signals()?,
-                Err(e) => return Err(e).py(py),
-            }
-        }
+        let d = Deadline::after(read_timeout(timeout, Negative::Zero)?);
+        block_on(py, || ring.join(d))?.py(py)
     }
 
     /// Items put and not yet marked done.
     #[getter]
     fn unfinished_tasks(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.open()?.ring().py(py)?.unfinished())
-    }
-
-    /// wait_ready(for_get, timeout) -> bool: waits (GIL released) until a get (or put) would not block, without
-    /// taking anything. Used by the asyncio methods.
-    #[pyo3(signature = (for_get, timeout))]
-    fn wait_ready(&self, py: Python<'_>, for_get: bool, timeout: f64) -> PyResult<bool> {
-        let q = self.open()?;
-        let ring = q.ring().py(py)?;
-        let policy = q.policy();
-        let t = read_timeout(Some(timeout), Negative::Zero)?;
-        match py.detach(|| ring.wait_ready(for_get, Deadline::after(t), policy)) {
-            Err(Error::Interrupted) => Ok(false),
-            r => r.py(py),
-        }
     }
 
     /// Counters: dropped (half-written by a producer that died), redelivered (taken by a consumer that died),

@@ -34,14 +34,18 @@ fn list_segments(py: Python<'_>, all: bool) -> PyResult<Vec<Bound<'_, PyDict>>> 
         .collect()
 }
 
-/// Removes segments whose users all died; invalid ones older than `grace` seconds too. This namespace's, or
-/// every one with `all=True`. Returns `(removed, removed_invalid, kept)`.
+/// `(removed, removed_invalid, kept, problems)`.
+type GcResult = (Vec<String>, Vec<String>, usize, Vec<(String, String)>);
+
+/// Removes segments whose users all died (or that are marked unlinked); invalid ones older than `grace` seconds
+/// too. This namespace's, or every one with `all=True`. Returns `(removed, removed_invalid, kept, problems)`,
+/// `problems` listing `(name, reason)` for kept segments whose user table could not be read.
 #[pyfunction]
 #[pyo3(signature = (grace=60.0, all=false))]
-fn collect_segments(py: Python<'_>, grace: f64, all: bool) -> (Vec<String>, Vec<String>, usize) {
-    let grace = Duration::try_from_secs_f64(grace).unwrap_or(Duration::ZERO);
+fn collect_segments(py: Python<'_>, grace: f64, all: bool) -> GcResult {
+    let grace = Duration::try_from_secs_f64(grace.max(0.0)).unwrap_or(Duration::MAX);
     let r = py.detach(|| gc::collect(grace, scope(all)));
-    (r.removed, r.removed_invalid, r.kept)
+    (r.removed, r.removed_invalid, r.kept, r.corrupt)
 }
 
 /// One bounded pass of the automatic reaping over this namespace (at import): removes segments whose users
@@ -71,7 +75,7 @@ fn unlink_segment(py: Python<'_>, name: &str) -> PyResult<()> {
 #[pyfunction]
 fn segment_users(py: Python<'_>, name: &str) -> PyResult<Vec<u32>> {
     let seg = Segment::inspect(name).py(py)?;
-    Ok(seg.live_users().iter().map(|u| u.pid).collect())
+    Ok(seg.live_users().py(py)?.iter().map(|u| u.pid).collect())
 }
 
 /// Leaves every segment's user table (at process exit); see `segment::shm::release_all`.

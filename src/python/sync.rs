@@ -7,20 +7,21 @@
 //! Blocking calls release the GIL and wake at least once per 20 ms slice (and on EINTR) to run Python's signal
 //! handlers, so Ctrl-C raises `KeyboardInterrupt` promptly; then they resume with the same deadline.
 
+use super::blocking::{block_on, block_until};
 use super::errors::IntoPyResult;
 use super::handle::{handle_kwargs, reduce, reduce_with, shared_class, Handle};
 use super::timeouts::{self, Negative};
 use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::futex::Deadline;
 use crate::segment::{Kind, Segment, ShmSafe};
-use crate::sync::barrier::{Arrival, BarrierError};
+use crate::sync::barrier::{Arrival, BarrierCall, BarrierError};
 use crate::sync::condvar::CondState;
 use crate::sync::lock::{Acquired, LockState, RLockState};
 use crate::sync::owner;
 use crate::sync::rwlock::{RwError, RwState};
 use crate::sync::semaphore::{EventState, SemState, SEM_VALUE_MAX};
 use crate::sync::shared::{BarrierHandle, SyncHandle, SyncType};
-use crate::sync::wait::{self, WaitError};
+use crate::sync::wait::WaitError;
 use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -66,24 +67,8 @@ fn acquire_deadline(timeout: Option<f64>, blocking: Option<bool>) -> PyResult<De
     Ok(Deadline::after(timeouts::timeout(timeout, negative)?))
 }
 
-/// Runs a blocking call with the GIL released; on EINTR or at each slice end, runs the signal handlers (raising
-/// their exception, e.g. KeyboardInterrupt) and calls again. `Ok(None)`: timed out.
-fn block_on<T: Send>(py: Python<'_>, f: impl Fn() -> Result<T, WaitError> + Sync) -> PyResult<Option<T>> {
-    loop {
-        let r = py.detach(|| {
-            let _poll = wait::poll_signals();
-            f()
-        });
-        match r {
-            Ok(v) => return Ok(Some(v)),
-            Err(WaitError::TimedOut) => return Ok(None),
-            Err(WaitError::Interrupted) => py.check_signals()?,
-        }
-    }
-}
-
 /// Reports a takeover from a dead owner as an `OwnerDiedWarning` (the lock is held either way).
-fn report(py: Python<'_>, a: Acquired, what: &str) -> PyResult<()> {
+pub(super) fn report(py: Python<'_>, a: Acquired, what: &str) -> PyResult<()> {
     if a == Acquired::OwnerDied {
         let msg = CString::new(format!(
             "the process that held this {what} died holding it; the lock is now held by this thread, and the \
@@ -100,7 +85,19 @@ fn block_arg(block: bool, blocking: Option<bool>) -> bool {
     blocking.unwrap_or(block)
 }
 
-fn broken_barrier(py: Python<'_>) -> PyErr {
+/// `BrokenBarrierError`, or `TimeoutError` naming a process that keeps the barrier's internals locked.
+pub(super) fn barrier_err(py: Python<'_>, e: BarrierError) -> PyErr {
+    match e {
+        BarrierError::Stuck(m) => pyo3::exceptions::PyTimeoutError::new_err(m),
+        BarrierError::Interrupted => match py.check_signals() {
+            Err(err) => err,
+            Ok(()) => pyo3::exceptions::PyInterruptedError::new_err("interrupted by a signal"),
+        },
+        BarrierError::Broken => broken_barrier(py),
+    }
+}
+
+pub(super) fn broken_barrier(py: Python<'_>) -> PyErr {
     let ty = py.import("threading").and_then(|m| m.getattr("BrokenBarrierError"));
     match ty.map(|t| t.cast_into::<PyType>()) {
         Ok(Ok(t)) => PyErr::from_type(t, ()),
@@ -124,7 +121,7 @@ fn py_repr(obj: &Bound<'_, PyAny>) -> PyResult<String> {
 /// `OwnerDiedWarning`.
 #[pyclass(module = "pyconc", name = "Lock", subclass, frozen)]
 pub struct PyLock {
-    h: SyncHandle<LockState>,
+    pub(super) h: SyncHandle<LockState>,
 }
 
 #[pymethods]
@@ -170,7 +167,7 @@ impl PyLock {
             return Ok(false);
         }
         let d = acquire_deadline(timeout, blocking)?;
-        match block_on(py, || st.lock_as(owner::me(), &d))? {
+        match block_until(py, || st.lock_as(owner::me(), &d))? {
             Some(a) => {
                 report(py, a, "Lock")?;
                 Ok(true)
@@ -222,14 +219,6 @@ impl PyLock {
     /// (pid, tid) of the holder, or None.
     fn _owner(&self) -> Option<(u32, u32)> {
         self.h.get().owner().map(|o| (o.pid, o.tid))
-    }
-
-    /// Waits (GIL released) until the lock looks free or its owner died; False on timeout. For asyncio.
-    #[pyo3(signature = (timeout=None))]
-    fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(timeout)?;
-        let st = self.h.get();
-        Ok(block_on(py, || st.wait_unlocked(&d))?.unwrap_or(false))
     }
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
@@ -295,7 +284,7 @@ fn embedded<'py, T: PyClass, S: ShmSafe>(
 /// A recursive lock owned by one thread of one process at a time; re-entered by its owner. Robust like `Lock`.
 #[pyclass(module = "pyconc", name = "RLock", subclass, frozen)]
 pub struct PyRLock {
-    h: SyncHandle<RLockState>,
+    pub(super) h: SyncHandle<RLockState>,
 }
 
 #[pymethods]
@@ -346,7 +335,7 @@ impl PyRLock {
             return Ok(false);
         }
         let d = acquire_deadline(timeout, blocking)?;
-        match block_on(py, || st.acquire(&d))? {
+        match block_until(py, || st.acquire(&d))? {
             Some(a) => {
                 report(py, a, "RLock")?;
                 Ok(true)
@@ -406,7 +395,7 @@ impl PyRLock {
     fn _acquire_restore(&self, py: Python<'_>, count: u32) -> PyResult<()> {
         let st = self.h.get();
         let d = Deadline::after(None);
-        if let Some(a) = block_on(py, || st.acquire_restore(count, &d))? {
+        if let Some(a) = block_until(py, || st.acquire_restore(count, &d))? {
             report(py, a, "RLock")?;
         }
         Ok(())
@@ -428,13 +417,6 @@ impl PyRLock {
             }
             None => Ok(false),
         }
-    }
-
-    #[pyo3(signature = (timeout=None))]
-    fn _wait_unlocked(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(timeout)?;
-        let st = self.h.get();
-        Ok(block_on(py, || st.0.wait_unlocked(&d))?.unwrap_or(false))
     }
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
@@ -472,7 +454,7 @@ impl PyRLock {
 /// A counting semaphore shared by threads and processes (bounded when `_maxvalue` is given).
 #[pyclass(module = "pyconc", name = "Semaphore", subclass, frozen)]
 pub struct PySemaphore {
-    h: SyncHandle<SemState>,
+    pub(super) h: SyncHandle<SemState>,
 }
 
 #[pymethods]
@@ -520,7 +502,7 @@ impl PySemaphore {
             return Ok(false);
         }
         let d = acquire_deadline(timeout, blocking)?;
-        Ok(block_on(py, || st.acquire(&d))?.is_some())
+        Ok(block_until(py, || st.acquire(&d))?.is_some())
     }
 
     /// Increments the value by `n`, waking waiters. ValueError past a bounded semaphore's maximum.
@@ -550,13 +532,6 @@ impl PySemaphore {
     #[getter]
     fn _maxvalue(&self) -> Option<u32> {
         self.h.get().maxvalue()
-    }
-
-    #[pyo3(signature = (timeout=None))]
-    fn _wait_available(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let d = deadline(timeout)?;
-        let st = self.h.get();
-        Ok(block_on(py, || st.wait_available(&d))?.unwrap_or(false))
     }
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
@@ -594,7 +569,7 @@ impl PySemaphore {
 /// A flag that threads and processes can wait for.
 #[pyclass(module = "pyconc", name = "Event", subclass, frozen)]
 pub struct PyEvent {
-    h: SyncHandle<EventState>,
+    pub(super) h: SyncHandle<EventState>,
 }
 
 #[pymethods]
@@ -650,7 +625,7 @@ impl PyEvent {
             return Ok(true);
         }
         let d = deadline(timeout)?;
-        Ok(block_on(py, || st.wait(&d))?.unwrap_or(false))
+        Ok(block_until(py, || st.wait(&d))?.unwrap_or(false))
     }
 
     #[getter]
@@ -666,7 +641,7 @@ impl PyEvent {
 
 // ---- Condition's wait queue -------------------------------------------------------------------------------
 
-fn check_slot(slot: usize) -> PyResult<usize> {
+pub(super) fn check_slot(slot: usize) -> PyResult<usize> {
     if slot < crate::sync::condvar::COND_SLOTS {
         Ok(slot)
     } else {
@@ -677,7 +652,7 @@ fn check_slot(slot: usize) -> PyResult<usize> {
 /// The per-waiter queue behind `pyconc.Condition` (which pairs it with a Lock or RLock).
 #[pyclass(module = "pyconc._native", name = "CondQueue", subclass, frozen)]
 pub struct PyCondQueue {
-    h: SyncHandle<CondState>,
+    pub(super) h: SyncHandle<CondState>,
 }
 
 #[pymethods]
@@ -716,38 +691,13 @@ impl PyCondQueue {
         let slot = check_slot(slot)?;
         let d = deadline(timeout)?;
         let st = self.h.get();
-        match block_on(py, || st.wait(slot, &d)) {
+        match block_until(py, || st.wait(slot, &d)) {
             Ok(r) => Ok(r.unwrap_or(false)),
             Err(e) => {
                 st.cancel(slot);
                 Err(e)
             }
         }
-    }
-
-    /// For asyncio: sleeps in `slot` for at most `timeout`; returns whether it has been notified. Unlike `wait`
-    /// the slot stays registered either way (free it with `cancel`, which also reports a late notify).
-    fn _wait_slice(&self, py: Python<'_>, slot: usize, timeout: f64) -> PyResult<bool> {
-        let slot = check_slot(slot)?;
-        let d = deadline(Some(timeout))?;
-        let st = self.h.get();
-        let s = &st.slots[slot];
-        let notified = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_NOTIFIED;
-        let waiting = || s.state.load(Ordering::Acquire) == crate::sync::condvar::SLOT_WAITING;
-        let _ = block_on(py, || {
-            // Stop as soon as the slot is no longer waiting: notified, or cancelled by the coroutine.
-            if !waiting() {
-                return Ok(());
-            }
-            match wait::sleep(&s.state, crate::sync::condvar::SLOT_WAITING, &d) {
-                wait::Slept::TimedOut => Err(WaitError::TimedOut),
-                wait::Slept::Interrupted => Err(WaitError::Interrupted),
-                _ if !waiting() || d.expired() => Ok(()),
-                // Slice end (or a spurious wake-up): come back through the signal check and sleep again.
-                _ => Err(WaitError::Interrupted),
-            }
-        })?;
-        Ok(notified())
     }
 
     /// Withdraws a waiter; returns whether a notify had reached it (and frees the slot either way).
@@ -784,7 +734,7 @@ impl PyCondQueue {
 /// waiting breaks the barrier for the others.
 #[pyclass(module = "pyconc", name = "Barrier", subclass, frozen)]
 pub struct PyBarrier {
-    h: BarrierHandle,
+    pub(super) h: BarrierHandle,
     action: Option<Py<PyAny>>,
     timeout: Option<f64>,
 }
@@ -832,17 +782,11 @@ impl PyBarrier {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u32> {
         let b = self.h.clone();
-        let d = deadline(timeout.or(self.timeout))?;
-        let arrival: Arrival = loop {
-            let r = py.detach(|| {
-                let _poll = wait::poll_signals();
-                b.get().arrive()
-            });
-            match r {
-                Ok(a) => break a,
-                Err(BarrierError::Broken) => return Err(broken_barrier(py)),
-                Err(BarrierError::Interrupted) => py.check_signals()?,
-            }
+        // One deadline for the whole call: it also bounds waiting for another round's action to finish.
+        let call = BarrierCall::new(deadline(timeout.or(self.timeout))?);
+        let arrival: Arrival = match block_on(py, || b.get().arrive(&call))? {
+            Ok(a) => a,
+            Err(e) => return Err(barrier_err(py, e)),
         };
         if arrival.last {
             let action_result = match &self.action {
@@ -850,32 +794,24 @@ impl PyBarrier {
                 None => Ok(()),
             };
             let ok = action_result.is_ok();
-            let r = b.get().finish_last(&arrival, ok);
+            let r = py.detach(|| b.get().finish_last(&arrival, ok));
             action_result?;
             return match r {
                 Ok(()) => Ok(arrival.index),
-                Err(_) => Err(broken_barrier(py)),
+                Err(e) => Err(barrier_err(py, e)),
             };
         }
-        loop {
-            let r = py.detach(|| {
-                let _poll = wait::poll_signals();
-                b.get().wait_release(&arrival, &d)
-            });
-            match r {
-                Ok(()) => return Ok(arrival.index),
-                Err(BarrierError::Broken) => return Err(broken_barrier(py)),
-                Err(BarrierError::Interrupted) => {
-                    if let Err(e) = py.check_signals() {
-                        b.get().abandon(&arrival);
-                        return Err(e);
-                    }
-                }
+        match block_on(py, || b.get().wait_release(&arrival, &call)) {
+            Ok(Ok(())) => Ok(arrival.index),
+            Ok(Err(e)) => Err(barrier_err(py, e)),
+            Err(e) => {
+                py.detach(|| b.get().abandon(&arrival));
+                Err(e)
             }
         }
     }
 
-    /// Awaitable `wait` (runs in a worker thread; a cancelled coroutine's arrival still counts).
+    /// Awaitable `wait`: never blocks the event loop; a cancelled waiter leaves the round.
     #[pyo3(signature = (timeout=None))]
     fn wait_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         helper(slf.py(), "_barrier_wait_async")?.call1((slf, timeout))
@@ -886,15 +822,15 @@ impl PyBarrier {
     }
 
     /// Puts the barrier into the broken state: current and future waiters get BrokenBarrierError.
-    fn abort(&self, py: Python<'_>) {
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
         let b = self.h.clone();
-        py.detach(|| b.get().abort())
+        py.detach(|| b.get().abort()).map_err(|e| barrier_err(py, e))
     }
 
     /// Returns the barrier to its empty state; current waiters get BrokenBarrierError.
-    fn reset(&self, py: Python<'_>) {
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
         let b = self.h.clone();
-        py.detach(|| b.get().reset())
+        py.detach(|| b.get().reset()).map_err(|e| barrier_err(py, e))
     }
 
     /// Number of parties.
@@ -970,13 +906,13 @@ fn rw_err(py: Python<'_>, e: RwError) -> PyResult<bool> {
 /// (`OwnerDiedWarning` for the next acquirer) and dead readers.
 #[pyclass(module = "pyconc", name = "RWLock", subclass, frozen)]
 pub struct PyRwLock {
-    h: SyncHandle<RwState>,
+    pub(super) h: SyncHandle<RwState>,
     /// (pid << 32) | (slot + 1) of this process's reader slot, 0 = not looked up yet.
     slot: AtomicU64,
 }
 
 impl PyRwLock {
-    fn slot(&self) -> Result<usize, RwError> {
+    pub(super) fn slot(&self) -> Result<usize, RwError> {
         let me = owner::me();
         let c = self.slot.load(Ordering::Relaxed);
         if c != 0 && (c >> 32) as u32 == me.pid {
@@ -987,20 +923,13 @@ impl PyRwLock {
         Ok(i)
     }
 
-    fn blocking_rw(&self, py: Python<'_>, f: impl Fn() -> Result<Acquired, RwError> + Sync) -> PyResult<bool> {
-        loop {
-            let r = py.detach(|| {
-                let _poll = wait::poll_signals();
-                f()
-            });
-            match r {
-                Ok(a) => {
-                    report(py, a, "RWLock")?;
-                    return Ok(true);
-                }
-                Err(RwError::Wait(WaitError::Interrupted)) => py.check_signals()?,
-                Err(e) => return rw_err(py, e),
+    fn blocking_rw(&self, py: Python<'_>, f: impl FnMut() -> Result<Acquired, RwError> + Send) -> PyResult<bool> {
+        match block_on(py, f)? {
+            Ok(a) => {
+                report(py, a, "RWLock")?;
+                Ok(true)
             }
+            Err(e) => rw_err(py, e),
         }
     }
 }
@@ -1047,31 +976,16 @@ impl PyRwLock {
         let st = self.h.get();
         // Claim first (new readers wait from then on), then wait for the readers to leave. The claim is kept
         // while signal handlers run between slices, so readers never slip in ahead of a waiting writer.
-        let a = loop {
-            let r = py.detach(|| {
-                let _poll = wait::poll_signals();
-                st.claim_write(&d)
-            });
-            match r {
-                Ok(a) => break a,
-                Err(RwError::Wait(WaitError::Interrupted)) => py.check_signals()?,
-                Err(e) => return rw_err(py, e),
-            }
+        let a = match block_on(py, || st.claim_write(&d))? {
+            Ok(a) => a,
+            Err(e) => return rw_err(py, e),
         };
-        loop {
-            let r = py.detach(|| {
-                let _poll = wait::poll_signals();
-                st.drain_readers(&d)
-            });
-            match r {
-                Ok(()) => break,
-                Err(RwError::Wait(WaitError::Interrupted)) => {
-                    if let Err(e) = py.check_signals() {
-                        st.abandon_write();
-                        return Err(e);
-                    }
-                }
-                Err(e) => return rw_err(py, e), // timed out: the claim was given up
+        match block_on(py, || st.drain_readers(&d)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return rw_err(py, e), // timed out: the claim was given up
+            Err(e) => {
+                st.abandon_write(); // a signal handler raised
+                return Err(e);
             }
         }
         report(py, a, "RWLock")?;

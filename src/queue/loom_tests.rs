@@ -24,7 +24,7 @@ impl Model {
     }
 
     fn ring(&self, me: usize) -> Ring<'_> {
-        Ring { hdr: &self.hdr, slots: &self.slots, parts: &self.parts, heap: None, seg: None, me }
+        Ring { hdr: &self.hdr, slots: &self.slots, parts: &self.parts, heap: None, seg: None, me, in_flight: None }
     }
 }
 

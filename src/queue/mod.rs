@@ -49,6 +49,8 @@ pub struct SharedQueue {
     heap_at: u64,
     /// `(fork generation << 8) | (participant index + 1)`; 0 = not registered.
     me: AtomicU64,
+    /// Operations this process has in flight on its participant entry (see `Ring::acquire_op`).
+    in_flight: crate::base::atomic::local::AtomicU32,
 }
 
 impl SharedQueue {
@@ -126,6 +128,7 @@ impl SharedQueue {
             heap_at,
             seg,
             me: AtomicU64::new(0),
+            in_flight: crate::base::atomic::local::AtomicU32::new(0),
         })
     }
 
@@ -160,6 +163,8 @@ impl SharedQueue {
             return Ok((me & 0xff) as usize - 1);
         }
         let idx = self.register()?;
+        // A fresh entry (in a forked child, the threads counted in the parent do not exist).
+        self.in_flight.store(0, crate::base::atomic::local::Ordering::Relaxed);
         self.me.store((gen << 8) | (idx as u64 + 1), Ordering::Release);
         Ok(idx)
     }
@@ -171,6 +176,13 @@ impl SharedQueue {
                 if p.pid.load(Ordering::Relaxed) == 0
                     && p.pid.compare_exchange(0, id.pid, Ordering::AcqRel, Ordering::Relaxed).is_ok()
                 {
+                    // A free entry has no operation in flight; records that say otherwise are corrupt and would
+                    // block every operation of ours.
+                    for op in &p.ops {
+                        op.block.store(0, Ordering::Relaxed);
+                        op.flags.store(0, Ordering::Relaxed);
+                        op.kind.store(0, Ordering::Relaxed);
+                    }
                     p.start_time.store(id.start_time, Ordering::Release);
                     return Ok(i);
                 }
@@ -184,7 +196,15 @@ impl SharedQueue {
 
     fn view(&self, me: usize) -> Ring<'_> {
         let heap = (self.heap_at != 0).then(|| Heap::attach(&self.seg, Offset::new(self.heap_at)).ok()).flatten();
-        Ring { hdr: self.header(), slots: self.slots(), parts: self.parts(), heap, seg: Some(&self.seg), me }
+        Ring {
+            hdr: self.header(),
+            slots: self.slots(),
+            parts: self.parts(),
+            heap,
+            seg: Some(&self.seg),
+            me,
+            in_flight: Some(&self.in_flight),
+        }
     }
 
     /// A view for operations by this process.

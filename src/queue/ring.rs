@@ -72,7 +72,14 @@ pub struct Ring<'a> {
     pub(crate) seg: Option<&'a Segment>,
     /// Participant index of the caller.
     pub(crate) me: usize,
+    /// Operations this process has in flight on its participant entry (process-local), if it keeps count: all
+    /// its records busy with fewer in flight means the records are corrupt.
+    pub(crate) in_flight: Option<&'a crate::base::atomic::local::AtomicU32>,
 }
+
+/// Consecutive slots found ahead of their position (`tail`/`head` not moving) after which a put or get reports
+/// the queue as corrupt. A consistent queue shows at most one per crashed operation.
+const AHEAD_LIMIT: u32 = 4096;
 
 impl<'a> Ring<'a> {
     #[inline]
@@ -104,18 +111,53 @@ impl<'a> Ring<'a> {
 
     // ---- op records ---------------------------------------------------------------------------------------
 
-    fn acquire_op(&self, kind: u32) -> &'a OpRecord {
+    /// Claims a free operation record of the caller's participant entry, waiting until `deadline` while every
+    /// record is busy (more of this process's threads are inside operations than it has records). `None`: the
+    /// deadline passed.
+    fn acquire_op(&self, kind: u32, deadline: &Deadline) -> Result<Option<&'a OpRecord>> {
         let ops = &self.parts[self.me].ops;
+        let mut spins = 0u32;
         loop {
             for op in ops {
                 if op.kind.load(Ordering::Relaxed) == 0
                     && op.kind.compare_exchange(0, kind, Ordering::AcqRel, Ordering::Relaxed).is_ok()
                 {
-                    return op;
+                    if let Some(n) = self.in_flight {
+                        n.fetch_add(1, crate::base::atomic::local::Ordering::Relaxed);
+                    }
+                    return Ok(Some(op));
                 }
             }
+            if let Some(n) = self.in_flight {
+                let mine = n.load(crate::base::atomic::local::Ordering::Relaxed);
+                if (mine as usize) < OPS_PER_PARTICIPANT {
+                    return Err(Error::Corrupt(format!(
+                        "queue: every operation record of this process's entry is marked busy, but it has {mine} \
+                         operations in flight (corrupt queue)"
+                    )));
+                }
+            }
+            if deadline.expired() {
+                return Ok(None);
+            }
             // More operations in flight in this process than records: wait for one to finish.
-            crate::base::yield_now();
+            spins += 1;
+            if cfg!(loom) || spins < 64 {
+                crate::base::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+
+    fn op_done(&self, op: &OpRecord) {
+        Self::release_op(op);
+        if let Some(n) = self.in_flight {
+            let _ = n.fetch_update(
+                crate::base::atomic::local::Ordering::Relaxed,
+                crate::base::atomic::local::Ordering::Relaxed,
+                |v| v.checked_sub(1),
+            );
         }
     }
 
@@ -199,6 +241,7 @@ impl<'a> Ring<'a> {
         if self.hdr.shutdown.load(Ordering::Relaxed) != 0 {
             return Ok(Attempt::ShutDown);
         }
+        let mut ahead = 0u32;
         loop {
             let t = self.hdr.tail.load(Ordering::Acquire);
             op.pos.store(t, Ordering::Release);
@@ -211,7 +254,7 @@ impl<'a> Ring<'a> {
                     if slot.state.compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                         continue;
                     }
-                    let _ = self.hdr.tail.compare_exchange(t, t + 1, Ordering::Release, Ordering::Relaxed);
+                    let _ = self.hdr.tail.compare_exchange(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                     slot.len.store(payload.len() as u32, Ordering::Relaxed);
                     if block == 0 {
                         slot.kind.store(PAYLOAD_INLINE, Ordering::Relaxed);
@@ -227,14 +270,27 @@ impl<'a> Ring<'a> {
                     return Ok(Attempt::Done);
                 }
                 // Claimed for `t` by another producer: help it advance `tail`.
-                let _ = self.hdr.tail.compare_exchange(t, t + 1, Ordering::Release, Ordering::Relaxed);
+                let _ = self.hdr.tail.compare_exchange(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
             } else if diff < 0 {
                 // The slot still holds the previous lap: full (or our `tail` is stale; re-check it).
                 if self.hdr.tail.load(Ordering::Acquire) == t {
                     return Ok(Attempt::WouldBlock);
                 }
+            } else if self.hdr.tail.load(Ordering::Acquire) == t {
+                // The slot is ahead of `t` with `tail` still at `t`: position `t` was claimed and consumed
+                // without `tail` moving past it (its producer died between claiming and advancing, the
+                // recoverer dropped it and a consumer skipped it), or the word is corrupt. Help `tail` on;
+                // give up on a run of such slots that no crash explains.
+                ahead += 1;
+                if ahead > AHEAD_LIMIT {
+                    return Err(Error::Corrupt(format!(
+                        "queue: {ahead} slots in a row are ahead of their position (slot state {w:#x} at position \
+                         {t}); the queue is corrupt"
+                    )));
+                }
+                let _ = self.hdr.tail.compare_exchange(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
             }
-            // diff > 0: `tail` moved on since we read it; retry.
+            // Otherwise `tail` moved on since we read it; retry.
         }
     }
 
@@ -269,7 +325,15 @@ impl<'a> Ring<'a> {
             // Counted before publishing, so a fast consumer's task_done() never sees the count below zero.
             self.hdr.unfinished.fetch_add(1, Ordering::AcqRel);
         }
-        let op = self.acquire_op(OP_PUT);
+        let op = match self.acquire_op(OP_PUT, &deadline) {
+            Ok(Some(op)) => op,
+            other => {
+                if joinable {
+                    self.task_done_n(1).ok();
+                }
+                return other.map(|_| Attempt::WouldBlock);
+            }
+        };
         let result = self.put_with_op(op, payload, deadline, policy);
         if joinable && !matches!(result, Ok(Attempt::Done)) {
             self.task_done_n(1).ok();
@@ -281,7 +345,7 @@ impl<'a> Ring<'a> {
                 let _ = self.heap().and_then(|h| h.free(block));
             }
         }
-        Self::release_op(op);
+        self.op_done(op);
         if matches!(result, Ok(Attempt::Done)) {
             self.wake_consumers(false);
         }
@@ -339,6 +403,7 @@ impl<'a> Ring<'a> {
         if self.hdr.orphan_count.load(Ordering::Relaxed) > 0 && self.take_orphan(op, out)? {
             return Ok(Attempt::Done);
         }
+        let mut ahead = 0u32;
         loop {
             let h = self.hdr.head.load(Ordering::Acquire);
             op.pos.store(h, Ordering::Release);
@@ -352,14 +417,20 @@ impl<'a> Ring<'a> {
                         if slot.state.compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                             continue;
                         }
-                        let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                        let _ =
+                            self.hdr.head.compare_exchange(h, h.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                         self.consume(slot, lap, out)?;
                         return Ok(Attempt::Done);
                     }
                     state::DROPPED => {
                         let next = word(lap + 1, state::EMPTY, 0);
                         if slot.state.compare_exchange(w, next, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                            let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                            let _ = self.hdr.head.compare_exchange(
+                                h,
+                                h.wrapping_add(1),
+                                Ordering::Release,
+                                Ordering::Relaxed,
+                            );
                             self.wake_producers(false);
                         }
                     }
@@ -373,7 +444,8 @@ impl<'a> Ring<'a> {
                     }
                     _ => {
                         // READING: another consumer took it; help advance `head`.
-                        let _ = self.hdr.head.compare_exchange(h, h + 1, Ordering::Release, Ordering::Relaxed);
+                        let _ =
+                            self.hdr.head.compare_exchange(h, h.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
                     }
                 }
             } else if diff < 0 {
@@ -381,6 +453,17 @@ impl<'a> Ring<'a> {
                 if self.hdr.head.load(Ordering::Acquire) == h {
                     return Ok(if sd == 1 { Attempt::ShutDown } else { Attempt::WouldBlock });
                 }
+            } else if self.hdr.head.load(Ordering::Acquire) == h {
+                // Ahead of `h` with `head` still at `h`: the message at `h` was taken without `head` moving
+                // past it (a redelivery consumed it first), or the word is corrupt. As in `try_put_once`.
+                ahead += 1;
+                if ahead > AHEAD_LIMIT {
+                    return Err(Error::Corrupt(format!(
+                        "queue: {ahead} slots in a row are ahead of their position (slot state {w:#x} at position \
+                         {h}); the queue is corrupt"
+                    )));
+                }
+                let _ = self.hdr.head.compare_exchange(h, h.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
             }
         }
     }
@@ -436,9 +519,9 @@ impl<'a> Ring<'a> {
 
     /// Takes one message into `out` (appended), waiting up to `deadline`. Same results as [`put`](Self::put).
     pub fn get(&self, out: &mut Vec<u8>, deadline: Deadline, policy: WaitPolicy) -> Result<Attempt> {
-        let op = self.acquire_op(OP_GET);
+        let Some(op) = self.acquire_op(OP_GET, &deadline)? else { return Ok(Attempt::WouldBlock) };
         let result = self.wait_loop(Side::Consumer, deadline, policy, || self.try_get_once(op, out));
-        Self::release_op(op);
+        self.op_done(op);
         result
     }
 
@@ -452,7 +535,7 @@ impl<'a> Ring<'a> {
         max: usize,
         max_bytes: usize,
     ) -> Result<usize> {
-        let op = self.acquire_op(OP_GET);
+        let Some(op) = self.acquire_op(OP_GET, &Deadline::after(Some(Duration::ZERO)))? else { return Ok(0) };
         let mut n = 0;
         let mut result = Ok(0);
         while n < max && out.len() < max_bytes {
@@ -469,7 +552,7 @@ impl<'a> Ring<'a> {
                 }
             }
         }
-        Self::release_op(op);
+        self.op_done(op);
         result.map(|_| n)
     }
 
@@ -479,9 +562,11 @@ impl<'a> Ring<'a> {
         if payload.len() > INLINE_MAX {
             return Err(Error::Invalid("try_put takes inline-sized messages only".into()));
         }
-        let op = self.acquire_op(OP_PUT);
+        let Some(op) = self.acquire_op(OP_PUT, &Deadline::after(Some(Duration::ZERO)))? else {
+            return Ok(Attempt::WouldBlock);
+        };
         let r = self.try_put_once(op, payload, 0);
-        Self::release_op(op);
+        self.op_done(op);
         if matches!(r, Ok(Attempt::Done)) {
             self.wake_consumers(false);
         }
@@ -490,9 +575,11 @@ impl<'a> Ring<'a> {
 
     /// One non-blocking get attempt (appends to `out`).
     pub fn try_get(&self, out: &mut Vec<u8>) -> Result<Attempt> {
-        let op = self.acquire_op(OP_GET);
+        let Some(op) = self.acquire_op(OP_GET, &Deadline::after(Some(Duration::ZERO)))? else {
+            return Ok(Attempt::WouldBlock);
+        };
         let r = self.try_get_once(op, out);
-        Self::release_op(op);
+        self.op_done(op);
         r
     }
 
@@ -568,6 +655,10 @@ impl<'a> Ring<'a> {
                 last_scan = Instant::now();
                 self.recover_dead_participants();
             }
+            if res == futex::WaitResult::TimedOut && !deadline.expired() {
+                // A slice ended: let a caller that polls for signals run its handlers (it calls again).
+                crate::sync::wait::slice_ended()?;
+            }
         }
     }
 
@@ -631,14 +722,24 @@ impl<'a> Ring<'a> {
             if r == futex::WaitResult::Interrupted {
                 return Err(Error::Interrupted);
             }
+            if r == futex::WaitResult::TimedOut && !deadline.expired() {
+                crate::sync::wait::slice_ended()?;
+            }
         }
     }
 
-    // ---- waiting without taking (asyncio) -------------------------------------------------------------------
+    // ---- waiting elsewhere (asyncio) -------------------------------------------------------------------
 
     /// Whether a get would find something now (a message, a redelivery, or shutdown).
     pub fn readable(&self) -> bool {
-        if self.hdr.shutdown.load(Ordering::Relaxed) != 0 || self.hdr.orphan_count.load(Ordering::Relaxed) > 0 {
+        if self.hdr.shutdown.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        // Not the count alone: a consumer killed between taking an entry and decrementing it leaves the count
+        // above the entries for good, which would make an asyncio get spin instead of wait.
+        if self.hdr.orphan_count.load(Ordering::Relaxed) > 0
+            && self.hdr.orphans.iter().any(|e| !matches!(e.load(Ordering::Acquire), 0 | ORPHAN_RESERVED))
+        {
             return true;
         }
         let h = self.hdr.head.load(Ordering::Acquire);
@@ -659,16 +760,21 @@ impl<'a> Ring<'a> {
         diff > 0 || (diff == 0 && word_state(w) == state::EMPTY)
     }
 
-    /// Waits (spinning, then sleeping) until [`readable`](Self::readable) (`for_get`) or
-    /// [`writable`](Self::writable) holds, without taking or putting anything: for asyncio, whose event loop
-    /// then does the non-blocking operation itself, so a cancelled waiter never loses a message.
-    pub fn wait_ready(&self, for_get: bool, deadline: Deadline, policy: WaitPolicy) -> Result<bool> {
-        let side = if for_get { Side::Consumer } else { Side::Producer };
-        let r = self.wait_loop(side, deadline, policy, || {
-            let ready = if for_get { self.readable() } else { self.writable() };
-            Ok(if ready { Attempt::Done } else { Attempt::WouldBlock })
-        })?;
-        Ok(r == Attempt::Done)
+    /// For a waiter that sleeps elsewhere (the asyncio bridge's waker): announces a sleeper on the side's wake
+    /// word (bit 0, as a sleeping get or put does) and returns the word with the value to
+    /// sleep on, or `None` if a get (`for_get`) or put would not block now (try again instead).
+    pub fn announce(&self, for_get: bool) -> Option<(&'a crate::base::atomic::AtomicU32, u32)> {
+        let wake = if for_get { &self.hdr.cons_wake } else { &self.hdr.prod_wake };
+        let mut key = wake.load(Ordering::Acquire);
+        while key & 1 == 0 {
+            match wake.compare_exchange_weak(key, key | 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => key |= 1,
+                Err(w) => key = w,
+            }
+        }
+        fence(Ordering::SeqCst);
+        let ready = if for_get { self.readable() } else { self.writable() };
+        (!ready).then_some((wake, key))
     }
 
     // ---- shutdown ------------------------------------------------------------------------------------------
@@ -760,7 +866,7 @@ impl<'a> Ring<'a> {
                     match entry {
                         Some(entry) => {
                             slot.state.store(word(lap, state::FULL, 0), Ordering::Release);
-                            entry.store(pos + 1, Ordering::Release);
+                            entry.store(pos.wrapping_add(1), Ordering::Release);
                             self.hdr.orphan_count.fetch_add(1, Ordering::AcqRel);
                             self.wake_consumers(true);
                         }
@@ -799,7 +905,7 @@ impl<'a> Ring<'a> {
     pub fn len(&self) -> u64 {
         let h = self.hdr.head.load(Ordering::Acquire);
         let t = self.hdr.tail.load(Ordering::Acquire);
-        t.saturating_sub(h) + self.hdr.orphan_count.load(Ordering::Relaxed) as u64
+        t.saturating_sub(h).saturating_add(self.hdr.orphan_count.load(Ordering::Relaxed) as u64)
     }
 
     /// Whether [`len`](Self::len) is 0.

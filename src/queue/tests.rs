@@ -289,3 +289,97 @@ fn corrupt_queue_header_is_an_error() {
     q.header().slots_offset.store(u64::MAX - 8, Ordering::Relaxed);
     assert!(matches!(SharedQueue::from_segment(q.segment().clone()), Err(Error::Corrupt(_))));
 }
+
+/// Runs `f` on a thread, failing (instead of hanging the test) if it does not return within 20 s.
+fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20)).expect("hung")
+}
+
+#[test]
+fn slot_ahead_of_its_position_is_helped_past_or_reported() {
+    // Issue 11, hang 3: a slot state ahead of its position made put/get retry forever, ignoring the timeout.
+    let q = std::sync::Arc::new(small(4));
+    assert_eq!(put(&q, b"a"), Attempt::Done);
+    assert_eq!(get(&q).as_deref(), Some(&b"a"[..]));
+    // One slot ahead (lap + 1) at `tail`: what a producer killed between claiming and advancing `tail` leaves
+    // once its slot was dropped and skipped. The put passes it and succeeds.
+    q.slots()[1].state.store(word(1, state::EMPTY, 0), Ordering::Relaxed);
+    let q2 = q.clone();
+    assert_eq!(within_deadline(move || put(&q2, b"b")), Attempt::Done);
+    assert_eq!(get(&q).as_deref(), Some(&b"b"[..]));
+    // Every slot far ahead: a corrupt ring. Puts and gets end (an error, or any result: `tail`/`head` may jump
+    // to where the slots say they are) instead of spinning.
+    for s in q.slots() {
+        s.state.store(word(1000, state::EMPTY, 0), Ordering::Relaxed);
+    }
+    let q2 = q.clone();
+    let r = within_deadline(move || q2.ring().unwrap().put(b"c", within(100), WaitPolicy::DEFAULT));
+    assert!(matches!(r, Err(Error::Corrupt(_)) | Ok(_)), "{r:?}");
+    for s in q.slots() {
+        s.state.store(word(1000, state::FULL, 0), Ordering::Relaxed);
+    }
+    let q2 = q.clone();
+    let r = within_deadline(move || q2.ring().unwrap().get(&mut vec![], within(100), WaitPolicy::DEFAULT));
+    assert!(matches!(r, Err(Error::Corrupt(_)) | Ok(_)), "{r:?}");
+    // Far enough ahead that helping cannot catch up within the limit: reported.
+    for s in q.slots() {
+        s.state.store(word(u32::MAX as u64 / 4, state::EMPTY, 0), Ordering::Relaxed);
+    }
+    let q2 = q.clone();
+    let r = within_deadline(move || q2.ring().unwrap().put(b"d", within(100), WaitPolicy::DEFAULT));
+    assert!(matches!(r, Err(Error::Corrupt(_))), "{r:?}");
+}
+
+#[test]
+fn a_redelivered_message_taken_before_head_moved_does_not_stall_consumers() {
+    // A consumer killed between claiming position 0 and advancing `head`; the recoverer made the slot FULL
+    // again and listed it for redelivery, and the redelivery consumed it while `head` still pointed at it.
+    let q = std::sync::Arc::new(small(4));
+    assert_eq!(put(&q, b"x"), Attempt::Done);
+    assert_eq!(put(&q, b"y"), Attempt::Done);
+    q.slots()[0].state.store(word(1, state::EMPTY, 0), Ordering::Relaxed);
+    let q2 = q.clone();
+    assert_eq!(within_deadline(move || get(&q2)).as_deref(), Some(&b"y"[..]));
+}
+
+#[test]
+fn busy_operation_records_of_a_free_or_own_entry_do_not_block() {
+    // Issue 11, hang 4: every op record of a free participant entry marked busy made acquire_op spin forever.
+    let q = small(4);
+    for p in q.parts() {
+        for op in &p.ops {
+            op.kind.store(OP_GET, Ordering::Relaxed);
+        }
+    }
+    // Registering takes a free entry and clears its records.
+    assert_eq!(put(&q, b"a"), Attempt::Done);
+    // Our own entry's records corrupted while we use it: an error, not a wait.
+    let me = q.participant().unwrap();
+    for op in &q.parts()[me].ops {
+        op.kind.store(OP_PUT, Ordering::Relaxed);
+    }
+    let r = q.ring().unwrap().put(b"b", within(100), WaitPolicy::DEFAULT);
+    assert!(matches!(r, Err(Error::Corrupt(_))), "{r:?}");
+    for op in &q.parts()[me].ops {
+        op.kind.store(0, Ordering::Relaxed);
+    }
+    assert_eq!(get(&q).as_deref(), Some(&b"a"[..]));
+}
+
+#[test]
+fn an_orphan_count_above_its_entries_does_not_make_the_queue_look_readable() {
+    // A consumer killed between taking a redelivery entry and decrementing the count leaves it too high for
+    // good; `readable` (what asyncio gets wait on) would say yes forever and the get spin.
+    let q = small(4);
+    q.header().orphan_count.store(1, Ordering::Relaxed);
+    let r = q.ring().unwrap();
+    assert!(!r.readable());
+    assert_eq!(get(&q), None);
+    assert!(r.announce(true).is_some(), "a get waiter would sleep, not spin");
+    assert_eq!(put(&q, b"a"), Attempt::Done);
+    assert!(r.readable());
+}

@@ -75,14 +75,24 @@ pub fn list(scope: Scope) -> Vec<SegmentInfo> {
         .map(|name| {
             let (size, _) = file_facts(&name);
             match Segment::inspect(&name) {
-                Ok(seg) => SegmentInfo {
-                    kind: Some(seg.info().kind),
-                    size,
-                    creator_pid: seg.creator_pid(),
-                    users: seg.live_users(),
-                    problem: None,
-                    name,
-                },
+                Ok(seg) => {
+                    let (users, problem) = match seg.live_users() {
+                        Ok(users) if seg.is_unlinked() => {
+                            (users, Some("marked unlinked, but its file remains (gc removes it)".to_string()))
+                        }
+                        Ok(users) => (users, None),
+                        // The user table's lock stays held: report it and go on with the other segments.
+                        Err(e) => (vec![], Some(e.to_string())),
+                    };
+                    SegmentInfo {
+                        kind: Some(seg.info().kind),
+                        size,
+                        creator_pid: seg.creator_pid(),
+                        users,
+                        problem,
+                        name,
+                    }
+                }
                 Err(e) => {
                     SegmentInfo { kind: None, size, creator_pid: 0, users: vec![], problem: Some(e.to_string()), name }
                 }
@@ -100,10 +110,14 @@ pub struct GcReport {
     pub removed_invalid: Vec<String>,
     /// Segments kept because a live process uses them.
     pub kept: usize,
+    /// Segments kept because their user table could not be read (its lock stays held), with the reason.
+    pub corrupt: Vec<(String, String)>,
 }
 
-/// Removes every pyconc segment in `scope` whose users are all dead. Segments whose header is invalid are
-/// removed only if their file is older than `grace` (a creator may be initialising one right now).
+/// Removes every pyconc segment in `scope` whose users are all dead, and those whose header says they were
+/// unlinked already (their unlinker died before removing the name). Segments whose header is invalid are removed
+/// only if their file is older than `grace` (a creator may be initialising one right now). A segment whose user
+/// table stays locked by a live process is kept and listed in [`GcReport::corrupt`]; the pass goes on.
 pub fn collect(grace: Duration, scope: Scope) -> GcReport {
     let mut report = GcReport::default();
     for name in segment_names(scope) {
@@ -116,7 +130,11 @@ fn collect_one(name: &str, grace: Duration, report: &mut GcReport) {
     match Segment::inspect(name) {
         Ok(seg) => match seg.collect_if_unused() {
             Ok(true) => report.removed.push(name.to_string()),
-            _ => report.kept += 1,
+            Ok(false) => report.kept += 1,
+            Err(e) => {
+                report.kept += 1;
+                report.corrupt.push((name.to_string(), e.to_string()));
+            }
         },
         Err(Error::NotFound(_)) => {}
         Err(_) => {

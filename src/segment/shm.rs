@@ -255,13 +255,20 @@ impl Segment {
         if !is_segment_name(name) {
             return Err(Error::Invalid(format!("{name:?} is not a pyconc segment name")));
         }
-        let mut reg = REGISTRY.lock();
-        let reg = reg.get_or_insert_with(HashMap::new);
-        if let Some(existing) = reg.get(name).and_then(Weak::upgrade) {
+        if let Some(existing) = lookup(name) {
             return Ok(Segment(existing));
         }
-        let mapping = Mapping::open_new(name)?;
-        let arc = Arc::new(mapping);
+        // Mapped and registered without the registry lock: registering may wait for the segment's user-table
+        // lock, and a failed attempt drops the half-built mapping, whose destructor takes the registry lock.
+        let arc = Arc::new(Mapping::open_new(name)?);
+        let mut guard = REGISTRY.lock();
+        let reg = guard.get_or_insert_with(HashMap::new);
+        if let Some(existing) = reg.get(name).and_then(Weak::upgrade) {
+            // Another thread opened it meanwhile: use its mapping; ours leaves the table once the lock is free.
+            drop(guard);
+            drop(arc);
+            return Ok(Segment(existing));
+        }
         reg.insert(name.to_string(), Arc::downgrade(&arc));
         Ok(Segment(arc))
     }
@@ -378,16 +385,17 @@ impl Segment {
     }
 
     /// Live users (the user table, after removing dead entries).
-    pub fn users(&self) -> Vec<process::ProcessId> {
-        users::live_users(self.0.header(), self.0.users())
+    pub fn users(&self) -> Result<Vec<process::ProcessId>> {
+        users::live_users(self.0.header(), self.0.users()).map_err(|e| in_segment(e, &self.0.name))
     }
 
     /// Registers the processes `ids` as users of this segment on their behalf (see
     /// [`users::attach_on_behalf`]): used when a structure grows into a new segment that the other processes
     /// using the structure have not mapped yet.
-    pub fn register_on_behalf(&self, ids: &[process::ProcessId]) {
+    pub fn register_on_behalf(&self, ids: &[process::ProcessId]) -> Result<()> {
         self.0.shared.store(true, Ordering::Relaxed);
-        users::attach_on_behalf(self.0.header(), self.0.users(), ids, process::current());
+        users::attach_on_behalf(self.0.header(), self.0.users(), ids, process::current())
+            .map_err(|e| in_segment(e, &self.0.name))
     }
 
     /// Number of `Segment` clones alive in this process (for tests).
@@ -405,6 +413,16 @@ impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Segment({}, {:?}, {} bytes)", self.0.name, self.0.info.kind, self.0.info.total_size)
     }
+}
+
+/// This process's mapping of `name`, if it has one.
+fn lookup(name: &str) -> Option<Arc<Mapping>> {
+    let reg = REGISTRY.lock();
+    // Upgrading under the lock: a mapping whose last handle is being dropped is either still listed (and then
+    // its Drop, waiting for the lock, finds it replaced or gone) or already removed.
+    let found = reg.as_ref().and_then(|r| r.get(name)).and_then(Weak::upgrade);
+    drop(reg);
+    found
 }
 
 /// Removes the name from `/dev/shm` (after the state was switched to unlinked).
@@ -458,7 +476,7 @@ impl Mapping {
 
     fn register(&self) -> Result<()> {
         let me = process::current();
-        let slot = users::attach(self.header(), self.users(), me).map_err(|e| e.with_name_if_not_found(&self.name))?;
+        let slot = users::attach(self.header(), self.users(), me).map_err(|e| in_segment(e, &self.name))?;
         self.slot.store(slot, Ordering::Relaxed);
         self.registered_pid.store(me.pid, Ordering::Release);
         Ok(())
@@ -471,7 +489,8 @@ impl Mapping {
         }
         let shared = self.shared.load(Ordering::Relaxed) || FORKS.load(Ordering::Relaxed) != self.forks_at_create;
         let last = if shared {
-            users::detach(self.header(), self.users(), self.slot.load(Ordering::Relaxed), me)
+            // If the table's lock stays held by a live process, give up: our slot is reaped once we are gone.
+            users::detach(self.header(), self.users(), self.slot.load(Ordering::Relaxed), me).unwrap_or(false)
         } else {
             // Nobody else can know the name, so nobody else is in the table: skip touching it.
             true
@@ -547,9 +566,15 @@ impl Inspected {
         }
     }
 
-    /// Live users, removing dead entries from the table.
-    pub fn live_users(&self) -> Vec<process::ProcessId> {
-        users::live_users(self.header(), self.users())
+    /// Live users, removing dead entries from the table. Fails with [`Error::Corrupt`] if the table's lock
+    /// stays held by a live process.
+    pub fn live_users(&self) -> Result<Vec<process::ProcessId>> {
+        users::live_users(self.header(), self.users()).map_err(|e| in_segment(e, &self.name))
+    }
+
+    /// Whether the header says the name was unlinked (while the file still exists: its unlinker died first).
+    pub fn is_unlinked(&self) -> bool {
+        self.header().state.load(Ordering::Acquire) == STATE_UNLINKED
     }
 
     /// Creator pid recorded in the header.
@@ -559,7 +584,7 @@ impl Inspected {
 
     /// Removes dead users; if none is left alive, unlinks the segment and returns true.
     pub fn collect_if_unused(&self) -> Result<bool> {
-        if users::reap_all_dead(self.header(), self.users()) {
+        if users::reap_all_dead(self.header(), self.users()).map_err(|e| in_segment(e, &self.name))? {
             unlink_name(&self.name)?;
             return Ok(true);
         }
@@ -627,14 +652,15 @@ pub fn release_all() {
     }
 }
 
-impl Error {
-    fn with_name_if_not_found(self, name: &str) -> Error {
-        match self {
-            Error::NotFound(_) => Error::NotFound(format!(
-                "pyconc segment {name} was unlinked (its last user let go) before this process attached"
-            )),
-            e => e,
-        }
+/// Names the segment in an error from its user table.
+fn in_segment(e: Error, name: &str) -> Error {
+    match e {
+        Error::NotFound(_) => Error::NotFound(format!(
+            "pyconc segment {name} was unlinked (its last user let go) before this process attached"
+        )),
+        Error::Corrupt(m) => Error::Corrupt(format!("pyconc segment {name}: {m}")),
+        Error::Full(m) => Error::Full(format!("pyconc segment {name}: {m}")),
+        e => e,
     }
 }
 
@@ -661,14 +687,89 @@ mod tests {
         let seg = Segment::create(Kind::Block, 1, 64).unwrap();
         // Another live process (our parent, the test runner's launcher) registered as a user.
         let parent = process::identity_of(std::os::unix::process::parent_id()).unwrap();
-        seg.register_on_behalf(&[parent]);
+        seg.register_on_behalf(&[parent]).unwrap();
         let name = seg.name().to_string();
-        assert_eq!(seg.users().len(), 2);
+        assert_eq!(seg.users().unwrap().len(), 2);
         drop(seg);
         assert!(exists(&name), "the other user keeps it");
         let seg = Segment::open(&name).unwrap();
         seg.unlink().unwrap();
         drop(seg);
         assert!(!exists(&name));
+    }
+
+    /// A segment whose table is full of live users (this process, several times over) and whose name stays when
+    /// its creator drops it.
+    fn crowded_segment() -> String {
+        let seg = Segment::create(Kind::Block, 1, 64).unwrap();
+        let name = seg.name().to_string();
+        let me = process::current();
+        let fill = |table: &[UserSlot]| {
+            for s in table {
+                s.start_time.store(me.start_time, Ordering::Relaxed);
+                s.pid.store(me.pid, Ordering::Relaxed);
+            }
+        };
+        fill(seg.0.users());
+        drop(seg);
+        assert!(exists(&name), "the other (live) slots keep it");
+        // The creator's own slot was cleared when it let go: fill that one too.
+        fill(Segment::inspect(&name).unwrap().users());
+        name
+    }
+
+    fn remove(name: &str) {
+        let _ = shm_unlink(shm_path(name).as_str());
+    }
+
+    /// Runs `f` on a thread and fails the test (instead of hanging it) if it does not return within 20 s.
+    fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20)).expect("hung")
+    }
+
+    #[test]
+    fn attaching_to_a_full_user_table_is_an_error_not_a_deadlock() {
+        let name = crowded_segment();
+        let n = name.clone();
+        let r = within_deadline(move || Segment::open(&n).map(|_| ()));
+        assert!(matches!(&r, Err(Error::Full(m)) if m.contains(&name) && m.contains("224")), "{r:?}");
+        // The registry is still usable.
+        let seg = Segment::create(Kind::Block, 1, 64).unwrap();
+        drop(seg);
+        remove(&name);
+    }
+
+    #[test]
+    fn attaching_to_a_segment_marked_unlinked_is_file_not_found() {
+        let name = crowded_segment();
+        let probe = Segment::inspect(&name).unwrap();
+        probe.header().state.store(STATE_UNLINKED, Ordering::Release);
+        let n = name.clone();
+        let r = within_deadline(move || Segment::open(&n).map(|_| ()));
+        assert!(matches!(r, Err(Error::NotFound(_))), "{r:?}");
+        // gc removes a name whose header says it is gone, live users or not.
+        assert!(probe.collect_if_unused().unwrap());
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    fn concurrent_opens_share_one_mapping() {
+        let seg = Segment::create(Kind::Block, 1, 64).unwrap();
+        let name = seg.name().to_string();
+        let parent = process::identity_of(std::os::unix::process::parent_id()).unwrap();
+        seg.register_on_behalf(&[parent]).unwrap();
+        drop(seg);
+        let opened: Vec<Segment> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4).map(|_| s.spawn(|| Segment::open(&name).unwrap())).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(opened.windows(2).all(|w| w[0].same_mapping(&w[1])));
+        let users = opened[0].users().unwrap();
+        assert_eq!(users.iter().filter(|u| u.pid == std::process::id()).count(), 1, "{users:?}");
+        opened[0].unlink().unwrap();
     }
 }

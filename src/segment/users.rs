@@ -11,6 +11,8 @@
 
 use super::header::{SegmentHeader, UserSlot, STATE_UNLINKED, USER_ON_BEHALF};
 use crate::base::atomic::Ordering;
+use crate::error::corrupt;
+use crate::platform::limits;
 use crate::platform::process::{self, ProcessId};
 use crate::{Error, Result};
 use std::time::{Duration, Instant};
@@ -25,12 +27,19 @@ impl Drop for UsersGuard<'_> {
     }
 }
 
-fn lock(hdr: &SegmentHeader, me: u32) -> UsersGuard<'_> {
+/// Takes the user-table lock, waiting at most [`limits::lock_timeout`] for a live holder (the critical sections
+/// last microseconds, so a holder that keeps it longer is stopped, or the word is corrupt).
+fn lock(hdr: &SegmentHeader, me: u32) -> Result<UsersGuard<'_>> {
+    lock_within(hdr, me, limits::lock_timeout())
+}
+
+fn lock_within(hdr: &SegmentHeader, me: u32, patience: Duration) -> Result<UsersGuard<'_>> {
     let backoff = crossbeam_utils::Backoff::new();
-    let mut last_check = Instant::now();
+    let start = Instant::now();
+    let mut last_check = start;
     loop {
         match hdr.users_lock.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return UsersGuard { hdr },
+            Ok(_) => return Ok(UsersGuard { hdr }),
             Err(holder) => {
                 if !backoff.is_completed() {
                     backoff.snooze();
@@ -42,6 +51,15 @@ fn lock(hdr: &SegmentHeader, me: u32) -> UsersGuard<'_> {
                     // The critical sections last microseconds; a holder that is gone died inside one.
                     if holder != me && !process::pid_alive(holder) {
                         let _ = hdr.users_lock.compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed);
+                        continue;
+                    }
+                    if start.elapsed() >= patience {
+                        return Err(corrupt!(
+                            "its user-table lock has been held by live process {holder} for more than {:.1} s (a \
+                             stopped process, or a corrupt segment); set {} to wait longer",
+                            patience.as_secs_f64(),
+                            limits::LOCK_TIMEOUT_ENV
+                        ));
                     }
                 }
             }
@@ -78,9 +96,10 @@ fn reap(table: &[UserSlot]) -> usize {
 }
 
 /// Registers `me` in a free slot and returns its index. Fails with [`Error::NotFound`] if the segment was
-/// already unlinked, and [`Error::Full`] if every slot holds a live process.
+/// already unlinked, [`Error::Full`] if every slot holds a live process, and [`Error::Corrupt`] if the table's
+/// lock stays held (see [`lock`]).
 pub fn attach(hdr: &SegmentHeader, table: &[UserSlot], me: ProcessId) -> Result<u32> {
-    let _g = lock(hdr, me.pid);
+    let _g = lock(hdr, me.pid)?;
     if hdr.state.load(Ordering::Acquire) == STATE_UNLINKED {
         return Err(Error::NotFound(String::new()));
     }
@@ -106,9 +125,10 @@ pub fn attach(hdr: &SegmentHeader, table: &[UserSlot], me: ProcessId) -> Result<
 
 /// Clears slot `slot` (if it still belongs to `me`) and reaps dead users. Returns true when no live user is
 /// left: the state was then switched to unlinked under the lock (so no process can attach any more) and the
-/// caller must `shm_unlink` the name.
-pub fn detach(hdr: &SegmentHeader, table: &[UserSlot], slot: u32, me: ProcessId) -> bool {
-    let _g = lock(hdr, me.pid);
+/// caller must `shm_unlink` the name. Fails only if the table's lock stays held (see [`lock`]): the slot then
+/// stays, and is reaped as dead once this process has exited.
+pub fn detach(hdr: &SegmentHeader, table: &[UserSlot], slot: u32, me: ProcessId) -> Result<bool> {
+    let _g = lock(hdr, me.pid)?;
     if let Some(s) = table.get(slot as usize) {
         if slot_id(s) == me {
             clear(s);
@@ -120,27 +140,28 @@ pub fn detach(hdr: &SegmentHeader, table: &[UserSlot], slot: u32, me: ProcessId)
             clear(s);
         }
     }
-    reap(table) == 0 && mark_unlinked(hdr)
+    Ok(reap(table) == 0 && mark_unlinked(hdr))
 }
 
 /// Registers other live processes as users (flagged [`USER_ON_BEHALF`]) unless they already are: for a segment
 /// that belongs to a structure those processes use but have not mapped yet (a dict's extension segment), so
 /// that it outlives its creator while they live. A process clears such a slot when it detaches itself; a dead
 /// one is reaped like any other.
-pub fn attach_on_behalf(hdr: &SegmentHeader, table: &[UserSlot], ids: &[ProcessId], me: ProcessId) {
-    let _g = lock(hdr, me.pid);
+pub fn attach_on_behalf(hdr: &SegmentHeader, table: &[UserSlot], ids: &[ProcessId], me: ProcessId) -> Result<()> {
+    let _g = lock(hdr, me.pid)?;
     if hdr.state.load(Ordering::Acquire) == STATE_UNLINKED {
-        return;
+        return Ok(());
     }
     for &id in ids {
         if id.pid == 0 || table.iter().any(|s| slot_id(s) == id) || !process::is_alive(id) {
             continue;
         }
-        let Some(slot) = table.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0) else { return };
+        let Some(slot) = table.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0) else { return Ok(()) };
         slot.start_time.store(id.start_time, Ordering::Relaxed);
         slot.flags.store(USER_ON_BEHALF, Ordering::Relaxed);
         slot.pid.store(id.pid, Ordering::Relaxed);
     }
+    Ok(())
 }
 
 /// Switches the state to unlinked; true if this call did it (and so must `shm_unlink` the name).
@@ -149,15 +170,76 @@ pub fn mark_unlinked(hdr: &SegmentHeader) -> bool {
 }
 
 /// Reaps dead users; if none is alive, marks the segment unlinked and returns true (the caller must
-/// `shm_unlink` the name). Used by `gc`.
-pub fn reap_all_dead(hdr: &SegmentHeader, table: &[UserSlot]) -> bool {
-    let _g = lock(hdr, process::current().pid);
-    reap(table) == 0 && mark_unlinked(hdr)
+/// `shm_unlink` the name). Also true for a segment already marked unlinked: its name should be gone, and is
+/// still there only because the process that marked it died before removing it. Used by `gc`.
+pub fn reap_all_dead(hdr: &SegmentHeader, table: &[UserSlot]) -> Result<bool> {
+    if hdr.state.load(Ordering::Acquire) == STATE_UNLINKED {
+        return Ok(true);
+    }
+    let _g = lock(hdr, process::current().pid)?;
+    if reap(table) > 0 {
+        return Ok(false);
+    }
+    mark_unlinked(hdr);
+    Ok(true)
 }
 
 /// The live users, after reaping dead ones.
-pub fn live_users(hdr: &SegmentHeader, table: &[UserSlot]) -> Vec<ProcessId> {
-    let _g = lock(hdr, process::current().pid);
+pub fn live_users(hdr: &SegmentHeader, table: &[UserSlot]) -> Result<Vec<ProcessId>> {
+    let _g = lock(hdr, process::current().pid)?;
     reap(table);
-    table.iter().map(slot_id).filter(|id| id.pid != 0).collect()
+    Ok(table.iter().map(slot_id).filter(|id| id.pid != 0).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::header::USER_CAPACITY;
+
+    /// A header and table in local memory (all zero: unlocked, empty).
+    fn fresh() -> (Box<SegmentHeader>, Vec<UserSlot>) {
+        // SAFETY: both types are ShmSafe: every bit pattern, zero included, is valid.
+        let hdr: Box<SegmentHeader> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: as above.
+        let table = (0..USER_CAPACITY).map(|_| unsafe { std::mem::zeroed::<UserSlot>() }).collect();
+        (hdr, table)
+    }
+
+    #[test]
+    fn a_live_holder_that_never_lets_go_is_reported_not_waited_on() {
+        let (hdr, _) = fresh();
+        let other = process::identity_of(std::os::unix::process::parent_id()).unwrap();
+        hdr.users_lock.store(other.pid, Ordering::Relaxed);
+        let t = Instant::now();
+        let err = lock_within(&hdr, process::current().pid, Duration::from_millis(100)).err().unwrap();
+        assert!(matches!(&err, Error::Corrupt(m) if m.contains(&other.pid.to_string())), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(hdr.users_lock.load(Ordering::Relaxed), other.pid, "a live holder is not robbed");
+    }
+
+    #[test]
+    fn a_dead_holder_is_taken_over() {
+        let (hdr, table) = fresh();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        hdr.users_lock.store(dead, Ordering::Relaxed);
+        let me = process::current();
+        assert_eq!(attach(&hdr, &table, me).unwrap(), 0);
+        assert_eq!(hdr.users_lock.load(Ordering::Relaxed), 0);
+        assert!(detach(&hdr, &table, 0, me).unwrap(), "last user");
+    }
+
+    #[test]
+    fn gc_removes_a_segment_marked_unlinked_even_with_live_users() {
+        let (hdr, table) = fresh();
+        let me = process::current();
+        attach(&hdr, &table, me).unwrap();
+        assert!(!reap_all_dead(&hdr, &table).unwrap(), "in use");
+        assert!(mark_unlinked(&hdr));
+        // The process that marked it died before removing the name: nobody can attach any more, so gc removes
+        // it (live users keep their mappings).
+        assert!(reap_all_dead(&hdr, &table).unwrap());
+        assert!(matches!(attach(&hdr, &table, me), Err(Error::NotFound(_))));
+    }
 }

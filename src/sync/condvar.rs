@@ -106,10 +106,12 @@ impl CondState {
     /// with the same slot, or [`cancel`](Self::cancel) it.
     pub fn wait(&self, i: usize, deadline: &Deadline) -> Result<bool, WaitError> {
         let s = self.slot(i);
-        let notified = || s.state.load(Ordering::Acquire) == SLOT_NOTIFIED;
-        if !wait::spin(deadline, notified) {
+        // Anything but WAITING ends the wait: NOTIFIED, or (a corrupt pid made another process reclaim the slot
+        // as a dead waiter's) a state that would otherwise make every futex wait return at once, a busy loop.
+        let done = || s.state.load(Ordering::Acquire) != SLOT_WAITING;
+        if !wait::spin(deadline, done) {
             loop {
-                if notified() {
+                if done() {
                     break;
                 }
                 match wait::sleep(&s.state, SLOT_WAITING, deadline) {
@@ -129,7 +131,9 @@ impl CondState {
                 }
             }
         }
-        s.state.store(SLOT_FREE, Ordering::Release);
+        // Free the slot if it is still ours; a slot taken from us is left to whoever has it (for the caller a
+        // spurious wakeup, which a condition wait allows).
+        let _ = s.state.compare_exchange(SLOT_NOTIFIED, SLOT_FREE, Ordering::AcqRel, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -138,7 +142,7 @@ impl CondState {
         let s = self.slot(i);
         let notified = s.state.compare_exchange(SLOT_WAITING, SLOT_FREE, Ordering::AcqRel, Ordering::Acquire).is_err();
         if notified {
-            s.state.store(SLOT_FREE, Ordering::Release);
+            let _ = s.state.compare_exchange(SLOT_NOTIFIED, SLOT_FREE, Ordering::AcqRel, Ordering::Relaxed);
         }
         notified
     }

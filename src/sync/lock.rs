@@ -289,36 +289,28 @@ impl LockState {
         old != 0
     }
 
-    /// Waits until the lock looks free (or its owner is dead), without taking it. Used by the asyncio forms,
-    /// which then try to acquire from the event-loop thread. Returns false on timeout.
-    pub fn wait_unlocked(&self, deadline: &Deadline) -> Result<bool, WaitError> {
-        let me = owner::me();
-        if wait::spin(deadline, || self.word.load(Ordering::Relaxed) == 0) {
-            return Ok(true);
-        }
+    /// For a waiter that sleeps elsewhere (the asyncio bridge's waker): marks the lock contended, so its release
+    /// wakes the word, and returns the value to sleep on; `None` if the lock is free now (try again instead).
+    pub fn announce_waiter(&self) -> Option<u32> {
         loop {
-            let mut w = self.word.load(Ordering::Relaxed);
+            let w = self.word.load(Ordering::Relaxed);
             if w == 0 {
-                return Ok(true);
+                return None;
             }
-            if w & WAITERS == 0 {
-                if !self.cas(w, w | WAITERS) {
-                    continue;
-                }
-                w |= WAITERS;
+            if w & WAITERS != 0 || self.cas(w, w | WAITERS) {
+                return Some(w | WAITERS);
             }
-            match wait::sleep(&self.word, w, deadline) {
-                Slept::Woken => {}
-                Slept::SliceEnd => {
-                    let pid = w & PID_MASK;
-                    if pid != me.pid && !owner::alive(pid, self.owner_start.load(Ordering::Acquire)) {
-                        return Ok(true);
-                    }
-                    wait::slice_ended()?;
-                }
-                Slept::TimedOut => return Ok(self.word.load(Ordering::Relaxed) == 0),
-                Slept::Interrupted => return Err(WaitError::Interrupted),
-            }
+        }
+    }
+
+    /// Takes the lock if free, keeping it marked contended (as a woken sleeper does), so this holder's release
+    /// wakes the next sleeper: for waiters that were announced with [`announce_waiter`](Self::announce_waiter).
+    pub fn try_lock_contended(&self, me: Me) -> Option<Acquired> {
+        if self.cas(0, me.pid | WAITERS) {
+            self.record(me, false);
+            Some(Acquired::Normal)
+        } else {
+            None
         }
     }
 

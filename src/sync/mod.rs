@@ -11,6 +11,7 @@
 //! * [`rwlock`]: the `RWLock`.
 //! * [`shared`]: placing them in segments (own or embedded) and attaching to them by handle.
 //! * [`owner`], [`wait`]: caller identity and the spin-then-sleep-in-slices policy.
+//! * [`waker`]: the asyncio bridge's waker thread, which sleeps on every awaited futex word at once.
 //!
 //! Owner died (one behaviour everywhere): when a process dies holding a `Lock`, `RLock` or an `RWLock` write
 //! lock, the next acquirer notices within one sleep slice (20 ms), takes the lock over and its acquire returns
@@ -25,6 +26,8 @@ pub mod rwlock;
 pub mod semaphore;
 pub mod shared;
 pub mod wait;
+#[cfg(not(loom))]
+pub mod waker;
 
 #[cfg(test)]
 mod tests;

@@ -336,6 +336,73 @@ impl RwState {
     }
 }
 
+/// For waiters that sleep elsewhere (the asyncio bridge's waker). A writer there takes `wlock` like a `Lock`
+/// (so it bars new readers while it waits), then waits on [`drain`](RwState::drain) until
+/// [`drained`](RwState::drained); a reader waits on `rgen` while a writer is present.
+impl RwState {
+    /// Counts a reader as asleep on `rgen` and returns the value to sleep on, or returns `None` (counting
+    /// nothing) if no writer is present now. A counted reader calls [`withdraw_reader`](Self::withdraw_reader).
+    pub fn announce_reader(&self) -> Option<u32> {
+        self.rsleepers.fetch_add(1, Ordering::SeqCst);
+        let g = self.rgen.load(Ordering::SeqCst);
+        if !self.writer_present() {
+            self.rsleepers.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(g)
+    }
+
+    /// Undoes one [`announce_reader`](Self::announce_reader) that returned a value.
+    pub fn withdraw_reader(&self) {
+        self.rsleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// If the write lock's holder (as the word `observed` names it) is a dead process, frees the write lock and
+    /// returns true, as a sleeping reader does.
+    pub fn free_dead_writer(&self) -> bool {
+        let me = owner::me();
+        let w = self.wlock.word.load(Ordering::SeqCst);
+        let pid = w & PID_MASK;
+        if w != 0
+            && pid != me.pid
+            && !owner::alive(pid, self.wlock.owner_start.load(Ordering::Acquire))
+            && self.wlock.try_take_over(w, me)
+        {
+            self.unlock_write_inner();
+            return true;
+        }
+        false
+    }
+
+    /// For a writer that holds `wlock`: the drain word's value to sleep on, or `None` if no reader is left
+    /// (after dropping the counts of dead readers).
+    pub fn drain_key(&self) -> Option<u32> {
+        let d = self.drain.load(Ordering::SeqCst);
+        if self.readers() == 0 {
+            return None;
+        }
+        self.reap_dead_readers();
+        (self.readers() != 0).then_some(d)
+    }
+
+    /// Whether no reader holds the lock (for a writer holding `wlock`).
+    pub fn drained(&self) -> bool {
+        self.readers() == 0
+    }
+
+    /// For a writer that took `wlock` itself (the asyncio path, not [`claim_write`](Self::claim_write), so it
+    /// is not counted in `writers_waiting()` while readers drain): records that it now holds the write lock.
+    pub fn mark_write_held(&self) {
+        self.writers.fetch_or(WRITE_HELD, Ordering::SeqCst);
+    }
+
+    /// Gives up a write lock this process took (its `wlock`, asyncio path) without finishing: wakes the blocked
+    /// readers.
+    pub fn abandon_uncounted_write(&self) -> Result<(), RwError> {
+        self.unlock_write()
+    }
+}
+
 impl LockState {
     /// Takes the lock over from the (dead) owner named by `observed`; true if this caller won.
     pub(crate) fn try_take_over(&self, observed: u32, me: Me) -> bool {

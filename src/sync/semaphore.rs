@@ -92,29 +92,21 @@ impl SemState {
         r
     }
 
-    /// Waits until the value is positive, without decrementing (asyncio forms). Returns false on timeout.
-    pub fn wait_available(&self, deadline: &Deadline) -> Result<bool, WaitError> {
-        if wait::spin(deadline, || self.value.load(Ordering::Relaxed) > 0) {
-            return Ok(true);
-        }
+    /// For a waiter that sleeps elsewhere (the asyncio bridge's waker) on `value` while it is 0: counts it in
+    /// `waiters` (so releases wake the word) and returns true, or returns false (counting nothing) if the value
+    /// is positive now. A counted waiter calls [`withdraw_waiter`](Self::withdraw_waiter) once.
+    pub fn announce_waiter(&self) -> bool {
         self.waiters.fetch_add(1, Ordering::SeqCst);
-        let r = loop {
-            if self.value.load(Ordering::SeqCst) > 0 {
-                break Ok(true);
-            }
-            match wait::sleep(&self.value, 0, deadline) {
-                Slept::Woken => {}
-                Slept::SliceEnd => {
-                    if let Err(e) = wait::slice_ended() {
-                        break Err(e);
-                    }
-                }
-                Slept::TimedOut => break Ok(self.value.load(Ordering::SeqCst) > 0),
-                Slept::Interrupted => break Err(WaitError::Interrupted),
-            }
-        };
+        if self.value.load(Ordering::SeqCst) > 0 {
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Undoes one [`announce_waiter`](Self::announce_waiter) that returned true.
+    pub fn withdraw_waiter(&self) {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
-        r
     }
 
     /// Adds `n`, failing (and changing nothing) if that would exceed the maximum.
@@ -190,6 +182,21 @@ impl EventState {
     #[inline]
     pub fn is_set(&self) -> bool {
         self.flag.load(Ordering::Acquire) != 0
+    }
+
+    /// As [`SemState::announce_waiter`], for a waiter on `flag` while it is 0.
+    pub fn announce_waiter(&self) -> bool {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        if self.flag.load(Ordering::SeqCst) != 0 {
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Undoes one [`announce_waiter`](Self::announce_waiter) that returned true.
+    pub fn withdraw_waiter(&self) {
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Waits until the flag is set; returns whether it is (false on timeout).

@@ -1,6 +1,6 @@
 //! Tests of the primitives: threads, and child processes (this test binary re-run: `base::child`).
 
-use super::barrier::BarrierError;
+use super::barrier::{BarrierCall, BarrierError};
 use super::condvar::CondState;
 use super::lock::{guard, Acquired, LockState, NotOwner, RLockState, RawLock};
 use super::rwlock::RwState;
@@ -160,12 +160,13 @@ fn barrier_rounds_abort_and_timeout() {
             std::thread::spawn(move || {
                 for _ in 0..200 {
                     let br = b.get();
-                    let a = br.arrive().unwrap();
+                    let call = BarrierCall::new(deadline(ms(10_000)));
+                    let a = br.arrive(&call).unwrap();
                     sum.fetch_add(1 << (8 * a.index), Ordering::SeqCst);
                     if a.last {
                         br.finish_last(&a, true).unwrap();
                     } else {
-                        br.wait_release(&a, &deadline(ms(10_000))).unwrap();
+                        br.wait_release(&a, &call).unwrap();
                     }
                 }
             })
@@ -178,17 +179,75 @@ fn barrier_rounds_abort_and_timeout() {
     // A timeout breaks the barrier for every waiter.
     let b2 = b.clone();
     let t = std::thread::spawn(move || {
-        let a = b2.get().arrive().unwrap();
-        b2.get().wait_release(&a, &deadline(None))
+        let call = BarrierCall::untimed();
+        let a = b2.get().arrive(&call).unwrap();
+        b2.get().wait_release(&a, &call)
     });
-    let a = b.get().arrive().unwrap();
-    assert_eq!(b.get().wait_release(&a, &deadline(ms(50))), Err(BarrierError::Broken));
+    let call = BarrierCall::new(deadline(ms(50)));
+    let a = b.get().arrive(&call).unwrap();
+    assert_eq!(b.get().wait_release(&a, &call), Err(BarrierError::Broken));
     assert_eq!(t.join().unwrap(), Err(BarrierError::Broken));
     assert!(b.get().broken());
-    assert_eq!(b.get().arrive(), Err(BarrierError::Broken));
-    b.get().reset();
+    assert_eq!(b.get().arrive(&BarrierCall::untimed()), Err(BarrierError::Broken));
+    b.get().reset().unwrap();
     assert!(!b.get().broken());
     assert_eq!(b.get().n_waiting(), 0);
+}
+
+#[test]
+fn barrier_arrival_during_another_rounds_action_honours_its_timeout() {
+    // Issue 11, hang 2: an arrival while the last arriver of a full round runs its action waited for the
+    // action, whatever its timeout. It now times out, the running round still trips, and the barrier breaks
+    // after it.
+    let b = BarrierHandle::create(1).unwrap();
+    let call = BarrierCall::untimed();
+    let last = b.get().arrive(&call).unwrap();
+    assert!(last.last, "one party: the first arrival runs the action");
+    let b2 = b.clone();
+    let t0 = Instant::now();
+    let late = std::thread::spawn(move || b2.get().arrive(&BarrierCall::new(deadline(ms(200)))).map(|_| ()));
+    assert_eq!(late.join().unwrap(), Err(BarrierError::Broken));
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(190) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(b.get().broken(), "breaks once the action returns");
+    assert_eq!(b.get().finish_last(&last, true), Ok(()), "the running round trips");
+    assert!(b.get().broken());
+    assert_eq!(b.get().rounds(), 1);
+    b.get().reset().unwrap();
+    let a = b.get().arrive(&call).unwrap();
+    assert_eq!(b.get().finish_last(&a, true), Ok(()));
+}
+
+#[test]
+fn barrier_with_an_invalid_phase_or_a_stuck_lock_does_not_hang() {
+    use super::barrier::BarrierState;
+    let b = BarrierHandle::create(2).unwrap();
+    // SAFETY: the handle's state, checked at open; only atomics are touched.
+    let st: &BarrierState = unsafe { &*(b.segment().base_ptr().add(b.offset() as usize) as *const BarrierState) };
+    for phase in [1, 5, 77, u32::MAX] {
+        st.phase.store(phase, Ordering::Relaxed);
+        let call = BarrierCall::new(deadline(ms(200)));
+        assert_eq!(b.get().arrive(&call), Err(BarrierError::Broken), "phase {phase}");
+        assert!(b.get().broken());
+        b.get().reset().unwrap();
+    }
+    // An action phase with nobody running the action is corrupt too: a sleeper finds it at its next slice.
+    st.phase.store(super::barrier::ACTION, Ordering::Relaxed);
+    let t0 = Instant::now();
+    assert_eq!(b.get().arrive(&BarrierCall::untimed()), Err(BarrierError::Broken));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    b.get().reset().unwrap();
+
+    // The internal lock named by a live process (our parent) that never lets it go: a timed wait ends at its
+    // deadline (plus the grace), an untimed call is bounded by the lock timeout.
+    let parent = std::os::unix::process::parent_id();
+    st.lock.word.store(parent, Ordering::Relaxed);
+    let t0 = Instant::now();
+    assert_eq!(b.get().arrive(&BarrierCall::new(deadline(ms(200)))), Err(BarrierError::Broken));
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(190) && waited < Duration::from_secs(3), "{waited:?}");
+    st.lock.word.store(0, Ordering::Relaxed);
+    assert!(!b.get().broken());
 }
 
 #[test]
@@ -326,7 +385,7 @@ fn child_entry() {
         }
         "barrier" => {
             let b = BarrierHandle::open(args[1], off(2)).unwrap();
-            let _a = b.get().arrive().unwrap();
+            let _a = b.get().arrive(&BarrierCall::untimed()).unwrap();
             ready(3).get().set();
             std::thread::sleep(Duration::from_secs(60));
         }
@@ -411,13 +470,27 @@ fn dead_barrier_waiter_breaks_the_barrier() {
     let ev = ready_event();
     let child = spawn_child(&format!("barrier {} {} {}", b.segment().name(), b.offset(), spec(&ev)));
     assert_eq!(ev.get().wait(&deadline(ms(10_000))), Ok(true));
-    let a = b.get().arrive().unwrap();
+    let call = BarrierCall::new(deadline(ms(5000)));
+    let a = b.get().arrive(&call).unwrap();
     assert_eq!(b.get().n_waiting(), 2);
     kill(child);
     let t0 = Instant::now();
-    assert_eq!(b.get().wait_release(&a, &deadline(ms(5000))), Err(BarrierError::Broken));
+    assert_eq!(b.get().wait_release(&a, &call), Err(BarrierError::Broken));
     assert!(t0.elapsed() < Duration::from_millis(2000));
     assert!(b.get().broken());
-    b.get().reset();
+    b.get().reset().unwrap();
     assert_eq!(b.get().n_waiting(), 0);
+}
+
+#[test]
+fn a_condition_slot_taken_from_its_waiter_ends_the_wait_without_spinning() {
+    // A slot state that is neither waiting nor notified (another process reclaimed the slot because a corrupt
+    // pid looked dead) made every futex wait return at once: a busy loop until the deadline, forever without one.
+    let c = SyncHandle::<CondState>::create(SyncType::Condition, 0, 0).unwrap();
+    let i = c.get().prepare().unwrap();
+    c.get().slots[i].state.store(7, Ordering::Relaxed);
+    let t0 = Instant::now();
+    assert_eq!(c.get().wait(i, &deadline(None)), Ok(true), "a spurious wakeup");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert_eq!(c.get().slots[i].state.load(Ordering::Relaxed), 7, "not ours any more: left alone");
 }

@@ -26,7 +26,8 @@ def churn(d, seed, crash_point):
     from pyconc import _native
 
     x = seed * 2654435761 % 2**32 or 1
-    for round in range(200_000):
+    # Without a crash point the worker runs until it is killed (a finite run could end before the kill lands).
+    for round in range(200_000 if crash_point else 1 << 62):
         x ^= (x << 13) & 0xFFFFFFFF
         x ^= x >> 17
         x ^= (x << 5) & 0xFFFFFFFF

@@ -108,3 +108,18 @@ def rw_try_read(rw, result, timeout):
         result.set(1)
     else:
         result.set(2)
+def slow_action_started(started):
+    """An action that tells `started`, then runs long (the barrier round stays in its action phase)."""
+
+    def action():
+        started.set()
+        time.sleep(1.5)
+
+    return action
+
+
+def barrier_with_slow_action(handle, started, done):
+    import pyconc
+
+    b = pyconc.Barrier(1, action=slow_action_started(started), _handle=handle)
+    done.put(b.wait())

@@ -143,7 +143,7 @@ def test_namespaces_scope_ls_gc_and_reaping():
         # Our namespace's ls, gc and reaping do not see it; --all does.
         assert name not in {r["name"] for r in _native.list_segments()}
         assert name in {r["name"] for r in _native.list_segments(all=True)}
-        removed, _, _ = _native.collect_segments()
+        removed, _, _, _ = _native.collect_segments()
         assert name not in removed
         _native._reap_dead_segments(1.0)
         assert os.path.exists(f"/dev/shm/{name}")

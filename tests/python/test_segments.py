@@ -1,5 +1,6 @@
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -254,3 +255,75 @@ def test_unshared_segment_is_unlinked_on_drop():
     assert _native.segment_users(name) == [os.getpid()]
     del arr
     assert not os.path.exists(f"/dev/shm/{name}")
+
+
+FAULT_SCALE = max(1, int(os.environ.get("PYCONC_FAULT_SCALE", "1")))
+
+
+def _spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_attach_while_the_last_user_exits_never_hangs():
+    # Issue 11, hang 1: a process attaching by handle while the last user lets go could map the segment, then
+    # find it marked unlinked; the failed attach dropped its half-built mapping under the process-wide registry
+    # lock, whose destructor took that lock again: a deadlock. Each round forks a creator that hands a handle
+    # over a pipe and lets go after a delay, and an attacher; the delay follows a staircase (shorter after an
+    # attach, longer after a miss) so that most rounds land where the attach and the unlink cross (the old code
+    # hung in about 3% of such rounds). Every round must end within its deadline, attached or FileNotFoundError.
+    rng = random.Random(11)
+    rounds = 300 * FAULT_SCALE
+    outcomes = {"attached": 0, "gone": 0}
+    delay = 100e-6
+    for _ in range(rounds):
+        r, w = os.pipe()
+        wait = max(0.0, delay + rng.uniform(-3e-6, 3e-6))
+        creator = os.fork()
+        if creator == 0:
+            code = 1
+            try:
+                os.close(r)
+                a = pyconc.AtomicInt64(7)
+                data = pickle.dumps(a)
+                os.write(w, len(data).to_bytes(4, "little") + data)
+                _spin(wait)
+                del a  # the last (only) user lets go: marks the segment unlinked, removes the name
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        attacher = os.fork()
+        if attacher == 0:
+            code = 1
+            try:
+                data = b""
+                while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "little"):
+                    data += os.read(r, 4096)
+                try:
+                    code = 0 if pickle.loads(data[4:]).get() == 7 else 1
+                except FileNotFoundError:
+                    code = 3
+            finally:
+                os._exit(code)
+        os.close(r)
+        deadline = time.monotonic() + 20
+        statuses = {}
+        while len(statuses) < 2 and time.monotonic() < deadline:
+            for pid in (creator, attacher):
+                if pid not in statuses:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        statuses[pid] = os.waitstatus_to_exitcode(status)
+            time.sleep(0.0005)
+        hung = [pid for pid in (creator, attacher) if pid not in statuses]
+        for pid in hung:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        assert not hung, "a process hung at the end of a segment's life"
+        assert statuses[creator] == 0 and statuses[attacher] in (0, 3), statuses
+        attached = statuses[attacher] == 0
+        outcomes["attached" if attached else "gone"] += 1
+        delay = max(0.0, delay - 2e-6) if attached else delay + 2e-6
+    assert sum(outcomes.values()) == rounds

@@ -331,6 +331,33 @@ def test_barrier_timeout_and_abort_break_every_waiter():
     assert errors == ["broken"] * 3 and not b.broken
 
 
+def test_barrier_timeout_holds_while_another_process_runs_the_action():
+    # Issue 11, hang 2: wait(timeout=0.2) waited out another round's long action before raising.
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    b = pyconc.Barrier(1)
+    started, done = ctx.Event(), ctx.Queue()
+    p = ctx.Process(target=w.barrier_with_slow_action, args=(b._handle, started, done))
+    p.start()
+    try:
+        assert started.wait(20)
+        t0 = time.monotonic()
+        with pytest.raises(threading.BrokenBarrierError):
+            b.wait(timeout=0.2)
+        assert 0.15 <= time.monotonic() - t0 < 1.4, "the timeout holds while the (1.5 s) action runs"
+        assert b.broken
+        assert done.get(timeout=20) == 0, "the running round still trips"
+    finally:
+        p.join(20)
+        if p.is_alive():
+            p.kill()
+    assert p.exitcode == 0
+    assert b.broken
+    b.reset()
+    assert b.wait(timeout=5) == 0
+
+
 def test_barrier_default_timeout_and_failing_action():
     b = pyconc.Barrier(2, timeout=0.05)
     with pytest.raises(threading.BrokenBarrierError):
@@ -682,6 +709,35 @@ BLOCKERS = {
     "barrier": "pyconc.Barrier(2).wait()",
     "condition": "c = pyconc.Condition(); c.acquire(); c.wait()",
     "rwlock": "rw = pyconc.RWLock(); rw.lock_read(); rw.lock_write()",
+    "queue_get": "pyconc.Queue().get()",
+    "queue_put": "q = pyconc.Queue(1); q.put(1); q.put(2)",
+    "queue_join": "q = pyconc.JoinableQueue(); q.put(1); q.join()",
+    "simplequeue_get": "pyconc.SimpleQueue().get()",
+    "dict_shard_lock": (
+        "import threading, time; d = pyconc.ConcurrentDict(1); "
+        "threading.Thread(target=d.update_with, args=('a', lambda v: time.sleep(60)), daemon=True).start(); "
+        "time.sleep(0.05); d['b'] = 1"
+    ),
+}
+
+# Blocking calls that must outlast a signal whose handler returns (PEP 475): name -> (setup, call, check).
+RETRIED = {
+    "lock": ("l = pyconc.Lock(); l.acquire(); threading.Timer(0.3, l.release).start()", "l.acquire()"),
+    "semaphore": ("s = pyconc.Semaphore(0); threading.Timer(0.3, s.release).start()", "s.acquire()"),
+    "event": ("e = pyconc.Event(); threading.Timer(0.3, e.set).start()", "e.wait()"),
+    "queue_get": ("q = pyconc.Queue(); threading.Timer(0.3, q.put, (1,)).start()", "q.get()"),
+    "queue_put": ("q = pyconc.Queue(1); q.put(0); threading.Timer(0.3, q.get).start()", "q.put(1)"),
+    "queue_join": (
+        "q = pyconc.JoinableQueue(); q.put(1); q.get(); threading.Timer(0.3, q.task_done).start()",
+        "q.join()",
+    ),
+    "dict_shard_lock": (
+        "d = pyconc.ConcurrentDict(1); "
+        "threading.Thread(target=d.update_with, args=('a', lambda v: time.sleep(0.3))).start(); time.sleep(0.05)",
+        "d.__setitem__('b', 1)",
+    ),
+    "rwlock": ("rw = pyconc.RWLock(); rw.lock_read(); threading.Timer(0.3, rw.unlock_read).start()",
+               "rw.lock_write()"),
 }
 
 
@@ -703,6 +759,55 @@ def test_ctrl_c_interrupts_a_blocked_wait(kind):
             p.wait()
     assert "KeyboardInterrupt" in err, err
     assert p.returncode != 0
+
+
+@pytest.mark.parametrize("kind", sorted(RETRIED))
+def test_wait_is_retried_after_a_signal_handler_returns(kind):
+    """PEP 475: a handler that returns normally neither aborts the wait (no InterruptedError) nor ends it early."""
+    setup, call = RETRIED[kind]
+    hits = []
+    old = signal.signal(signal.SIGALRM, lambda *_: hits.append(1))
+    try:
+        env = {"pyconc": pyconc, "threading": threading, "time": time}
+        exec(setup, env)
+        signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
+        t0 = time.monotonic()
+        eval(call, env)
+        elapsed = time.monotonic() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert hits, "the handler never ran during the wait"
+    assert elapsed >= 0.2, f"the wait ended after {elapsed:.3f} s, before its release"
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["pyconc.Queue().get(timeout=0.4)", "pyconc.Lock().acquire() and L.acquire(timeout=0.4)"],
+)
+def test_timeout_is_kept_across_signal_handlers(call):
+    """A handler that returns does not restart the timeout: the call still ends after about `timeout`."""
+    hits = []
+    old = signal.signal(signal.SIGALRM, lambda *_: hits.append(1))
+    env = {"pyconc": pyconc}
+    if "L." in call:
+        env["L"] = pyconc.Lock()
+        env["L"].acquire()
+        call = "L.acquire(timeout=0.4)"
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.03, 0.03)
+        t0 = time.monotonic()
+        try:
+            result = eval(call, env)
+        except Exception as e:  # queue.Empty
+            result = e
+        elapsed = time.monotonic() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert hits
+    assert result is False or type(result).__name__ == "Empty", result
+    assert 0.35 <= elapsed < 2.0, elapsed
 
 
 # ---- asyncio ------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def fmt(x: float | None, unit: str) -> str:
     """A figure in its unit, compactly (12.3M, 45.6k, 0.0199)."""
     if x is None:
         return "-"
-    if unit in ("ms", "µs", "GB/s"):
+    if unit in ("ms", "µs", "GB/s", "s", "threads"):
         return f"{x:,.3g}" if x < 100 else f"{x:,.0f}"
     if x >= 1e6:
         return f"{x / 1e6:,.2f}M"

@@ -395,6 +395,10 @@ def bench_deque(quick: bool) -> list[Row]:
     from . import bench_deque as bq
 
     return bq.run(quick)
+def bench_asyncio(quick):
+    from . import bench_aio as ba
+
+    return ba.run(quick)
 
 
 GROUPS: dict[str, Callable[[bool], list[Row]]] = {
@@ -404,6 +408,7 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "queues": bench_queues,
     "dict": bench_dict,
     "deque": bench_deque,
+    "asyncio": bench_asyncio,
 }
 
 

@@ -38,11 +38,13 @@ def _ls(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     from .. import _native
 
-    removed, invalid, kept = _native.collect_segments(args.grace, args.all)
+    removed, invalid, kept, problems = _native.collect_segments(args.grace, args.all)
     for name in removed:
         print(f"removed {name} (no live users)")
     for name in invalid:
         print(f"removed {name} (invalid header, older than {args.grace:g} s)")
+    for name, why in problems:
+        print(f"kept {name}: {why}")
     print(f"{len(removed) + len(invalid)} removed, {kept} in use")
     if args.check_empty and kept:
         print("segments are still in use after the test suite:", file=sys.stderr)
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_gc)
     p = sub.add_parser("bench", help="benchmarks against multiprocessing, measured in the same run")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
-    p.add_argument("--only", default="", help="comma-separated groups to run (counters,arrays,sync,queues,dict,deque)")
+    p.add_argument("--only", default="",
+                   help="comma-separated groups to run (counters,arrays,sync,queues,dict,deque,asyncio)")
     p.set_defaults(fn=_bench)
     p = sub.add_parser("stress", help="many processes on one structure, every item accounted for")
     p.add_argument("structure", choices=["queue", "dict"])
