@@ -37,6 +37,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import local as local  # submodules: `as` marks them re-exported
     from . import synchronization as synchronization
+    from .aio import ProcessSemaphore
     from .deques import ConcurrentDeque
     from .gathering import ConcurrentGatheringIterator
     from .local import BatchExecutor, LocalWrapper

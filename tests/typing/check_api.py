@@ -42,6 +42,7 @@ with rw.write(timeout=1.0) as locked:
     assert_type(locked, pyconc.RWLock)
 assert_type(pyconc.ConcurrentDeque([1]).maxlen, int | None)
 assert_type(pyconc.synchronization.IntervalLock, type[pyconc.IntervalLock])
+assert_type(pyconc.ProcessSemaphore(2), pyconc.ProcessSemaphore)
 
 # LocalWrapper forwards the protocols of what it wraps.
 w = pyconc.LocalWrapper([1, 2])

@@ -395,7 +395,9 @@ def bench_deque(quick: bool) -> list[Row]:
     from . import bench_deque as bq
 
     return bq.run(quick)
-def bench_asyncio(quick):
+
+
+def bench_asyncio(quick: bool) -> list[Row]:
     from . import bench_aio as ba
 
     return ba.run(quick)
