@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from .local import BatchExecutor, LocalWrapper
     from .reference import AtomicReference
     from .synchronization import IntervalLock, RWReadContext, RWWriteContext
-del TYPE_CHECKING  # dir(pyconc) lists the API only
 
 # Public names imported on first use: name -> module (relative to the package), None for a submodule.
 _LAZY: "dict[str, str | None]" = {
@@ -99,16 +98,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'pyconc' has no attribute {name!r}")
-    module = _LAZY[name]
-    if module is None:  # a submodule
-        value = _importlib.import_module("." + name, __name__)
-    else:
-        value = getattr(_importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # hidden from type checkers, which would take every unknown name for one of these
+
+    def __getattr__(name: str) -> object:
+        if name not in _LAZY:
+            raise AttributeError(f"module 'pyconc' has no attribute {name!r}")
+        module = _LAZY[name]
+        if module is None:  # a submodule
+            value = _importlib.import_module("." + name, __name__)
+        else:
+            value = getattr(_importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+del TYPE_CHECKING  # dir(pyconc) lists the API only
 
 
 def __dir__() -> list[str]:

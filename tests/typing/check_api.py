@@ -43,6 +43,9 @@ with rw.write(timeout=1.0) as locked:
 assert_type(pyconc.ConcurrentDeque([1]).maxlen, int | None)
 assert_type(pyconc.synchronization.IntervalLock, type[pyconc.IntervalLock])
 assert_type(pyconc.ProcessSemaphore(2), pyconc.ProcessSemaphore)
+# ... and an unknown name is an error (the module's run-time __getattr__ is hidden from type checkers); the
+# ignore must be used (warn_unused_ignores).
+_ = pyconc.AtomicRefrence  # type: ignore[attr-defined]
 
 # LocalWrapper forwards the protocols of what it wraps.
 w = pyconc.LocalWrapper([1, 2])
