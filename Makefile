@@ -4,12 +4,16 @@ VENV := .venv
 PY := $(abspath $(VENV))/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: demo test test-rust test-python build build-release bench loom lint clean
+.PHONY: demo test test-rust test-python build build-release bench loom lint lint-rust lint-python clean
+
+# The linters gate CI, so their ranges are pinned (a new release adds checks: bump them on purpose). The same
+# ranges are in pyproject.toml's dev extra, so changing them there too rebuilds the venv (the stamp's dependency).
+LINTERS := "ruff>=0.17.5,<0.18" "mypy>=2.4,<2.5"
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "numpy>=1.22" "mypy>=1.10"
+	$(PY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "numpy>=1.22" $(LINTERS)
 	touch $@
 
 build: $(VENV)/.stamp
@@ -45,12 +49,19 @@ LOOM_ARGS ?=
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --lib loom_tests -- $(LOOM_ARGS)
 
-# Formatting and clippy for the three builds: the core, the PyO3 layer (feature python) and the loom models.
-lint:
+# Formatting and clippy for the three builds (the core, the PyO3 layer with feature python, the loom models),
+# then ruff and mypy over the Python package (mypy's settings: [tool.mypy] in pyproject.toml).
+lint: lint-rust lint-python
+
+lint-rust:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --lib --tests -- -D warnings
+
+lint-python: $(VENV)/.stamp
+	$(PY) -m ruff check python tests/python tests/typing
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) target

@@ -31,8 +31,21 @@ from .synchronize import (
 
 __version__: str = _native.__version__
 
-# Public names imported on first use: name -> module (relative to the package).
-_LAZY = {
+# The names imported on first use (below), as type checkers see them. `typing` is not imported at run time: a type
+# checker takes any `TYPE_CHECKING` name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from . import local as local  # submodules: `as` marks them re-exported
+    from . import synchronization as synchronization
+    from .aio import ProcessSemaphore
+    from .deques import ConcurrentDeque
+    from .gathering import ConcurrentGatheringIterator
+    from .local import BatchExecutor, LocalWrapper
+    from .reference import AtomicReference
+    from .synchronization import IntervalLock, RWReadContext, RWWriteContext
+
+# Public names imported on first use: name -> module (relative to the package), None for a submodule.
+_LAZY: "dict[str, str | None]" = {
     "AtomicReference": ".reference",
     "BatchExecutor": ".local",
     "ConcurrentDeque": ".deques",
@@ -85,19 +98,23 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'pyconc' has no attribute {name!r}")
-    module = _LAZY[name]
-    if module is None:  # a submodule
-        value = _importlib.import_module("." + name, __name__)
-    else:
-        value = getattr(_importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # hidden from type checkers, which would take every unknown name for one of these
+
+    def __getattr__(name: str) -> object:
+        if name not in _LAZY:
+            raise AttributeError(f"module 'pyconc' has no attribute {name!r}")
+        module = _LAZY[name]
+        if module is None:  # a submodule
+            value = _importlib.import_module("." + name, __name__)
+        else:
+            value = getattr(_importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+
+del TYPE_CHECKING  # dir(pyconc) lists the API only
 
 
-def __dir__() -> list:
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 

@@ -16,12 +16,19 @@ SIGTERM is left alone by default: a library changing what SIGTERM does would cha
 those of a SIGKILLed one. ``pyconc.exit_on_sigterm()`` opts in to running the normal exit path instead.
 """
 
+from __future__ import annotations
+
 import atexit
 import multiprocessing.util
 import os
 import signal
 
 from . import _native
+
+TYPE_CHECKING = False  # a type checker takes it as true; `typing` is not imported at run time
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import NoReturn
 
 
 def _register_child_finalizer(_: object) -> None:
@@ -43,11 +50,11 @@ def install() -> None:
         pass
 
 
-def _exit_on_sigterm(signum, frame):
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def exit_on_sigterm():
+def exit_on_sigterm() -> bool:
     """Makes SIGTERM (``kill``, ``timeout``, ``docker stop``) run this process's normal exit path: the handler
     raises ``SystemExit(143)``, so ``finally`` blocks and ``atexit`` hooks run and the segments whose last user
     this process is are removed at once. Installed only if SIGTERM still has its default action (an existing

@@ -25,14 +25,20 @@ values there.
 a process finds such a writer, when no shard is busy) and returns the bytes freed.
 """
 
+from __future__ import annotations
+
 from collections.abc import ItemsView as _ItemsViewBase
 from collections.abc import KeysView as _KeysViewBase
 from collections.abc import MutableMapping as _MutableMapping
 from collections.abc import ValuesView as _ValuesViewBase
 
+from . import _native
 from ._native import ConcurrentDict
 
-from . import _native
+TYPE_CHECKING = False  # a type checker takes it as true; `typing` is not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 _MutableMapping.register(ConcurrentDict)
 
@@ -44,25 +50,28 @@ class _ShardCopies:
 
     __slots__ = ()
     _list = _label = ""
+    _mapping: ConcurrentDict  # set by the collections.abc view's __init__
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(getattr(self._mapping, self._list)())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ConcurrentDict_{self._label}({list(self)!r})"
 
 
-class _KeysView(_ShardCopies, _KeysViewBase):
+# The views' type parameters are `object` (a subscript evaluated at run time; Any would need `typing`): users see
+# the stub's KeysView[Any] etc., not these classes.
+class _KeysView(_ShardCopies, _KeysViewBase[object]):
     __slots__ = ()
     _list, _label = "_keys_list", "keys"
 
 
-class _ValuesView(_ShardCopies, _ValuesViewBase):
+class _ValuesView(_ShardCopies, _ValuesViewBase[object]):
     __slots__ = ()
     _list, _label = "_values_list", "values"
 
 
-class _ItemsView(_ShardCopies, _ItemsViewBase):
+class _ItemsView(_ShardCopies, _ItemsViewBase[object, object]):
     __slots__ = ()
     _list, _label = "_items_list", "items"
 

@@ -1,10 +1,19 @@
 """`ConcurrentGatheringIterator`: values inserted under integer keys by any thread or process, yielded in key
 order (a `ConcurrentDict` plus a shared `Condition`)."""
 
+from __future__ import annotations
+
 from ._native import AtomicFlag
 from .dicts import ConcurrentDict
 from .local import LocalWrapper
 from .synchronize import Condition
+
+TYPE_CHECKING = False  # a type checker takes it as true; `typing` is not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, SupportsIndex
+
+    _Parts = tuple[ConcurrentDict, Condition, AtomicFlag]
 
 
 class ConcurrentGatheringIterator:
@@ -17,12 +26,12 @@ class ConcurrentGatheringIterator:
     iterator raises ``RuntimeError`` instead of waiting forever for that key. Pickles as a handle.
     """
 
-    def __init__(self, scaling=None, *, _parts=None):
+    def __init__(self, scaling: int | None = None, *, _parts: _Parts | None = None) -> None:
         if _parts is None:
             _parts = (ConcurrentDict(scaling=scaling or 17), Condition(), AtomicFlag(False))
         self._d, self._cond, self._failed = _parts
 
-    def insert(self, key, value):
+    def insert(self, key: SupportsIndex, value: Any) -> None:
         """Stores `value` under integer `key` and wakes iterators waiting for it."""
         try:
             self._d[int(key)] = value
@@ -33,7 +42,7 @@ class ConcurrentGatheringIterator:
             with self._cond:
                 self._cond.notify_all()
 
-    def iterator(self, max_key, clear=True):
+    def iterator(self, max_key: SupportsIndex, clear: bool = True) -> Iterator[Any]:
         """Yields the values of keys 0..max_key in order, waiting for each to be inserted."""
         for key in range(int(max_key) + 1):
             while True:
@@ -51,30 +60,30 @@ class ConcurrentGatheringIterator:
                     self._cond.wait(1.0)
             yield value
 
-    def iterator_local(self, max_key, clear=True):
+    def iterator_local(self, max_key: SupportsIndex, clear: bool = True) -> Iterator[LocalWrapper]:
         """As `iterator`, yielding each value in a `LocalWrapper`."""
         for value in self.iterator(max_key, clear):
             yield LocalWrapper(value)
 
-    def _take(self, key, clear):
+    def _take(self, key: int, clear: bool) -> tuple[bool, Any]:
         missing = object()
         value = self._d.pop(key, missing) if clear else self._d.get(key, missing)
         return value is not missing, value
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_gathering, ((self._d, self._cond, self._failed),))
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         # Identity of the shared iterator, across handles.
         if type(other) is not type(self):
             return NotImplemented
         return self._d._same_object(other._d)
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return self._d._identity_hash()
 
 
-def _rebuild_gathering(parts):
+def _rebuild_gathering(parts: _Parts) -> ConcurrentGatheringIterator:
     return ConcurrentGatheringIterator(_parts=parts)
 
 

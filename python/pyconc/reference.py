@@ -1,6 +1,12 @@
 """`AtomicReference`: one value in shared memory, replaced atomically (built on a one-shard `ConcurrentDict`)."""
 
+from __future__ import annotations
+
 from .dicts import ConcurrentDict
+
+TYPE_CHECKING = False  # a type checker takes it as true; `typing` is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class AtomicReference:
@@ -13,52 +19,52 @@ class AtomicReference:
 
     __slots__ = ("_d",)
 
-    def __init__(self, obj=None, *, _dict=None):
+    def __init__(self, obj: Any = None, *, _dict: ConcurrentDict | None = None) -> None:
         if _dict is None:
             _dict = ConcurrentDict(scaling=1)
             _dict[0] = obj
         self._d = _dict
 
-    def get(self):
+    def get(self) -> Any:
         """The current value (a copy)."""
         return self._d[0]
 
-    def set(self, obj):
+    def set(self, obj: Any) -> None:
         """Stores `obj`."""
         self._d[0] = obj
 
-    def exchange(self, obj):
+    def exchange(self, obj: Any) -> Any:
         """Stores `obj` and returns the previous value, atomically."""
-        old = []
+        old: list[Any] = []
 
-        def swap(v):
+        def swap(v: Any) -> Any:
             old.append(v)
             return obj
 
         self._d.update_with(0, swap)
         return old[0]
 
-    def compare_exchange(self, expected, obj):
+    def compare_exchange(self, expected: Any, obj: Any) -> bool:
         """Stores `obj` if the value encodes like `expected`; returns whether it did."""
         return self._d.compare_and_set(0, expected, obj)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_reference, (self._d,))
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         # Identity of the shared reference, across handles (not of the values it holds).
         if type(other) is not type(self):
             return NotImplemented
         return self._d._same_object(other._d)
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return self._d._identity_hash()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"AtomicReference({self.get()!r})"
 
 
-def _rebuild_reference(d):
+def _rebuild_reference(d: ConcurrentDict) -> AtomicReference:
     return AtomicReference(_dict=d)
 
 

@@ -14,12 +14,20 @@
   `KeyboardInterrupt` with nothing held. Pickles as a handle (its lock and its shared waiter count).
 """
 
+from __future__ import annotations
+
 import os
 import threading
 import time
 
 from ._native import AtomicInt64
 from .synchronize import Lock, RWLock
+
+TYPE_CHECKING = False  # a type checker takes it as true; `typing` is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+    from typing_extensions import Self
 
 __all__ = ["IntervalLock", "RWLock", "RWReadContext", "RWWriteContext"]
 
@@ -29,14 +37,14 @@ class RWReadContext:
 
     __slots__ = ("_lock",)
 
-    def __init__(self, lock):
+    def __init__(self, lock: RWLock) -> None:
         self._lock = lock
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._lock.lock_read()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._lock.unlock_read()
 
 
@@ -45,14 +53,14 @@ class RWWriteContext:
 
     __slots__ = ("_lock",)
 
-    def __init__(self, lock):
+    def __init__(self, lock: RWLock) -> None:
         self._lock = lock
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._lock.lock_write()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._lock.unlock_write()
 
 
@@ -64,9 +72,9 @@ class IntervalLock:
     """A lock that a long-running holder yields to waiters once per `interval` seconds, at the points where it
     calls `poll()`. Cross-process: waiters in other processes count too."""
 
-    __slots__ = ("_lock", "_waiters", "_interval", "_since", "__weakref__")
+    __slots__ = ("__weakref__", "_interval", "_lock", "_since", "_waiters")
 
-    def __init__(self, interval=0.005, *, _parts=None):
+    def __init__(self, interval: float = 0.005, *, _parts: tuple[Lock, AtomicInt64] | None = None) -> None:
         interval = float(interval)
         if not interval >= 0:
             raise ValueError("interval must be a non-negative number of seconds")
@@ -76,14 +84,14 @@ class IntervalLock:
         self._interval = interval
         self._since = 0.0
 
-    def _mine(self):
+    def _mine(self) -> bool:
         return self._lock._owner() == (os.getpid(), threading.get_native_id())
 
-    def _check_held(self, what):
+    def _check_held(self, what: str) -> None:
         if not self._mine():
             raise RuntimeError(f"IntervalLock.{what}(): the lock is not held by this thread")
 
-    def lock(self):
+    def lock(self) -> None:
         """Takes the lock, waiting as long as needed. RuntimeError if this thread already holds it."""
         if self._mine():
             raise RuntimeError("IntervalLock.lock(): this thread already holds the lock")
@@ -95,19 +103,19 @@ class IntervalLock:
                 self._waiters.decr()
         self._since = time.monotonic()
 
-    def unlock(self):
+    def unlock(self) -> None:
         """Releases the lock. RuntimeError if this thread does not hold it."""
         self._check_held("unlock")
         self._lock.release()
 
-    def poll(self):
+    def poll(self) -> None:
         """If this thread has held the lock for `interval` seconds or more, lets waiters have it (see `cede`).
         RuntimeError if this thread does not hold it."""
         self._check_held("poll")
         if time.monotonic() - self._since >= self._interval:
             self.cede()
 
-    def cede(self):
+    def cede(self) -> None:
         """Lets waiting threads or processes take the lock now, then takes it back (waiting for them). Without
         waiters it keeps the lock. RuntimeError if this thread does not hold it."""
         self._check_held("cede")
@@ -121,32 +129,32 @@ class IntervalLock:
             time.sleep(0.0001)
         self.lock()
 
-    def locked(self):
+    def locked(self) -> bool:
         """Whether some thread of some process holds the lock."""
         return self._lock._owner() is not None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.lock()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.unlock()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_interval_lock, ((self._lock, self._waiters), self._interval))
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         # Identity of the shared lock, across handles.
         if type(other) is not type(self):
             return NotImplemented
         return self._lock == other._lock
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._lock)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<IntervalLock(interval={self._interval}, locked={self.locked()})>"
 
 
-def _rebuild_interval_lock(parts, interval):
+def _rebuild_interval_lock(parts: tuple[Lock, AtomicInt64], interval: float) -> IntervalLock:
     return IntervalLock(interval, _parts=parts)

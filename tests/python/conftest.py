@@ -6,9 +6,9 @@ import os
 # `pytest` gets one per session. Children (and `python -m pyconc` subprocesses) inherit it.
 os.environ.setdefault("PYCONC_NAMESPACE", f"t{os.getpid() % 10**7}")
 
-import pytest  # noqa: E402
+import pytest
 
-from pyconc import _native  # noqa: E402
+from pyconc import _native
 
 START_METHODS = [m for m in ("fork", "spawn", "forkserver") if m in mp.get_all_start_methods()]
 

@@ -18,7 +18,7 @@ def check_and_write(d, key, value):
 
 def update_with_many(d, key, n):
     for _ in range(n):
-        d.update_with(key, lambda v: v + [1], [])
+        d.update_with(key, lambda v: [*v, 1], [])
 
 
 

@@ -11,10 +11,9 @@ import time
 
 import pytest
 
+import aio_workers as w
 import pyconc
 from pyconc import aio
-
-import aio_workers as w
 
 
 def os_threads():
@@ -87,22 +86,22 @@ def test_timeouts(kind):
             lock = pyconc.Lock() if kind == "lock" else pyconc.RLock()
             threading.Thread(target=lock.acquire).start()
             time.sleep(0.05)
-            call = lambda t: lock.acquire_async(timeout=t)  # noqa: E731
+            call = lambda t: lock.acquire_async(timeout=t)
         elif kind == "semaphore":
             sem = pyconc.Semaphore(0)
-            call = lambda t: sem.acquire_async(timeout=t)  # noqa: E731
+            call = lambda t: sem.acquire_async(timeout=t)
         elif kind == "event":
             ev = pyconc.Event()
-            call = lambda t: ev.wait_async(t)  # noqa: E731
+            call = lambda t: ev.wait_async(t)
         elif kind.startswith("rwlock"):
             rw = pyconc.RWLock()
             if kind == "rwlock_write":
                 rw.lock_read()
-                call = lambda t: rw.lock_write_async(t)  # noqa: E731
+                call = lambda t: rw.lock_write_async(t)
             else:
                 threading.Thread(target=rw.lock_write).start()
                 time.sleep(0.05)
-                call = lambda t: rw.lock_read_async(t)  # noqa: E731
+                call = lambda t: rw.lock_read_async(t)
         else:
             q = pyconc.Queue()
 

@@ -29,7 +29,8 @@ if __name__ == "__main__":
     method = sys.argv[1]
     if sys.argv[2] == "exit_on_sigterm":
         assert pyconc.exit_on_sigterm()
-    q, arr, d, lock, a = pyconc.Queue(), pyconc.Array("d", 1000), pyconc.ConcurrentDict(), pyconc.Lock(), pyconc.AtomicInt64()
+    q, arr, d = pyconc.Queue(), pyconc.Array("d", 1000), pyconc.ConcurrentDict()
+    lock, a = pyconc.Lock(), pyconc.AtomicInt64()
     q.put(b"x" * 1000)
     d["k"] = "v"
     objs = [q, arr, d, lock, a]
@@ -142,7 +143,7 @@ def test_namespaces_scope_ls_gc_and_reaping():
         # Our namespace's ls, gc and reaping do not see it; --all does.
         assert name not in {r["name"] for r in _native.list_segments()}
         assert name in {r["name"] for r in _native.list_segments(all=True)}
-        removed, invalid, kept, _ = _native.collect_segments()
+        removed, _, _, _ = _native.collect_segments()
         assert name not in removed
         _native._reap_dead_segments(1.0)
         assert os.path.exists(f"/dev/shm/{name}")

@@ -98,8 +98,8 @@ def test_round_trip(value):
     else:
         assert same(back, value), (value, back)
     # Any buffer decodes, including mutable ones (through the raw-pointer path).
-    assert same(decode(bytearray(data)), back) or isinstance(value, np.ndarray) and value.dtype.hasobject
-    assert same(decode(memoryview(data)), back) or isinstance(value, np.ndarray) and value.dtype.hasobject
+    assert same(decode(bytearray(data)), back) or (isinstance(value, np.ndarray) and value.dtype.hasobject)
+    assert same(decode(memoryview(data)), back) or (isinstance(value, np.ndarray) and value.dtype.hasobject)
 
 
 def test_native_types_are_not_pickled():
@@ -269,14 +269,14 @@ def _child(script, env=None, python=sys.executable):
 
 
 def test_stable_hash_is_the_same_in_another_process_and_hash_seed():
-    script = """
+    script = f"""
         import sys
         from pyconc._native import stable_hash
         inf = float("inf")
-        keys = %r
+        keys = {HASH_KEYS!r}
         print(repr([stable_hash(k) for k in keys]))
         print(hash("key"))
-    """ % (HASH_KEYS,)
+    """
     a = _child(script, {"PYTHONHASHSEED": "1"}).decode().splitlines()
     b = _child(script, {"PYTHONHASHSEED": "2"}).decode().splitlines()
     assert a[1] != b[1]  # Python's own str hash did change
@@ -295,14 +295,14 @@ def test_decoding_in_another_process_gives_equal_values(tmp_path, python):
     src = tmp_path / "in.bin"
     dst = tmp_path / "out.bin"
     src.write_bytes(pickle.dumps([encode(v) for v in values]))
-    script = """
+    script = f"""
         import pickle, sys
         from pyconc._native import decode, encode
-        blobs = pickle.loads(open(%r, "rb").read())
+        blobs = pickle.loads(open({str(src)!r}, "rb").read())
         values = [decode(b) for b in blobs]
         # Re-encode in this process: native encodings must be byte-identical.
-        open(%r, "wb").write(pickle.dumps([encode(v) for v in values]))
-    """ % (str(src), str(dst))
+        open({str(dst)!r}, "wb").write(pickle.dumps([encode(v) for v in values]))
+    """
     _child(script, {"PYTHONHASHSEED": "7", "PYTHONPATH": os.path.dirname(__file__)}, python=python)
     back = pickle.loads(dst.read_bytes())
     for v, b in zip(values, back):
@@ -336,7 +336,7 @@ def test_decoding_in_another_process_gives_equal_values(tmp_path, python):
     ids=repr,
 )
 def test_corrupt_input_raises_value_error(data):
-    with pytest.raises(ValueError, match="corrupt|codec|utf-8|can't decode"):
+    with pytest.raises(ValueError, match=r"corrupt|codec|utf-8|can't decode"):
         decode(data)
 
 

@@ -17,8 +17,6 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 
 import pytest
 
@@ -263,10 +261,10 @@ def test_forged_handles_are_rejected():
     name, off = a._handle[1], a._handle[2]
     for bad in (0, 8, 40, 256, off + 8, off + 64):
         with pytest.raises(ValueError):
-            _native._rebuild(pyconc.AtomicInt64, ("AtomicInt64", name, bad) + tuple(a._handle[3:]))
+            _native._rebuild(pyconc.AtomicInt64, ("AtomicInt64", name, bad, *a._handle[3:]))
     assert a.get() == 5
     e, s = pyconc.Event(), pyconc.Semaphore(1)
-    forged = ("Semaphore",) + tuple(e._handle[1:])  # a Semaphore handle pointing into an Event segment
+    forged = ("Semaphore", *e._handle[1:])  # a Semaphore handle pointing into an Event segment
     with pytest.raises(ValueError):
         pickle.loads(pickle.dumps(s).replace(s._handle[1].encode(), e._handle[1].encode()))
     with pytest.raises(ValueError):
@@ -274,7 +272,7 @@ def test_forged_handles_are_rejected():
     lock = pyconc.Lock()
     for bad in (0, 40, lock._handle[2] + 8):
         with pytest.raises(ValueError):
-            pyconc.Lock(_handle=(lock._handle[0], lock._handle[1], bad) + tuple(lock._handle[3:]))
+            pyconc.Lock(_handle=(lock._handle[0], lock._handle[1], bad, *lock._handle[3:]))
     arr = pyconc.Array("i", 4)
     buf = arr.get_obj()._pyconc_buffer
     for bad in (0, 256, buf.lock_offset + 8):

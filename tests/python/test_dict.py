@@ -4,10 +4,10 @@ import threading
 from collections.abc import MutableMapping
 
 import pytest
-from conftest import run_procs
-from dict_workers import add_many, check_and_write, update_with_many, write_range
 
 import pyconc
+from conftest import run_procs
+from dict_workers import add_many, check_and_write, update_with_many, write_range
 from pyconc import ConcurrentDict
 from pyconc.tools.stress_dict import run_dict
 
@@ -46,15 +46,15 @@ def test_canonical_keys_and_bad_keys():
     d[True] = "bool"
     d[1.0] = "float"
     assert len(d) == 1 and d[1] == "float"
-    assert list(d.keys()) == [1] and type(list(d)[0]) is int
+    assert list(d.keys()) == [1] and type(next(iter(d))) is int
     d[2.0] = "two"
-    assert list(d.items())[0] in [(1, "float"), (2.0, "two")]
+    assert next(iter(d.items())) in [(1, "float"), (2.0, "two")]
     assert any(type(k) is float for k in d)  # the as-inserted spelling is kept
     for bad in ([1], {"a": 1}, {1}, object()):
         with pytest.raises(TypeError, match="key"):
             d[bad] = 1
         with pytest.raises(TypeError):
-            bad in d
+            _ = bad in d
 
 
 def test_dict_methods():
@@ -85,8 +85,8 @@ def test_atomic_read_modify_write():
     assert d.compare_and_set("n", 6, 10) and d["n"] == 10
     assert not d.compare_and_set("n", 6, 11) and d["n"] == 10
     assert not d.compare_and_set("missing", None, 1) and "missing" not in d
-    assert d.update_with("l", lambda v: v + [1], []) == [1]
-    assert d.update_with("l", lambda v: v + [2]) == [1, 2]
+    assert d.update_with("l", lambda v: [*v, 1], []) == [1]
+    assert d.update_with("l", lambda v: [*v, 2]) == [1, 2]
 
     def boom(v):
         raise ValueError("no")
@@ -273,7 +273,7 @@ def test_update_with_is_atomic_against_plain_sets_of_the_same_key():
         d["k"] = 0
         started = threading.Event()
 
-        def bump(v):
+        def bump(v, started=started):  # this round's event, bound now
             started.set()
             time.sleep(0)  # let the setter run while the key is held
             return v + 1

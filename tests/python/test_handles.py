@@ -36,10 +36,10 @@ def test_every_handle_has_the_same_shape_and_pickles_through_rebuild():
     for name, obj in _objects().items():
         h = obj._handle
         assert isinstance(h, tuple) and len(h) == 5, name
-        type_name, segment, offset, kind, version = h
+        type_name, segment, _offset, _kind, version = h
         assert segment.startswith("pyconc-") and version == _native.LAYOUT_VERSION, name
         assert (type_name == name) or (name == "Queue" and type_name == "Queue"), name
-        fn, args = obj.__reduce__()[:2]
+        fn = obj.__reduce__()[0]
         assert fn is _native._rebuild, name
         again = pickle.loads(pickle.dumps(obj))
         assert type(again) is type(obj) and again._handle == h, name
@@ -60,11 +60,11 @@ def test_a_handle_of_another_layout_version_or_kind_is_a_value_error():
     q = pyconc.Queue()
     h = q._handle
     with pytest.raises(ValueError, match="layout version"):
-        _native._rebuild(type(q), h[:4] + (h[4] + 1,))
+        _native._rebuild(type(q), (*h[:4], h[4] + 1))
     with pytest.raises(ValueError, match="kind"):
-        _native._rebuild(type(q), h[:3] + (1,) + h[4:])
+        _native._rebuild(type(q), (*h[:3], 1, *h[4:]))
     with pytest.raises(ValueError, match="start"):
-        _native._rebuild(type(q), h[:2] + (h[2] + 64,) + h[3:])
+        _native._rebuild(type(q), (*h[:2], h[2] + 64, *h[3:]))
     with pytest.raises(TypeError, match="not a pyconc handle"):
         _native._rebuild(type(q), ("Queue", h[1]))
     with pytest.raises(TypeError, match="not a pyconc shared class"):

@@ -5,10 +5,10 @@ import pickle
 import re
 
 import pytest
-from workers import echo_handles
 
 import pyconc
 from pyconc.synchronization import IntervalLock
+from workers import echo_handles
 
 
 def _makers():

@@ -66,3 +66,22 @@ def test_batch_executor():
         BatchExecutor(source, True)
     with pytest.raises(ValueError):
         BatchExecutor(source, 0)
+
+
+def test_local_wrapper_declares_every_forwarded_protocol_for_type_checkers():
+    # The forwarded dunders are set at run time; the `if TYPE_CHECKING:` block in the class declares them for type
+    # checkers. The two lists must stay the same (__str__ needs no declaration: object has it).
+    import ast
+    import inspect
+
+    from pyconc import local
+
+    tree = ast.parse(inspect.getsource(local.LocalWrapper))
+    declared = {
+        node.name
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.FunctionDef)
+    }
+    assert declared == set(local._FORWARDED) - {"__str__"}

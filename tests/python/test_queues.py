@@ -14,7 +14,6 @@ import time
 import pytest
 
 import pyconc
-from conftest import run_procs
 from workers import joinable_worker, queue_consume_until_shutdown, queue_consumer, queue_producer
 
 VALUES = [None, True, False, 0, -1, 2**70, 1.5, float("inf"), "", "héllo", b"", b"\x00" * 100,

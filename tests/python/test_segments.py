@@ -181,7 +181,7 @@ def test_fork_child_keeps_segment_alive_after_parent_drops_it():
     name = a._handle[1]
     ready, go = ctx.Event(), ctx.Event()
 
-    def child():
+    def child(a):
         ready.set()
         go.wait(60)
         a.incr()
@@ -190,7 +190,9 @@ def test_fork_child_keeps_segment_alive_after_parent_drops_it():
 
         _sys.exit(0 if os.path.exists(f"/dev/shm/{name}") else 3)
 
-    p = ctx.Process(target=child)
+    # Passed as an argument, not captured: start() drops the Process's reference, so `del a` below leaves the
+    # parent without any.
+    p = ctx.Process(target=child, args=(a,))
     p.start()
     assert ready.wait(60)
     assert p.pid in _native.segment_users(name)
@@ -220,7 +222,7 @@ def test_fork_child_keeps_alive_a_segment_whose_name_was_never_read():
     (name,) = _new_segment_names(before)
     ready, go = ctx.Event(), ctx.Event()
 
-    def child():
+    def child(arr):
         ready.set()
         go.wait(60)
         arr[0] = 7
@@ -228,7 +230,7 @@ def test_fork_child_keeps_alive_a_segment_whose_name_was_never_read():
 
         _sys.exit(0 if os.path.exists(f"/dev/shm/{name}") else 3)
 
-    p = ctx.Process(target=child)
+    p = ctx.Process(target=child, args=(arr,))  # an argument: start() drops it, so `del arr` drops the last
     p.start()
     try:
         assert ready.wait(60)

@@ -1,9 +1,7 @@
 """pyconc.synchronize: drop-in semantics (as CPython's own tests check them), processes, pickling, Ctrl-C."""
 
 import asyncio
-import gc
 import multiprocessing
-import os
 import pickle
 import signal
 import subprocess
@@ -14,9 +12,9 @@ import time
 import pytest
 
 import pyconc
-from pyconc import _native
-from conftest import run_procs
 import sync_workers as w
+from conftest import run_procs
+from pyconc import _native
 
 
 def elapsed(fn, *args, **kwargs):
@@ -558,7 +556,7 @@ def test_handle_of_wrong_type_is_rejected():
     e = pyconc.Event()
     h = e._handle
     with pytest.raises(ValueError):
-        _native.Lock(_handle=("Lock",) + h[1:])  # a forged type name: the segment's own header says Event
+        _native.Lock(_handle=("Lock", *h[1:]))  # a forged type name: the segment's own header says Event
     with pytest.raises(TypeError, match="a handle of a Event cannot be opened as a Semaphore"):
         _native.Semaphore(_handle=h)
 

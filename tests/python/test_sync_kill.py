@@ -66,7 +66,7 @@ def test_kill_lock_holder(kind, trials):
     for _ in range(trials * SCALE):
         started = pyconc.AtomicFlag()
 
-        def child():
+        def child(started=started):  # this trial's flag, bound now
             rnd = random.Random(os.getpid())
             while True:
                 lock.acquire()
@@ -103,7 +103,7 @@ def test_kill_rwlock_holder():
     for _ in range(50 * SCALE):
         started = pyconc.AtomicFlag()
 
-        def child():
+        def child(started=started):  # this trial's flag, bound now
             rnd = random.Random(os.getpid())
             while True:
                 if rnd.random() < 0.5:
@@ -152,7 +152,7 @@ def test_kill_barrier_waiter():
         b.reset()
         started = pyconc.AtomicInt64()
 
-        def party(timeout):
+        def party(timeout, started=started):  # this trial's counter, bound now
             started.incr()
             try:
                 while True:

@@ -1,13 +1,12 @@
-import os
 import pickle
 import signal
 import threading
 import time
 
 import pytest
-import sync_workers
 
 import pyconc
+import sync_workers
 from pyconc.synchronization import IntervalLock, RWLock, RWReadContext, RWWriteContext
 
 

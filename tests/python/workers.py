@@ -1,5 +1,7 @@
 """Functions run in child processes by the tests (importable by name under spawn and forkserver)."""
 
+import ctypes as _ctypes
+
 
 def incr_many(counter, n):
     for _ in range(n):
@@ -136,8 +138,6 @@ def hold_array_until(arr, attached, release, out):
     name = arr.get_obj()._pyconc_buffer.segment_name
     out.put((os.path.exists(f"/dev/shm/{name}"), arr[0]))
 
-
-import ctypes as _ctypes
 
 
 class Point(_ctypes.Structure):

@@ -1,14 +1,30 @@
 """What every benchmark group shares: timing (medians of repeated runs), the row format, and the table.
 
-A row is a dict: group, name, pyconc, baseline, baseline_name, unit, ratio (> 1 means pyconc is better), note.
+A row is a dict (`Row`): group, name, pyconc, baseline, baseline_name, unit, ratio (> 1 means pyconc is better),
+note.
 """
+
+from __future__ import annotations
 
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable
+from typing import TextIO, TypedDict
 
 
-def median_rate(fn, n, repeat):
+class Row(TypedDict):
+    group: str
+    name: str
+    pyconc: float | None
+    baseline: float | None
+    baseline_name: str
+    unit: str
+    ratio: float | None
+    note: str
+
+
+def median_rate(fn: Callable[[int], object], n: int, repeat: int) -> float:
     """Median operations per second of `fn(n)` over `repeat` runs."""
     rates = []
     for _ in range(repeat):
@@ -18,7 +34,7 @@ def median_rate(fn, n, repeat):
     return statistics.median(rates)
 
 
-def median_time(fn, repeat):
+def median_time(fn: Callable[[], object], repeat: int) -> float:
     """Median seconds of `fn()` over `repeat` runs."""
     times = []
     for _ in range(repeat):
@@ -28,7 +44,16 @@ def median_time(fn, repeat):
     return statistics.median(times)
 
 
-def row(group, name, ours, theirs, unit, baseline, higher_is_better=True, note=""):
+def row(
+    group: str,
+    name: str,
+    ours: float | None,
+    theirs: float | None,
+    unit: str,
+    baseline: str,
+    higher_is_better: bool = True,
+    note: str = "",
+) -> Row:
     """One table row; the ratio is pyconc's advantage whichever way the unit points."""
     ratio = (ours / theirs if higher_is_better else theirs / ours) if ours and theirs else None
     return {
@@ -37,7 +62,7 @@ def row(group, name, ours, theirs, unit, baseline, higher_is_better=True, note="
     }
 
 
-def fmt(x, unit):
+def fmt(x: float | None, unit: str) -> str:
     """A figure in its unit, compactly (12.3M, 45.6k, 0.0199)."""
     if x is None:
         return "-"
@@ -50,7 +75,7 @@ def fmt(x, unit):
     return f"{x:,.3g}"
 
 
-def print_table(rows, out=sys.stdout):
+def print_table(rows: Iterable[Row], out: TextIO = sys.stdout) -> None:
     """The rows as a Markdown table."""
     out.write("\n| group | operation | pyconc | baseline | unit | ratio | note |\n|---|---|---|---|---|---|---|\n")
     for r in rows:

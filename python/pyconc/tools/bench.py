@@ -5,40 +5,45 @@ in the same run, with the same start method (fork, unless a row says otherwise).
 repetitions; the ratio column is the only number that means much across machines.
 """
 
+from __future__ import annotations
+
+import argparse
 import multiprocessing as mp
 import os
 import pickle
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pyconc
 
-from ._measure import fmt, median_rate, median_time, print_table, row
+from ._measure import Row, fmt, median_rate, median_time, print_table, row
 
 FORK = mp.get_context("fork")
 
 
 # ---- counters ---------------------------------------------------------------------------------------------------
 
-def _incr_atomic(counter, n):
+def _incr_atomic(counter: pyconc.AtomicInt64, n: int) -> None:
     incr = counter.incr
     for _ in range(n):
         incr()
 
 
-def _incr_mp_value(value, n):
+def _incr_mp_value(value: Any, n: int) -> None:
     lock = value.get_lock()
     for _ in range(n):
         with lock:
             value.value += 1
 
 
-def _two_procs(target, obj, n):
+def _two_procs(target: Callable[[Any, int], None], obj: Any, n: int) -> float:
     """Runs target(obj, n) in two forked processes at once; returns the total rate (ops/s)."""
     start = FORK.Barrier(3)
 
-    def run():
+    def run() -> None:
         start.wait()
         target(obj, n)
 
@@ -55,8 +60,8 @@ def _two_procs(target, obj, n):
     return 2 * n / elapsed
 
 
-def bench_counters(quick):
-    rows = []
+def bench_counters(quick: bool) -> list[Row]:
+    rows: list[Row] = []
     n_fast = 300_000 if quick else 2_000_000
     n_slow = 100_000 if quick else 500_000
     repeat = 3 if quick else 5
@@ -64,7 +69,7 @@ def bench_counters(quick):
     # The floor: one C method call from Python.
     probe = (12345).bit_length
 
-    def c_calls(n):
+    def c_calls(n: int) -> None:
         for _ in range(n):
             probe()
 
@@ -92,7 +97,7 @@ def bench_counters(quick):
 
 # ---- arrays -----------------------------------------------------------------------------------------------------
 
-def _attach_pyconc(handle, q):
+def _attach_pyconc(handle: bytes, q: Any) -> None:
     import numpy as np
 
     t0 = time.perf_counter()
@@ -101,7 +106,7 @@ def _attach_pyconc(handle, q):
     q.put((time.perf_counter() - t0, float(view[:1000].sum())))
 
 
-def _attach_shm(name, n, q):
+def _attach_shm(name: str, n: int, q: Any) -> None:
     from multiprocessing import shared_memory
 
     import numpy as np
@@ -116,17 +121,17 @@ def _attach_shm(name, n, q):
     q.put((elapsed, total))
 
 
-def _child_attach_time(target, args):
+def _child_attach_time(target: Callable[..., None], args: tuple[Any, ...]) -> float:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=target, args=args + (q,))
+    p = ctx.Process(target=target, args=(*args, q))
     p.start()
-    elapsed, _ = q.get(timeout=120)
+    elapsed: float = q.get(timeout=120)[0]
     p.join(120)
     return elapsed
 
 
-def bench_arrays(quick):
+def bench_arrays(quick: bool) -> list[Row]:
     try:
         import numpy as np
     except ImportError:
@@ -134,27 +139,27 @@ def bench_arrays(quick):
         return []
     from multiprocessing import shared_memory
 
-    rows = []
+    rows: list[Row] = []
     n = 10_000_000
     repeat = 3 if quick else 5
 
-    def make_raw():
+    def make_raw() -> None:
         arr = pyconc.RawArray("d", n, reserve=False)
         del arr
 
-    def make_synced():
+    def make_synced() -> None:
         arr = pyconc.Array("d", n)  # with its lock, like mp.Array's default; pages reserved in /dev/shm
         del arr
 
-    def make_synced_unreserved():
+    def make_synced_unreserved() -> None:
         arr = pyconc.Array("d", n, reserve=False)
         del arr
 
-    def make_mp():
+    def make_mp() -> None:
         arr = mp.Array("d", n)
         del arr
 
-    def make_shm():
+    def make_shm() -> None:
         shm = shared_memory.SharedMemory(create=True, size=8 * n)
         shm.close()
         shm.unlink()
@@ -171,13 +176,13 @@ def bench_arrays(quick):
     rows.append(row("arrays", "create RawArray('d', 10M, reserve=False)", t_raw * 1e3, t_shm * 1e3, "ms",
                      "SharedMemory", higher_is_better=False, note="then freed unused"))
 
-    def ready_ours():
+    def ready_ours() -> None:
         arr = pyconc.RawArray("d", n, reserve=False)
         view = np.frombuffer(arr, dtype="d")
         view[0] = 1.0
         del view, arr
 
-    def ready_shm():
+    def ready_shm() -> None:
         shm = shared_memory.SharedMemory(create=True, size=8 * n)
         view = np.ndarray((n,), dtype="d", buffer=shm.buf)
         view[0] = 1.0
@@ -202,7 +207,9 @@ def bench_arrays(quick):
         rows.append(row("arrays", "attach in a spawned child", t_attach_ours * 1e3, t_attach_shm * 1e3, "ms",
                          "SharedMemory", higher_is_better=False))
 
-        gbps = lambda view: 8 * n / median_time(view.sum, repeat) / 1e9  # noqa: E731
+        def gbps(view: Any) -> float:
+            return 8 * n / median_time(view.sum, repeat) / 1e9
+
         rows.append(row("arrays", "numpy sum over shared memory", gbps(ours_view), gbps(shm_view), "GB/s",
                          "SharedMemory"))
         del shm_view
@@ -215,11 +222,16 @@ def bench_arrays(quick):
 
 # ---- queues -----------------------------------------------------------------------------------------------------
 
-def _payload(kind):
-    return {"int": 12345, "100 B": b"x" * 100, "10 KB": b"x" * 10_000, "1 MB": b"x" * 1_000_000}[kind]
+def _payload(kind: str) -> int | bytes:
+    payloads: dict[str, int | bytes] = {
+        "int": 12345, "100 B": b"x" * 100, "10 KB": b"x" * 10_000, "1 MB": b"x" * 1_000_000,
+    }
+    return payloads[kind]
 
 
-def _produce(make_put, n, payload, start, producers_done):
+def _produce(
+    make_put: Callable[[], Callable[[Any], object]], n: int, payload: Any, start: Any, producers_done: Any
+) -> None:
     put = make_put()
     start.wait()
     for _ in range(n):
@@ -230,11 +242,19 @@ def _produce(make_put, n, payload, start, producers_done):
 class _Impl:
     """One queue implementation under test: how to create it, put, get, get many."""
 
-    def __init__(self, name, create, put, get, get_many=None, close=None):
+    def __init__(
+        self,
+        name: str,
+        create: Callable[[], Any],
+        put: Callable[[Any], Callable[[Any], object]],
+        get: Callable[[Any], Callable[[], Any]],
+        get_many: Callable[[Any], Callable[[], list[Any]]] | None = None,
+        close: Callable[[Any], object] | None = None,
+    ) -> None:
         self.name, self.create, self.put, self.get, self.get_many, self.close = name, create, put, get, get_many, close
 
 
-def _impls():
+def _impls() -> list[_Impl]:
     impls = [
         _Impl("pyconc.Queue", lambda: pyconc.Queue(), lambda q: q.put, lambda q: q.get,
               lambda q: (lambda: q.get_many(max_messages=256))),
@@ -252,7 +272,7 @@ def _impls():
     return impls
 
 
-def _throughput(impl, payload, n, producers=1, many=False):
+def _throughput(impl: _Impl, payload: Any, n: int, producers: int = 1, many: bool = False) -> float:
     """Messages per second from `producers` forked producers to this process, wall time from the start signal
     to the last message."""
     q = impl.create()
@@ -263,7 +283,12 @@ def _throughput(impl, payload, n, producers=1, many=False):
              for _ in range(producers)]
     for p in procs:
         p.start()
-    get = impl.get_many(q) if many else impl.get(q)
+    if many:
+        if impl.get_many is None:
+            raise ValueError(f"{impl.name} has no get_many")
+        get = impl.get_many(q)
+    else:
+        get = impl.get(q)
     time.sleep(0.05)
     t0 = time.perf_counter()
     start.set()
@@ -281,7 +306,7 @@ def _throughput(impl, payload, n, producers=1, many=False):
     return total / elapsed
 
 
-def _pipe_throughput(payload, n):
+def _pipe_throughput(payload: Any, n: int) -> float:
     r, w = FORK.Pipe(duplex=False)
     start = FORK.Event()
     done = FORK.Semaphore(0)
@@ -297,13 +322,13 @@ def _pipe_throughput(payload, n):
     return n / elapsed
 
 
-def _echo(make_queues, n):
+def _echo(make_queues: Callable[[], tuple[Any, Any]], n: int) -> None:
     a, b = make_queues()
     for _ in range(n):
         b.put(a.get())
 
 
-def _pingpong(impl, n):
+def _pingpong(impl: _Impl, n: int) -> tuple[float, float]:
     """Round trips: this process puts into `a`, the child echoes into `b`."""
     a, b = impl.create(), impl.create()
     p = FORK.Process(target=lambda: _echo(lambda: (a, b), n))
@@ -312,7 +337,7 @@ def _pingpong(impl, n):
     for _ in range(200):  # warm-up
         put(1)
         get()
-    samples = []
+    samples: list[float] = []
     for _ in range(n - 200):
         t0 = time.perf_counter()
         put(1)
@@ -323,8 +348,8 @@ def _pingpong(impl, n):
     return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
 
 
-def bench_queues(quick):
-    rows = []
+def bench_queues(quick: bool) -> list[Row]:
+    rows: list[Row] = []
     scale = 0.25 if quick else 1.0
     sizes = {"int": 400_000, "100 B": 300_000, "10 KB": 100_000, "1 MB": 1_500}
     impls = _impls()
@@ -354,29 +379,31 @@ def bench_queues(quick):
     return rows
 
 
-def bench_sync(quick):
+def bench_sync(quick: bool) -> list[Row]:
     from . import bench_sync as bs
 
     return bs.run(quick)
 
 
-def bench_dict(quick):
+def bench_dict(quick: bool) -> list[Row]:
     from . import bench_dict as bd
 
     return bd.run(quick)
 
 
-def bench_deque(quick):
+def bench_deque(quick: bool) -> list[Row]:
     from . import bench_deque as bq
 
     return bq.run(quick)
-def bench_asyncio(quick):
+
+
+def bench_asyncio(quick: bool) -> list[Row]:
     from . import bench_aio as ba
 
     return ba.run(quick)
 
 
-GROUPS = {
+GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "counters": bench_counters,
     "arrays": bench_arrays,
     "sync": bench_sync,
@@ -387,7 +414,7 @@ GROUPS = {
 }
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     only = [g for g in args.only.split(",") if g] or list(GROUPS)
     unknown = [g for g in only if g not in GROUPS]
     if unknown:
@@ -395,7 +422,7 @@ def main(args):
         return 2
     print(f"pyconc {pyconc.__version__} bench: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"{'quick' if args.quick else 'full'} run; ratios > 1 mean pyconc is better")
-    rows = []
+    rows: list[Row] = []
     for g in only:
         print(f"running {g} ...", flush=True)
         rows.extend(GROUPS[g](args.quick))

@@ -1,6 +1,6 @@
 """asyncio benchmarks: the bridge every ``*_async`` method waits through (``pyconc.aio``).
 
-``run(quick) -> list[dict]`` (rows for ``bench.py``).
+``run(quick) -> list[Row]`` (rows for ``bench.py``).
 
 Method:
 
@@ -26,24 +26,27 @@ Runs with any pyconc build that has ``get_async`` (so a build from before the br
 same file: ``python path/to/bench_aio.py``).
 """
 
+from __future__ import annotations
+
 import asyncio
 import multiprocessing as mp
 import os
 import statistics
 import time
+from typing import Any
 
 import pyconc
 
-from ._measure import row
+from ._measure import Row, row
 
 _CTX = mp.get_context("fork")
 
 
-def _os_threads():
+def _os_threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def _producer(q, start, n, gap, own_ns):
+def _producer(q: pyconc.Queue, start: Any, n: int, gap: float, own_ns: pyconc.AtomicInt64) -> None:
     start.wait()
     t0 = time.perf_counter()
     for i in range(n):
@@ -58,13 +61,13 @@ def _producer(q, start, n, gap, own_ns):
 class _Ticker:
     """Worst lateness of 1 ms sleeps on the running loop."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.worst = 0.0
         self.worst_cpu = 0.0
-        self.lags = []
-        self._task = None
+        self.lags: list[float] = []
+        self._task: asyncio.Future[None] | None = None
 
-    async def _run(self):
+    async def _run(self) -> None:
         while True:
             t, c = time.perf_counter(), time.thread_time()
             await asyncio.sleep(0.001)
@@ -75,18 +78,20 @@ class _Ticker:
             # processes took the CPU away.
             self.worst_cpu = max(self.worst_cpu, time.thread_time() - c)
 
-    def start(self):
+    def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
-    async def stop(self):
-        self._task.cancel()
+    async def stop(self) -> None:
+        task = self._task
+        assert task is not None, "stop() before start()"
+        task.cancel()
         try:
-            await self._task
+            await task
         except asyncio.CancelledError:
             pass
 
 
-async def _fed_consumers(n, gap):
+async def _fed_consumers(n: int, gap: float) -> tuple[float, float, float, float, float, float]:
     q = pyconc.Queue()
     start = _CTX.Event()
     own_ns = pyconc.AtomicInt64()
@@ -109,12 +114,12 @@ async def _fed_consumers(n, gap):
     return elapsed, own_ns.get() / 1e9, ticker.worst, _p99(ticker.lags), cpu, ticker.worst_cpu
 
 
-def _p99(xs):
+def _p99(xs: list[float]) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * 0.99))] if xs else 0.0
 
 
-async def _idle_lag(seconds):
+async def _idle_lag(seconds: float) -> tuple[float, float, float]:
     ticker = _Ticker()
     ticker.start()
     await asyncio.sleep(seconds)
@@ -122,17 +127,19 @@ async def _idle_lag(seconds):
     return ticker.worst, _p99(ticker.lags), ticker.worst_cpu
 
 
-async def _many_waiters(nq, nl, per):
+async def _many_waiters(nq: int, nl: int, per: int) -> tuple[int, float]:
     queues = [pyconc.Queue() for _ in range(nq)]
     locks = [pyconc.Lock() for _ in range(nl)]
     for lock in locks:
         lock.acquire()
 
-    async def hold(lock):
+    async def hold(lock: pyconc.Lock) -> None:
         async with lock:
             pass
 
-    tasks = [asyncio.ensure_future(q.get_async(timeout=120)) for q in queues for _ in range(per)]
+    tasks: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(q.get_async(timeout=120)) for q in queues for _ in range(per)
+    ]
     tasks += [asyncio.ensure_future(hold(lock)) for lock in locks for _ in range(per)]
     await asyncio.sleep(0.5)
     threads = _os_threads()
@@ -146,11 +153,11 @@ async def _many_waiters(nq, nl, per):
     return threads, time.perf_counter() - t0
 
 
-async def _uncontended(n):
+async def _uncontended(n: int) -> tuple[float | None, float]:
     sem = pyconc.ProcessSemaphore(1) if hasattr(pyconc, "ProcessSemaphore") else None
     theirs = asyncio.Semaphore(1)
 
-    async def loop(s):
+    async def loop(s: Any) -> float:
         t0 = time.perf_counter()
         for _ in range(n):
             async with s:
@@ -162,11 +169,11 @@ async def _uncontended(n):
     return ours, base
 
 
-async def _handoffs(workers, rounds):
+async def _handoffs(workers: int, rounds: int) -> tuple[float, float]:
     """Lock hand-offs between the coroutines of one loop that await inside the critical section."""
 
-    async def rate(lock):
-        async def one():
+    async def rate(lock: Any) -> float:
+        async def one() -> None:
             for _ in range(rounds):
                 async with lock:
                     await asyncio.sleep(0)
@@ -178,8 +185,8 @@ async def _handoffs(workers, rounds):
     return await rate(pyconc.Lock()), await rate(asyncio.Lock())
 
 
-def run(quick):
-    rows = []
+def run(quick: bool) -> list[Row]:
+    rows: list[Row] = []
     n, gap = 500, 0.0005
     reps = 1 if quick else 3
     results = [asyncio.run(_fed_consumers(n, gap)) for _ in range(reps)]
@@ -211,8 +218,8 @@ def run(quick):
     ours, base = asyncio.run(_handoffs(50, 10 if quick else 40))
     rows.append(row("asyncio", "Lock hand-offs among 50 coroutines of one loop (await inside)", ours, base,
                      "hand-offs/s", "asyncio.Lock"))
-    ours, base = asyncio.run(_uncontended(20_000 if quick else 100_000))
-    rows.append(row("asyncio", "ProcessSemaphore async with, uncontended", ours, base, "ops/s",
+    sem_ours, sem_base = asyncio.run(_uncontended(20_000 if quick else 100_000))
+    rows.append(row("asyncio", "ProcessSemaphore async with, uncontended", sem_ours, sem_base, "ops/s",
                      "asyncio.Semaphore"))
     return rows
 

@@ -8,18 +8,22 @@ floor: no sharing at all). The two-process row: a forked producer appends N item
 parent takes them with `popleft(block=True)`; the baseline polls a `Manager().list()` with `pop(0)`.
 """
 
+from __future__ import annotations
+
 import collections
 import multiprocessing as mp
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ..deques import ConcurrentDeque
-from ._measure import row
+from ._measure import Row, row
 
 VALUE = b"v" * 100
 
 
-def _pairs(push, pop, value, n, repeat):
+def _pairs(push: Callable[[Any], object], pop: Callable[[], object], value: Any, n: int, repeat: int) -> float:
     """(push, pop) pairs per second, median of `repeat` runs of `n` pairs."""
     rates = []
     for _ in range(repeat):
@@ -31,7 +35,7 @@ def _pairs(push, pop, value, n, repeat):
     return statistics.median(rates)
 
 
-def _index_rate(d, n, repeat):
+def _index_rate(d: Any, n: int, repeat: int) -> float:
     get = d.__getitem__
     rates = []
     for _ in range(repeat):
@@ -42,7 +46,7 @@ def _index_rate(d, n, repeat):
     return statistics.median(rates)
 
 
-def _shapes(d, manager_list):
+def _shapes(d: Any, manager_list: bool) -> dict[str, tuple[Callable[[Any], object], Callable[[], object]]]:
     """name -> (push, pop) for a deque-like `d` (or a Manager list used as one)."""
     if manager_list:
         return {
@@ -52,13 +56,13 @@ def _shapes(d, manager_list):
     return {"append + popleft": (d.append, d.popleft), "appendleft + popleft": (d.appendleft, d.popleft)}
 
 
-def _produce(d, n, value, start):
+def _produce(d: Any, n: int, value: Any, start: Any) -> None:
     start.wait()
     for _ in range(n):
         d.append(value)
 
 
-def _two_procs_ours(n, value):
+def _two_procs_ours(n: int, value: Any) -> float:
     ctx = mp.get_context("fork")
     d = ConcurrentDeque()
     start = ctx.Event()
@@ -74,7 +78,7 @@ def _two_procs_ours(n, value):
     return n / dt
 
 
-def _two_procs_manager(m, n, value):
+def _two_procs_manager(m: Any, n: int, value: Any) -> float:
     ctx = mp.get_context("fork")
     lst = m.list()
     start = ctx.Event()
@@ -94,10 +98,10 @@ def _two_procs_manager(m, n, value):
     return n / dt
 
 
-def run(quick=False):
+def run(quick: bool = False) -> list[Row]:
     repeat = 3 if quick else 7
     n = 20_000 if quick else 100_000
-    rows = []
+    rows: list[Row] = []
     ours_d = ConcurrentDeque(range(100))
     floor_d = collections.deque(range(100))
     with mp.Manager() as m:

@@ -7,21 +7,25 @@ sharing at all), and UltraDict when it is installed (skipped otherwise). The two
 (fork) writing disjoint keys and compares their aggregate rate with one process doing the same alone.
 """
 
+from __future__ import annotations
+
 import multiprocessing as mp
 import statistics
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from ..dicts import ConcurrentDict
-from ._measure import row
+from ._measure import Row, row
 
 VALUE = b"v" * 100
 
 
-def _rates(d, keys, repeat):
+def _rates(d: Any, keys: Sequence[Any], repeat: int) -> dict[str, float]:
     """ops/s of get, set, in, del over `keys` (d must hold them with VALUE)."""
     get, setitem, delitem = d.__getitem__, d.__setitem__, d.__delitem__
     contains = d.__contains__
-    out = {"get": [], "set": [], "in": [], "del": []}
+    out: dict[str, list[float]] = {"get": [], "set": [], "in": [], "del": []}
     n = len(keys)
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -45,12 +49,12 @@ def _rates(d, keys, repeat):
     return {op: statistics.median(v) for op, v in out.items()}
 
 
-def _fill(d, keys):
+def _fill(d: Any, keys: Sequence[Any]) -> None:
     for k in keys:
         d[k] = VALUE
 
 
-def _set_rate(d, keys, repeat):
+def _set_rate(d: Any, keys: Sequence[Any], repeat: int) -> float:
     setitem = d.__setitem__
     rates = []
     for _ in range(repeat):
@@ -61,15 +65,15 @@ def _set_rate(d, keys, repeat):
     return statistics.median(rates)
 
 
-def _ultradict():
+def _ultradict() -> Any:
     try:
-        from UltraDict import UltraDict  # type: ignore[import-not-found]
+        from UltraDict import UltraDict
     except Exception:
         return None
     return UltraDict
 
 
-def _writer(d, wid, keys, rounds, barrier, q):
+def _writer(d: ConcurrentDict, wid: int, keys: Sequence[Any], rounds: int, barrier: Any, q: Any) -> None:
     setitem = d.__setitem__
     mine = [(wid, k) for k in keys]
     for k in mine:  # insert first: the timed part overwrites, like the 1-process set row
@@ -82,7 +86,7 @@ def _writer(d, wid, keys, rounds, barrier, q):
     q.put((t0, time.perf_counter()))
 
 
-def _parallel(nprocs, keys, rounds):
+def _parallel(nprocs: int, keys: Sequence[Any], rounds: int) -> float:
     ctx = mp.get_context("fork")
     d = ConcurrentDict()
     barrier = ctx.Barrier(nprocs)
@@ -90,22 +94,22 @@ def _parallel(nprocs, keys, rounds):
     ps = [ctx.Process(target=_writer, args=(d, i, keys, rounds, barrier, q)) for i in range(nprocs)]
     for p in ps:
         p.start()
-    spans = [q.get(timeout=120) for _ in ps]
+    spans: list[tuple[float, float]] = [q.get(timeout=120) for _ in ps]
     for p in ps:
         p.join(30)
     d.clear()
     return nprocs * rounds * len(keys) / (max(e for _, e in spans) - min(s for s, _ in spans))
 
 
-def run(quick=False):
+def run(quick: bool = False) -> list[Row]:
     repeat = 3 if quick else 7
     keys = [f"key-{i}" for i in range(1000)]
-    rows = []
+    rows: list[Row] = []
 
     d = ConcurrentDict()
     _fill(d, keys)
     ours = _rates(d, keys, repeat)
-    plain = {}
+    plain: dict[str, bytes] = {}
     _fill(plain, keys)
     floor = _rates(plain, keys, repeat)
 
@@ -139,10 +143,10 @@ def run(quick=False):
     _fill(d2, big)
     insert_ours = len(big) / (time.perf_counter() - t0)
     big_ours = _set_rate(d2, big, 3 if not quick else 1)
-    plain2 = {}
+    plain2: dict[str, bytes] = {}
     _fill(plain2, big)
     big_floor = _set_rate(plain2, big, 3 if not quick else 1)
-    plain3 = {}
+    plain3: dict[str, bytes] = {}
     t0 = time.perf_counter()
     _fill(plain3, big)
     insert_floor = len(big) / (time.perf_counter() - t0)

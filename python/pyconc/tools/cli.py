@@ -10,12 +10,14 @@ every pyconc segment on the machine.
     python -m pyconc stress dict ...    many processes on one dict, final state verified (--kill)
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 
 
-def _ls(args):
+def _ls(args: argparse.Namespace) -> int:
     from .. import _native
 
     rows = _native.list_segments(args.all)
@@ -33,7 +35,7 @@ def _ls(args):
     return 0
 
 
-def _gc(args):
+def _gc(args: argparse.Namespace) -> int:
     from .. import _native
 
     removed, invalid, kept, problems = _native.collect_segments(args.grace, args.all)
@@ -55,24 +57,24 @@ def _gc(args):
     return 0
 
 
-def _stress(args):
+def _stress(args: argparse.Namespace) -> int:
     if args.structure == "dict":
         from . import stress_dict
 
-        ok, result = stress_dict.run_dict(args.procs, args.ops, args.start_method, args.kill, args.seed, args.timeout)
+        ok, _ = stress_dict.run_dict(args.procs, args.ops, args.start_method, args.kill, args.seed, args.timeout)
         return 0 if ok else 1
     from . import stress
 
     return stress.main(args)
 
 
-def _bench(args):
+def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
     return bench.main(args)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pyconc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("ls", help="list pyconc segments")
@@ -104,7 +106,8 @@ def main(argv=None):
     p.set_defaults(fn=_stress)
     args = parser.parse_args(argv)
     try:
-        return args.fn(args)
+        code: int = args.fn(args)
+        return code
     except BrokenPipeError:
         # `python -m pyconc ls | head`: the reader left. Point stdout at /dev/null so the interpreter's final
         # flush does not raise again, and exit quietly (as the docs of `signal` recommend).

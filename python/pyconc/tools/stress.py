@@ -15,6 +15,9 @@ queue failure, so up to one unreceived item per consumer kill is reported as "in
 consumers", not as lost.
 """
 
+from __future__ import annotations
+
+import argparse
 import multiprocessing as mp
 import os
 import random
@@ -22,11 +25,12 @@ import signal
 import sys
 import time
 import zlib
+from typing import Any, TextIO
 
 import pyconc
 
 
-def _payload(p, i, size):
+def _payload(p: int, i: int, size: int) -> bytes:
     if size == 0:
         return b""
     seed = ((p * 1_000_003) ^ i) & 0xFFFFFFFF
@@ -34,7 +38,7 @@ def _payload(p, i, size):
     return (block * (size // 16 + 1))[:size]
 
 
-def _produce(q, p, start, stop, size, progress):
+def _produce(q: pyconc.Queue, p: int, start: int, stop: int, size: int, progress: Any) -> None:
     """Puts items start..stop of producer p; progress[p] = index of the next item to put (all before returned)."""
     for i in range(start, stop):
         data = _payload(p, i, size)
@@ -42,7 +46,7 @@ def _produce(q, p, start, stop, size, progress):
         progress[p] = i + 1
 
 
-def _consume(q, per_producer, received, corrupt, done):
+def _consume(q: pyconc.Queue, per_producer: int, received: Any, corrupt: Any, done: Any) -> None:
     while True:
         try:
             p, i, crc, data = q.get(timeout=0.2)
@@ -55,9 +59,19 @@ def _consume(q, per_producer, received, corrupt, done):
         received.fetch_add(p * per_producer + i, 1)
 
 
-def run_queue(producers, consumers, messages, start_method="fork", size=64, kill=False, seed=None,
-              maxsize=1024, timeout=600, out=sys.stdout):
-    ctx = mp.get_context(start_method)
+def run_queue(
+    producers: int,
+    consumers: int,
+    messages: int,
+    start_method: str = "fork",
+    size: int = 64,
+    kill: bool = False,
+    seed: int | None = None,
+    maxsize: int = 1024,
+    timeout: float = 600,
+    out: TextIO = sys.stdout,
+) -> tuple[bool, dict[str, int | float]]:
+    ctx: Any = mp.get_context(start_method)  # typeshed: a BaseContext, which has no Process
     rng = random.Random(seed)
     per = messages // producers
     total = per * producers
@@ -66,15 +80,15 @@ def run_queue(producers, consumers, messages, start_method="fork", size=64, kill
     received = pyconc.RawArray("B", total)              # times each item was received
     corrupt = pyconc.RawArray("q", 1)
     done = pyconc.RawValue("b", 0)
-    ambiguous = set()                                   # (p, i) whose put was interrupted by a kill
+    ambiguous: set[tuple[int, int]] = set()             # (p, i) whose put was interrupted by a kill
     kills = {"producer": 0, "consumer": 0}
 
-    def start_producer(p, start):
+    def start_producer(p: int, start: int) -> Any:
         proc = ctx.Process(target=_produce, args=(q, p, start, per, size, progress), daemon=True)
         proc.start()
         return proc
 
-    def start_consumer():
+    def start_consumer() -> Any:
         proc = ctx.Process(target=_consume, args=(q, per, received, corrupt, done), daemon=True)
         proc.start()
         return proc
@@ -134,7 +148,7 @@ def run_queue(producers, consumers, messages, start_method="fork", size=64, kill
     in_dead_hands = min(lost, kills["consumer"])
     lost -= in_dead_hands
     stats = q.stats()
-    result = {
+    result: dict[str, int | float] = {
         "items": total, "received": sum(1 for c in counts if c), "lost": lost, "duplicated": duplicated,
         "corrupt": corrupt[0], "ambiguous_puts": len(ambiguous), "in_dead_consumers": in_dead_hands,
         "producer_kills": kills["producer"], "consumer_kills": kills["consumer"], "hung_consumers": len(hung),
@@ -149,7 +163,7 @@ def run_queue(producers, consumers, messages, start_method="fork", size=64, kill
     return ok, result
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     if args.structure != "queue":
         print(f"unknown structure {args.structure!r}", file=sys.stderr)
         return 2

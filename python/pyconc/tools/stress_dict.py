@@ -13,11 +13,15 @@ holding a shard lock, in the middle of a write): the survivors' state must still
 dict must stay fully readable.
 """
 
+from __future__ import annotations
+
 import multiprocessing as mp
 import os
 import random
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ..dicts import ConcurrentDict
 
@@ -26,14 +30,14 @@ OWN_KEYS = 64
 SHARED = 8
 
 
-def _payload(n):
+def _payload(n: int) -> bytes:
     return bytes([n % 256]) * (n % 50)
 
 
-def _worker(d, wid, ops, seed, victim):
+def _worker(d: ConcurrentDict, wid: int, ops: int, seed: int, victim: bool) -> None:
     rng = random.Random(seed * 1000 + wid)
-    tally = {}
-    model = {}
+    tally: dict[int, int] = {}
+    model: dict[int, Any] = {}
     prefix = "victim" if victim else "own"
     cprefix = "vc" if victim else "c"
     for n in range(ops):
@@ -67,12 +71,22 @@ def _worker(d, wid, ops, seed, victim):
         d[("model", wid)] = model
 
 
-def run_dict(procs=8, ops=20000, start_method="spawn", kill=False, seed=None, timeout=120.0, out=print):
+def run_dict(
+    procs: int = 8,
+    ops: int = 20000,
+    start_method: str = "spawn",
+    kill: bool = False,
+    seed: int | None = None,
+    timeout: float = 120.0,
+    out: Callable[[str], object] | None = print,
+) -> tuple[bool, dict[str, Any]]:
     """Runs the stress test; returns `(ok, result)` where result is a dict of figures and any errors."""
     seed = random.randrange(1 << 30) if seed is None else seed
-    ctx = mp.get_context(start_method)
+    ctx: Any = mp.get_context(start_method)  # typeshed: a BaseContext, which has no Process
     d = ConcurrentDict()
-    result = {"procs": procs, "ops": ops, "start_method": start_method, "kill": kill, "seed": seed, "errors": []}
+    result: dict[str, Any] = {
+        "procs": procs, "ops": ops, "start_method": start_method, "kill": kill, "seed": seed, "errors": [],
+    }
     t0 = time.perf_counter()
     workers = [ctx.Process(target=_worker, args=(d, i, ops, seed, False)) for i in range(procs)]
     victims = []
@@ -123,7 +137,7 @@ def run_dict(procs=8, ops=20000, start_method="spawn", kill=False, seed=None, ti
     if not result["errors"]:
         # Free what killed writers leaked before checking: the check then also proves nothing live was freed.
         result["reclaimed_bytes"] = d.reclaim()
-        expected = {}
+        expected: dict[int, int] = {}
         for i in range(procs):
             for k, n in d[("tally", i)].items():
                 expected[k] = expected.get(k, 0) + n
