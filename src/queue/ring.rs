@@ -63,6 +63,10 @@ impl WaitPolicy {
     pub const SPIN: WaitPolicy = WaitPolicy { spin: Duration::from_millis(2), slice: Duration::from_millis(50) };
 }
 
+/// Scans in a row (the later ones ~100 µs apart, so about 10 ms in all) that must find an entry's records all busy
+/// with fewer operations in flight before `acquire_op` reports a corrupt queue.
+const CORRUPT_AFTER_SCANS: u32 = 160;
+
 /// A view of a queue in a mapped segment, for one calling participant.
 pub struct Ring<'a> {
     pub(crate) hdr: &'a QueueHeader,
@@ -117,6 +121,11 @@ impl<'a> Ring<'a> {
     fn acquire_op(&self, kind: u32, deadline: &Deadline) -> Result<Option<&'a OpRecord>> {
         let ops = &self.parts[self.me].ops;
         let mut spins = 0u32;
+        // Consecutive scans that found every record busy with fewer operations of this process in flight. The
+        // count and the records are updated one after the other by other threads, so one such scan can be a
+        // race (a record released and its count dropped between our two reads); only a state that persists
+        // means records marked busy by nobody, i.e. a corrupt entry.
+        let mut suspicious = 0u32;
         loop {
             for op in ops {
                 if op.kind.load(Ordering::Relaxed) == 0
@@ -131,10 +140,15 @@ impl<'a> Ring<'a> {
             if let Some(n) = self.in_flight {
                 let mine = n.load(crate::base::atomic::local::Ordering::Relaxed);
                 if (mine as usize) < OPS_PER_PARTICIPANT {
-                    return Err(Error::Corrupt(format!(
-                        "queue: every operation record of this process's entry is marked busy, but it has {mine} \
-                         operations in flight (corrupt queue)"
-                    )));
+                    suspicious += 1;
+                    if suspicious >= CORRUPT_AFTER_SCANS {
+                        return Err(Error::Corrupt(format!(
+                            "queue: every operation record of this process's entry stays marked busy, but it has \
+                             {mine} operations in flight (corrupt queue)"
+                        )));
+                    }
+                } else {
+                    suspicious = 0;
                 }
             }
             if deadline.expired() {
