@@ -181,7 +181,7 @@ fn queue() {
                 join_waiters,
                 reserved4,
                 orphan_count,
-                reserved5,
+                participants_high,
                 orphans,
                 reserved6,
                 dropped,
@@ -191,7 +191,7 @@ fn queue() {
             ]
         ),
     );
-    check("queue.md", "Participant", rust_layout!(Participant, QUEUE_VERSION, [pid, reserved, start_time, ops, pad]));
+    check("queue.md", "Participant", rust_layout!(Participant, QUEUE_VERSION, [owner, reserved, ops, pad]));
     check("queue.md", "OpRecord", rust_layout!(OpRecord, QUEUE_VERSION, [kind, flags, pos, block]));
     check("queue.md", "Slot", rust_layout!(Slot, QUEUE_VERSION, [state, len, kind, data]));
 }
