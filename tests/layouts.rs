@@ -218,7 +218,7 @@ fn sync_primitives() {
     );
     check("sync.md", "BarrierSlot", rust_layout!(BarrierSlot, v, [pid, outcome, start]));
     check("sync.md", "RwState", rust_layout!(RwState, v, [wlock, rgen, rsleepers, drain, writers, reserved, slots]));
-    check("sync.md", "ReaderSlot", rust_layout!(ReaderSlot, v, [pid, count, start]));
+    check("sync.md", "ReaderSlot", rust_layout!(ReaderSlot, v, [owner, count, reserved]));
     // The embedded lock must fit the 64 bytes a Value/Array block reserves for it.
     assert!(size_of::<LockState>() <= 64);
 }
