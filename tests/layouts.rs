@@ -181,7 +181,7 @@ fn queue() {
                 join_waiters,
                 reserved4,
                 orphan_count,
-                reserved5,
+                participants_high,
                 orphans,
                 reserved6,
                 dropped,
@@ -191,7 +191,7 @@ fn queue() {
             ]
         ),
     );
-    check("queue.md", "Participant", rust_layout!(Participant, QUEUE_VERSION, [pid, reserved, start_time, ops, pad]));
+    check("queue.md", "Participant", rust_layout!(Participant, QUEUE_VERSION, [owner, reserved, ops, pad]));
     check("queue.md", "OpRecord", rust_layout!(OpRecord, QUEUE_VERSION, [kind, flags, pos, block]));
     check("queue.md", "Slot", rust_layout!(Slot, QUEUE_VERSION, [state, len, kind, data]));
 }
@@ -218,7 +218,7 @@ fn sync_primitives() {
     );
     check("sync.md", "BarrierSlot", rust_layout!(BarrierSlot, v, [pid, outcome, start]));
     check("sync.md", "RwState", rust_layout!(RwState, v, [wlock, rgen, rsleepers, drain, writers, reserved, slots]));
-    check("sync.md", "ReaderSlot", rust_layout!(ReaderSlot, v, [pid, count, start]));
+    check("sync.md", "ReaderSlot", rust_layout!(ReaderSlot, v, [owner, count, reserved]));
     // The embedded lock must fit the 64 bytes a Value/Array block reserves for it.
     assert!(size_of::<LockState>() <= 64);
 }

@@ -298,7 +298,7 @@ fn _aio_check(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<bo
     match what {
         "get" | "put" => {
             let q = &obj.cast::<PyQueue>().map_err(|_| wrong(obj, what))?.get().q;
-            Ok(q.ring().py(py)?.recover_dead_participants() > 0)
+            Ok(q.recover_dead_participants() > 0)
         }
         "read" => Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.get().free_dead_writer()),
         "drain" => Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.get().drain_key().is_none()),

@@ -255,7 +255,7 @@ impl PyQueue {
 
     /// Approximate number of items.
     fn qsize(&self) -> PyResult<u64> {
-        Ok(self.open()?.ring().map(|r| r.len()).unwrap_or(0))
+        Ok(self.open()?.len())
     }
 
     /// Whether the queue looks empty.
@@ -266,61 +266,59 @@ impl PyQueue {
     /// Whether every slot looks taken.
     fn full(&self) -> PyResult<bool> {
         let q = self.open()?;
-        Ok(q.ring().map(|r| r.len() >= r.capacity()).unwrap_or(false))
+        Ok(q.len() >= q.capacity())
     }
 
     /// Number of slots (the most items held at once).
     #[getter]
     fn capacity(&self) -> PyResult<u64> {
-        let q = self.open()?;
-        Ok(q.ring().map(|r| r.capacity()).unwrap_or(0))
+        Ok(self.open()?.capacity())
     }
 
     /// Largest encoded item, in bytes.
     #[getter]
-    fn max_message(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.open()?.ring().py(py)?.max_message())
+    fn max_message(&self) -> PyResult<u64> {
+        Ok(self.open()?.max_message())
     }
 
     /// shutdown(immediate=False): puts raise ShutDown from now on; gets drain what is left and then raise it
     /// (at once if `immediate`). Wakes blocked callers in every process.
     #[pyo3(signature = (immediate=false))]
-    fn shutdown(&self, py: Python<'_>, immediate: bool) -> PyResult<()> {
-        self.open()?.ring().py(py)?.shutdown(immediate);
+    fn shutdown(&self, immediate: bool) -> PyResult<()> {
+        self.open()?.shutdown(immediate);
         Ok(())
     }
 
     /// Whether shutdown() was called (by any process).
     #[getter]
-    fn is_shutdown(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(self.open()?.ring().py(py)?.shutdown_state() != 0)
+    fn is_shutdown(&self) -> PyResult<bool> {
+        Ok(self.open()?.shutdown_state() != 0)
     }
 
     /// task_done(): for joinable queues; ValueError if called more times than items were put.
     fn task_done(&self, py: Python<'_>) -> PyResult<()> {
-        let ring = self.open()?.ring().py(py)?;
-        if !ring.is_joinable() {
+        let q = self.open()?;
+        if !q.is_joinable() {
             return Err(PyValueError::new_err("task_done() needs a joinable queue"));
         }
-        ring.task_done_n(1).py(py)
+        q.task_done_n(1).py(py)
     }
 
     /// join(timeout=None) -> bool: waits until every item put has been marked done with task_done().
     #[pyo3(signature = (timeout=None))]
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let q = self.open()?;
-        let ring = q.ring().py(py)?;
-        if !ring.is_joinable() {
+        if !q.is_joinable() {
             return Err(PyValueError::new_err("join() needs a joinable queue"));
         }
         let d = Deadline::after(read_timeout(timeout, Negative::Zero)?);
-        block_on(py, || ring.join(d))?.py(py)
+        block_on(py, || q.join(d))?.py(py)
     }
 
     /// Items put and not yet marked done.
     #[getter]
-    fn unfinished_tasks(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.open()?.ring().py(py)?.unfinished())
+    fn unfinished_tasks(&self) -> PyResult<u64> {
+        Ok(self.open()?.unfinished())
     }
 
     /// Counters: dropped (half-written by a producer that died), redelivered (taken by a consumer that died),
@@ -332,7 +330,7 @@ impl PyQueue {
         d.set_item("dropped", dropped)?;
         d.set_item("redelivered", redelivered)?;
         d.set_item("recovered", recovered)?;
-        d.set_item("qsize", q.ring().py(py)?.len())?;
+        d.set_item("qsize", q.len())?;
         Ok(d)
     }
 

@@ -3,8 +3,9 @@
 //! ```text
 //! data_offset:  QueueHeader (768 B: config, then producer, consumer, wait, recovery and stats sections,
 //!               each on its own 128-byte line pair so the two sides never share a line)
-//!               Participant x PARTICIPANTS (128 B each)
 //!               Slot x capacity (64 B each)
+//!               Participant x PARTICIPANTS (128 B each; reserved in /dev/shm PARTICIPANT_GROWTH entries at a time
+//!               as `participants_high` grows, so an empty queue holds 4 KiB of them, not 128 KiB)
 //!               heap (HeapHeader + region) for messages that do not fit inline
 //! ```
 
@@ -12,15 +13,18 @@ use crate::base::atomic::{AtomicU32, AtomicU64};
 use crate::shm_struct;
 
 /// Payload layout version of [`Kind::Queue`](crate::segment::Kind::Queue) segments.
-pub const QUEUE_VERSION: u32 = 1;
+pub const QUEUE_VERSION: u32 = 2;
 /// `QueueHeader::magic`.
 pub const QUEUE_MAGIC: u32 = u32::from_le_bytes(*b"QUEU");
 /// Size of a slot.
 pub const SLOT_SIZE: usize = 64;
 /// Bytes of payload a slot holds inline.
 pub const INLINE_MAX: usize = 48;
-/// Processes that can use one queue at the same time (a slot's owner field holds index + 1 in 8 bits).
-pub const PARTICIPANTS: usize = 128;
+/// Processes that can use one queue at the same time (a slot's owner field holds index + 1 in 16 bits).
+pub const PARTICIPANTS: usize = 1024;
+/// Participant entries reserved at creation, and added (reserved in /dev/shm) each time every entry in use is
+/// taken: one 4 KiB page of them.
+pub const PARTICIPANT_GROWTH: usize = 32;
 /// Operations one process can have in flight on one queue (threads that release the GIL while blocked).
 pub const OPS_PER_PARTICIPANT: usize = 4;
 /// Capacity of the list of messages to redeliver (taken by consumers that died mid-get).
@@ -47,10 +51,11 @@ pub mod state {
     pub const DROPPED: u8 = 4;
 }
 
-/// Packs a slot state word: `seq` (low 32 bits of the lap, `position / capacity`) | state << 32 | owner << 40.
-/// A zeroed slot is `EMPTY` for lap 0, so a fresh (zero-filled) ring needs no initialisation.
+/// Packs a slot state word: `seq` (low 32 bits of the lap, `position / capacity`) | state << 32 | owner << 40
+/// (16 bits; bits 56..64 are zero). A zeroed slot is `EMPTY` for lap 0, so a fresh (zero-filled) ring needs no
+/// initialisation.
 #[inline]
-pub const fn word(lap: u64, st: u8, owner: u8) -> u64 {
+pub const fn word(lap: u64, st: u8, owner: u16) -> u64 {
     (lap & 0xffff_ffff) | ((st as u64) << 32) | ((owner as u64) << 40)
 }
 
@@ -68,8 +73,8 @@ pub const fn word_state(w: u64) -> u8 {
 
 /// The owner (participant index + 1, 0 = none) of a state word.
 #[inline]
-pub const fn word_owner(w: u64) -> u8 {
-    (w >> 40) as u8
+pub const fn word_owner(w: u64) -> u16 {
+    (w >> 40) as u16
 }
 
 /// `Slot::kind`: the payload is inline.
@@ -115,14 +120,14 @@ pub const OP_GET: u32 = 2;
 pub const OP_HEAP: u32 = 1;
 
 shm_struct! {
-    /// A process using the queue. Its index + 1 is the `owner` in slot words it claims.
+    /// A process using the queue, an entry of a [`segment::owners`](crate::segment::owners) table. Its index + 1
+    /// is the `owner` in slot words it claims.
     pub struct Participant {
-        /// pid; 0 free; [`PID_RECOVERING`] while a survivor cleans up after it.
-        pub pid: AtomicU32,
+        /// [`Owner`](crate::segment::owners::Owner) word: pid and start time; 0 free; the `REAPING` bit set while
+        /// a survivor cleans up after a dead process.
+        pub owner: AtomicU64,
         /// Unused; zero.
-        pub reserved: AtomicU32,
-        /// Start time of the process (see `platform::process`).
-        pub start_time: AtomicU64,
+        pub reserved: AtomicU64,
         /// In-flight operations.
         pub ops: [OpRecord; OPS_PER_PARTICIPANT],
         /// Unused; zero (pads the entry to 128 bytes).
@@ -130,8 +135,11 @@ shm_struct! {
     }
 }
 
-/// [`Participant::pid`] while a survivor recovers the entry of a dead process.
-pub const PID_RECOVERING: u32 = u32::MAX;
+impl crate::segment::owners::HasOwner for Participant {
+    fn owner(&self) -> &AtomicU64 {
+        &self.owner
+    }
+}
 
 shm_struct! {
     /// The queue header. Read-only configuration first, then one 128-byte section per writer group.
@@ -148,7 +156,7 @@ shm_struct! {
         /// Bit 0 ([`FLAG_LOCK_FREE`]): spin longer before sleeping. Bit 1 ([`FLAG_JOINABLE`]): count unfinished
         /// tasks.
         pub flags: AtomicU32,
-        /// Number of participant entries.
+        /// Number of participant entries ([`PARTICIPANTS`]).
         pub participants: AtomicU32,
         /// Offset of the participant table in the segment.
         pub participants_offset: AtomicU64,
@@ -196,8 +204,9 @@ shm_struct! {
         // -- recovery (512..640)
         /// Number of nonzero entries in `orphans`.
         pub orphan_count: AtomicU32,
-        /// Unused; zero.
-        pub reserved5: AtomicU32,
+        /// Participant entries in use (reserved in /dev/shm): claims, scans and reaping look at these only. Only
+        /// grows, by [`PARTICIPANT_GROWTH`], up to [`PARTICIPANTS`].
+        pub participants_high: AtomicU32,
         /// Positions (+1) of messages whose consumer died mid-get, to be redelivered.
         pub orphans: [AtomicU64; ORPHANS],
         /// Unused; zero.
@@ -229,7 +238,7 @@ const _: () = {
     assert!(offset_of!(QueueHeader, orphan_count) == 512);
     assert!(offset_of!(QueueHeader, dropped) == 640);
     assert!(INLINE_MAX == 6 * 8);
-    assert!(PARTICIPANTS < 255);
+    assert!(PARTICIPANTS < u16::MAX as usize && PARTICIPANTS % PARTICIPANT_GROWTH == 0);
 };
 
 /// Zero-valued constructors for loom models (in shared memory the structures start as zero bytes).
@@ -264,9 +273,8 @@ mod loom_new {
         /// A free entry.
         fn default() -> Self {
             Participant {
-                pid: AtomicU32::new(0),
-                reserved: AtomicU32::new(0),
-                start_time: AtomicU64::new(0),
+                owner: AtomicU64::new(0),
+                reserved: AtomicU64::new(0),
                 ops: std::array::from_fn(|_| OpRecord::default()),
                 pad: zeros(),
             }
@@ -305,7 +313,7 @@ mod loom_new {
                 join_waiters: u32z(),
                 reserved4: zeros(),
                 orphan_count: u32z(),
-                reserved5: u32z(),
+                participants_high: u32z(),
                 orphans: zeros(),
                 reserved6: zeros(),
                 dropped: AtomicU64::new(0),

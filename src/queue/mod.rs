@@ -12,8 +12,8 @@ pub mod ring;
 
 use crate::base::atomic::{AtomicU64, Ordering};
 use crate::error::corrupt;
-use crate::platform::process;
 use crate::segment::alloc::{Heap, HeapHeader};
+use crate::segment::owners::{Owner, OwnerTable};
 use crate::segment::shm::Reserve;
 use crate::segment::shm::FORK_GENERATION;
 use crate::segment::{Kind, Mapped, MappedSlice, Offset, Segment};
@@ -47,8 +47,10 @@ pub struct SharedQueue {
     slots: MappedSlice<Slot>,
     parts: MappedSlice<Participant>,
     heap_at: u64,
-    /// `(fork generation << 8) | (participant index + 1)`; 0 = not registered.
+    /// `(fork generation << 16) | (participant index + 1)`; 0 = not registered.
     me: AtomicU64,
+    /// Participant entries this process has checked are reserved in /dev/shm (it touches no others).
+    reserved_parts: crate::base::atomic::local::AtomicU32,
     /// Operations this process has in flight on its participant entry (see `Ring::acquire_op`).
     in_flight: crate::base::atomic::local::AtomicU32,
 }
@@ -63,18 +65,21 @@ impl SharedQueue {
         let parts_size = (PARTICIPANTS * std::mem::size_of::<Participant>()) as u64;
         let slots_size = cfg.slots * SLOT_SIZE as u64;
         let heap_size = if cfg.heap_bytes > 0 { Heap::footprint(cfg.heap_bytes) } else { 0 };
-        let total = hdr_size + parts_size + slots_size + heap_size;
-        // The header, participants and slots are reserved in /dev/shm now; the heap reserves what it hands out.
-        let fixed = hdr_size
-            + parts_size
-            + slots_size
-            + if heap_size > 0 { std::mem::size_of::<HeapHeader>() as u64 } else { 0 };
+        let total = hdr_size + slots_size + parts_size + heap_size;
+        // The header, slots and the first participant entries are reserved in /dev/shm now; more participant
+        // entries are reserved as processes need them, and the heap reserves what it hands out.
+        let first_parts = (PARTICIPANT_GROWTH * std::mem::size_of::<Participant>()) as u64;
+        let fixed = hdr_size + slots_size + first_parts;
         let seg = Segment::create_reserving(Kind::Queue, QUEUE_VERSION, total, &[], Reserve::Prefix(fixed))?;
         let base = seg.info().data_offset;
         let hdr: &QueueHeader = seg.resolve(Offset::new(base))?;
-        let parts_off = base + hdr_size;
-        let slots_off = parts_off + parts_size;
-        let heap_off = slots_off + slots_size;
+        let slots_off = base + hdr_size;
+        let parts_off = slots_off + slots_size;
+        let heap_off = parts_off + parts_size;
+        if heap_size > 0 {
+            seg.reserve(heap_off, std::mem::size_of::<HeapHeader>() as u64)?;
+        }
+        hdr.participants_high.store(PARTICIPANT_GROWTH as u32, Ordering::Relaxed);
         hdr.capacity.store(cfg.slots, Ordering::Relaxed);
         let flags = if cfg.lock_free { FLAG_LOCK_FREE } else { 0 } | if cfg.joinable { FLAG_JOINABLE } else { 0 };
         hdr.flags.store(flags, Ordering::Relaxed);
@@ -128,6 +133,7 @@ impl SharedQueue {
             heap_at,
             seg,
             me: AtomicU64::new(0),
+            reserved_parts: crate::base::atomic::local::AtomicU32::new(0),
             in_flight: crate::base::atomic::local::AtomicU32::new(0),
         })
     }
@@ -151,47 +157,133 @@ impl SharedQueue {
         &self.slots
     }
 
+    /// The participant entries in use that this process may touch: `participants_high` of them (clamped to the
+    /// table), once their pages are known to be reserved in /dev/shm (reading or writing an unreserved tmpfs page
+    /// on a full /dev/shm would be a SIGBUS). If reserving fails, the entries checked so far.
     fn parts(&self) -> &[Participant] {
-        &self.parts
+        use crate::base::atomic::local::Ordering as L;
+        let high = (self.hdr.participants_high.load(Ordering::Acquire) as usize).clamp(1, PARTICIPANTS) as u32;
+        let mut have = self.reserved_parts.load(L::Relaxed);
+        if high > have {
+            if self.reserve_parts(high as usize).is_ok() {
+                self.reserved_parts.fetch_max(high, L::Relaxed);
+            }
+            have = self.reserved_parts.load(L::Relaxed);
+        }
+        &self.parts[..have as usize]
+    }
+
+    fn reserve_parts(&self, n: usize) -> Result<()> {
+        let size = std::mem::size_of::<Participant>();
+        let off = self.hdr.participants_offset.load(Ordering::Relaxed);
+        self.seg.reserve(off, (n * size) as u64)
     }
 
     /// This process's participant index, registering it first if needed (and again in a forked child).
     fn participant(&self) -> Result<usize> {
         let gen = FORK_GENERATION.load(Ordering::Relaxed);
         let me = self.me.load(Ordering::Acquire);
-        if me != 0 && me >> 8 == gen {
-            return Ok((me & 0xff) as usize - 1);
+        if me != 0 && me >> 16 == gen {
+            return Ok((me & 0xffff) as usize - 1);
         }
         let idx = self.register()?;
         // A fresh entry (in a forked child, the threads counted in the parent do not exist).
         self.in_flight.store(0, crate::base::atomic::local::Ordering::Relaxed);
-        self.me.store((gen << 8) | (idx as u64 + 1), Ordering::Release);
+        self.me.store((gen << 16) | (idx as u64 + 1), Ordering::Release);
         Ok(idx)
     }
 
+    /// Claims a participant entry (the lowest free one, which keeps the entries in use dense): a free one among
+    /// those in use, else one freed by reaping dead participants
+    /// (their cleanup recovers their op records before the entry is reused), else more entries (reserved first).
+    /// Bounded: the table grows at most `PARTICIPANTS / PARTICIPANT_GROWTH` times.
     fn register(&self) -> Result<usize> {
-        let id = process::current();
-        for attempt in 0..2 {
-            for (i, p) in self.parts().iter().enumerate() {
-                if p.pid.load(Ordering::Relaxed) == 0
-                    && p.pid.compare_exchange(0, id.pid, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-                {
-                    // A free entry has no operation in flight; records that say otherwise are corrupt and would
-                    // block every operation of ours.
-                    for op in &p.ops {
-                        op.block.store(0, Ordering::Relaxed);
-                        op.flags.store(0, Ordering::Relaxed);
-                        op.kind.store(0, Ordering::Relaxed);
-                    }
-                    p.start_time.store(id.start_time, Ordering::Release);
-                    return Ok(i);
+        let me = Owner::me();
+        for _ in 0..=PARTICIPANTS / PARTICIPANT_GROWTH {
+            let parts = self.parts();
+            let table = OwnerTable::new(parts);
+            let ring = self.view(usize::MAX);
+            if let Some(i) = table.claim_or_reap(me, 0, |i, _, _| ring.recover_entry(i)) {
+                // A free entry has no operation in flight; records that say otherwise are corrupt and would
+                // block every operation of ours.
+                for op in &parts[i].ops {
+                    op.block.store(0, Ordering::Relaxed);
+                    op.flags.store(0, Ordering::Relaxed);
+                    op.kind.store(0, Ordering::Release);
                 }
+                return Ok(i);
             }
-            if attempt == 0 {
-                self.view(usize::MAX).recover_dead_participants();
+            let have = parts.len();
+            if have >= PARTICIPANTS {
+                break;
             }
+            let want = (have + PARTICIPANT_GROWTH).min(PARTICIPANTS);
+            self.reserve_parts(want)?;
+            self.reserved_parts.fetch_max(want as u32, crate::base::atomic::local::Ordering::Relaxed);
+            self.hdr.participants_high.fetch_max(want as u32, Ordering::AcqRel);
         }
         Err(Error::Full(format!("{PARTICIPANTS} live processes already use this queue, the most it supports")))
+    }
+
+    /// A view that is no participant: for what reads or changes only the header (sizes, shutdown, tasks,
+    /// recovery). It never claims slots, so the methods below need no entry of the participant table.
+    fn observer(&self) -> Ring<'_> {
+        self.view(usize::MAX)
+    }
+
+    /// Approximate number of messages (needs no participant entry).
+    pub fn len(&self) -> u64 {
+        self.observer().len()
+    }
+
+    /// Whether [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    /// Largest message the queue takes.
+    pub fn max_message(&self) -> u64 {
+        self.observer().max_message()
+    }
+
+    /// See [`Ring::shutdown`].
+    pub fn shutdown(&self, immediate: bool) {
+        self.observer().shutdown(immediate)
+    }
+
+    /// 0 open, 1 draining, 2 immediate.
+    pub fn shutdown_state(&self) -> u32 {
+        self.observer().shutdown_state()
+    }
+
+    /// Whether the queue counts unfinished tasks.
+    pub fn is_joinable(&self) -> bool {
+        self.observer().is_joinable()
+    }
+
+    /// Number of unfinished tasks.
+    pub fn unfinished(&self) -> u64 {
+        self.observer().unfinished()
+    }
+
+    /// See [`Ring::task_done_n`].
+    pub fn task_done_n(&self, n: u64) -> Result<()> {
+        self.observer().task_done_n(n)
+    }
+
+    /// See [`Ring::join`].
+    pub fn join(&self, deadline: crate::platform::futex::Deadline) -> Result<bool> {
+        self.observer().join(deadline)
+    }
+
+    /// Cleans up after participants whose process died; returns how many (needs no participant entry).
+    pub fn recover_dead_participants(&self) -> usize {
+        self.observer().recover_dead_participants()
     }
 
     fn view(&self, me: usize) -> Ring<'_> {
@@ -231,15 +323,13 @@ impl SharedQueue {
 impl Drop for SharedQueue {
     fn drop(&mut self) {
         let me = self.me.load(Ordering::Acquire);
-        if me == 0 || me >> 8 != FORK_GENERATION.load(Ordering::Relaxed) {
+        if me == 0 || me >> 16 != FORK_GENERATION.load(Ordering::Relaxed) {
             return;
         }
-        let p = &self.parts()[(me & 0xff) as usize - 1];
-        if p.pid.load(Ordering::Relaxed) == std::process::id()
-            && p.ops.iter().all(|o| o.kind.load(Ordering::Acquire) == 0)
-        {
-            p.start_time.store(0, Ordering::Relaxed);
-            p.pid.store(0, Ordering::Release);
+        let parts = self.parts();
+        let i = (me & 0xffff) as usize - 1;
+        if i < parts.len() && parts[i].ops.iter().all(|o| o.kind.load(Ordering::Acquire) == 0) {
+            OwnerTable::new(parts).release(i, Owner::me());
         }
     }
 }

@@ -29,8 +29,8 @@
 use super::layout::*;
 use crate::base::atomic::{fence, Ordering};
 use crate::platform::futex::{self, Deadline};
-use crate::platform::process::{self, ProcessId};
 use crate::segment::alloc::Heap;
+use crate::segment::owners::OwnerTable;
 use crate::segment::Segment;
 use crate::{Error, Result};
 use std::time::{Duration, Instant};
@@ -92,8 +92,8 @@ impl<'a> Ring<'a> {
     }
 
     #[inline]
-    fn owner(&self) -> u8 {
-        self.me as u8 + 1
+    fn owner(&self) -> u16 {
+        self.me as u16 + 1
     }
 
     /// The slot of position `pos` and the lap tag its state word carries (`pos / capacity`, low 32 bits).
@@ -805,39 +805,19 @@ impl<'a> Ring<'a> {
 
     // ---- recovery ------------------------------------------------------------------------------------------
 
-    fn participant_id(p: &Participant) -> Option<ProcessId> {
-        let pid = p.pid.load(Ordering::Acquire);
-        (pid != 0 && pid != PID_RECOVERING)
-            .then(|| ProcessId { pid, start_time: p.start_time.load(Ordering::Relaxed).max(1) })
-    }
-
-    /// Finds participants whose process died and cleans up after them. Returns how many were recovered.
+    /// Finds participants whose process died and cleans up after them (through the owner table: the entry is
+    /// freed only once its op records are recovered). Returns how many were recovered.
     pub fn recover_dead_participants(&self) -> usize {
-        let mut n = 0;
-        for (i, p) in self.parts.iter().enumerate() {
-            if i == self.me {
-                continue;
-            }
-            let Some(id) = Self::participant_id(p) else {
-                continue;
-            };
-            if process::is_alive(id) {
-                continue;
-            }
-            if self.recover(i, id.pid) {
-                n += 1;
-            }
-        }
-        n
+        OwnerTable::new(self.parts).reap(|i, _, _| self.recover_entry(i))
     }
 
-    /// Cleans up after dead participant `idx` (pid `pid`). Returns false if someone else is doing it.
-    fn recover(&self, idx: usize, pid: u32) -> bool {
+    /// Cleans up after the dead participant of entry `idx`, which the caller holds (the owner table's reaping
+    /// state): finishes or undoes what its op records say was in flight. False if it could not finish now (the
+    /// redelivery list is full): the entry stays the dead process's, to be recovered on a later scan. Idempotent
+    /// (a reaper that dies part-way is taken over and its successor redoes this).
+    pub(crate) fn recover_entry(&self, idx: usize) -> bool {
         let p = &self.parts[idx];
-        if p.pid.compare_exchange(pid, PID_RECOVERING, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            return false;
-        }
-        let owner = idx as u8 + 1;
+        let owner = idx as u16 + 1;
         let mut keep = false;
         for op in &p.ops {
             let kind = op.kind.load(Ordering::Acquire);
@@ -894,12 +874,9 @@ impl<'a> Ring<'a> {
             }
         }
         if keep {
-            p.pid.store(pid, Ordering::Release);
             return false;
         }
         self.hdr.recovered.fetch_add(1, Ordering::Relaxed);
-        p.start_time.store(0, Ordering::Relaxed);
-        p.pid.store(0, Ordering::Release);
         self.wake_producers(true);
         self.wake_consumers(true);
         true

@@ -184,19 +184,18 @@ fn threads_mpmc_every_message_exactly_once() {
     assert_eq!(heap_used(&q), 0);
 }
 
-/// A pid that is certainly dead (a reaped child).
-fn dead_pid() -> u32 {
+/// An owner word naming a process that is certainly dead (a reaped child).
+fn dead_owner() -> Owner {
     let mut c = std::process::Command::new("true").spawn().unwrap();
     let pid = c.id();
     c.wait().unwrap();
-    pid
+    Owner::of(crate::platform::process::ProcessId { pid, start_time: 1 })
 }
 
 /// Registers a fake participant for a dead process and returns its index.
 fn fake_dead_participant(q: &SharedQueue) -> usize {
-    let (i, p) = q.parts().iter().enumerate().find(|(_, p)| p.pid.load(Ordering::Relaxed) == 0).unwrap();
-    p.pid.store(dead_pid(), Ordering::Relaxed);
-    p.start_time.store(1, Ordering::Relaxed);
+    let (i, p) = q.parts().iter().enumerate().find(|(_, p)| p.owner.load(Ordering::Relaxed) == 0).unwrap();
+    p.owner.store(dead_owner().0, Ordering::Relaxed);
     i
 }
 
@@ -215,7 +214,7 @@ fn producer_killed_mid_put_is_dropped_and_counted() {
     op.flags.store(OP_HEAP, Ordering::Relaxed);
     op.pos.store(t, Ordering::Relaxed);
     op.block.store(block, Ordering::Relaxed);
-    q.slots()[t as usize % 8].state.store(word(t / 8, state::WRITING, dead as u8 + 1), Ordering::Relaxed);
+    q.slots()[t as usize % 8].state.store(word(t / 8, state::WRITING, dead as u16 + 1), Ordering::Relaxed);
     q.header().tail.store(t + 1, Ordering::Relaxed);
     put(&q, b"after");
 
@@ -225,7 +224,7 @@ fn producer_killed_mid_put_is_dropped_and_counted() {
     assert_eq!(get(&q), Some(b"after".to_vec()), "the dropped message is skipped");
     assert_eq!(q.stats(), (1, 0, 1));
     assert_eq!(heap_used(&q), 0, "the dead producer's block was freed");
-    assert_eq!(q.parts()[dead].pid.load(Ordering::Relaxed), 0, "its entry is free again");
+    assert_eq!(q.parts()[dead].owner.load(Ordering::Relaxed), 0, "its entry is free again");
 }
 
 #[test]
@@ -240,7 +239,7 @@ fn consumer_killed_mid_get_has_its_message_redelivered() {
     let op = &q.parts()[dead].ops[2];
     op.kind.store(OP_GET, Ordering::Relaxed);
     op.pos.store(h, Ordering::Relaxed);
-    q.slots()[h as usize].state.store(word(0, state::READING, dead as u8 + 1), Ordering::Relaxed);
+    q.slots()[h as usize].state.store(word(0, state::READING, dead as u16 + 1), Ordering::Relaxed);
     q.header().head.store(h + 1, Ordering::Relaxed);
 
     assert_eq!(get(&q), Some(vec![9u8; 300]));
@@ -258,7 +257,7 @@ fn a_blocked_consumer_recovers_a_dead_producer_by_itself() {
     let op = &q.parts()[dead].ops[0];
     op.kind.store(OP_PUT, Ordering::Relaxed);
     op.pos.store(0, Ordering::Relaxed);
-    q.slots()[0].state.store(word(0, state::WRITING, dead as u8 + 1), Ordering::Relaxed);
+    q.slots()[0].state.store(word(0, state::WRITING, dead as u16 + 1), Ordering::Relaxed);
     q.header().tail.store(1, Ordering::Relaxed);
     put(&q, b"x");
     let t0 = std::time::Instant::now();
@@ -274,7 +273,7 @@ fn participants_are_registered_per_handle_and_released() {
     put(&q, b"x");
     let q2 = SharedQueue::open(q.segment().name()).unwrap();
     assert_eq!(get(&q2), Some(b"x".to_vec()));
-    let registered = |q: &SharedQueue| q.parts().iter().filter(|p| p.pid.load(Ordering::Relaxed) != 0).count();
+    let registered = |q: &SharedQueue| q.parts().iter().filter(|p| p.owner.load(Ordering::Relaxed) != 0).count();
     assert_eq!(registered(&q), 2);
     drop(q2);
     assert_eq!(registered(&q), 1);
@@ -382,4 +381,61 @@ fn an_orphan_count_above_its_entries_does_not_make_the_queue_look_readable() {
     assert!(r.announce(true).is_some(), "a get waiter would sleep, not spin");
     assert_eq!(put(&q, b"a"), Attempt::Done);
     assert!(r.readable());
+}
+
+#[test]
+fn eleven_hundred_participants_fill_grow_and_reap_the_table() {
+    // 1,100 participants (handles: each registers its own entry, as a process does). The table starts at one
+    // page of entries and grows to PARTICIPANTS; the 1,025th fails loudly, sizes stay right while it is full,
+    // and dead participants' entries are recovered (with their op records) and reused.
+    let q = small(8);
+    assert_eq!(q.parts().len(), PARTICIPANT_GROWTH, "an empty queue uses one page of entries");
+    put(&q, b"x");
+    let mut handles = vec![];
+    for _ in 1..PARTICIPANTS {
+        let h = SharedQueue::open(q.segment().name()).unwrap();
+        h.participant().unwrap();
+        handles.push(h);
+    }
+    assert_eq!(q.header().participants_high.load(Ordering::Relaxed) as usize, PARTICIPANTS);
+    assert_eq!(q.parts().len(), PARTICIPANTS);
+    let extra = SharedQueue::open(q.segment().name()).unwrap();
+    assert!(matches!(extra.ring(), Err(Error::Full(_))), "the 1,025th participant is refused");
+    assert_eq!((extra.len(), extra.is_empty(), extra.capacity()), (1, false, 8), "sizes need no participant");
+    // A third of the participants die, one of them in the middle of a get.
+    let parts = q.parts();
+    let dead: Vec<usize> = (0..PARTICIPANTS).filter(|i| i % 3 == 1).collect();
+    for &i in &dead {
+        parts[i].owner.store(dead_owner().0, Ordering::Relaxed);
+    }
+    let victim = dead[0];
+    let h = q.header().head.load(Ordering::Relaxed);
+    parts[victim].ops[0].kind.store(OP_GET, Ordering::Relaxed);
+    parts[victim].ops[0].pos.store(h, Ordering::Relaxed);
+    q.slots()[h as usize].state.store(word(0, state::READING, victim as u16 + 1), Ordering::Relaxed);
+    q.header().head.store(h + 1, Ordering::Relaxed);
+    // The next 76 newcomers (1,100 in all) find the table full, reap the dead and get entries.
+    let late: Vec<SharedQueue> =
+        (0..1100 - PARTICIPANTS).map(|_| SharedQueue::open(q.segment().name()).unwrap()).collect();
+    for l in &late {
+        l.participant().unwrap();
+    }
+    assert_eq!(extra.stats().2, dead.len() as u64, "every dead participant recovered once");
+    assert_eq!(get(&late[0]).as_deref(), Some(&b"x"[..]), "the dead consumer's message is redelivered");
+    let taken = q.parts().iter().filter(|p| p.owner.load(Ordering::Relaxed) != 0).count();
+    assert_eq!(taken, PARTICIPANTS - dead.len() + late.len());
+    drop(handles);
+    drop(late);
+    assert_eq!(q.parts().iter().filter(|p| p.owner.load(Ordering::Relaxed) != 0).count(), 1, "released on drop");
+}
+
+#[test]
+fn an_empty_queue_reserves_one_page_of_participant_entries() {
+    let q = small(8);
+    let size = std::mem::size_of::<Participant>();
+    assert_eq!(PARTICIPANT_GROWTH * size, 4096);
+    // Only the reserved page of the table is allocated in /dev/shm (the rest is a hole until needed).
+    let path = format!("/dev/shm/{}", q.segment().name_local());
+    let allocated = std::fs::metadata(&path).map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512).unwrap();
+    assert!(allocated < (PARTICIPANTS * size) as u64, "{allocated} bytes allocated");
 }

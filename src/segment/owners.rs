@@ -156,7 +156,12 @@ impl<'a, S: HasOwner> OwnerTable<'a, S> {
 
     /// [`claim`](Self::claim), and when the table is full, [`reap`](Self::reap) dead owners (with `cleanup`) and
     /// try once more.
-    pub fn claim_or_reap(&self, who: Owner, hint: usize, cleanup: impl FnMut(usize, &S, Owner)) -> Option<usize> {
+    pub fn claim_or_reap(
+        &self,
+        who: Owner,
+        hint: usize,
+        cleanup: impl FnMut(usize, &S, Owner) -> bool,
+    ) -> Option<usize> {
         self.claim(who, hint).or_else(|| {
             self.reap(cleanup);
             self.claim(who, hint)
@@ -182,8 +187,9 @@ impl<'a, S: HasOwner> OwnerTable<'a, S> {
     }
 
     /// Looks at slot `i`: if its owner (or the reaper working on it) is dead, takes it over, runs
-    /// `cleanup(i, slot, dead_owner)` and frees the slot.
-    pub fn reap_slot(&self, i: usize, cleanup: &mut impl FnMut(usize, &S, Owner)) -> Seen {
+    /// `cleanup(i, slot, dead_owner)` and frees the slot. A cleanup that cannot finish now (it returns false, e.g.
+    /// a list it must put things on is full) gives the slot back to the dead owner, to be reaped again later.
+    pub fn reap_slot(&self, i: usize, cleanup: &mut impl FnMut(usize, &S, Owner) -> bool) -> Seen {
         let slot = &self.slots[i];
         let w = Owner(slot.owner().load(Ordering::Acquire));
         if w == Owner::NONE || w.is_alive() {
@@ -195,13 +201,16 @@ impl<'a, S: HasOwner> OwnerTable<'a, S> {
         }
         // The dead owner is the process whose state the slot describes; a dead reaper's word names the reaper,
         // and what it was cleaning up is still the slot's state, which `cleanup` redoes (it must be idempotent).
-        cleanup(i, slot, w.process());
+        if !cleanup(i, slot, w.process()) {
+            slot.owner().store(w.0, Ordering::Release);
+            return Seen::Busy;
+        }
         slot.owner().store(0, Ordering::Release);
         Seen::Reaped
     }
 
     /// Reaps every slot whose owner died; returns how many. Reads `/proc` once per taken slot.
-    pub fn reap(&self, mut cleanup: impl FnMut(usize, &S, Owner)) -> usize {
+    pub fn reap(&self, mut cleanup: impl FnMut(usize, &S, Owner) -> bool) -> usize {
         (0..self.slots.len()).filter(|&i| self.reap_slot(i, &mut cleanup) == Seen::Reaped).count()
     }
 }
@@ -266,6 +275,7 @@ mod tests {
             assert_eq!(who, dead);
             assert!(Owner(s.owner.load(Ordering::Relaxed)).is_reaping(), "held while cleaning");
             cleaned.push((i, s.data.swap(0, Ordering::Relaxed)));
+            true
         });
         assert_eq!(n, 3);
         assert_eq!(cleaned, vec![(0, 10), (1, 11), (2, 12)]);
@@ -281,7 +291,13 @@ mod tests {
         slots[0].owner.store(Owner::me().0, Ordering::Relaxed);
         slots[1].owner.store(dead.0, Ordering::Relaxed);
         let mut reaped = 0;
-        assert_eq!(t.claim_or_reap(Owner::me(), 0, |_, _, _| reaped += 1), Some(1));
+        assert_eq!(
+            t.claim_or_reap(Owner::me(), 0, |_, _, _| {
+                reaped += 1;
+                true
+            }),
+            Some(1)
+        );
         assert_eq!(reaped, 1);
         assert_eq!(t.claim_or_reap(Owner::me(), 0, |_, _, _| panic!("all alive")), None);
     }
@@ -292,5 +308,50 @@ mod tests {
         let t = OwnerTable::new(&slots);
         slots[0].owner.store(Owner::me().reaping().0, Ordering::Relaxed);
         assert_eq!(t.reap_slot(0, &mut |_, _, _| panic!("busy")), Seen::Busy);
+    }
+
+    #[test]
+    fn an_unfinished_cleanup_gives_the_slot_back_to_the_dead_owner() {
+        let slots = table(1);
+        let t = OwnerTable::new(&slots);
+        let dead = dead_owner();
+        slots[0].owner.store(dead.0, Ordering::Relaxed);
+        assert_eq!(t.reap_slot(0, &mut |_, _, _| false), Seen::Busy);
+        assert_eq!(slots[0].owner.load(Ordering::Relaxed), dead.0, "reaped again later");
+        assert_eq!(t.reap(|_, _, _| true), 1);
+    }
+
+    #[test]
+    fn eleven_hundred_owners_claim_and_the_dead_ones_are_reaped() {
+        // A table as large as a queue's participant table, with more claimers than slots: 1,100 simulated
+        // processes, every third one dead. Claims never hand out a slot twice; reaping frees exactly the dead.
+        const N: usize = 1024;
+        let slots = table(N);
+        let t = OwnerTable::new(&slots);
+        let me = Owner::me();
+        let dead = dead_owner();
+        let mut held = std::collections::HashSet::new();
+        for k in 0..N {
+            let who = if k % 3 == 0 { dead } else { me };
+            let i = t.claim(who, k * 7).expect("room");
+            assert!(held.insert(i), "slot {i} handed out twice");
+            slots[i].data.store(k as u64, Ordering::Relaxed);
+        }
+        assert_eq!(t.claim(me, 0), None, "full at {N}");
+        let dead_count = (0..N).filter(|k| k % 3 == 0).count();
+        let mut cleaned = 0;
+        // The 1,025th claimer finds the table full, reaps the dead and gets a slot.
+        assert!(t
+            .claim_or_reap(me, 0, |_, _, _| {
+                cleaned += 1;
+                true
+            })
+            .is_some());
+        assert_eq!(cleaned, dead_count);
+        for _ in 1..(1100 - N) {
+            assert!(t.claim(me, 0).is_some());
+        }
+        assert_eq!(t.owners().filter(|&(_, o)| o == dead).count(), 0);
+        assert_eq!(t.owners().count(), N - dead_count + (1100 - N));
     }
 }

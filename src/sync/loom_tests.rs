@@ -163,7 +163,7 @@ struct Rw {
 }
 
 fn rw() -> Arc<Rw> {
-    let slot = || ReaderSlot { pid: u32_sc(0), count: u32_sc(0), start: u64_sc(0) };
+    let slot = || ReaderSlot { owner: u64_sc(0), count: u32_sc(0), reserved: u32_sc(0) };
     let rw = RwState {
         wlock: lock_state(),
         rgen: u32_sc(0),

@@ -20,11 +20,13 @@ use super::owner::{self, Me, PID_MASK};
 use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
+use crate::platform::process::ProcessId;
+use crate::segment::owners::{HasOwner, Owner, OwnerTable};
 use crate::shm_struct;
 
 /// How many processes may hold read locks at the same time (threads of one process share a slot).
 #[cfg(not(loom))]
-pub const RW_SLOTS: usize = 64;
+pub const RW_SLOTS: usize = 1024;
 /// Loom hook: the models use two slots (every slot is read on each writer check, and each read is a step loom
 /// must interleave).
 #[cfg(loom)]
@@ -56,14 +58,20 @@ shm_struct! {
 }
 
 shm_struct! {
-    /// Read locks held by one process.
+    /// Read locks held by one process: an entry of a [`segment::owners`](crate::segment::owners) table.
     pub struct ReaderSlot {
-        /// Owning pid; 0 = free.
-        pub pid: AtomicU32,
+        /// [`Owner`] word of the process (pid and start time, one CAS to claim); 0 = free.
+        pub owner: AtomicU64,
         /// Read locks it holds.
         pub count: AtomicU32,
-        /// Its start time.
-        pub start: AtomicU64,
+        /// Unused; zero.
+        pub reserved: AtomicU32,
+    }
+}
+
+impl HasOwner for ReaderSlot {
+    fn owner(&self) -> &AtomicU64 {
+        &self.owner
     }
 }
 
@@ -98,24 +106,24 @@ impl From<WaitError> for RwError {
 
 impl RwState {
     /// Finds (or claims) the calling process's reader slot.
+    /// A process keeps its slot until it dies; slots are claimed lowest first, so the search is short.
     pub fn slot_of(&self, me: Me) -> Result<usize, RwError> {
-        if let Some(i) = self.slots.iter().position(|s| s.pid.load(Ordering::Relaxed) == me.pid) {
+        let who = Owner::of(ProcessId { pid: me.pid, start_time: me.start });
+        let table = OwnerTable::new(&self.slots);
+        if let Some(i) = table.find(who) {
             return Ok(i);
         }
-        for pass in 0..2 {
-            for (i, s) in self.slots.iter().enumerate() {
-                let pid = s.pid.load(Ordering::Relaxed);
-                let free = pid == 0
-                    || (pass == 1
-                        && s.count.load(Ordering::SeqCst) == 0
-                        && !owner::alive(pid, s.start.load(Ordering::Relaxed)));
-                if free && s.pid.compare_exchange(pid, me.pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                    s.start.store(me.start, Ordering::Relaxed);
-                    return Ok(i);
-                }
-            }
+        // Full: reap dead readers (their read locks are dropped; a writer may be waiting for them).
+        table.claim_or_reap(who, 0, |_, s, _| self.drop_dead_reader(s)).ok_or(RwError::TooManyReaders)
+    }
+
+    /// The owner table's cleanup of a dead reader's slot: drops its read locks.
+    fn drop_dead_reader(&self, s: &ReaderSlot) -> bool {
+        if s.count.swap(0, Ordering::SeqCst) > 0 && self.writer_present() {
+            self.drain.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(&self.drain);
         }
-        Err(RwError::TooManyReaders)
+        true
     }
 
     fn writer_present(&self) -> bool {
@@ -200,11 +208,12 @@ impl RwState {
         self.slots.iter().map(|s| s.count.load(Ordering::SeqCst)).fold(0u32, u32::saturating_add)
     }
 
+    /// Reaps the slots of dead processes that still count read locks (one `/proc` read per such slot).
     fn reap_dead_readers(&self) {
-        for s in &self.slots {
-            let pid = s.pid.load(Ordering::Relaxed);
-            if pid != 0 && s.count.load(Ordering::SeqCst) > 0 && !owner::alive(pid, s.start.load(Ordering::Relaxed)) {
-                s.count.store(0, Ordering::SeqCst);
+        let table = OwnerTable::new(&self.slots);
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.count.load(Ordering::SeqCst) > 0 {
+                table.reap_slot(i, &mut |_, s, _| self.drop_dead_reader(s));
             }
         }
     }

@@ -494,3 +494,44 @@ fn a_condition_slot_taken_from_its_waiter_ends_the_wait_without_spinning() {
     assert!(t0.elapsed() < Duration::from_secs(1));
     assert_eq!(c.get().slots[i].state.load(Ordering::Relaxed), 7, "not ours any more: left alone");
 }
+
+#[test]
+#[cfg(not(loom))] // loom models use two reader slots
+fn rwlock_takes_1024_reader_processes_and_reaps_dead_ones_when_full() {
+    // Issue 10: at most 64 processes could hold read locks. 1,100 simulated reader processes: the first 1,024
+    // (a third of them dead, some still counting read locks) fill the table; newcomers reap the dead ones.
+    use super::rwlock::RW_SLOTS;
+    use crate::segment::owners::Owner;
+    const { assert!(RW_SLOTS >= 1024) };
+    let rw = SyncHandle::<RwState>::create(SyncType::RwLock, 0, 0).unwrap();
+    let st = rw.get();
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = c.id();
+    c.wait().unwrap();
+    let dead = Owner::of(crate::platform::process::ProcessId { pid: dead_pid, start_time: 1 });
+    let me = Owner::me();
+    for (i, s) in st.slots.iter().enumerate() {
+        // Live readers carry this process's word (a live identity).
+        s.owner.store(if i % 3 == 0 { dead.0 } else { me.0 }, Ordering::Relaxed);
+        s.count.store(if i % 3 == 0 { 1 } else { 0 }, Ordering::Relaxed);
+    }
+    // A writer waiting for the dead readers reaps them after a slice.
+    assert_eq!(st.lock_write(&deadline(ms(5000))), Ok(Acquired::Normal));
+    st.unlock_write().unwrap();
+    let dead_slots = st.slots.iter().filter(|s| s.owner.load(Ordering::Relaxed) == dead.0).count();
+    assert_eq!(dead_slots, 0, "dead readers' slots reaped");
+    assert!(st.slots.iter().all(|s| s.count.load(Ordering::Relaxed) == 0));
+    let freed = st.slots.iter().filter(|s| s.owner.load(Ordering::Relaxed) == 0).count();
+    assert_eq!(freed, RW_SLOTS.div_ceil(3));
+    for s in st.slots.iter().filter(|s| s.owner.load(Ordering::Relaxed) == 0) {
+        s.owner.store(dead.0, Ordering::Relaxed);
+    }
+    // A table full of dead owners: a newcomer finds it full, reaps and gets a slot.
+    for s in st.slots.iter().filter(|s| s.owner.load(Ordering::Relaxed) == me.0) {
+        s.owner.store(dead.0, Ordering::Relaxed);
+    }
+    let slot = st.slot_of(super::owner::me()).unwrap();
+    assert_eq!(st.lock_read(slot, &deadline(ms(1000))), Ok(Acquired::Normal));
+    assert_eq!(st.total_readers(), 1);
+    st.unlock_read(slot).unwrap();
+}

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import pyconc
-from workers import joinable_worker, queue_consume_until_shutdown, queue_consumer, queue_producer
+from workers import joinable_worker, queue_consume_until_shutdown, queue_consumer, queue_producer, queue_put_and_hold
 
 VALUES = [None, True, False, 0, -1, 2**70, 1.5, float("inf"), "", "héllo", b"", b"\x00" * 100,
           bytearray(b"ab"), (1, "a"), [1, [2, 3]], {"k": (1, 2)}, {1, 2, 3}, range(3)]
@@ -228,6 +228,34 @@ def test_mpmc_across_processes_exactly_once(ctx, size):
     assert sum(c for c, _ in results) == total
     assert sum(s for _, s in results) == total * (total - 1) // 2, "every item exactly once"
     assert q.empty()
+
+
+def test_more_live_processes_than_the_old_participant_limit(ctx):
+    # Issue 10: a queue took at most 128 live processes (the 129th, even its creator, got MemoryError) and
+    # qsize()/empty() said 0/True while the table was full. 140 processes hold their entries at once here.
+    if ctx.get_start_method() == "spawn":
+        pytest.skip("140 spawned interpreters take too long on a 2-core machine; fork/forkserver cover it")
+    n = 140
+    q, release = pyconc.Queue(), pyconc.Event()
+    procs = []
+    for batch in range(0, n, 20):
+        procs += [ctx.Process(target=queue_put_and_hold, args=(q, i, release)) for i in range(batch, batch + 20)]
+        for p in procs[batch:]:
+            p.start()
+    try:
+        deadline = time.monotonic() + 60
+        while q.qsize() < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert q.qsize() == n and not q.empty(), "every process registered and put while all are alive"
+        q.put("creator")  # the creator still gets an entry, with 141 live participants
+        assert q.stats()["recovered"] == 0
+        got = [q.get(timeout=10) for _ in range(n + 1)]
+        assert sorted(x for x in got if x != "creator") == list(range(n)) and "creator" in got
+    finally:
+        release.set()
+        for p in procs:
+            p.join(60)
+    assert [p.exitcode for p in procs] == [0] * n
 
 
 def test_joining_a_producer_before_draining_does_not_deadlock(ctx):

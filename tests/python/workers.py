@@ -154,3 +154,9 @@ def double_point(v, a):
 
 def echo_handles(objs, out):
     out.put(objs)
+
+
+def queue_put_and_hold(q, i, release):
+    """Puts `i`, then stays alive (holding its participant entry) until `release` is set."""
+    q.put(i)
+    release.wait(60)
