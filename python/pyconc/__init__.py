@@ -35,6 +35,10 @@ _LAZY = {
     "AtomicReference": ".reference",
     "ConcurrentGatheringIterator": ".gathering",
     "LocalWrapper": ".local",
+    "Pool": ".pool",
+    "ProcessPoolExecutor": ".pool",
+    "WorkerCrashedError": ".pool",
+    "TaskTimeoutError": ".pool",
 }
 
 __all__ = [
@@ -54,6 +58,8 @@ __all__ = [
     "LocalWrapper",
     "Lock",
     "OwnerDiedWarning",
+    "Pool",
+    "ProcessPoolExecutor",
     "Queue",
     "RLock",
     "RWLock",
@@ -63,7 +69,9 @@ __all__ = [
     "ShutDown",
     "SimpleQueue",
     "StdConcurrentQueue",
+    "TaskTimeoutError",
     "Value",
+    "WorkerCrashedError",
 ]
 
 

@@ -1,0 +1,238 @@
+"""The worker process: take a task message, run it, put the result, repeat.
+
+A worker records in its table row which task message (`CUR`) and which item of it (`ITEM`, and `T0` when the
+task has a timeout) it runs, before running it; the parent reads the row when the worker dies or overruns a
+timeout, so exactly the right item is blamed. Results are put before `CUR` is cleared, so a task whose result
+was sent is never blamed for a later death.
+"""
+
+import logging
+import os
+import select
+import signal
+import sys
+import time
+
+from . import _table as T
+from . import _wire as W
+
+_monotonic_ns = time.monotonic_ns
+
+
+class _Config:
+    """Everything a worker needs, pickled once per worker start (handles for the shared structures)."""
+
+    def __init__(self, slot, tasks, results, table, cancels, init_blob, maxtasks, max_rss_kb, flavor,
+                 parent_pid, catch_base):
+        self.slot = slot
+        self.tasks = tasks
+        self.results = results
+        self.table = table
+        self.cancels = cancels
+        self.init_blob = init_blob
+        self.maxtasks = maxtasks
+        self.max_rss_kb = max_rss_kb
+        self.flavor = flavor
+        self.parent_pid = parent_pid
+        self.catch_base = catch_base
+
+
+def _die_with_parent():
+    """Ask the kernel to SIGKILL this worker when the thread that started it (the pool's monitor) ends."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # pragma: no cover - not Linux
+        pass
+
+
+def _wrap_encoding_error(flavor):
+    if flavor == "pool":
+        from multiprocessing.pool import MaybeEncodingError
+
+        return MaybeEncodingError
+    return lambda err, value: err
+
+
+def _rss_kb():
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except OSError:
+        return 0
+
+
+def main(cfg):
+    """Entry point of a worker process (the `target` of its multiprocessing.Process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    _die_with_parent()
+    slot = cfg.slot
+    words = cfg.table.words
+    base = cfg.table.base(slot)
+    words[base + T.PID] = os.getpid()
+    words[base + T.SINCE] = _monotonic_ns()
+    words[base + T.STATE] = T.STARTING
+    results = cfg.results
+    try:
+        parent_fd = os.pidfd_open(cfg.parent_pid)
+    except (AttributeError, OSError):  # pragma: no cover - old kernels
+        parent_fd = None
+    if os.getppid() != cfg.parent_pid and cfg.parent_pid and parent_fd is None:
+        return
+
+    if cfg.init_blob is not None:
+        try:
+            initializer, initargs = W.loads(cfg.init_blob)
+            initializer(*initargs)
+        except BaseException as e:
+            # What concurrent.futures does: log in the worker, let the parent notice and break the pool.
+            logging.getLogger("concurrent.futures").critical("Exception in initializer:", exc_info=True)
+            words[base + T.STATE] = T.INIT_FAILED
+            try:
+                results.put((W.C_INIT_FAILED, slot, W.format_tb(e), 0, 0))
+            except Exception:
+                pass
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+    try:
+        _loop(cfg, words, base, parent_fd)
+    finally:
+        words[base + T.CUR] = 0
+
+
+def _loop(cfg, words, base, parent_fd):
+    slot = cfg.slot
+    get = cfg.tasks.get
+    put = cfg.results.put
+    cancels = cfg.cancels.words
+    ncancel = len(cancels)
+    wrap = _wrap_encoding_error(cfg.flavor)
+    catch = BaseException if cfg.catch_base else Exception
+    maxtasks = cfg.maxtasks
+    max_rss_kb = cfg.max_rss_kb
+    limit = max(1024, min(cfg.results.max_message, cfg.tasks.max_message) - 256)
+    outbox = W.Outbox()
+    cache = {}
+    simple = W.SIMPLE
+    loads = W.loads
+    now = _monotonic_ns
+    cur_at, item_at, t0_at, state_at = base + T.CUR, base + T.ITEM, base + T.T0, base + T.STATE
+    done = 0
+    words[state_at] = T.IDLE_STATE
+    from queue import Empty
+
+    while True:
+        idle0 = now()
+        try:
+            msg = get(True, 1.0)
+        except Empty:
+            words[base + T.IDLE] += now() - idle0
+            if parent_fd is not None and select.select([parent_fd], [], [], 0)[0]:
+                return  # the pool's process is gone
+            outbox.collect()
+            continue
+        except Exception:  # ShutDown (or the queue was closed): the pool is stopping
+            return
+        t0 = now()
+        tid, fn_id, mode, payload, fnref = msg
+        words[cur_at] = tid
+        words[item_at] = 0
+        words[t0_at] = t0
+        words[state_at] = T.RUNNING
+        words[base + T.IDLE] += t0 - idle0
+        if cancels[tid % ncancel] == tid:
+            words[state_at] = T.IDLE_STATE
+            put((tid, W.R_SKIPPED, None, 0, slot))
+            words[cur_at] = 0
+            continue
+        n = 1
+        try:
+            if mode & W.M_PICKLED:
+                if mode & W.M_BIG:
+                    payload = loads(payload).take()
+                payload = loads(payload)
+            if mode & W.M_INLINE:
+                fn, args, kwargs = payload
+                mode = W.M_KW
+                payload = (args, kwargs)
+            else:
+                fn = cache.get(fn_id)
+                if fn is None:
+                    fn = loads(loads(fnref).read() if mode & W.M_FNBIG else fnref)
+                    if len(cache) >= 64:
+                        del cache[next(iter(cache))]
+                    cache[fn_id] = fn
+        except BaseException as e:
+            status, out = W.R_ERROR, W.encode_error(e, W.format_tb(e), wrap)
+        else:
+            if mode & W.M_CHUNK:
+                n = len(payload)
+                values = _run_chunk(fn, payload, mode, words, item_at, t0_at, catch)
+                status, out = W.R_CHUNK, W.encode_chunk(values, wrap)
+            else:
+                try:
+                    if mode & W.M_STAR:
+                        value = fn(*payload)
+                    elif mode & W.M_KW:
+                        value = fn(*payload[0], **payload[1])
+                    else:
+                        value = fn(payload)
+                except catch as e:
+                    status, out = W.R_ERROR, W.encode_error(e, W.format_tb(e), wrap)
+                else:
+                    if type(value) in simple and (type(value) is not str and type(value) is not bytes
+                                                  or len(value) < 4096):
+                        status, out = W.R_VALUE, value
+                    else:
+                        try:
+                            status, out = W.R_PICKLED, W.dumps(value)
+                        except Exception as e:
+                            status, out = W.R_ERROR, W.encode_error(wrap(e, value), W.format_tb(e), wrap)
+                    value = None
+        if status != W.R_VALUE and len(out) > limit:
+            out = outbox.wrap(out)
+            status |= W.R_BIG
+        elapsed = now() - t0
+        put((tid, status, out, elapsed, slot))
+        out = payload = None
+        words[cur_at] = 0
+        words[state_at] = T.IDLE_STATE
+        words[base + T.BUSY] += elapsed
+        words[base + T.TASKS] += 1
+        words[base + T.ITEMS] += n
+        done += 1
+        if maxtasks is not None and done >= maxtasks:
+            break
+        if max_rss_kb:
+            rss = _rss_kb()
+            words[base + T.RSS] = rss
+            if rss > max_rss_kb:
+                break
+    # Retire (maxtasksperchild or the RSS limit): the parent starts a replacement. Wait until every big payload
+    # we sent was taken, so its segment outlives the hand-over.
+    words[state_at] = T.RETIRED
+    deadline = time.monotonic() + 5
+    while outbox.pending and time.monotonic() < deadline:
+        outbox.collect()
+        time.sleep(0.001)
+
+
+def _run_chunk(fn, items, mode, words, item_at, t0_at, catch):
+    out = []
+    append = out.append
+    fmt = W.format_tb
+    Failure = W.Failure
+    timed = mode & W.M_TIMED
+    now = _monotonic_ns
+    star = mode & W.M_STAR
+    for k, item in enumerate(items):
+        words[item_at] = k
+        if timed:
+            words[t0_at] = now()
+        try:
+            append(fn(*item) if star else fn(item))
+        except catch as e:
+            append(Failure(e, fmt(e)))
+    return out
