@@ -79,7 +79,7 @@ class Task:
     """One task message: a single call, or a chunk of a map's items (`items`, starting at input index `start`)."""
 
     __slots__ = ("tid", "job", "start", "items", "fn_id", "fnref", "mode", "payload", "timeout", "attempts", "pos",
-                 "cancelled", "desc")
+                 "cancelled", "desc", "batch", "left")
 
     def __init__(self, job, start, items, fn_id, fnref, mode, payload, timeout, attempts=0, desc=None):
         self.tid = 0
@@ -95,10 +95,22 @@ class Task:
         self.pos = 0
         self.cancelled = False
         self.desc = desc
+        # A batch: each of `items` is its own single-item message (chunksize=1), tids tid .. tid + len - 1,
+        # sharing this record; `left` counts the messages not settled yet.
+        self.batch = False
+        self.left = 1
+
+    def index_of(self, tid, item):
+        """Input index of the item message `tid` (item `item` inside a chunk) stands for."""
+        if self.batch:
+            return self.start + (tid - self.tid)
+        if self.items is not None:
+            return self.start + min(max(item, 0), len(self.items) - 1)
+        return self.start
 
     @property
     def count(self):
-        return 1 if self.items is None else len(self.items)
+        return 1 if self.items is None or self.batch else len(self.items)
 
 
 class MapSource:
@@ -194,6 +206,19 @@ class MapSource:
             avail = min(avail, max(0, self.buffersize - (self.next_index - self.consumed)))
             if avail <= 0:
                 return None
+        if self.chunksize == 1:
+            n = min(avail, 256, max(1, self.engine.depth - len(self.engine.tasks)))
+            start = self.next_index
+            if self.seq is not None:
+                items = self.seq[start:start + n]
+                if not isinstance(items, list):
+                    items = list(items)
+            else:
+                buf = self.buffer
+                items = [buf.popleft() for _ in range(n)]
+            self.next_index += n
+            self.inflight_chunks += 1
+            return self.engine._batch_task(self, start, items)
         while avail > 0:
             n = min(self.size_next(), avail)
             start = self.next_index
@@ -228,8 +253,11 @@ class MapSource:
         self._input_done()
 
     def release_fn(self):
-        """The map is over: drop the shared copy of a large function (engine lock held)."""
+        """The map is over: drop its function's reference (engine lock held)."""
         self.stopped = True
+        if self.fn_owner is not None or not self.engine._by_reference(self.fn):
+            self.engine.fn_refs.pop(self.fn_id, None)
+            self.engine.fn_sent.pop(self.fn_id, None)
         self.fn_owner = None
 
     def finished_cutting(self):
@@ -251,6 +279,7 @@ class Engine:
         self.state = RUN
         self.broken_reason = None
         self.depth = max(4 * nworkers, 256)
+        self.fn_eager = 4 * nworkers  # messages per function that carry its pickle
         self.lock = threading.Lock()
         self.pid = os.getpid()
         slots = self.depth + 4 * nworkers + 64
@@ -274,6 +303,8 @@ class Engine:
         self.post = []  # callbacks to run once the engine lock is released
         self.timeouts = collections.Counter()  # timeout -> number of timed tasks in flight
         self.fn_ids = {}  # plain function -> (id, reference, flag)
+        self.fn_sent = collections.Counter()  # fn id -> messages that carried its reference
+        self.fn_refs = {}  # fn id -> (reference, flag) for the ids whose reference travels on request
         self.next_fn_id = 1
         self.counters = collections.Counter()
         self.suspect = None  # (since, candidates) after a worker died between two tasks
@@ -335,6 +366,7 @@ class Engine:
             if len(self.fn_ids) > 4096:
                 self.fn_ids.clear()
             self.fn_ids[fn] = (fid, blob, flag)
+        self.fn_refs[fid] = (blob, flag)
         return fid, blob, flag, owner
 
     @staticmethod
@@ -436,26 +468,105 @@ class Engine:
         single = src.chunksize == 1 and len(items) == 1
         return Task(src, start, None if single else items, src.fn_id, src.fnref, mode, payload, src.timeout)
 
+    def _item_message(self, item, star, mode):
+        """(mode, payload) of one map item sent on its own."""
+        if star:
+            item = tuple(item)
+            if _simple_args(item):
+                return mode, item
+        elif type(item) in W.SIMPLE and _simple_args((item,)):
+            return mode, item
+        payload = W.dumps(item)
+        if len(payload) > self.limit:
+            return mode | W.M_PICKLED | W.M_BIG, self.outbox.wrap(payload)
+        return mode | W.M_PICKLED, payload
+
+    def _batch_task(self, src, start, items):
+        """A batch of single-item messages (chunksize=1) sharing one record (engine lock held)."""
+        mode = (W.M_STAR if src.star else 0) | src.fnflag
+        if src.timeout is not None:
+            mode |= W.M_TIMED
+        task = Task(src, start, items, src.fn_id, src.fnref, mode, None, src.timeout)
+        task.batch = True
+        task.left = len(items)
+        return task
+
     # ------------------------------------------------------------------------------------------------------
     # dispatch (engine lock held)
 
+    def _fnref(self, fn_id):
+        """The function reference for the next message of `fn_id`: only the first few carry it (a worker that
+        meets an id it does not know asks for it, see R_NEEDFN)."""
+        if not fn_id:
+            return None
+        n = self.fn_sent[fn_id]
+        if n >= self.fn_eager:
+            return None
+        self.fn_sent[fn_id] = n + 1
+        return self.fn_refs[fn_id][0]
+
     def _put(self, task):
         tid = self.next_tid
-        self.next_tid += 1
+        if task.batch:
+            return self._put_batch(task, tid)
+        fnref = self._fnref(task.fn_id) if task.fnref is not None else None
         try:
-            self.tq.put((tid, task.fn_id, task.mode, task.payload, task.fnref), False)
+            self.tq.put((tid, task.fn_id, task.mode, task.payload, fnref), False)
         except Exception:  # queue full (its heap): try again after the next result
-            self.next_tid -= 1
+            if fnref is not None:
+                self.fn_sent[task.fn_id] -= 1
             return False
+        self.next_tid = tid + 1
         task.tid = tid
         self.put_count += 1
         task.pos = self.put_count
         self.tasks[tid] = task
         if task.timeout is not None:
-            self.timeouts[task.timeout] += 1
-            if len(self.timeouts) == 1 and self.timeouts[task.timeout] == 1:
-                self._wake_monitor()
+            self._timed(task.timeout, 1)
         return True
+
+    def _put_batch(self, task, tid0):
+        job = task.job
+        star = job.star
+        put = self.tq.put
+        fn_id, mode0 = task.fn_id, task.mode
+        items = task.items
+        n = 0
+        for item in items:
+            mode, payload = self._item_message(item, star, mode0)
+            fnref = self._fnref(fn_id)
+            try:
+                put((tid0 + n, fn_id, mode, payload, fnref), False)
+            except Exception:
+                if fnref is not None:
+                    self.fn_sent[fn_id] -= 1
+                break
+            n += 1
+        if n == 0:
+            return False
+        if n < len(items):
+            # The rest waits as its own batch at the front of the line.
+            rest = Task(job, task.start + n, items[n:], fn_id, task.fnref, mode0, None, task.timeout)
+            rest.batch = True
+            rest.left = len(items) - n
+            job.inflight_chunks += 1
+            self.ready.appendleft(rest)
+            task.items = items[:n]
+            task.left = n
+        task.tid = tid0
+        self.next_tid = tid0 + n
+        task.pos = self.put_count + 1
+        self.put_count += n
+        self.tasks.update(dict.fromkeys(range(tid0, tid0 + n), task))
+        if task.timeout is not None:
+            self._timed(task.timeout, n)
+        return True
+
+    def _timed(self, timeout, n):
+        first = not self.timeouts
+        self.timeouts[timeout] += n
+        if first:
+            self._wake_monitor()
 
     def _fill(self):
         tasks = self.tasks
@@ -466,9 +577,10 @@ class Engine:
             if task.cancelled or not task.job._start_running(task):
                 ready.popleft()
                 continue
-            if not self._put(task):
-                return
             ready.popleft()
+            if not self._put(task):
+                ready.appendleft(task)
+                return
         if self.sources and len(tasks) < depth:
             for src in list(self.sources):
                 while len(tasks) < depth:
@@ -612,15 +724,43 @@ class Engine:
         except Exception as e:  # a result that cannot be unpickled here fails its task
             return e
 
-    def _on_result(self, m):
-        tid, status, payload, elapsed, slot = m
+    def _pop(self, tid):
+        """Takes message `tid` out of the in-flight table: its Task (None if already settled)."""
         task = self.tasks.pop(tid, None)
         if task is None:
+            return None
+        if task.timeout is not None:
+            n = self.timeouts[task.timeout] - 1
+            if n:
+                self.timeouts[task.timeout] = n
+            else:
+                del self.timeouts[task.timeout]
+        task.left -= 1
+        if task.left == 0 and isinstance(task.job, MapSource):
+            task.job.inflight_chunks -= 1
+        return task
+
+    def _on_result(self, m):
+        tid, status, payload, elapsed, slot = m
+        task = self._pop(tid)
+        if task is None:
             return  # a late or skipped result of a task already settled
-        self._done_tid(task)
         if task.cancelled or status == W.R_SKIPPED:
-            if task.items is not None:
-                task.job.inflight_chunks -= 1
+            return
+        if status == W.R_NEEDFN:
+            # The worker had never seen this function: send the message again with its reference.
+            self._resend_with_fn(task, tid)
+            return
+        job = task.job
+        if task.batch:
+            if status == W.R_VALUE:
+                v = payload
+            else:
+                v = self._decode(status, payload)
+                v = W.Failure(v, None) if isinstance(v, BaseException) else v[0]
+            self.counters["completed"] += 1
+            job.measured(1, elapsed)
+            job._deliver(task.start + (tid - task.tid), [v], elapsed)
             return
         values = self._decode(status, payload)
         if isinstance(values, BaseException):
@@ -628,19 +768,25 @@ class Engine:
         elif len(values) != task.count:
             values = [W.Failure(RuntimeError("a worker returned the wrong number of results"), None)] * task.count
         self.counters["completed"] += task.count
-        job = task.job
         if isinstance(job, MapSource):
-            job.inflight_chunks -= 1
             job.measured(task.count, elapsed)
         job._deliver(task.start, values, elapsed)
 
-    def _done_tid(self, task):
-        if task.timeout is not None:
-            n = self.timeouts[task.timeout] - 1
-            if n:
-                self.timeouts[task.timeout] = n
-            else:
-                del self.timeouts[task.timeout]
+    def _resend_with_fn(self, task, tid):
+        blob, flag = self.fn_refs.get(task.fn_id, (None, 0))
+        if task.batch:
+            k = tid - task.tid
+            single = Task(task.job, task.start + k, [task.items[k]], task.fn_id, task.fnref, task.mode, None,
+                          task.timeout, task.attempts)
+            single.batch = True
+            task = single
+            task.job.inflight_chunks += 1
+        elif isinstance(task.job, MapSource):
+            task.job.inflight_chunks += 1
+        task.left = len(task.items) if task.batch else 1
+        # One message that carries the reference whatever the eager count says.
+        self.fn_sent[task.fn_id] = 0
+        self.ready.appendleft(task)
 
     def _on_control(self, m):
         kind = m[0]
@@ -657,115 +803,117 @@ class Engine:
         if not items:
             return
         job = task.job
-        new = self._chunk_task(job, start, items) if isinstance(job, MapSource) else None
+        new = self._chunk_task(job, start, items)
         if new is None:
             return
-        if isinstance(job, MapSource):
-            job.inflight_chunks += 1
+        job.inflight_chunks += 1
         new.attempts = attempts
         self.ready.appendleft(new)
+
+    def _retry_item(self, task, tid, item):
+        """A fresh single-item task for the item message `tid` stood for (attempts + 1), at the front."""
+        job = task.job
+        k = task.index_of(tid, item) - task.start
+        if task.batch:
+            new = Task(job, task.start + k, [task.items[k]], task.fn_id, task.fnref, task.mode, None, task.timeout,
+                       task.attempts + 1)
+            new.batch = True
+            job.inflight_chunks += 1
+        elif task.items is not None:
+            new = self._chunk_task(job, task.start + k, [task.items[k]])
+            if new is None:
+                return
+            new.attempts = task.attempts + 1
+            job.inflight_chunks += 1
+        else:
+            task.attempts += 1
+            task.left = 1
+            if isinstance(job, MapSource):
+                job.inflight_chunks += 1
+            new = task
+        self.ready.appendleft(new)
+
+    def _requeue_rest(self, task, item):
+        """The other items of a chunk whose item `item` failed go again (they were not reported)."""
+        if task.items is None or task.batch:
+            return
+        items = task.items
+        k = min(max(item, 0), len(items) - 1)
+        self._requeue(task, items[k + 1:], task.start + k + 1, 0)
+        self._requeue(task, items[:k], task.start, 0)
+
+    def _resend_all(self, task, tid):
+        """Message `tid` of `task` goes again whole, with no attempt counted."""
+        if task.items is not None and not task.batch:
+            self._requeue(task, task.items, task.start, task.attempts)
+            return
+        task.attempts -= 1
+        self._retry_item(task, tid, 0)
+
+    def _fail_item(self, task, tid, item, exc):
+        self.counters["failed"] += 1
+        task.job._deliver(task.index_of(tid, item), [W.Failure(exc, None)], 0)
 
     def _on_death(self, slot, info):
         pid, exitcode, cur, item, state, reason = info
         self.counters["deaths"] += 1
-        task = self.tasks.get(cur) if cur else None
         rkind = reason[0] if reason else None
         if rkind == K_STOP:
             return
         if rkind in (K_TIMEOUT, K_CANCEL):
             rtid, ritem = reason[1], reason[2]
-            rtask = self.tasks.pop(rtid, None)
-            if rtask is not None:
-                self._done_tid(rtask)
-                if rkind == K_CANCEL or rtask.cancelled:
-                    if rtask.items is not None:
-                        rtask.job.inflight_chunks -= 1
-                else:
-                    self.counters["timed_out"] += 1
-                    exc = TaskTimeoutError(self._task_desc(rtask, ritem), rtask.timeout)
-                    self._settle_item(rtask, ritem, exc)
-            if task is not None and cur != rtid:
-                # The worker had moved on to another task when the kill landed: run that one again, no blame.
-                self.tasks.pop(cur, None)
-                self._done_tid(task)
-                self._resend(task)
+            rtask = self._pop(rtid)
+            if rtask is not None and not (rkind == K_CANCEL or rtask.cancelled):
+                self.counters["timed_out"] += 1
+                self._requeue_rest(rtask, ritem)
+                self._fail_item(rtask, rtid, ritem, TaskTimeoutError(self._task_desc(rtask, rtid, ritem),
+                                                                     rtask.timeout))
+            if cur and cur != rtid:
+                # The worker had moved on to another message when the kill landed: that one goes again, no blame.
+                task = self._pop(cur)
+                if task is not None and not task.cancelled:
+                    self._resend_all(task, cur)
             return
+        task = self._pop(cur) if cur else None
         if task is None:
-            if state == T.IDLE_STATE or state == T.RUNNING:
-                # Died between two tasks: it may have taken one without recording it yet. Look for it.
+            if not cur:
+                # Died between two messages: it may have taken one without recording it yet. Look for it.
                 self.suspect = (time.monotonic(), {})
             return
-        # A crash while running `task` (item `item` of it).
-        self.tasks.pop(cur, None)
-        self._done_tid(task)
         if task.cancelled:
-            if task.items is not None:
-                task.job.inflight_chunks -= 1
             return
         self.counters["crashed"] += 1
-        if task.attempts < self.max_retries and task.items is None:
-            task.attempts += 1
+        self._requeue_rest(task, item)
+        if task.attempts < self.max_retries:
             self.counters["retried"] += 1
-            self.ready.appendleft(task)
+            self._retry_item(task, cur, item)
             return
-        exc = WorkerCrashedError(self._task_desc(task, item), exitcode, pid, task.attempts + 1)
-        if task.items is not None and task.attempts < self.max_retries:
-            # Retry just the crashed item; the others of the chunk go again without blame.
-            self._split(task, item, retry_item=True)
-            return
-        self._settle_item(task, item, exc)
+        exc = WorkerCrashedError(self._task_desc(task, cur, item), exitcode, pid, task.attempts + 1)
+        self._fail_item(task, cur, item, exc)
 
-    def _split(self, task, k, retry_item):
-        items = task.items
-        job = task.job
-        job.inflight_chunks -= 1
-        k = min(max(k, 0), len(items) - 1)
-        self._requeue(task, items[k + 1:], task.start + k + 1, 0)
-        if retry_item:
-            self.counters["retried"] += 1
-            self._requeue(task, [items[k]], task.start + k, task.attempts + 1)
-        self._requeue(task, items[:k], task.start, 0)
-
-    def _settle_item(self, task, k, exc):
-        """Item `k` of `task` failed with `exc` (a crash or timeout); the task's other items go again."""
-        self.counters["failed"] += 1
-        job = task.job
-        if task.items is None:
-            if isinstance(job, MapSource):
-                job.inflight_chunks -= 1
-            job._deliver(task.start, [W.Failure(exc, None)], 0)
-            return
-        items = task.items
-        k = min(max(k, 0), len(items) - 1)
-        job.inflight_chunks -= 1
-        self._requeue(task, items[k + 1:], task.start + k + 1, 0)
-        self._requeue(task, items[:k], task.start, 0)
-        job._deliver(task.start + k, [W.Failure(exc, None)], 0)
-
-    def _resend(self, task):
-        self.ready.appendleft(task)
-
-    def _task_desc(self, task, k):
+    def _task_desc(self, task, tid, k):
         job = task.job
         if isinstance(job, MapSource):
-            index = task.start + max(k, 0) if task.items is not None else task.start
-            return f"{_describe(job.fn)} on item {index}"
+            return f"{_describe(job.fn)} on item {task.index_of(tid, k)}"
         if task.desc is not None:
             return _describe(*task.desc)
         return "a task"
 
     def _reconcile(self):
-        """After a worker died between tasks: a task it took but never recorded is neither queued nor running.
+        """After a worker died between messages: a message it took but never recorded is neither queued nor
+        running.
 
-        The task queue is FIFO and only this process puts into it, so the tasks taken so far are those with
+        The task queue is FIFO and only this process puts into it, so the messages taken so far are those with
         ``pos <= put_count - qsize``. One of those that no live worker records as running, for 200 ms, was lost
         with the dead worker: it counts as crashed (retried or failed).
         """
         since, seen = self.suspect
         now = time.monotonic()
         head = self.put_count - self.tq.qsize()
-        running = {self.words[T.base(s) + T.CUR] for s in range(self.nworkers)}
-        cands = {tid for tid, t in self.tasks.items() if t.pos <= head and tid not in running}
+        words = self.words
+        running = {words[T.base(s) + T.CUR] for s in range(self.nworkers)}
+        cands = {tid for tid, t in self.tasks.items()
+                 if t.pos + (tid - t.tid if t.batch else 0) <= head and tid not in running}
         for tid in list(seen):
             if tid not in cands:
                 del seen[tid]
@@ -774,14 +922,16 @@ class Engine:
         lost = [tid for tid, t0 in seen.items() if now - t0 > 0.2]
         for tid in lost:
             del seen[tid]
-            task = self.tasks.pop(tid)
-            self._done_tid(task)
+            task = self._pop(tid)
+            if task is None or task.cancelled:
+                continue
             self.counters["lost"] += 1
-            if task.attempts < self.max_retries or task.items is not None:
-                task.attempts += 0 if task.items is not None else 1
-                self.ready.appendleft(task)
+            self._requeue_rest(task, 0)
+            if task.attempts < self.max_retries:
+                self._retry_item(task, tid, 0)
             else:
-                self._settle_item(task, 0, WorkerCrashedError(self._task_desc(task, 0), None, None, task.attempts + 1))
+                self._fail_item(task, tid, 0, WorkerCrashedError(self._task_desc(task, tid, 0), None, None,
+                                                                 task.attempts + 1))
         if not seen and now - since > 1.0:
             self.suspect = None
 
@@ -805,14 +955,23 @@ class Engine:
 
     def _fail_everything(self, exc):
         """Fails every task not settled yet (engine lock held)."""
-        for task in list(self.tasks.values()) + list(self.ready):
+        for tid, task in list(self.tasks.items()):
+            if not task.cancelled:
+                if task.batch:
+                    task.job._deliver(task.index_of(tid, 0), [W.Failure(exc, None)], 0)
+                elif task.items is None:
+                    task.cancelled = True
+                    task.job._deliver(task.start, [W.Failure(exc, None)], 0)
+                else:
+                    task.cancelled = True
+                    task.job._deliver(task.start, [W.Failure(exc, None)] * len(task.items), 0)
+        for task in list(self.ready):
             if not task.cancelled:
                 task.cancelled = True
-                job = task.job
                 if task.items is None:
-                    job._deliver(task.start, [W.Failure(exc, None)], 0)
+                    task.job._deliver(task.start, [W.Failure(exc, None)], 0)
                 else:
-                    job._deliver(task.start, [W.Failure(exc, None)] * len(task.items), 0)
+                    task.job._deliver(task.start, [W.Failure(exc, None)] * len(task.items), 0)
         self.tasks.clear()
         self.ready.clear()
         self.timeouts.clear()
@@ -1081,7 +1240,7 @@ class Engine:
                     "busy_s": row[T.BUSY] / 1e9,
                     "idle_s": row[T.IDLE] / 1e9,
                     "restarts": row[T.RESTARTS],
-                    "task": (self._task_desc(task, row[T.ITEM]) if task is not None else None),
+                    "task": (self._task_desc(task, cur, row[T.ITEM]) if task is not None else None),
                     "running_s": ((now - row[T.T0]) / 1e9 if cur and row[T.T0] else None),
                     "rss_mb": row[T.RSS] / 1024 if row[T.RSS] else None,
                 })

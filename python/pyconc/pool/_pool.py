@@ -176,6 +176,7 @@ class IMapIterator(E.MapSource):
         self._results = {} if self._ordered else collections.deque()
         self._next = 0
         self._yielded = 0
+        self._delivered = 0
         self._kick_every = max(1, (buffersize or 1) // 4)
         self._last_kick = 0
         self._bar = _progress_bar(progress, self.total)
@@ -221,16 +222,23 @@ class IMapIterator(E.MapSource):
     def _deliver(self, start, values, elapsed):
         with self._cond:
             if self._ordered:
-                for i, v in enumerate(values):
-                    self._results[start + i] = v
+                if len(values) == 1:
+                    self._results[start] = values[0]
+                else:
+                    for i, v in enumerate(values):
+                        self._results[start + i] = v
             else:
                 self._results.extend(values)
-            self._cond.notify_all()
+            self._delivered += len(values)
+            self._cond.notify()
+        if self.total is not None and self._delivered >= self.total:
+            self.release_fn()
 
     def _input_done(self):
         with self._cond:
             self._cond.notify_all()
-        self.release_fn()
+        if self._delivered >= self.total:
+            self.release_fn()
 
     def _input_error(self, exc):
         with self._cond:

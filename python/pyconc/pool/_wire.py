@@ -34,6 +34,7 @@ R_PICKLED = 1  # payload is the pickled value
 R_ERROR = 2  # payload is pickled (exception, traceback text)
 R_CHUNK = 3  # payload is a pickled list of values, failures as Failure objects
 R_SKIPPED = 4  # the task was cancelled before it started
+R_NEEDFN = 5  # the worker does not know the message's function id and the message did not carry it
 R_BIG = 8  # added to a status: payload is a pickled BigPayload
 
 # Control messages in the result queue (tid field).

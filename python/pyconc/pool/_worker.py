@@ -17,6 +17,7 @@ from . import _table as T
 from . import _wire as W
 
 _monotonic_ns = time.monotonic_ns
+_OUTBOX = W.Outbox()
 
 
 class _Config:
@@ -100,6 +101,11 @@ def main(cfg):
         _loop(cfg, words, base, parent_fd)
     finally:
         words[base + T.CUR] = 0
+        # Keep every big payload we sent until the parent took it, so its segment outlives the hand-over.
+        deadline = time.monotonic() + 5
+        while _OUTBOX.pending and time.monotonic() < deadline:
+            _OUTBOX.collect()
+            time.sleep(0.001)
 
 
 def _loop(cfg, words, base, parent_fd):
@@ -113,95 +119,126 @@ def _loop(cfg, words, base, parent_fd):
     maxtasks = cfg.maxtasks
     max_rss_kb = cfg.max_rss_kb
     limit = max(1024, min(cfg.results.max_message, cfg.tasks.max_message) - 256)
-    outbox = W.Outbox()
+    outbox = _OUTBOX
     cache = {}
     simple = W.SIMPLE
     loads = W.loads
     now = _monotonic_ns
     cur_at, item_at, t0_at, state_at = base + T.CUR, base + T.ITEM, base + T.T0, base + T.STATE
+    # Counters are kept here and written to the table at most every FLUSH_NS and before waiting.
+    tasks_done = items_done = busy = idle = 0
     done = 0
     words[state_at] = T.IDLE_STATE
+    last_flush = now()
+    R_VALUE, R_ERROR, R_CHUNK, R_PICKLED, R_SKIPPED, R_NEEDFN, R_BIG = (
+        W.R_VALUE, W.R_ERROR, W.R_CHUNK, W.R_PICKLED, W.R_SKIPPED, W.R_NEEDFN, W.R_BIG)
+    M_PICKLED, M_BIG, M_INLINE, M_FNBIG, M_CHUNK, M_STAR, M_KW = (
+        W.M_PICKLED, W.M_BIG, W.M_INLINE, W.M_FNBIG, W.M_CHUNK, W.M_STAR, W.M_KW)
     from queue import Empty
 
+    def flush():
+        words[base + T.TASKS] += tasks_done
+        words[base + T.ITEMS] += items_done
+        words[base + T.BUSY] += busy
+        words[base + T.IDLE] += idle
+
+    idle0 = now()
     while True:
-        idle0 = now()
         try:
-            msg = get(True, 1.0)
+            msg = get(False)
         except Empty:
-            words[base + T.IDLE] += now() - idle0
-            if parent_fd is not None and select.select([parent_fd], [], [], 0)[0]:
-                return  # the pool's process is gone
-            outbox.collect()
-            continue
-        except Exception:  # ShutDown (or the queue was closed): the pool is stopping
+            if tasks_done:
+                flush()
+                tasks_done = items_done = busy = idle = 0
+            try:
+                msg = get(True, 1.0)
+            except Empty:
+                t = now()
+                idle += t - idle0
+                idle0 = t
+                if parent_fd is not None and select.select([parent_fd], [], [], 0)[0]:
+                    return  # the pool's process is gone
+                outbox.collect()
+                continue
+            except Exception:  # ShutDown: the pool is stopping
+                return
+        except Exception:
             return
         t0 = now()
         tid, fn_id, mode, payload, fnref = msg
         words[cur_at] = tid
-        words[item_at] = 0
         words[t0_at] = t0
-        words[state_at] = T.RUNNING
-        words[base + T.IDLE] += t0 - idle0
+        idle += t0 - idle0
         if cancels[tid % ncancel] == tid:
-            words[state_at] = T.IDLE_STATE
-            put((tid, W.R_SKIPPED, None, 0, slot))
+            put((tid, R_SKIPPED, None, 0, slot))
             words[cur_at] = 0
+            idle0 = now()
             continue
         n = 1
         try:
-            if mode & W.M_PICKLED:
-                if mode & W.M_BIG:
+            if mode & M_PICKLED:
+                if mode & M_BIG:
                     payload = loads(payload).take()
                 payload = loads(payload)
-            if mode & W.M_INLINE:
+            if mode & M_INLINE:
                 fn, args, kwargs = payload
-                mode = W.M_KW
+                mode = M_KW
                 payload = (args, kwargs)
             else:
                 fn = cache.get(fn_id)
                 if fn is None:
-                    fn = loads(loads(fnref).read() if mode & W.M_FNBIG else fnref)
+                    if fnref is None:
+                        put((tid, R_NEEDFN, None, 0, slot))
+                        words[cur_at] = 0
+                        idle0 = now()
+                        continue
+                    fn = loads(loads(fnref).read() if mode & M_FNBIG else fnref)
                     if len(cache) >= 64:
                         del cache[next(iter(cache))]
                     cache[fn_id] = fn
         except BaseException as e:
-            status, out = W.R_ERROR, W.encode_error(e, W.format_tb(e), wrap)
+            status, out = R_ERROR, W.encode_error(e, W.format_tb(e), wrap)
         else:
-            if mode & W.M_CHUNK:
+            if mode & M_CHUNK:
                 n = len(payload)
                 values = _run_chunk(fn, payload, mode, words, item_at, t0_at, catch)
-                status, out = W.R_CHUNK, W.encode_chunk(values, wrap)
+                words[item_at] = 0
+                status, out = R_CHUNK, W.encode_chunk(values, wrap)
             else:
                 try:
-                    if mode & W.M_STAR:
+                    if mode & M_STAR:
                         value = fn(*payload)
-                    elif mode & W.M_KW:
+                    elif mode & M_KW:
                         value = fn(*payload[0], **payload[1])
                     else:
                         value = fn(payload)
                 except catch as e:
-                    status, out = W.R_ERROR, W.encode_error(e, W.format_tb(e), wrap)
+                    status, out = R_ERROR, W.encode_error(e, W.format_tb(e), wrap)
                 else:
-                    if type(value) in simple and (type(value) is not str and type(value) is not bytes
-                                                  or len(value) < 4096):
-                        status, out = W.R_VALUE, value
+                    t = type(value)
+                    if t in simple and (t is not str and t is not bytes or len(value) < 4096):
+                        status, out = R_VALUE, value
                     else:
                         try:
-                            status, out = W.R_PICKLED, W.dumps(value)
+                            status, out = R_PICKLED, W.dumps(value)
                         except Exception as e:
-                            status, out = W.R_ERROR, W.encode_error(wrap(e, value), W.format_tb(e), wrap)
+                            status, out = R_ERROR, W.encode_error(wrap(e, value), W.format_tb(e), wrap)
                     value = None
-        if status != W.R_VALUE and len(out) > limit:
+        if status != R_VALUE and len(out) > limit:
             out = outbox.wrap(out)
-            status |= W.R_BIG
-        elapsed = now() - t0
+            status |= R_BIG
+        idle0 = now()
+        elapsed = idle0 - t0
         put((tid, status, out, elapsed, slot))
-        out = payload = None
         words[cur_at] = 0
-        words[state_at] = T.IDLE_STATE
-        words[base + T.BUSY] += elapsed
-        words[base + T.TASKS] += 1
-        words[base + T.ITEMS] += n
+        out = payload = None
+        busy += elapsed
+        tasks_done += 1
+        items_done += n
+        if idle0 - last_flush > 10_000_000:
+            last_flush = idle0
+            flush()
+            tasks_done = items_done = busy = idle = 0
         done += 1
         if maxtasks is not None and done >= maxtasks:
             break
@@ -210,13 +247,9 @@ def _loop(cfg, words, base, parent_fd):
             words[base + T.RSS] = rss
             if rss > max_rss_kb:
                 break
-    # Retire (maxtasksperchild or the RSS limit): the parent starts a replacement. Wait until every big payload
-    # we sent was taken, so its segment outlives the hand-over.
+    flush()
+    # Retire (maxtasksperchild or the RSS limit): the parent starts a replacement.
     words[state_at] = T.RETIRED
-    deadline = time.monotonic() + 5
-    while outbox.pending and time.monotonic() < deadline:
-        outbox.collect()
-        time.sleep(0.001)
 
 
 def _run_chunk(fn, items, mode, words, item_at, t0_at, catch):
