@@ -130,7 +130,9 @@ class MapSource:
         self.fn_owner = None  # the BigPayload holding a large pickled function
         self.fnflag = 0
         self.inflight_chunks = 0
-        self.per_item_ns = None  # EWMA of measured ns per item
+        self.per_item_ns = None  # measured ns per item (see measured())
+        self.ns_sum = 0.0
+        self.n_sum = 0.0
         self.probe = 1
         self.next_index = 0  # input index of the next item to cut
         self.buffer = None
@@ -188,17 +190,19 @@ class MapSource:
         else:
             n = int(TARGET_CHUNK_NS / max(self.per_item_ns, 1.0)) or 1
         if self.total is not None:
-            # Guided self-scheduling near the end: never more than a share of what is left, so the tail balances.
+            # Guided self-scheduling near the end: never more than a share of what is left, so the tail balances;
+            # but not below chunks of ~1/8 of the target time, whose imbalance no longer matters.
             left = self.total - self.next_index
-            n = min(n, max(1, -(-left // (2 * w))))
+            floor = 1 if self.per_item_ns is None else int(TARGET_CHUNK_NS / 8 / max(self.per_item_ns, 1.0))
+            n = min(n, max(1, -(-left // (2 * w)), floor))
         return max(1, min(n, MAX_CHUNK))
 
     def cut(self):
         """The next Task, or None (nothing available now, or the in-flight bound is reached). Engine lock held."""
         if self.inflight_chunks >= self.max_inflight or self.stopped:
             return None
-        if self.per_item_ns is None and self.chunksize is None and self.inflight_chunks >= self.engine.nworkers:
-            return None  # start small: one probe chunk per worker until something was measured
+        if self.per_item_ns is None and self.chunksize is None and self.inflight_chunks >= 2 * self.engine.nworkers:
+            return None  # start small: a few growing probe chunks per worker until something was measured
         avail = self.available()
         if avail <= 0:
             return None
@@ -240,6 +244,10 @@ class MapSource:
     def _start_running(self, task):
         return True
 
+    def _deliver_ok(self, start, values):
+        """A chunk without failures (the common case: no per-item check needed)."""
+        self._deliver(start, values, 0)
+
     def finish_input(self):
         """All input was cut: an exception the iterator raised becomes the outcome of the next position."""
         if self.input_exc is not None:
@@ -264,9 +272,12 @@ class MapSource:
         return self.stopped or (self.exhausted and self.available() == 0)
 
     def measured(self, count, elapsed_ns):
+        """Folds in a chunk's measured run time (the calls only): a count-weighted mean that forgets slowly, so
+        big chunks weigh more than the first probes and a change in task time shows within a few chunks."""
         if count and elapsed_ns:
-            x = elapsed_ns / count
-            self.per_item_ns = x if self.per_item_ns is None else 0.5 * self.per_item_ns + 0.5 * x
+            self.ns_sum = self.ns_sum * 0.5 + elapsed_ns
+            self.n_sum = self.n_sum * 0.5 + count
+            self.per_item_ns = self.ns_sum / self.n_sum
 
 
 class Engine:
@@ -438,9 +449,9 @@ class Engine:
             cb()
         return source
 
-    def _chunk_task(self, src, start, items):
+    def _chunk_task(self, src, start, items, extra=0):
         """Builds the task message for a chunk of a map (engine lock held)."""
-        mode = (W.M_STAR if src.star else 0) | src.fnflag
+        mode = (W.M_STAR if src.star else 0) | src.fnflag | extra
         if src.timeout is not None:
             mode |= W.M_TIMED
         try:
@@ -717,9 +728,10 @@ class Engine:
                 exc, tb = W.loads(payload)
                 return [W.Failure(with_remote_traceback(exc, tb), tb)]
             values = W.loads(payload)
-            for i, v in enumerate(values):
-                if type(v) is W.Failure:
-                    with_remote_traceback(v.exc, v.tb)
+            if status == W.R_CHUNK_FAILED:
+                for v in values:
+                    if type(v) is W.Failure:
+                        with_remote_traceback(v.exc, v.tb)
             return values
         except Exception as e:  # a result that cannot be unpickled here fails its task
             return e
@@ -770,6 +782,9 @@ class Engine:
         self.counters["completed"] += task.count
         if isinstance(job, MapSource):
             job.measured(task.count, elapsed)
+            if status == W.R_CHUNK:
+                job._deliver_ok(task.start, values)
+                return
         job._deliver(task.start, values, elapsed)
 
     def _resend_with_fn(self, task, tid):
@@ -881,6 +896,15 @@ class Engine:
                 self.suspect = (time.monotonic(), {})
             return
         if task.cancelled:
+            return
+        if item == T.FAST and task.items is not None and not task.batch:
+            # It died in a chunk run without per-item records: run it again recording each item.
+            self.counters["rerun_careful"] += 1
+            new = self._chunk_task(task.job, task.start, task.items, W.M_CAREFUL)
+            if new is not None:
+                new.attempts = task.attempts
+                task.job.inflight_chunks += 1
+                self.ready.appendleft(new)
             return
         self.counters["crashed"] += 1
         self._requeue_rest(task, item)

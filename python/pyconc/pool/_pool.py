@@ -150,6 +150,20 @@ class MapResult(E.MapSource, ApplyResult):
             self._close_bar()
             self._set(True, self._values)
 
+    def _deliver_ok(self, start, values):
+        if self._ready:
+            return
+        n = len(values)
+        self._values[start:start + n] = values
+        self._remaining -= n
+        if self._bar is not None:
+            bar = self._bar
+            self._engine.post.append(lambda: bar.update(n))
+        if self._remaining == 0:
+            self.release_fn()
+            self._close_bar()
+            self._set(True, self._values)
+
     def _close_bar(self):
         if self._bar is not None:
             self._engine.post.append(self._bar.close)

@@ -35,6 +35,9 @@ H_MAGIC, H_VERSION, H_PARENT, H_SLOTS, H_SUBMITTED, H_COMPLETED, H_FAILED, H_CRA
 MAGIC = 0x6C6F6F70636E6F63  # "concpool", little-endian
 VERSION = 1
 
+# ITEM while a chunk runs at full speed (no per-item record).
+FAST = (1 << 64) - 1
+
 IDLE_STATE, RUNNING, STARTING, RETIRED, INIT_FAILED = 0, 1, 2, 3, 4
 STATE_NAMES = {IDLE_STATE: "idle", RUNNING: "running", STARTING: "starting", RETIRED: "retired",
                INIT_FAILED: "init failed"}

@@ -27,6 +27,7 @@ M_INLINE = 16  # fn_id is 0: the payload is (fn, args, kwargs), pickled
 M_TIMED = 32  # record each item's start time (the task has a timeout)
 M_BIG = 64  # payload is a pickled BigPayload holding the real payload bytes
 M_FNBIG = 128  # the function reference is a pickled BigPayload holding the pickled function
+M_CAREFUL = 256  # record each item of a chunk (after a crash in a chunk run at full speed)
 
 # Result statuses.
 R_VALUE = 0  # payload is the value itself (a simple scalar)
@@ -35,6 +36,7 @@ R_ERROR = 2  # payload is pickled (exception, traceback text)
 R_CHUNK = 3  # payload is a pickled list of values, failures as Failure objects
 R_SKIPPED = 4  # the task was cancelled before it started
 R_NEEDFN = 5  # the worker does not know the message's function id and the message did not carry it
+R_CHUNK_FAILED = 6  # like R_CHUNK, and some items are Failures
 R_BIG = 8  # added to a status: payload is a pickled BigPayload
 
 # Control messages in the result queue (tid field).
@@ -90,10 +92,11 @@ def encode_error(exc, tb, wrap):
         return pickle.dumps((wrap(e, exc), format_tb(e)), 5)
 
 
-def encode_chunk(values, wrap):
-    """Pickles a chunk's result list; items that do not pickle become Failures (`wrap` builds their error)."""
+def encode_chunk(values, wrap, failed):
+    """(pickled result list, whether it holds Failures); items that do not pickle become Failures (`wrap` builds
+    their error)."""
     try:
-        return pickle.dumps(values, 5)
+        return pickle.dumps(values, 5), failed
     except Exception:
         pass
     out = []
@@ -106,7 +109,7 @@ def encode_chunk(values, wrap):
                 out.append(Failure(wrap(e, v.exc), format_tb(e)))
             else:
                 out.append(Failure(wrap(e, v), format_tb(e)))
-    return pickle.dumps(out, 5)
+    return pickle.dumps(out, 5), True
 
 
 def new_buffer(code, nbytes_or_len):

@@ -6,6 +6,7 @@ timeout, so exactly the right item is blamed. Results are put before `CUR` is cl
 was sent is never blamed for a later death.
 """
 
+import itertools
 import logging
 import os
 import select
@@ -130,8 +131,8 @@ def _loop(cfg, words, base, parent_fd):
     done = 0
     words[state_at] = T.IDLE_STATE
     last_flush = now()
-    R_VALUE, R_ERROR, R_CHUNK, R_PICKLED, R_SKIPPED, R_NEEDFN, R_BIG = (
-        W.R_VALUE, W.R_ERROR, W.R_CHUNK, W.R_PICKLED, W.R_SKIPPED, W.R_NEEDFN, W.R_BIG)
+    R_VALUE, R_ERROR, R_CHUNK, R_PICKLED, R_SKIPPED, R_NEEDFN, R_BIG, R_CHUNK_FAILED = (
+        W.R_VALUE, W.R_ERROR, W.R_CHUNK, W.R_PICKLED, W.R_SKIPPED, W.R_NEEDFN, W.R_BIG, W.R_CHUNK_FAILED)
     M_PICKLED, M_BIG, M_INLINE, M_FNBIG, M_CHUNK, M_STAR, M_KW = (
         W.M_PICKLED, W.M_BIG, W.M_INLINE, W.M_FNBIG, W.M_CHUNK, W.M_STAR, W.M_KW)
     from queue import Empty
@@ -197,14 +198,19 @@ def _loop(cfg, words, base, parent_fd):
                         del cache[next(iter(cache))]
                     cache[fn_id] = fn
         except BaseException as e:
+            calls = 0
             status, out = R_ERROR, W.encode_error(e, W.format_tb(e), wrap)
         else:
             if mode & M_CHUNK:
                 n = len(payload)
-                values = _run_chunk(fn, payload, mode, words, item_at, t0_at, catch)
+                c0 = now()
+                values, failed = _run_chunk(fn, payload, mode, words, item_at, t0_at, catch)
+                calls = now() - c0
                 words[item_at] = 0
-                status, out = R_CHUNK, W.encode_chunk(values, wrap)
+                out, failed = W.encode_chunk(values, wrap, failed)
+                status = R_CHUNK_FAILED if failed else R_CHUNK
             else:
+                c0 = now()
                 try:
                     if mode & M_STAR:
                         value = fn(*payload)
@@ -213,8 +219,10 @@ def _loop(cfg, words, base, parent_fd):
                     else:
                         value = fn(payload)
                 except catch as e:
+                    calls = now() - c0
                     status, out = R_ERROR, W.encode_error(e, W.format_tb(e), wrap)
                 else:
+                    calls = now() - c0
                     t = type(value)
                     if t in simple and (t is not str and t is not bytes or len(value) < 4096):
                         status, out = R_VALUE, value
@@ -229,7 +237,7 @@ def _loop(cfg, words, base, parent_fd):
             status |= R_BIG
         idle0 = now()
         elapsed = idle0 - t0
-        put((tid, status, out, elapsed, slot))
+        put((tid, status, out, calls, slot))
         words[cur_at] = 0
         out = payload = None
         busy += elapsed
@@ -253,6 +261,24 @@ def _loop(cfg, words, base, parent_fd):
 
 
 def _run_chunk(fn, items, mode, words, item_at, t0_at, catch):
+    """Runs a chunk; returns (values, failed). Without a timeout and unless the parent asked for care, the calls
+    go through `map` in C (ITEM says FAST: a crash there makes the parent re-run the chunk with care, which
+    records each item, so the right one is blamed)."""
+    if not mode & (W.M_TIMED | W.M_CAREFUL):
+        words[item_at] = T.FAST
+        out = []
+        failed = False
+        it = iter(items)
+        mapper = itertools.starmap if mode & W.M_STAR else map
+        while True:
+            try:
+                out.extend(mapper(fn, it))
+                break
+            except catch as e:
+                # list.extend keeps what it appended: the failed item is the next index.
+                out.append(W.Failure(e, W.format_tb(e)))
+                failed = True
+        return out, failed
     out = []
     append = out.append
     fmt = W.format_tb
@@ -260,6 +286,7 @@ def _run_chunk(fn, items, mode, words, item_at, t0_at, catch):
     timed = mode & W.M_TIMED
     now = _monotonic_ns
     star = mode & W.M_STAR
+    failed = False
     for k, item in enumerate(items):
         words[item_at] = k
         if timed:
@@ -268,4 +295,5 @@ def _run_chunk(fn, items, mode, words, item_at, t0_at, catch):
             append(fn(*item) if star else fn(item))
         except catch as e:
             append(Failure(e, fmt(e)))
-    return out
+            failed = True
+    return out, failed
