@@ -361,12 +361,19 @@ def bench_dict(quick):
     return bd.run(quick)
 
 
+def bench_pool(quick):
+    from . import bench_pool as bp
+
+    return bp.run(quick)
+
+
 GROUPS = {
     "counters": bench_counters,
     "arrays": bench_arrays,
     "sync": bench_sync,
     "queues": bench_queues,
     "dict": bench_dict,
+    "pool": bench_pool,
 }
 
 

@@ -75,7 +75,7 @@ def main(argv=None):
     p.set_defaults(fn=_gc)
     p = sub.add_parser("bench", help="benchmarks against multiprocessing, measured in the same run")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
-    p.add_argument("--only", default="", help="comma-separated groups to run (counters,arrays,sync,queues,dict)")
+    p.add_argument("--only", default="", help="comma-separated groups to run (counters,arrays,sync,queues,dict,pool)")
     p.set_defaults(fn=_bench)
     p = sub.add_parser("stress", help="many processes on one structure, every item accounted for")
     p.add_argument("structure", choices=["queue", "dict"])
