@@ -19,7 +19,7 @@ build-release: $(VENV)/.stamp
 	$(PY) -m maturin develop --quiet --release
 
 demo: build-release
-	-$(PY) -m pip install --quiet "faster-fifo>=1.4" UltraDict  # optional comparisons; the bench skips them when absent
+	-$(PY) -m pip install --quiet "faster-fifo>=1.4" UltraDict loky pebble mpire cloudpickle tqdm  # optional comparisons and pool extras; the bench skips what is absent
 	$(PY) -m pyconc bench
 
 bench: build-release

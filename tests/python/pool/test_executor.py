@@ -5,6 +5,7 @@ import concurrent.futures as cf
 import time
 
 import pytest
+from pool_fixtures import no_leaked_workers  # noqa: F401 (autouse)
 from pool_tasks import add, c_sleep, c_sleep_on, fail_on, pid_of, slow_square, square
 
 from pyconc import ProcessPoolExecutor, TaskTimeoutError

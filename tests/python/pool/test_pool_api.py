@@ -6,6 +6,7 @@ import multiprocessing.pool
 import time
 
 import pytest
+from pool_fixtures import no_leaked_workers  # noqa: F401 (autouse)
 from pool_tasks import (
     add,
     big_result,

@@ -8,6 +8,7 @@ from concurrent.futures import CancelledError
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
+from pool_fixtures import no_leaked_workers  # noqa: F401 (autouse)
 from pool_tasks import (
     always_killed,
     c_sleep,

@@ -1,3 +1,6 @@
+"""The pool tests' own autouse fixture (imported by each pool test module: a conftest.py here would shadow
+tests/python/conftest.py for the modules that import it by name)."""
+
 import multiprocessing
 import os
 import time
