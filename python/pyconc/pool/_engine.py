@@ -222,6 +222,7 @@ class MapSource:
                 items = [buf.popleft() for _ in range(n)]
             self.next_index += n
             self.inflight_chunks += 1
+            self.engine.counters["submitted"] += n
             return self.engine._batch_task(self, start, items)
         while avail > 0:
             n = min(self.size_next(), avail)
@@ -235,6 +236,7 @@ class MapSource:
                 items = [buf.popleft() for _ in range(n)]
             self.next_index += n
             avail -= n
+            self.engine.counters["submitted"] += n
             task = self.engine._chunk_task(self, start, items)
             if task is not None:
                 self.inflight_chunks += 1
@@ -694,6 +696,7 @@ class Engine:
                     self._reconcile()
                 if self.state != TERMINATE:
                     self._fill()
+                self._publish_counters()
                 post = self._take_post()
             for cb in post:
                 try:
@@ -713,6 +716,18 @@ class Engine:
             except Exception:
                 pass
         self.results_done.set()
+
+    def _publish_counters(self):
+        """Copies the pool's counters into the table header (for `python -m pyconc ls` elsewhere)."""
+        w, c = self.words, self.counters
+        if w is None:
+            return
+        w[T.H_SUBMITTED] = c["submitted"]
+        w[T.H_COMPLETED] = c["completed"]
+        w[T.H_FAILED] = c["failed"]
+        w[T.H_CRASHED] = c["crashed"]
+        w[T.H_RETRIED] = c["retried"]
+        w[T.H_TIMEDOUT] = c["timed_out"]
 
     def _decode(self, status, payload):
         """The list of outcomes a result message carries (exceptions become Failures with remote tracebacks)."""

@@ -34,6 +34,8 @@ H_MAGIC, H_VERSION, H_PARENT, H_SLOTS, H_SUBMITTED, H_COMPLETED, H_FAILED, H_CRA
 
 MAGIC = 0x6C6F6F70636E6F63  # "concpool", little-endian
 VERSION = 1
+# The block's recorded typecode: how `python -m pyconc ls` tells a pool table from other blocks.
+TYPECODE = 0x6C6F6F70  # "pool"
 
 # ITEM while a chunk runs at full speed (no per-item record).
 FAST = (1 << 64) - 1
@@ -55,7 +57,7 @@ class Table:
 
     def __init__(self, slots=None, _buf=None):
         if _buf is None:
-            _buf = _native.SharedBuffer("Q", 8, WORDS * (slots + 1), ord("Q"))
+            _buf = _native.SharedBuffer("Q", 8, WORDS * (slots + 1), TYPECODE)
         elif isinstance(_buf, tuple):
             fn, args = _buf
             _buf = fn(*args)
@@ -89,3 +91,33 @@ class Table:
 
     def close(self):
         self.words.release()
+
+
+def attach(name):
+    """The pool table in segment `name`, or None if that segment holds something else."""
+    typecode, itemsize, length, handle = _native.block_shape(name)
+    if typecode != TYPECODE or itemsize != 8 or length < WORDS or length % WORDS:
+        return None
+    t = Table(None, _native.SharedBuffer("Q", 8, length, TYPECODE, _handle=handle))
+    if t.words[H_MAGIC] != MAGIC or t.words[H_VERSION] != VERSION:
+        t.close()
+        return None
+    return t
+
+
+def describe(t):
+    """The table as plain data: the header's counters and one dict per worker slot."""
+    w = t.words
+    head = {
+        "parent": w[H_PARENT], "slots": w[H_SLOTS], "submitted": w[H_SUBMITTED], "completed": w[H_COMPLETED],
+        "failed": w[H_FAILED], "crashed": w[H_CRASHED], "retried": w[H_RETRIED], "timed_out": w[H_TIMEDOUT],
+    }
+    rows = []
+    for slot in range(min(t.slots, w[H_SLOTS])):
+        r = t.row(slot)
+        rows.append({
+            "slot": slot, "pid": r[PID], "state": STATE_NAMES.get(r[STATE], "?") if not r[CUR] else "running",
+            "task": r[CUR], "tasks": r[TASKS], "items": r[ITEMS], "busy_s": r[BUSY] / 1e9, "idle_s": r[IDLE] / 1e9,
+            "restarts": r[RESTARTS], "since": r[SINCE], "t0": r[T0],
+        })
+    return head, rows

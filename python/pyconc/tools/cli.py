@@ -25,7 +25,36 @@ def _ls(args):
         print(f"{r['name']:40} {kind:8} {r['size']:>12} {r['creator_pid']:>8}  {users}")
         if r["problem"]:
             print(f"    {r['problem']}")
+        elif kind == "block" and r["users"]:
+            _show_pool(r["name"])
     return 0
+
+
+def _show_pool(name):
+    """If segment `name` is a pyconc pool's table, prints the pool's counters and its workers."""
+    import time
+
+    from ..pool import _table
+
+    try:
+        t = _table.attach(name)
+    except Exception:
+        return
+    if t is None:
+        return
+    try:
+        head, rows = _table.describe(t)
+    finally:
+        t.close()
+    print(f"    pool of process {head['parent']}: {head['slots']} workers, submitted {head['submitted']}, "
+          f"completed {head['completed']}, failed {head['failed']}, crashed {head['crashed']}, "
+          f"retried {head['retried']}, timed out {head['timed_out']}")
+    now = time.monotonic_ns()
+    for w in rows:
+        running = f" task {w['task']} for {(now - w['t0']) / 1e9:.3f} s" if w["task"] and w["t0"] else ""
+        print(f"      worker {w['slot']}: pid {w['pid']} {w['state']}{running}, {w['tasks']} tasks "
+              f"({w['items']} items), busy {w['busy_s']:.3f} s, idle {w['idle_s']:.3f} s, "
+              f"restarts {w['restarts']}")
 
 
 def _gc(args):

@@ -277,3 +277,24 @@ def test_stats_and_print_stats(capsys):
         p.print_stats()
     out = capsys.readouterr().out
     assert "slot" in out and "completed=100" in out
+
+
+def test_ls_shows_the_pool_and_its_workers_from_another_process():
+    import subprocess
+    import sys
+
+    with Pool(2) as p:
+        p.map(square, range(100), chunksize=10)
+        r = p.apply_async(slow_square, (2, 5))
+        deadline = time.monotonic() + 20
+        while not any(w["task"] for w in p.stats()["workers"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out = subprocess.run([sys.executable, "-m", "pyconc", "ls"], capture_output=True, text=True, timeout=60)
+        pids = {w["pid"] for w in p.stats()["workers"]}
+    assert out.returncode == 0, out.stderr
+    assert "pool of process" in out.stdout and "2 workers" in out.stdout, out.stdout
+    assert "completed 100" in out.stdout, out.stdout
+    for pid in pids:
+        assert f"pid {pid}" in out.stdout
+    assert "running task" in out.stdout, out.stdout
+    del r
