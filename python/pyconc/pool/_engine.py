@@ -53,6 +53,7 @@ TARGET_CHUNK_NS = 2_000_000
 MAX_CHUNK = 100_000
 
 _live_engines = weakref.WeakSet()
+_SCALARS = frozenset({int, float, bool, type(None)})
 _monotonic_ns = time.monotonic_ns
 _wake_msg = (W.C_WAKE, 0, None, 0, 0)
 
@@ -249,6 +250,10 @@ class MapSource:
     def _deliver_ok(self, start, values):
         """A chunk without failures (the common case: no per-item check needed)."""
         self._deliver(start, values, 0)
+
+    def _got_one(self, index, value):
+        """One item's outcome (the chunksize=1 path)."""
+        self._deliver(index, [value], 0)
 
     def finish_input(self):
         """All input was cut: an exception the iterator raised becomes the outcome of the next position."""
@@ -545,9 +550,14 @@ class Engine:
         fn_id, mode0 = task.fn_id, task.mode
         items = task.items
         n = 0
+        scalars = _SCALARS
+        eager = self.fn_sent[fn_id] < self.fn_eager
         for item in items:
-            mode, payload = self._item_message(item, star, mode0)
-            fnref = self._fnref(fn_id)
+            if not star and type(item) in scalars:
+                mode, payload = mode0, item
+            else:
+                mode, payload = self._item_message(item, star, mode0)
+            fnref = self._fnref(fn_id) if eager else None
             try:
                 put((tid0 + n, fn_id, mode, payload, fnref), False)
             except Exception:
@@ -555,6 +565,8 @@ class Engine:
                     self.fn_sent[fn_id] -= 1
                 break
             n += 1
+            if eager:
+                eager = self.fn_sent[fn_id] < self.fn_eager
         if n == 0:
             return False
         if n < len(items):
@@ -687,11 +699,28 @@ class Engine:
                 break
             stop = False
             with self.lock:
+                tasks_pop = self.tasks.pop
+                done = 0
                 for m in msgs:
-                    if m[0] < 0:
+                    tid = m[0]
+                    if tid < 0:
                         stop = self._on_control(m) or stop
+                        continue
+                    task = tasks_pop(tid, None)
+                    if task is None:
+                        continue  # a late or skipped result of a task already settled
+                    if task.batch and m[1] == W.R_VALUE and task.timeout is None and not task.cancelled:
+                        # The chunksize=1 fast path: one plain value for one item.
+                        task.left -= 1
+                        job = task.job
+                        if not task.left:
+                            job.inflight_chunks -= 1
+                        job._got_one(task.start + tid - task.tid, m[2])
+                        done += 1
                     else:
+                        self.tasks[tid] = task
                         self._on_result(m)
+                self.counters["completed"] += done
                 if self.suspect is not None:
                     self._reconcile()
                 if self.state != TERMINATE:
@@ -786,8 +815,7 @@ class Engine:
                 v = self._decode(status, payload)
                 v = W.Failure(v, None) if isinstance(v, BaseException) else v[0]
             self.counters["completed"] += 1
-            job.measured(1, elapsed)
-            job._deliver(task.start + (tid - task.tid), [v], elapsed)
+            job._got_one(task.start + (tid - task.tid), v)
             return
         values = self._decode(status, payload)
         if isinstance(values, BaseException):

@@ -150,6 +150,22 @@ class MapResult(E.MapSource, ApplyResult):
             self._close_bar()
             self._set(True, self._values)
 
+    def _got_one(self, index, value):
+        if self._ready:
+            return
+        if type(value) is W.Failure:
+            self._deliver(index, [value], 0)
+            return
+        self._values[index] = value
+        self._remaining -= 1
+        if self._bar is not None:
+            bar = self._bar
+            self._engine.post.append(lambda: bar.update(1))
+        if self._remaining == 0:
+            self.release_fn()
+            self._close_bar()
+            self._set(True, self._values)
+
     def _deliver_ok(self, start, values):
         if self._ready:
             return
@@ -244,6 +260,17 @@ class IMapIterator(E.MapSource):
             else:
                 self._results.extend(values)
             self._delivered += len(values)
+            self._cond.notify()
+        if self.total is not None and self._delivered >= self.total:
+            self.release_fn()
+
+    def _got_one(self, index, value):
+        with self._cond:
+            if self._ordered:
+                self._results[index] = value
+            else:
+                self._results.append(value)
+            self._delivered += 1
             self._cond.notify()
         if self.total is not None and self._delivered >= self.total:
             self.release_fn()

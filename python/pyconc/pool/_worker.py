@@ -210,7 +210,7 @@ def _loop(cfg, words, base, parent_fd):
                 out, failed = W.encode_chunk(values, wrap, failed)
                 status = R_CHUNK_FAILED if failed else R_CHUNK
             else:
-                c0 = now()
+                c0 = now() if mode & M_PICKLED else t0
                 try:
                     if mode & M_STAR:
                         value = fn(*payload)
