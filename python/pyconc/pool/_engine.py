@@ -53,6 +53,7 @@ TARGET_CHUNK_NS = 2_000_000
 MAX_CHUNK = 100_000
 
 _live_engines = weakref.WeakSet()
+_sleep = os.sched_yield
 _SCALARS = frozenset({int, float, bool, type(None)})
 _monotonic_ns = time.monotonic_ns
 _wake_msg = (W.C_WAKE, 0, None, 0, 0)
@@ -333,6 +334,8 @@ class Engine:
         self.idle_cond = threading.Condition(self.lock)
         self.feed_cond = threading.Condition(self.lock)
         self.drained = False
+        self.woke = False  # a result settled in this batch may have a thread waiting for it
+        self.restart_pending = False
         self.monitor_done = False
         self.results_done = threading.Event()
 
@@ -727,6 +730,14 @@ class Engine:
                     self._fill()
                 self._publish_counters()
                 post = self._take_post()
+                woke, self.woke = self.woke, False
+            if woke:
+                # A thread waits for a result just settled: hand it the GIL now rather than when this thread
+                # next blocks (CPython would make it wait for the switch interval otherwise).
+                _sleep()
+            if self.restart_pending:
+                self.restart_pending = False
+                self._wake_monitor()
             for cb in post:
                 try:
                     cb()
@@ -850,6 +861,9 @@ class Engine:
         kind = m[0]
         if kind == W.C_DIED:
             self._on_death(m[1], m[2])
+            if m[2][4] != T.INIT_FAILED:
+                self.requests.append(("start", m[1]))
+                self.restart_pending = True
         elif kind == W.C_INIT_FAILED:
             self._break(m[2])
         elif kind == W.C_WAKE and m[1] == 1:
@@ -1110,6 +1124,14 @@ class Engine:
         self.words[base + T.PID] = p.pid
         sel.register(p.sentinel, selectors.EVENT_READ, slot)
 
+    def _restart(self, slot, sel):
+        self.restarts[slot] += 1
+        self.words[T.base(slot) + T.RESTARTS] = self.restarts[slot]
+        try:
+            self._start(slot, sel)
+        except Exception:
+            self.procs[slot] = None
+
     def _monitor_main(self, started):
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
@@ -1149,20 +1171,23 @@ class Engine:
                     pass
                 state = info[4]
                 stop_now = stopping or self.state in (TERMINATE, BROKEN) or self.drained
-                if not (state == T.RETIRED and exitcode == 0) and not (stop_now and exitcode == 0):
-                    self.rq.put((W.C_DIED, slot, info, 0, 0))
                 if state == T.INIT_FAILED:
+                    self.rq.put((W.C_DIED, slot, info, 0, 0))
                     continue  # the result thread breaks the pool on the worker's own message
+                if not (state == T.RETIRED and exitcode == 0) and not (stop_now and exitcode == 0):
+                    # A death: the result thread settles its task first, then asks for the replacement (a fork
+                    # holds the GIL for milliseconds; the report should not wait for it).
+                    self.rq.put((W.C_DIED, slot, info, 0, 0))
+                    continue
                 if not stop_now:
-                    self.restarts[slot] += 1
-                    words[base + T.RESTARTS] = self.restarts[slot]
-                    try:
-                        self._start(slot, sel)
-                    except Exception:
-                        self.procs[slot] = None
+                    self._restart(slot, sel)
             while self.requests:
                 req = self.requests.popleft()
-                if req[0] == "stop":
+                if req[0] == "start":
+                    if not stopping and self.state not in (TERMINATE, BROKEN) and not self.drained \
+                            and self.procs[req[1]] is None:
+                        self._restart(req[1], sel)
+                elif req[0] == "stop":
                     stopping = True
                     if req[1]:  # kill
                         for slot, p in enumerate(self.procs):

@@ -57,6 +57,7 @@ class Future(_base.Future):
     def _deliver(self, start, values, elapsed):
         v = values[0]
         self._engine.post.append(lambda: self._settle(v))
+        self._engine.woke = True
 
     def _settle(self, v):
         with self._condition:

@@ -15,6 +15,9 @@ from . import _wire as W
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator", "IMapUnorderedIterator"]
 
 MpTimeoutError = multiprocessing.TimeoutError
+SPIN_S = 50e-6
+_perf = time.perf_counter
+_yield = os.sched_yield
 
 
 def _progress_bar(progress, total):
@@ -56,6 +59,12 @@ class ApplyResult:
         self._wait(timeout)
 
     def _wait(self, timeout):
+        if not self._ready and (timeout is None or timeout > 0):
+            # Results often come back within tens of microseconds: yield the CPU (and the GIL) a little before
+            # sleeping on the lock, since waking a sleeping thread costs about as much again on some machines.
+            end = _perf() + SPIN_S
+            while not self._ready and _perf() < end:
+                _yield()
         if self._done.acquire(True, -1 if timeout is None else max(0.0, timeout)):
             self._done.release()
             return True
@@ -101,6 +110,7 @@ class ApplyResult:
         listeners, self._listeners = self._listeners, None
         if cb is None and not listeners:
             self._done.release()
+            self._engine.woke = True
             return
 
         def finish():
