@@ -59,6 +59,17 @@ _monotonic_ns = time.monotonic_ns
 _wake_msg = (W.C_WAKE, 0, None, 0, 0)
 
 
+def _report_internal_error():
+    import traceback
+
+    traceback.print_exc()
+
+
+def _raise(exc):
+    """Stands in, in a worker, for an item that could not be sent: its outcome is the pickling error."""
+    raise exc
+
+
 def _describe(fn, args=None):
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
     if args is None:
@@ -81,7 +92,7 @@ class Task:
     """One task message: a single call, or a chunk of a map's items (`items`, starting at input index `start`)."""
 
     __slots__ = ("tid", "job", "start", "items", "fn_id", "fnref", "mode", "payload", "timeout", "attempts", "pos",
-                 "cancelled", "desc", "batch", "left")
+                 "cancelled", "desc", "batch", "left", "keep")
 
     def __init__(self, job, start, items, fn_id, fnref, mode, payload, timeout, attempts=0, desc=None):
         self.tid = 0
@@ -101,6 +112,7 @@ class Task:
         # sharing this record; `left` counts the messages not settled yet.
         self.batch = False
         self.left = 1
+        self.keep = None  # BigPayloads its messages refer to: alive while the task may be (re)sent
 
     def index_of(self, tid, item):
         """Input index of the item message `tid` (item `item` inside a chunk) stands for."""
@@ -216,9 +228,12 @@ class MapSource:
             n = min(avail, 256, max(1, self.engine.depth - len(self.engine.tasks)))
             start = self.next_index
             if self.seq is not None:
-                items = self.seq[start:start + n]
-                if not isinstance(items, list):
-                    items = list(items)
+                try:
+                    items = self.seq[start:start + n]
+                    if not isinstance(items, list):
+                        items = list(items)
+                except Exception as e:
+                    return self._seq_failed(e)
             else:
                 buf = self.buffer
                 items = [buf.popleft() for _ in range(n)]
@@ -230,9 +245,12 @@ class MapSource:
             n = min(self.size_next(), avail)
             start = self.next_index
             if self.seq is not None:
-                items = self.seq[start:start + n]
-                if not isinstance(items, list):
-                    items = list(items)
+                try:
+                    items = self.seq[start:start + n]
+                    if not isinstance(items, list):
+                        items = list(items)
+                except Exception as e:
+                    return self._seq_failed(e)
             else:
                 buf = self.buffer
                 items = [buf.popleft() for _ in range(n)]
@@ -247,6 +265,15 @@ class MapSource:
 
     def _start_running(self, task):
         return True
+
+    def _seq_failed(self, exc):
+        """Reading the input sequence raised: that error ends the input at this position."""
+        self.input_exc = exc
+        self.total = self.next_index
+        self.seq = None
+        self.buffer = collections.deque()
+        self.exhausted = True
+        return None
 
     def _deliver_ok(self, start, values):
         """A chunk without failures (the common case: no per-item check needed)."""
@@ -417,9 +444,11 @@ class Engine:
                 mode |= flag
             else:
                 fid, fnref, mode, payload = 0, b"", W.M_INLINE | W.M_PICKLED, W.dumps((fn, tuple(args), kwargs or {}))
+            keep = None
             if mode & W.M_PICKLED and len(payload) > self.limit:
                 mode |= W.M_BIG
-                payload = self.outbox.wrap(payload)
+                keep = W.BigPayload(payload)
+                payload = pickle.dumps(keep, 5)
         except BaseException as e:
             # Like the stdlib: an argument that does not pickle fails this task, not the submit call.
             job._deliver(0, [W.Failure(e, None)], 0)
@@ -429,6 +458,7 @@ class Engine:
             mode |= W.M_TIMED
         task = Task(job, 0, None, fid, fnref, mode, payload, timeout, desc=None)
         task.desc = (fn, args)
+        task.keep = keep
         with self.lock:
             self.check_running()
             self.ready.append(task)
@@ -480,17 +510,21 @@ class Engine:
             else:
                 mode |= W.M_CHUNK | W.M_PICKLED
                 payload = W.dumps(items)
+            keep = None
             if mode & W.M_PICKLED and len(payload) > self.limit:
                 mode |= W.M_BIG
-                payload = self.outbox.wrap(payload)
+                keep = W.BigPayload(payload)
+                payload = pickle.dumps(keep, 5)
         except BaseException as e:
             src._deliver(start, [W.Failure(e, None)] * len(items), 0)
             return None
         single = src.chunksize == 1 and len(items) == 1
-        return Task(src, start, None if single else items, src.fn_id, src.fnref, mode, payload, src.timeout)
+        task = Task(src, start, None if single else items, src.fn_id, src.fnref, mode, payload, src.timeout)
+        task.keep = keep
+        return task
 
-    def _item_message(self, item, star, mode):
-        """(mode, payload) of one map item sent on its own."""
+    def _item_message(self, item, star, mode, task):
+        """(mode, payload) of one map item sent on its own (a large one is kept alive by `task`)."""
         if star:
             item = tuple(item)
             if _simple_args(item):
@@ -499,7 +533,11 @@ class Engine:
             return mode, item
         payload = W.dumps(item)
         if len(payload) > self.limit:
-            return mode | W.M_PICKLED | W.M_BIG, self.outbox.wrap(payload)
+            big = W.BigPayload(payload)
+            if task.keep is None:
+                task.keep = []
+            task.keep.append(big)
+            return mode | W.M_PICKLED | W.M_BIG, pickle.dumps(big, 5)
         return mode | W.M_PICKLED, payload
 
     def _batch_task(self, src, start, items):
@@ -559,7 +597,14 @@ class Engine:
             if not star and type(item) in scalars:
                 mode, payload = mode0, item
             else:
-                mode, payload = self._item_message(item, star, mode0)
+                try:
+                    mode, payload = self._item_message(item, star, mode0, task)
+                except BaseException as e:  # an item that does not pickle fails alone
+                    try:
+                        payload = pickle.dumps((_raise, (e,), {}), 5)
+                    except Exception:
+                        payload = pickle.dumps((_raise, (TypeError(str(e)),), {}), 5)
+                    mode = W.M_PICKLED | W.M_INLINE
             fnref = self._fnref(fn_id) if eager else None
             try:
                 put((tid0 + n, fn_id, mode, payload, fnref), False)
@@ -722,12 +767,20 @@ class Engine:
                         done += 1
                     else:
                         self.tasks[tid] = task
-                        self._on_result(m)
+                        try:
+                            self._on_result(m)
+                        except Exception:  # a bug or a hostile result: report it, keep the pool alive
+                            _report_internal_error()
                 self.counters["completed"] += done
-                if self.suspect is not None:
-                    self._reconcile()
-                if self.state != TERMINATE:
-                    self._fill()
+                try:
+                    if self.suspect is not None:
+                        self._reconcile()
+                    if self.state != TERMINATE:
+                        self._fill()
+                    if self.outbox.pending:
+                        self.outbox.collect()
+                except Exception:
+                    _report_internal_error()
                 self._publish_counters()
                 post = self._take_post()
                 woke, self.woke = self.woke, False
@@ -1146,61 +1199,65 @@ class Engine:
         while True:
             if stopping and not any(self.procs):
                 break
-            timeout = self._next_deadline()
-            events = sel.select(timeout)
-            for key, _ in events:
-                if key.data is None:
-                    try:
-                        while os.read(self._wake_r, 512):
+            try:
+                timeout = self._next_deadline()
+                events = sel.select(timeout)
+                for key, _ in events:
+                    if key.data is None:
+                        try:
+                            while os.read(self._wake_r, 512):
+                                pass
+                        except (BlockingIOError, OSError):
                             pass
-                    except (BlockingIOError, OSError):
+                        continue
+                    slot = key.data
+                    p = self.procs[slot]
+                    sel.unregister(key.fileobj)
+                    p.join(5)
+                    exitcode = p.exitcode
+                    base = T.base(slot)
+                    info = (p.pid, exitcode, words[base + T.CUR], words[base + T.ITEM], words[base + T.STATE],
+                            self.kill_reasons.pop(slot, None))
+                    self.procs[slot] = None
+                    try:
+                        p.close()
+                    except Exception:
                         pass
-                    continue
-                slot = key.data
-                p = self.procs[slot]
-                sel.unregister(key.fileobj)
-                p.join(5)
-                exitcode = p.exitcode
-                base = T.base(slot)
-                info = (p.pid, exitcode, words[base + T.CUR], words[base + T.ITEM], words[base + T.STATE],
-                        self.kill_reasons.pop(slot, None))
-                self.procs[slot] = None
-                try:
-                    p.close()
-                except Exception:
-                    pass
-                state = info[4]
-                stop_now = stopping or self.state in (TERMINATE, BROKEN) or self.drained
-                if state == T.INIT_FAILED:
-                    self.rq.put((W.C_DIED, slot, info, 0, 0))
-                    continue  # the result thread breaks the pool on the worker's own message
-                if not (state == T.RETIRED and exitcode == 0) and not (stop_now and exitcode == 0):
-                    # A death: the result thread settles its task first, then asks for the replacement (a fork
-                    # holds the GIL for milliseconds; the report should not wait for it).
-                    self.rq.put((W.C_DIED, slot, info, 0, 0))
-                    continue
-                if not stop_now:
-                    self._restart(slot, sel)
-            while self.requests:
-                req = self.requests.popleft()
-                if req[0] == "start":
-                    if not stopping and self.state not in (TERMINATE, BROKEN) and not self.drained \
-                            and self.procs[req[1]] is None:
-                        self._restart(req[1], sel)
-                elif req[0] == "stop":
+                    state = info[4]
+                    stop_now = stopping or self.state in (TERMINATE, BROKEN) or self.drained
+                    if state == T.INIT_FAILED:
+                        self.rq.put((W.C_DIED, slot, info, 0, 0))
+                        continue  # the result thread breaks the pool on the worker's own message
+                    if not (state == T.RETIRED and exitcode == 0) and not (stop_now and exitcode == 0):
+                        # A death: the result thread settles its task first, then asks for the replacement (a fork
+                        # holds the GIL for milliseconds; the report should not wait for it).
+                        self.rq.put((W.C_DIED, slot, info, 0, 0))
+                        continue
+                    if not stop_now:
+                        self._restart(slot, sel)
+                while self.requests:
+                    req = self.requests.popleft()
+                    if req[0] == "start":
+                        if not stopping and self.state not in (TERMINATE, BROKEN) and not self.drained \
+                                and self.procs[req[1]] is None:
+                            self._restart(req[1], sel)
+                    elif req[0] == "stop":
+                        stopping = True
+                        if req[1]:  # kill
+                            for slot, p in enumerate(self.procs):
+                                if p is not None:
+                                    self.kill_reasons.setdefault(slot, (K_STOP, 0, 0))
+                                    try:
+                                        os.kill(p.pid, signal.SIGKILL)
+                                    except (ProcessLookupError, TypeError):
+                                        pass
+                if self.drained:
                     stopping = True
-                    if req[1]:  # kill
-                        for slot, p in enumerate(self.procs):
-                            if p is not None:
-                                self.kill_reasons.setdefault(slot, (K_STOP, 0, 0))
-                                try:
-                                    os.kill(p.pid, signal.SIGKILL)
-                                except (ProcessLookupError, TypeError):
-                                    pass
-            if self.drained:
-                stopping = True
-            if self.timeouts:
-                self._check_timeouts()
+                if self.timeouts:
+                    self._check_timeouts()
+            except Exception:  # keep watching the workers whatever went wrong
+                _report_internal_error()
+                time.sleep(0.01)
         sel.close()
         self.monitor_done = True
         try:

@@ -16,6 +16,7 @@ from pool_tasks import (
     exit_on,
     failing_initializer,
     kill_once,
+    kill_once_len,
     kill_self_on,
     pid_of,
     segfault_on,
@@ -73,6 +74,9 @@ def test_max_retries_runs_the_task_again(tmp_path, ctx):
             p.apply(always_killed, (0,))
     with ProcessPoolExecutor(2, mp_context=ctx, max_retries=2) as ex:
         assert ex.submit(kill_once, str(tmp_path / "m3"), 5).result(30) == 50
+        # a retried task whose argument travels in its own segment (beyond one queue message)
+        big = b"b" * (20 << 20)
+        assert ex.submit(kill_once_len, str(tmp_path / "m4"), big).result(60) == len(big)
 
 
 def test_timeout_inside_a_c_call(ctx):
