@@ -324,6 +324,7 @@ class Engine:
         self.maxtasks = maxtasks
         self.state = RUN
         self.broken_reason = None
+        self.broken_tb = None
         self.depth = max(4 * nworkers, 256)
         self.fn_eager = 4 * nworkers  # messages per function that carry its pickle
         self.lock = threading.Lock()
@@ -389,7 +390,7 @@ class Engine:
 
     def check_running(self):
         if self.state == BROKEN:
-            raise BrokenProcessPool(self.broken_reason)
+            raise with_remote_traceback(BrokenProcessPool(self.broken_reason), self.broken_tb)
         if self.state != RUN:
             if self.flavor == "pool":
                 raise ValueError("Pool not running")
@@ -1074,6 +1075,7 @@ class Engine:
         if self.state == BROKEN:
             return
         self.state = BROKEN
+        self.broken_tb = tb
         self.broken_reason = ("A child process terminated abruptly, the process pool is not usable anymore "
                               "(its initializer raised)")
         exc = BrokenProcessPool("A process in the process pool was terminated abruptly while the future was "

@@ -35,7 +35,7 @@ def test_map_errors_and_timeout():
         with pytest.raises(ValueError, match="bad item 3"):
             next(it)
         with pytest.raises(TimeoutError):
-            list(ex.map(slow_square, [1, 2], [5, 5], timeout=0.2))
+            list(ex.map(slow_square, [1, 2], [1, 1], timeout=0.2))
         with pytest.raises(ValueError):
             ex.map(square, [1], chunksize=0)
 

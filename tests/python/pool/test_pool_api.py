@@ -226,7 +226,7 @@ def test_await_async_result():
         assert asyncio.run(main(p)) == (36, [0, 1, 4])
 
 
-def test_lazy_imap_with_an_endless_generator():
+def test_lazy_imap_with_an_endless_generator(ctx):
     pulled = []
 
     def endless():
@@ -236,7 +236,7 @@ def test_lazy_imap_with_an_endless_generator():
             yield i
             i += 1
 
-    with Pool(2) as p:
+    with Pool(2, context=ctx) as p:
         it = p.imap(square, endless(), buffersize=64)
         out = [next(it) for _ in range(500)]
         assert out == [x * x for x in range(500)]

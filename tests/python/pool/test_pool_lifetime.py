@@ -106,3 +106,19 @@ def test_workers_die_with_a_killed_parent():
         for r in _native.list_segments():
             if r["creator_pid"] == proc.pid:
                 _native.unlink_segment(r["name"])
+
+
+def test_failing_initializer_is_logged_as_concurrent_futures_does():
+    out = _run("""
+        import pyconc
+        from concurrent.futures.process import BrokenProcessPool
+        from pool_tasks import failing_initializer, square
+        if __name__ == "__main__":
+            with pyconc.ProcessPoolExecutor(1, initializer=failing_initializer) as ex:
+                try:
+                    ex.submit(square, 1).result(30)
+                except BrokenProcessPool as e:
+                    print("broken:", type(e.__cause__).__name__ if e.__cause__ else None)
+    """)
+    assert "broken: RemoteTraceback" in out.stdout, (out.stdout, out.stderr)
+    assert "Exception in initializer:" in out.stderr and "initializer failed on purpose" in out.stderr, out.stderr
