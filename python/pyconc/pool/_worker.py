@@ -98,15 +98,14 @@ def main(cfg):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(1)
-    try:
-        _loop(cfg, words, base, parent_fd)
-    finally:
-        words[base + T.CUR] = 0
-        # Keep every big payload we sent until the parent took it, so its segment outlives the hand-over.
-        deadline = time.monotonic() + 5
-        while _OUTBOX.pending and time.monotonic() < deadline:
-            _OUTBOX.collect()
-            time.sleep(0.001)
+    # If a task ends the process (SystemExit from sys.exit in a Pool task), CUR stays set: the parent blames it.
+    _loop(cfg, words, base, parent_fd)
+    words[base + T.CUR] = 0
+    # Keep every big payload we sent until the parent took it, so its segment outlives the hand-over.
+    deadline = time.monotonic() + 5
+    while _OUTBOX.pending and time.monotonic() < deadline:
+        _OUTBOX.collect()
+        time.sleep(0.001)
 
 
 def _loop(cfg, words, base, parent_fd):

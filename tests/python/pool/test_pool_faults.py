@@ -21,6 +21,7 @@ from pool_tasks import (
     pid_of,
     segfault_on,
     square,
+    sys_exit_on,
 )
 
 from pyconc import Pool, ProcessPoolExecutor, TaskTimeoutError, WorkerCrashedError
@@ -172,3 +173,15 @@ def test_terminate_leaves_no_worker(ctx):
     for pid in set(pids):
         with pytest.raises(OSError):
             os.kill(pid, 0)
+
+
+def test_sys_exit_in_a_task():
+    # multiprocessing.Pool lets SystemExit end the worker (the task is then lost); here it is that worker's crash.
+    # The executor, like the stdlib's, returns the SystemExit as the task's exception.
+    with Pool(2) as p:
+        with pytest.raises(WorkerCrashedError, match="exit code 3"):
+            p.apply(sys_exit_on, (1,))
+        assert p.apply(square, (2,)) == 4
+    with ProcessPoolExecutor(2) as ex:
+        with pytest.raises(SystemExit):
+            ex.submit(sys_exit_on, 1).result(30)
