@@ -211,6 +211,14 @@ class MapSource:
             n = min(n, max(1, -(-left // (2 * w)), floor))
         return max(1, min(n, MAX_CHUNK))
 
+    def size_hint(self):
+        """About how many items the next chunk takes (no side effect; for the feeder)."""
+        if self.chunksize is not None:
+            return self.chunksize
+        if self.per_item_ns is None:
+            return self.probe
+        return max(1, min(MAX_CHUNK, int(TARGET_CHUNK_NS / max(self.per_item_ns, 1.0))))
+
     def cut(self):
         """The next Task, or None (nothing available now, or the in-flight bound is reached). Engine lock held."""
         if self.inflight_chunks >= self.max_inflight or self.stopped:
@@ -1136,7 +1144,7 @@ class Engine:
                         return
                     self.feed_cond.wait(1.0)
             for src in work:
-                want = min(src.room(), max(64, src.size_next()))
+                want = min(src.room(), max(64, src.size_hint()))
                 got, exc, ended = src.pull(want)
                 with self.lock:
                     if src not in self.feeding:
@@ -1314,6 +1322,11 @@ class Engine:
         with self.lock:
             if self.state == RUN:
                 self.state = CLOSE
+            # Lazy maps nobody consumes would never finish: from now on their input is read to the end, as the
+            # stdlib reads it (eagerly), so close()+join() and shutdown(wait=True) return once the work is done.
+            for src in self.sources:
+                src.buffersize = None
+            self.feed_cond.notify_all()
             self._fill()
             post = self._take_post()
         self._wake_monitor()

@@ -308,6 +308,8 @@ class IMapIterator(E.MapSource):
         eng = self.engine
         with eng.lock:
             self.stopped = True
+            if self in eng.feeding:
+                eng.feeding.remove(self)
             for task in [t for t in eng.tasks.values() if t.job is self] + [t for t in eng.ready if t.job is self]:
                 task.cancelled = True
                 if task.tid:

@@ -123,3 +123,12 @@ def test_future_cancel_semantics():
         assert g.cancel() is True and g.cancel() is True
         with pytest.raises(cf.CancelledError):
             g.result()
+
+
+def test_shutdown_waits_for_an_unconsumed_lazy_map():
+    ex = ProcessPoolExecutor(2)
+    it = ex.map(square, iter(range(5000)), buffersize=16)
+    t = time.monotonic()
+    ex.shutdown(wait=True)  # the input is read to the end once shutting down, as the stdlib reads it
+    assert time.monotonic() - t < 30
+    assert sum(it) == sum(x * x for x in range(5000))

@@ -298,3 +298,11 @@ def test_ls_shows_the_pool_and_its_workers_from_another_process():
         assert f"pid {pid}" in out.stdout
     assert "running task" in out.stdout, out.stdout
     del r
+
+
+def test_close_join_with_an_unconsumed_imap():
+    p = Pool(2)
+    it = p.imap(square, iter(range(3000)), buffersize=8)
+    p.close()
+    p.join()
+    assert list(it) == [x * x for x in range(3000)]
