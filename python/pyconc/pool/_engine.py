@@ -375,6 +375,7 @@ class Engine:
         self.monitor_done = False
         self.results_done = threading.Event()
 
+        _worker.libc()  # loaded here once, so forked workers inherit it
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)

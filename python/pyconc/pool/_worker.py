@@ -39,12 +39,22 @@ class _Config:
         self.catch_base = catch_base
 
 
+_LIBC = []
+
+
+def libc():
+    """The C library (loaded once; a forked worker inherits the parent's)."""
+    if not _LIBC:
+        import ctypes
+
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
+
+
 def _die_with_parent():
     """Ask the kernel to SIGKILL this worker when the thread that started it (the pool's monitor) ends."""
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:  # pragma: no cover - not Linux
         pass
 
