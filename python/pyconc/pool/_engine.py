@@ -323,6 +323,20 @@ class MapSource:
             self.per_item_ns = self.ns_sum / self.n_sum
 
 
+# Each worker is a participant of both queues, and so is the pool's process; a queue takes 128 live ones.
+MAX_WORKERS = 120
+
+
+def default_workers():
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def check_workers(n, name):
+    if n > MAX_WORKERS:
+        raise ValueError(f"{name} must be at most {MAX_WORKERS} (each worker is a participant of the pool's "
+                         f"queues, which take 128 processes today)")
+
+
 class Engine:
     def __init__(self, nworkers, ctx, initializer, initargs, maxtasks, max_retries, flavor, max_rss_mb=None):
         self.nworkers = nworkers

@@ -1,7 +1,6 @@
 """`pyconc.ProcessPoolExecutor`: a `concurrent.futures.Executor` on the shared-memory engine."""
 
 import multiprocessing
-import os
 import time
 import weakref
 from concurrent.futures import _base
@@ -87,9 +86,10 @@ class ProcessPoolExecutor(_base.Executor):
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
                  max_tasks_per_child=None, max_retries=0, max_rss_mb=None):
         if max_workers is None:
-            max_workers = os.cpu_count() or 1
+            max_workers = E.default_workers()
         elif max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
+        E.check_workers(max_workers, "max_workers")
         if mp_context is None:
             mp_context = multiprocessing.get_context("spawn" if max_tasks_per_child is not None else None)
         if initializer is not None and not callable(initializer):

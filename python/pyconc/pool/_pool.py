@@ -339,9 +339,10 @@ class Pool:
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None, context=None, *,
                  max_retries=0, max_rss_mb=None):
         if processes is None:
-            processes = os.cpu_count() or 1
+            processes = E.default_workers()
         if processes < 1:
             raise ValueError("Number of processes must be at least 1")
+        E.check_workers(processes, "processes")
         if maxtasksperchild is not None:
             if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
                 raise ValueError("maxtasksperchild must be a positive int or None")
