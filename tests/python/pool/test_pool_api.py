@@ -269,6 +269,10 @@ def test_progress_bar_needs_tqdm(monkeypatch):
 def test_stats_and_print_stats(capsys):
     with Pool(2) as p:
         p.map(square, range(100), chunksize=10)
+        # workers write their counters when they go idle (or every 10 ms): they may lag the results a little
+        deadline = time.monotonic() + 20
+        while sum(w["items"] for w in p.stats()["workers"]) < 100 and time.monotonic() < deadline:
+            time.sleep(0.005)
         s = p.stats()
         assert len(s["workers"]) == 2
         assert sum(w["items"] for w in s["workers"]) == 100
