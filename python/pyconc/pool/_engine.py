@@ -45,7 +45,7 @@ K_TIMEOUT, K_CANCEL, K_STOP, K_RSS = 1, 2, 3, 4
 
 # Queue sizing. The queues take a small explicit heap until queues can start small and grow (today a queue
 # reserves its whole heap up front); payloads beyond a message's limit travel as BigPayload segments.
-QUEUE_HEAP_BYTES = 8 << 20
+QUEUE_HEAP_BYTES = 2 << 20
 # Cancellation flags: a worker skips a task whose id it finds in slot tid % CANCEL_SLOTS.
 CANCEL_SLOTS = 4096
 # Adaptive chunking: aim for chunks of this many ns of work.
