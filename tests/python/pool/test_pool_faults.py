@@ -185,3 +185,40 @@ def test_sys_exit_in_a_task():
     with ProcessPoolExecutor(2) as ex:
         with pytest.raises(SystemExit):
             ex.submit(sys_exit_on, 1).result(30)
+
+
+def test_random_kills_lose_nothing():
+    """Workers SIGKILLed at random moments (between tasks, mid-task, mid-queue-operation, while starting): with
+    retries every result still arrives exactly once and in place."""
+    import random
+    import signal
+    import threading
+
+    with Pool(2, max_retries=1000) as p:
+        stop = threading.Event()
+        kills = []
+
+        def killer():
+            rng = random.Random(7)
+            while not stop.wait(rng.uniform(0.01, 0.05)):
+                pids = [w["pid"] for w in p.stats()["workers"] if w["pid"]]
+                if pids and len(kills) < 30:
+                    try:
+                        os.kill(rng.choice(pids), signal.SIGKILL)
+                        kills.append(1)
+                    except ProcessLookupError:
+                        pass
+
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        try:
+            deadline = time.monotonic() + 20
+            while len(kills) < 10 and time.monotonic() < deadline:
+                assert p.map(square, range(3000), chunksize=1) == [x * x for x in range(3000)]
+                assert p.map(square, range(50000)) == [x * x for x in range(50000)]
+                assert [r.get(60) for r in [p.apply_async(square, (i,)) for i in range(500)]] == [
+                    x * x for x in range(500)]
+        finally:
+            stop.set()
+            t.join(5)
+        assert len(kills) >= 10
