@@ -41,7 +41,7 @@ from ._errors import TaskTimeoutError, WorkerCrashedError, with_remote_traceback
 RUN, CLOSE, TERMINATE, BROKEN = "RUN", "CLOSE", "TERMINATE", "BROKEN"
 
 # Kill reasons recorded before the monitor or a cancel() kills a worker.
-K_TIMEOUT, K_CANCEL, K_STOP, K_RSS = 1, 2, 3, 4
+K_TIMEOUT, K_CANCEL, K_STOP = 1, 2, 3
 
 # Queue sizing. The queues take a small explicit heap until queues can start small and grow (today a queue
 # reserves its whole heap up front); payloads beyond a message's limit travel as BigPayload segments.
@@ -56,7 +56,6 @@ _live_engines = weakref.WeakSet()
 _sleep = os.sched_yield
 _SCALARS = frozenset({int, float, bool, type(None)})
 _monotonic_ns = time.monotonic_ns
-_wake_msg = (W.C_WAKE, 0, None, 0, 0)
 
 
 def _report_internal_error():
@@ -1172,8 +1171,6 @@ class Engine:
                         src.total = src.next_index + len(src.buffer)
                         self.feeding.remove(src)
                     self._fill()
-                    if ended and exc is not None and src.available() == 0:
-                        pass
                     post = self._take_post()
                 for cb in post:
                     cb()

@@ -310,10 +310,14 @@ class IMapIterator(E.MapSource):
             self.stopped = True
             if self in eng.feeding:
                 eng.feeding.remove(self)
-            for task in [t for t in eng.tasks.values() if t.job is self] + [t for t in eng.ready if t.job is self]:
-                task.cancelled = True
-                if task.tid:
-                    eng.cancels[task.tid % E.CANCEL_SLOTS] = task.tid
+            for tid, task in eng.tasks.items():
+                if task.job is self:
+                    task.cancelled = True
+                    if eng.cancels is not None:
+                        eng.cancels[tid % E.CANCEL_SLOTS] = tid  # a worker that takes it skips it
+            for task in eng.ready:
+                if task.job is self:
+                    task.cancelled = True
 
 
 class IMapUnorderedIterator(IMapIterator):
