@@ -5,6 +5,7 @@
     python -m pyconc bench [--quick]    benchmarks against multiprocessing, same run
     python -m pyconc stress queue ...   many processes on one queue, every item accounted for (--kill)
     python -m pyconc stress dict ...    many processes on one dict, final state verified (--kill)
+    python -m pyconc stress pool ...    pool maps with every result checked, workers SIGKILLed at random (--kill)
 """
 
 import argparse
@@ -78,6 +79,12 @@ def _gc(args):
 
 
 def _stress(args):
+    if args.structure == "pool":
+        from . import stress_pool
+
+        ok, _ = stress_pool.run_pool(args.procs if args.procs_given else 4, args.items, args.start_method, args.kill,
+                                     args.seed, args.timeout)
+        return 0 if ok else 1
     if args.structure == "dict":
         from . import stress_dict
 
@@ -107,11 +114,12 @@ def main(argv=None):
     p.add_argument("--only", default="", help="comma-separated groups to run (counters,arrays,sync,queues,dict,pool)")
     p.set_defaults(fn=_bench)
     p = sub.add_parser("stress", help="many processes on one structure, every item accounted for")
-    p.add_argument("structure", choices=["queue", "dict"])
+    p.add_argument("structure", choices=["queue", "dict", "pool"])
     p.add_argument("--producers", type=int, default=4)
     p.add_argument("--consumers", type=int, default=4)
     p.add_argument("--messages", type=int, default=1_000_000, help="queue: total items")
-    p.add_argument("--procs", type=int, default=8, help="dict: worker processes")
+    p.add_argument("--procs", type=int, default=None, help="dict: worker processes (8); pool: workers (4)")
+    p.add_argument("--items", type=int, default=20_000, help="pool: items per adaptive map")
     p.add_argument("--ops", type=int, default=20_000, help="dict: operations per worker")
     p.add_argument("--size", type=int, default=64, help="payload bytes per item")
     p.add_argument("--start-method", default="fork", choices=["fork", "spawn", "forkserver"])
@@ -120,4 +128,8 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=1800)
     p.set_defaults(fn=_stress)
     args = parser.parse_args(argv)
+    if getattr(args, "structure", None) is not None:
+        args.procs_given = args.procs is not None
+        if args.procs is None:
+            args.procs = 8
     return args.fn(args)
