@@ -51,6 +51,8 @@ CANCEL_SLOTS = 4096
 # Adaptive chunking: aim for chunks of this many ns of work.
 TARGET_CHUNK_NS = 2_000_000
 MAX_CHUNK = 100_000
+# Consecutive deaths of a slot's workers before they run anything, after which the pool breaks.
+BAD_STARTS = 10
 
 _live_engines = weakref.WeakSet()
 _sleep = os.sched_yield
@@ -380,6 +382,8 @@ class Engine:
         self.requests = collections.deque()
         self.procs = [None] * nworkers
         self.restarts = [0] * nworkers
+        self.bad_starts = [0] * nworkers  # consecutive deaths before doing anything, per slot
+        self.retry_start = {}  # slot -> when to try starting its worker again
         self.idle_cond = threading.Condition(self.lock)
         self.feed_cond = threading.Condition(self.lock)
         self.drained = False
@@ -942,6 +946,8 @@ class Engine:
                 self.restart_pending = True
         elif kind == W.C_INIT_FAILED:
             self._break(m[2])
+        elif kind == W.C_BROKEN:
+            self._break(None, m[2])
         elif kind == W.C_WAKE and m[1] == 1:
             return True  # the monitor is done: every worker is gone
         return False
@@ -1092,16 +1098,17 @@ class Engine:
         if not seen and now - since > 1.0:
             self.suspect = None
 
-    def _break(self, tb):
-        """A worker's initializer failed: the pool is broken (as concurrent.futures does), nothing respawns."""
+    def _break(self, tb, why=None):
+        """A worker's initializer failed (or workers cannot be kept alive): the pool is broken, as
+        concurrent.futures breaks its pool, and nothing respawns."""
         if self.state == BROKEN:
             return
         self.state = BROKEN
         self.broken_tb = tb
-        self.broken_reason = ("A child process terminated abruptly, the process pool is not usable anymore "
-                              "(its initializer raised)")
+        why = why or "its initializer raised"
+        self.broken_reason = f"A child process terminated abruptly, the process pool is not usable anymore ({why})"
         exc = BrokenProcessPool("A process in the process pool was terminated abruptly while the future was "
-                                "running or pending (the worker initializer raised).")
+                                f"running or pending ({why}).")
         with_remote_traceback(exc, tb)
         self._fail_everything(exc)
         self.requests.append(("stop", True))
@@ -1200,12 +1207,37 @@ class Engine:
         sel.register(p.sentinel, selectors.EVENT_READ, slot)
 
     def _restart(self, slot, sel):
+        """Starts a replacement in `slot`; if that fails, tries again in a second, and if no worker is left at
+        all, breaks the pool (tasks would otherwise wait forever)."""
         self.restarts[slot] += 1
         self.words[T.base(slot) + T.RESTARTS] = self.restarts[slot]
+        self.retry_start.pop(slot, None)
         try:
             self._start(slot, sel)
-        except Exception:
+        except Exception as e:
             self.procs[slot] = None
+            if any(self.procs):
+                self.retry_start[slot] = time.monotonic() + 1.0
+            else:
+                self.rq.put((W.C_BROKEN, slot, f"could not start a worker process: {e!r}", 0, 0))
+
+    def _note_death(self, slot, info):
+        """Counts deaths that happen before a worker ever works (while starting, or a clean exit with nothing
+        run): a slot whose workers keep doing that breaks the pool instead of respawning forever."""
+        pid, exitcode, cur, item, state, reason = info
+        if reason is not None:
+            return False
+        if state == T.STARTING or (exitcode == 0 and not cur and state != T.RETIRED):
+            self.bad_starts[slot] += 1
+        else:
+            self.bad_starts[slot] = 0
+        if self.bad_starts[slot] >= BAD_STARTS:
+            from ._errors import describe_exit
+
+            self.rq.put((W.C_BROKEN, slot, f"{BAD_STARTS} workers in a row died before running anything (the "
+                                           f"last: {describe_exit(exitcode)})", 0, 0))
+            return True
+        return False
 
     def _monitor_main(self, started):
         sel = selectors.DefaultSelector()
@@ -1254,6 +1286,8 @@ class Engine:
                         # A death: the result thread settles its task first, then asks for the replacement (a fork
                         # holds the GIL for milliseconds; the report should not wait for it).
                         self.rq.put((W.C_DIED, slot, info, 0, 0))
+                        if not stop_now:
+                            self._note_death(slot, info)
                         continue
                     if not stop_now:
                         self._restart(slot, sel)
@@ -1261,7 +1295,7 @@ class Engine:
                     req = self.requests.popleft()
                     if req[0] == "start":
                         if not stopping and self.state not in (TERMINATE, BROKEN) and not self.drained \
-                                and self.procs[req[1]] is None:
+                                and self.procs[req[1]] is None and self.bad_starts[req[1]] < BAD_STARTS:
                             self._restart(req[1], sel)
                     elif req[0] == "stop":
                         stopping = True
@@ -1277,6 +1311,11 @@ class Engine:
                     stopping = True
                 if self.timeouts:
                     self._check_timeouts()
+                if self.retry_start and not stopping and self.state not in (TERMINATE, BROKEN):
+                    now = time.monotonic()
+                    for slot, at in list(self.retry_start.items()):
+                        if at <= now and self.procs[slot] is None:
+                            self._restart(slot, sel)
             except Exception:  # keep watching the workers whatever went wrong
                 _report_internal_error()
                 time.sleep(0.01)
@@ -1288,7 +1327,10 @@ class Engine:
             pass
 
     def _next_deadline(self):
-        """How long the monitor may sleep: until the nearest task deadline (None: no timed task in flight)."""
+        """How long the monitor may sleep: until the nearest task deadline or worker start retry (None: no
+        deadline)."""
+        if self.retry_start:
+            return max(0.001, min(self.retry_start.values()) - time.monotonic())
         timeouts = self.timeouts
         if not timeouts:
             return None

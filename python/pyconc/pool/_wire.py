@@ -43,6 +43,7 @@ R_BIG = 8  # added to a status: payload is a pickled BigPayload
 C_DIED = -1  # (C_DIED, slot, (pid, exitcode, cur, item, state, reason), 0, 0)
 C_INIT_FAILED = -2  # (C_INIT_FAILED, slot, traceback text, 0, 0)
 C_WAKE = -3
+C_BROKEN = -4  # (C_BROKEN, slot, reason text, 0, 0): workers cannot be kept alive
 
 SIMPLE = frozenset({int, float, str, bytes, bool, type(None)})
 

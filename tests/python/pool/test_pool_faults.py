@@ -222,3 +222,14 @@ def test_random_kills_lose_nothing():
             stop.set()
             t.join(5)
         assert len(kills) >= 10
+
+
+def test_workers_that_die_while_starting_break_the_pool_instead_of_respawning_forever():
+    from pool_tasks import exit_in_initializer
+
+    t = time.monotonic()
+    with Pool(1, initializer=exit_in_initializer, initargs=(5,)) as p:
+        with pytest.raises(BrokenProcessPool, match="died before running anything.*exit code 5"):
+            p.apply(square, (1,))
+        assert p.stats()["workers"][0]["restarts"] <= 10
+    assert time.monotonic() - t < 30
