@@ -9,11 +9,14 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 # The linters gate CI, so their ranges are pinned (a new release adds checks: bump them on purpose). The same
 # ranges are in pyproject.toml's dev extra, so changing them there too rebuilds the venv (the stamp's dependency).
 LINTERS := "ruff>=0.17.5,<0.18" "mypy>=2.4,<2.5"
+# The optional integrations (pyproject's `pool` extra, and dask for `dask.compute(..., scheduler=executor)`), so
+# that the test suite covers them instead of skipping.
+EXTRAS := cloudpickle tqdm "dask>=2024.1"
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "numpy>=1.22" $(LINTERS)
+	$(PY) -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "numpy>=1.22" $(LINTERS) $(EXTRAS)
 	touch $@
 
 build: $(VENV)/.stamp
@@ -23,7 +26,7 @@ build-release: $(VENV)/.stamp
 	$(PY) -m maturin develop --quiet --release
 
 demo: build-release
-	-$(PY) -m pip install --quiet "faster-fifo>=1.4" UltraDict  # optional comparisons; the bench skips them when absent
+	-$(PY) -m pip install --quiet "faster-fifo>=1.4" UltraDict loky pebble mpire cloudpickle tqdm  # optional comparisons and pool extras; the bench skips what is absent
 	$(PY) -m pyconc bench
 
 bench: build-release

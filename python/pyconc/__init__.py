@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .deques import ConcurrentDeque
     from .gathering import ConcurrentGatheringIterator
     from .local import BatchExecutor, LocalWrapper
+    from .pool import Pool, ProcessPoolExecutor, TaskTimeoutError, WorkerCrashedError
     from .reference import AtomicReference
     from .synchronization import IntervalLock, RWReadContext, RWWriteContext
 
@@ -57,6 +58,10 @@ _LAZY: "dict[str, str | None]" = {
     "synchronization": None,
     "local": None,
     "ProcessSemaphore": ".aio",
+    "Pool": ".pool",
+    "ProcessPoolExecutor": ".pool",
+    "WorkerCrashedError": ".pool",
+    "TaskTimeoutError": ".pool",
 }
 
 __all__ = [
@@ -81,6 +86,8 @@ __all__ = [
     "LocalWrapper",
     "Lock",
     "OwnerDiedWarning",
+    "Pool",
+    "ProcessPoolExecutor",
     "ProcessSemaphore",
     "Queue",
     "RLock",
@@ -93,7 +100,9 @@ __all__ = [
     "ShutDown",
     "SimpleQueue",
     "StdConcurrentQueue",
+    "TaskTimeoutError",
     "Value",
+    "WorkerCrashedError",
     "exit_on_sigterm",
 ]
 

@@ -286,8 +286,19 @@ impl PySharedBuffer {
     }
 }
 
+/// block_shape(name) -> (typecode, itemsize, length, handle): what the block in segment `name` records, and a
+/// handle to attach a `SharedBuffer` of that shape to it (for tools: `python -m pyconc ls` recognises pool
+/// tables by their typecode). Raises like any attach (FileNotFoundError, ValueError for another kind).
+#[pyfunction]
+fn block_shape(py: Python<'_>, name: &str) -> PyResult<(u32, u32, u64, Handle)> {
+    let b = py.detach(|| SharedBlock::open(name)).py(py)?;
+    let seg = b.segment();
+    Ok((b.typecode(), b.itemsize(), b.length(), Handle::local("SharedBuffer", seg, seg.info().data_offset)))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySharedBuffer>()?;
+    m.add_function(wrap_pyfunction!(block_shape, m)?)?;
     Ok(())
 }
 

@@ -403,6 +403,13 @@ def bench_asyncio(quick: bool) -> list[Row]:
     return ba.run(quick)
 
 
+def bench_pool(quick: bool) -> list[Row]:
+    from . import bench_pool as bp
+
+    rows: list[Row] = bp.run(quick)  # type: ignore[no-untyped-call]  # bench_pool is annotated next
+    return rows
+
+
 GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "counters": bench_counters,
     "arrays": bench_arrays,
@@ -411,6 +418,7 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "dict": bench_dict,
     "deque": bench_deque,
     "asyncio": bench_asyncio,
+    "pool": bench_pool,
 }
 
 

@@ -8,6 +8,7 @@ every pyconc segment on the machine.
     python -m pyconc bench [--quick]    benchmarks against multiprocessing, same run
     python -m pyconc stress queue ...   many processes on one queue, every item accounted for (--kill)
     python -m pyconc stress dict ...    many processes on one dict, final state verified (--kill)
+    python -m pyconc stress pool ...    pool maps with every result checked, workers SIGKILLed at random (--kill)
 """
 
 from __future__ import annotations
@@ -32,7 +33,36 @@ def _ls(args: argparse.Namespace) -> int:
         print(f"{r['name']:40} {kind:8} {r['size']:>12} {r['creator_pid']:>8}  {users}")
         if r["problem"]:
             print(f"    {r['problem']}")
+        elif kind == "block" and r["users"]:
+            _show_pool(r["name"])
     return 0
+
+
+def _show_pool(name: str) -> None:
+    """If segment `name` is a pyconc pool's table, prints the pool's counters and its workers."""
+    import time
+
+    from ..pool import _table
+
+    try:
+        t = _table.attach(name)
+    except Exception:
+        return
+    if t is None:
+        return
+    try:
+        head, rows = _table.describe(t)
+    finally:
+        t.close()
+    print(f"    pool of process {head['parent']}: {head['slots']} workers, submitted {head['submitted']}, "
+          f"completed {head['completed']}, failed {head['failed']}, crashed {head['crashed']}, "
+          f"retried {head['retried']}, timed out {head['timed_out']}")
+    now = time.monotonic_ns()
+    for w in rows:
+        running = f" task {w['task']} for {(now - w['t0']) / 1e9:.3f} s" if w["task"] and w["t0"] else ""
+        print(f"      worker {w['slot']}: pid {w['pid']} {w['state']}{running}, {w['tasks']} tasks "
+              f"({w['items']} items), busy {w['busy_s']:.3f} s, idle {w['idle_s']:.3f} s, "
+              f"restarts {w['restarts']}")
 
 
 def _gc(args: argparse.Namespace) -> int:
@@ -58,6 +88,13 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _stress(args: argparse.Namespace) -> int:
+    if args.structure == "pool":
+        from . import stress_pool
+
+        ok, _ = stress_pool.run_pool(  # type: ignore[no-untyped-call]  # stress_pool is annotated next
+            args.procs if args.procs_given else 4, args.items, args.start_method, args.kill, args.seed, args.timeout
+        )
+        return 0 if ok else 1
     if args.structure == "dict":
         from . import stress_dict
 
@@ -89,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="benchmarks against multiprocessing, measured in the same run")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     p.add_argument("--only", default="",
-                   help="comma-separated groups to run (counters,arrays,sync,queues,dict,deque,asyncio)")
+                   help="comma-separated groups to run (counters,arrays,sync,queues,dict,deque,asyncio,pool)")
     p.set_defaults(fn=_bench)
     p = sub.add_parser("stress", help="many processes on one structure, every item accounted for")
-    p.add_argument("structure", choices=["queue", "dict"])
+    p.add_argument("structure", choices=["queue", "dict", "pool"])
     p.add_argument("--producers", type=int, default=4)
     p.add_argument("--consumers", type=int, default=4)
     p.add_argument("--messages", type=int, default=1_000_000, help="queue: total items")
-    p.add_argument("--procs", type=int, default=8, help="dict: worker processes")
+    p.add_argument("--procs", type=int, default=None, help="dict: worker processes (8); pool: workers (4)")
+    p.add_argument("--items", type=int, default=20_000, help="pool: items per adaptive map")
     p.add_argument("--ops", type=int, default=20_000, help="dict: operations per worker")
     p.add_argument("--size", type=int, default=64, help="payload bytes per item")
     p.add_argument("--start-method", default="fork", choices=["fork", "spawn", "forkserver"])
@@ -105,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=1800)
     p.set_defaults(fn=_stress)
     args = parser.parse_args(argv)
+    if getattr(args, "structure", None) is not None:
+        args.procs_given = args.procs is not None
+        if args.procs is None:
+            args.procs = 8
     try:
         code: int = args.fn(args)
         return code

@@ -21,3 +21,12 @@ def test_queue_stress_with_random_kills():
     assert ok, out.getvalue()
     assert r["producer_kills"] + r["consumer_kills"] > 0, out.getvalue()
     assert r["lost"] == 0 and r["duplicated"] == 0 and r["corrupt"] == 0 and r["hung_consumers"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_pool_stress_with_kills_is_exact():
+    from pyconc.tools import stress_pool
+
+    ok, result = stress_pool.run_pool(2, 2000, "fork", kill=True, seed=3, timeout=60, out=lambda *_: None)
+    assert ok, result["errors"]
+    assert result["rounds"] == 3
