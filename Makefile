@@ -56,7 +56,7 @@ loom:
 # then ruff and mypy over the Python package (mypy's settings: [tool.mypy] in pyproject.toml).
 lint: lint-rust lint-python
 
-lint-rust:
+lint-rust: $(VENV)/.stamp  # the PyO3 build finds its interpreter through VIRTUAL_ENV
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
