@@ -322,6 +322,24 @@ impl<'a> BarrierRef<'a> {
         }
     }
 
+    /// In a filling round (internal lock held): takes a free slot for the caller and counts its arrival, making
+    /// the round's last arriver move it to the action phase; `None` if no slot is free.
+    fn take_slot_locked(&self) -> Option<Arrival> {
+        let me = owner::me();
+        let slot = self.slots.iter().position(|s| s.pid.load(Ordering::Relaxed) == 0)?;
+        let s = &self.slots[slot];
+        s.outcome.store(PENDING, Ordering::Relaxed);
+        s.start.store(me.start, Ordering::Relaxed);
+        s.pid.store(me.pid, Ordering::Relaxed);
+        let index = self.count();
+        self.state.count.store(index.saturating_add(1), Ordering::Relaxed);
+        let last = index.saturating_add(1) >= self.parties;
+        if last {
+            self.set_phase(ACTION);
+        }
+        Some(Arrival { index, last, slot })
+    }
+
     /// Arrives: waits while the last arriver of the round runs its action (until the call's deadline, which then
     /// breaks the barrier once that round is over), then counts the caller in.
     pub fn arrive(&self, call: &BarrierCall) -> Result<Arrival, BarrierError> {
@@ -330,20 +348,9 @@ impl<'a> BarrierRef<'a> {
             match self.phase() {
                 BROKEN => return Err(BarrierError::Broken),
                 FILLING => {
-                    let me = owner::me();
-                    if let Some(slot) = self.slots.iter().position(|s| s.pid.load(Ordering::Relaxed) == 0) {
+                    if let Some(arrival) = self.take_slot_locked() {
                         *call.slots_since.lock() = None;
-                        let s = &self.slots[slot];
-                        s.outcome.store(PENDING, Ordering::Relaxed);
-                        s.start.store(me.start, Ordering::Relaxed);
-                        s.pid.store(me.pid, Ordering::Relaxed);
-                        let index = self.count();
-                        self.state.count.store(index.saturating_add(1), Ordering::Relaxed);
-                        let last = index.saturating_add(1) >= self.parties;
-                        if last {
-                            self.set_phase(ACTION);
-                        }
-                        return Ok(Arrival { index, last, slot });
+                        return Ok(arrival);
                     }
                     // Every slot is held by released waiters that have not left yet (or by dead processes):
                     // free the dead ones, and let the others go first.
@@ -558,22 +565,11 @@ impl<'a> BarrierRef<'a> {
             BROKEN => Err(BarrierError::Broken),
             ACTION | ACTION_THEN_BREAK => Ok(None),
             FILLING => {
-                let me = owner::me();
-                let Some(slot) = self.slots.iter().position(|s| s.pid.load(Ordering::Relaxed) == 0) else {
+                let arrival = self.take_slot_locked();
+                if arrival.is_none() {
                     self.reap_locked();
-                    return Ok(None);
-                };
-                let s = &self.slots[slot];
-                s.outcome.store(PENDING, Ordering::Relaxed);
-                s.start.store(me.start, Ordering::Relaxed);
-                s.pid.store(me.pid, Ordering::Relaxed);
-                let index = self.count();
-                self.state.count.store(index.saturating_add(1), Ordering::Relaxed);
-                let last = index.saturating_add(1) >= self.parties;
-                if last {
-                    self.set_phase(ACTION);
                 }
-                Ok(Some(Arrival { index, last, slot }))
+                Ok(arrival)
             }
             _ => {
                 // Not a phase this code ever writes: the barrier is corrupt (as `arrive`). Broken until reset().
