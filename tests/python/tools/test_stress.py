@@ -1,6 +1,7 @@
 """Short versions of `python -m pyconc stress queue` (the full runs are 8 processes x 1M items)."""
 
 import io
+import multiprocessing
 
 import pytest
 
@@ -24,9 +25,15 @@ def test_queue_stress_with_random_kills():
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xfail(
+    raises=multiprocessing.TimeoutError,
+    strict=False,
+    reason="known bug (issue 13): under random SIGKILLs an apply_async task is sometimes never answered (its get() "
+    "times out), about 1 run in 5 with the CPUs loaded; wrong results or any other failure still fail this test",
+)
 def test_pool_stress_with_kills_is_exact():
     from pyconc.tools import stress_pool
 
-    ok, result = stress_pool.run_pool(2, 2000, "fork", kill=True, seed=3, timeout=60, out=lambda *_: None)
+    ok, result = stress_pool.run_pool(2, 2000, "fork", kill=True, seed=3, timeout=30, out=lambda *_: None)
     assert ok, result["errors"]
     assert result["rounds"] == 3
