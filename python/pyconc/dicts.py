@@ -76,6 +76,22 @@ class _ItemsView(_ShardCopies, _ItemsViewBase[object, object]):
     _list, _label = "_items_list", "items"
 
 
+class _SameDictIdentity:
+    """For Python objects built on a `ConcurrentDict` (held in `_d`): they compare and hash by the identity of that
+    shared dict, across handles and processes (not by the values it holds)."""
+
+    __slots__ = ()
+    _d: ConcurrentDict
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._d._same_object(other._d)
+
+    def __hash__(self) -> int:
+        return self._d._identity_hash()
+
+
 # The native ConcurrentDict builds its views through these.
 for _view in (_KeysView, _ValuesView, _ItemsView):
     _native._register(_view.__name__, _view)

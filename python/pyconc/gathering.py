@@ -4,7 +4,7 @@ order (a `ConcurrentDict` plus a shared `Condition`)."""
 from __future__ import annotations
 
 from ._native import AtomicFlag
-from .dicts import ConcurrentDict
+from .dicts import ConcurrentDict, _SameDictIdentity
 from .local import LocalWrapper
 from .synchronize import Condition
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     _Parts = tuple[ConcurrentDict, Condition, AtomicFlag]
 
 
-class ConcurrentGatheringIterator:
+class ConcurrentGatheringIterator(_SameDictIdentity):
     """Gathers values inserted under integer keys by any thread or process and yields them in key order.
 
     ``insert(key, value)`` may be called from anywhere, in any order. ``iterator(max_key, clear=True)`` yields
@@ -73,14 +73,6 @@ class ConcurrentGatheringIterator:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_gathering, ((self._d, self._cond, self._failed),))
 
-    def __eq__(self, other: object) -> bool:
-        # Identity of the shared iterator, across handles.
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._d._same_object(other._d)
-
-    def __hash__(self) -> int:
-        return self._d._identity_hash()
 
 
 def _rebuild_gathering(parts: _Parts) -> ConcurrentGatheringIterator:

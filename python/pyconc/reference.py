@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .dicts import ConcurrentDict
+from .dicts import ConcurrentDict, _SameDictIdentity
 
 TYPE_CHECKING = False  # a type checker takes it as true; `typing` is not imported at run time
 if TYPE_CHECKING:
     from typing import Any
 
 
-class AtomicReference:
+class AtomicReference(_SameDictIdentity):
     """A reference to one value in shared memory, replaced atomically from any thread or process.
 
     Built on a one-shard `ConcurrentDict`; pickles as a handle. Values are stored encoded, so `get()` returns a
@@ -51,14 +51,6 @@ class AtomicReference:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_reference, (self._d,))
 
-    def __eq__(self, other: object) -> bool:
-        # Identity of the shared reference, across handles (not of the values it holds).
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._d._same_object(other._d)
-
-    def __hash__(self) -> int:
-        return self._d._identity_hash()
 
     def __repr__(self) -> str:
         return f"AtomicReference({self.get()!r})"

@@ -251,35 +251,19 @@ class MapSource:
                 return None
         if self.chunksize == 1:
             n = min(avail, 256, max(1, self.engine.depth - len(self.engine.tasks)))
-            start = self.next_index
-            if self.seq is not None:
-                try:
-                    items = self.seq[start:start + n]
-                    if not isinstance(items, list):
-                        items = list(items)
-                except Exception as e:
-                    return self._seq_failed(e)
-            else:
-                buf = self.buffer
-                items = [buf.popleft() for _ in range(n)]
-            self.next_index += n
+            try:
+                start, items = self._take(n)
+            except Exception as e:
+                return self._seq_failed(e)
             self.inflight_chunks += 1
             self.engine.counters["submitted"] += n
             return self.engine._batch_task(self, start, items)
         while avail > 0:
             n = min(self.size_next(), avail)
-            start = self.next_index
-            if self.seq is not None:
-                try:
-                    items = self.seq[start:start + n]
-                    if not isinstance(items, list):
-                        items = list(items)
-                except Exception as e:
-                    return self._seq_failed(e)
-            else:
-                buf = self.buffer
-                items = [buf.popleft() for _ in range(n)]
-            self.next_index += n
+            try:
+                start, items = self._take(n)
+            except Exception as e:
+                return self._seq_failed(e)
             avail -= n
             self.engine.counters["submitted"] += n
             task = self.engine._chunk_task(self, start, items)
@@ -290,6 +274,20 @@ class MapSource:
 
     def _start_running(self, task):
         return True
+
+    def _take(self, n):
+        """The next `n` input items and the index of the first, from the input sequence (slicing it may raise: the
+        caller ends the input with that error) or the read-ahead buffer; advances the cursor."""
+        start = self.next_index
+        if self.seq is not None:
+            items = self.seq[start:start + n]
+            if not isinstance(items, list):
+                items = list(items)
+        else:
+            buf = self.buffer
+            items = [buf.popleft() for _ in range(n)]
+        self.next_index += n
+        return start, items
 
     def _seq_failed(self, exc):
         """Reading the input sequence raised: that error ends the input at this position."""
