@@ -1046,8 +1046,11 @@ class Engine:
         task = self._pop(cur) if cur else None
         if task is None:
             if not cur:
-                # Died between two messages: it may have taken one without recording it yet. Look for it.
-                self.suspect = (time.monotonic(), {})
+                # Died between two messages: it may have taken one without recording it yet. Look for it. A
+                # search already under way goes on with what it has seen (restarting it at every death would
+                # keep a lost message from ever getting old enough to count while workers keep dying).
+                seen = self.suspect[1] if self.suspect is not None else {}
+                self.suspect = (time.monotonic(), seen)
             return
         if task.cancelled:
             return

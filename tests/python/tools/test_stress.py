@@ -24,13 +24,12 @@ def test_queue_stress_with_random_kills():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.skip(
-    reason="known bug (issue 13): under random SIGKILLs an apply_async task is sometimes never answered; the run then "
-    "ends in a get() TimeoutError or hangs past the test's timeout (seen in clean CI runs). Re-enable with the fix."
-)
-def test_pool_stress_with_kills_is_exact():
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_pool_stress_with_kills_is_exact(method):
     from pyconc.tools import stress_pool
 
-    ok, result = stress_pool.run_pool(2, 2000, "fork", kill=True, seed=3, timeout=30, out=lambda *_: None)
+    ok, result = stress_pool.run_pool(2, 2000, method, kill=True, seed=3, timeout=30, out=lambda *_: None)
     assert ok, result["errors"]
-    assert result["rounds"] == 3
+    assert result["kills"] > 0
+    # A forkserver worker takes longer to replace than the killer's interval: fewer rounds fit in the time.
+    assert result["rounds"] >= (3 if method == "fork" else 1)
