@@ -14,7 +14,12 @@ wakes one coroutine, not all of them, and they are served in arrival order (othe
 compete through the primitive itself). The head also re-tries every 100 ms without a wake-up, which is how a
 lock whose owner died, or a queue whose producer died mid-put, is noticed.
 
-Importing this module imports asyncio; pyconc imports it on the first ``*_async`` call.
+Results settled by a thread of this process (the pool's result thread) need no futex word: :func:`completion`
+completes the loop future with the loop's own thread-safe call (one write to the loop's wake-up pipe, still no
+thread per waiter).
+
+Importing this module imports asyncio; pyconc imports it on the first ``*_async`` call (and the first ``await``
+of a pool result).
 """
 
 import asyncio
@@ -193,6 +198,29 @@ async def take(obj, what, attempt, until=None, arg=None):
             nxt = line[0]
             if nxt.fut is not None:
                 _wake(nxt.fut)
+
+
+def completion(obj):
+    """An asyncio future on the running loop that completes with pool result ``obj``: a
+    ``concurrent.futures.Future``, or an object with ``_add_listener(fn)`` that calls ``fn(ok, value)`` once, from
+    whichever thread settles it (at once if already settled)."""
+    import concurrent.futures
+
+    if isinstance(obj, concurrent.futures.Future):
+        return asyncio.wrap_future(obj)
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def settle(ok, value):
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    obj._add_listener(lambda ok, value: loop.call_soon_threadsafe(settle, ok, value))
+    return fut
 
 
 def poke(obj, *whats):

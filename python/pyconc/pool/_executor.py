@@ -5,7 +5,6 @@ import time
 import weakref
 from concurrent.futures import _base
 
-from . import _aio
 from . import _engine as E
 from . import _wire as W
 from ._pool import IMapIterator
@@ -45,7 +44,9 @@ class Future(_base.Future):
         return True
 
     def __await__(self):
-        return _aio.awaitable(self).__await__()
+        from .. import aio
+
+        return aio.completion(self).__await__()
 
     # -- engine side (engine lock held)
     def _start_running(self, task):

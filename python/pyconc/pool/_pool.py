@@ -8,7 +8,6 @@ import time
 import warnings
 import weakref
 
-from . import _aio
 from . import _engine as E
 from . import _wire as W
 
@@ -78,7 +77,9 @@ class ApplyResult:
         raise self._value
 
     def __await__(self):
-        return _aio.awaitable(self).__await__()
+        from .. import aio
+
+        return aio.completion(self).__await__()
 
     def _add_listener(self, fn):
         with self._engine.lock:
