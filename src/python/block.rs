@@ -193,6 +193,26 @@ impl PySharedBuffer {
         Ok(old)
     }
 
+    /// Atomically replaces unsigned 64-bit item `index` with `new` if it equals `expected`; returns the value it
+    /// held (equal to `expected` exactly when the swap happened). Lock-free. Only for 8-byte unsigned items.
+    fn _compare_exchange(&self, index: u64, expected: u64, new: u64) -> PyResult<u64> {
+        self.check_open()?;
+        if self.block.itemsize() != 8 || char::from_u32(self.block.typecode()) != Some('Q') {
+            return Err(pyo3::exceptions::PyTypeError::new_err("compare_exchange needs typecode 'Q'"));
+        }
+        if index >= self.block.length() {
+            return Err(pyo3::exceptions::PyIndexError::new_err("index out of range"));
+        }
+        // SAFETY: index < length, so the 8-byte item lies inside the items range validated at attach, and items
+        // are 64-aligned, so the pointer is aligned for an AtomicU64; other processes access these words only
+        // through atomics or plain loads and stores of whole words.
+        let cell =
+            unsafe { &*(self.block.items_ptr().add(index as usize * 8) as *const crate::base::atomic::AtomicU64) };
+        Ok(match cell.compare_exchange(expected, new, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(v) | Err(v) => v,
+        })
+    }
+
     /// The typecode recorded at creation (0 for a ctypes type).
     #[getter]
     fn typecode(&self) -> u32 {

@@ -46,13 +46,14 @@ K_TIMEOUT, K_CANCEL, K_STOP = 1, 2, 3
 # Queue sizing. The queues take a small explicit heap until queues can start small and grow (today a queue
 # reserves its whole heap up front); payloads beyond a message's limit travel as BigPayload segments.
 QUEUE_HEAP_BYTES = 2 << 20
-# Cancellation flags: a worker skips a task whose id it finds in slot tid % CANCEL_SLOTS.
-CANCEL_SLOTS = 4096
 # Adaptive chunking: aim for chunks of this many ns of work.
 TARGET_CHUNK_NS = 2_000_000
 MAX_CHUNK = 100_000
 # Consecutive deaths of a slot's workers before they run anything, after which the pool breaks.
 BAD_STARTS = 10
+
+# Test hook: see _worker._Config.fault.
+FAULT = None
 
 _live_engines = weakref.WeakSet()
 _sleep = os.sched_yield
@@ -373,8 +374,14 @@ class Engine:
         self.limit = max(1024, min(self.tq.max_message, self.rq.max_message) - 256)
         self.table = T.Table.create(nworkers, self.pid, _monotonic_ns())
         self.words = self.table.words
-        self.cancels_buf = W.SharedWords(CANCEL_SLOTS)
-        self.cancels = self.cancels_buf.words
+        # The claim table (see _wire.CLAIM_*): a power of two above twice the messages that can be in flight
+        # (depth, plus a batch of up to 256), so a free slot is always near; claim_tid says which tid holds each.
+        nclaims = 1 << (2 * (self.depth + 256) - 1).bit_length()
+        self.claims_buf = W.SharedWords(nclaims)
+        self.claims = self.claims_buf.words
+        self.claim_cas = self.claims_buf.buf._compare_exchange
+        self.claim_mask = nclaims - 1
+        self.claim_tid = [0] * nclaims
         self.outbox = W.Outbox()
         self.init_blob = None if initializer is None else W.dumps((initializer, tuple(initargs)))
         self.max_rss_kb = int(max_rss_mb * 1024) if max_rss_mb else 0
@@ -392,7 +399,6 @@ class Engine:
         self.fn_refs = {}  # fn id -> (reference, flag) for the ids whose reference travels on request
         self.next_fn_id = 1
         self.counters = collections.Counter()
-        self.suspect = None  # (since, candidates) after a worker died between two tasks
         self.kill_reasons = {}  # slot -> (kind, tid, item)
         self.requests = collections.deque()
         self.procs = [None] * nworkers
@@ -606,17 +612,28 @@ class Engine:
         self.fn_sent[fn_id] = n + 1
         return self.fn_refs[fn_id][0]
 
+    def _free_tid(self):
+        """The next tid whose claim slot no in-flight message holds (engine lock held)."""
+        tid, mask, owners = self.next_tid, self.claim_mask, self.claim_tid
+        while owners[tid & mask]:
+            tid += 1
+        self.next_tid = tid
+        return tid
+
     def _put(self, task):
-        tid = self.next_tid
+        tid = self._free_tid()
         if task.batch:
             return self._put_batch(task, tid)
         fnref = self._fnref(task.fn_id) if task.fnref is not None else None
+        s = tid & self.claim_mask
+        self.claims[s] = tid  # open: the claim a worker takes before running the message
         try:
             self.tq.put((tid, task.fn_id, task.mode, task.payload, fnref), False)
         except Exception:  # queue full (its heap): try again after the next result
             if fnref is not None:
                 self.fn_sent[task.fn_id] -= 1
             return False
+        self.claim_tid[s] = tid
         self.next_tid = tid + 1
         task.tid = tid
         self.put_count += 1
@@ -635,7 +652,11 @@ class Engine:
         n = 0
         scalars = _SCALARS
         eager = self.fn_sent[fn_id] < self.fn_eager
+        claims, owners, mask = self.claims, self.claim_tid, self.claim_mask
         for item in items:
+            s = (tid0 + n) & mask
+            if owners[s]:
+                break  # a long-running message holds this claim slot: the rest goes as its own batch
             if not star and type(item) in scalars:
                 mode, payload = mode0, item
             else:
@@ -648,12 +669,14 @@ class Engine:
                         payload = pickle.dumps((_raise, (TypeError(str(e)),), {}), 5)
                     mode = W.M_PICKLED | W.M_INLINE
             fnref = self._fnref(fn_id) if eager else None
+            claims[s] = tid0 + n
             try:
                 put((tid0 + n, fn_id, mode, payload, fnref), False)
             except Exception:
                 if fnref is not None:
                     self.fn_sent[fn_id] -= 1
                 break
+            owners[s] = tid0 + n
             n += 1
             if eager:
                 eager = self.fn_sent[fn_id] < self.fn_eager
@@ -748,13 +771,16 @@ class Engine:
             if task.cancelled:
                 return True
             task.cancelled = True
-            if task.tid and task.tid in self.tasks and self.words is not None:
-                self.cancels[task.tid % CANCEL_SLOTS] = task.tid
-                for slot in range(self.nworkers):
-                    if self.words[T.base(slot) + T.CUR] == task.tid:
-                        kill = slot
-                        self.counters["cancelled_running"] += 1
-                        break
+            if task.tid and task.tid in self.tasks and self.words is not None and self.claims is not None:
+                tid = task.tid
+                if self.claim_cas(tid & self.claim_mask, tid, tid | W.CLAIM_CANCELLED) == tid | W.CLAIM_TAKEN:
+                    # Running (a worker records CUR before it claims): kill it. Otherwise the worker that takes
+                    # the message finds it cancelled and skips it.
+                    for slot in range(self.nworkers):
+                        if self.words[T.base(slot) + T.CUR] == tid:
+                            kill = slot
+                            self.counters["cancelled_running"] += 1
+                            break
             if kill is not None:
                 self._kill(kill, (K_CANCEL, task.tid, -1))
         return True
@@ -777,14 +803,11 @@ class Engine:
 
     def _results_main(self):
         get_many = self.rq.get_many
-        from queue import Empty
+        owners, mask = self.claim_tid, self.claim_mask
 
         while True:
-            timeout = None if self.suspect is None else 0.05
             try:
-                msgs = get_many(1024, True, timeout)
-            except Empty:
-                msgs = ()
+                msgs = get_many(1024, True, None)
             except Exception:  # the queue was shut down under us (terminate)
                 break
             stop = False
@@ -799,6 +822,8 @@ class Engine:
                     task = tasks_pop(tid, None)
                     if task is None:
                         continue  # a late or skipped result of a task already settled
+                    if owners[tid & mask] == tid:
+                        owners[tid & mask] = 0
                     if task.batch and m[1] == W.R_VALUE and task.timeout is None and not task.cancelled:
                         # The chunksize=1 fast path: one plain value for one item.
                         task.left -= 1
@@ -815,8 +840,6 @@ class Engine:
                             _report_internal_error()
                 self.counters["completed"] += done
                 try:
-                    if self.suspect is not None:
-                        self._reconcile()
                     if self.state != TERMINATE:
                         self._fill()
                     if self.outbox.pending:
@@ -891,6 +914,9 @@ class Engine:
         task = self.tasks.pop(tid, None)
         if task is None:
             return None
+        s = tid & self.claim_mask
+        if self.claim_tid[s] == tid:
+            self.claim_tid[s] = 0
         if task.timeout is not None:
             n = self.timeouts[task.timeout] - 1
             if n:
@@ -1024,11 +1050,52 @@ class Engine:
         task.job._deliver(task.index_of(tid, item), [W.Failure(exc, None)], 0)
 
     def _on_death(self, slot, info):
+        try:
+            self._settle_death(info)
+        finally:
+            self._take_back_unclaimed()
+
+    def _take_back_unclaimed(self):
+        """After a worker died: messages taken from the task queue but never claimed go again.
+
+        The task queue is FIFO and only this process puts into it, so the messages taken so far are those with
+        ``pos <= put_count - qsize``. One of them whose claim is still open was taken by the dead worker, which
+        died before claiming it, or is about to be claimed by a live one: swapping the claim for LOST settles
+        which (a worker that then finds it LOST skips it), so it runs exactly once either way, without waiting.
+        (A message redelivered by the queue after a consumer died mid-get may be counted as taken; it is then
+        sent again and its first copy skipped.)
+        """
+        if self.tq is None or self.claims is None:
+            return
+        head = self.put_count - self.tq.qsize()
+        cas, mask = self.claim_cas, self.claim_mask
+        lost, cancelled = W.CLAIM_LOST, W.CLAIM_CANCELLED
+        back = []
+        for tid, t in self.tasks.items():
+            if t.pos + (tid - t.tid if t.batch else 0) <= head:
+                prev = cas(tid & mask, tid, tid | lost)
+                if prev == tid or prev == tid | cancelled:
+                    back.append(tid)
+        for tid in back:
+            task = self._pop(tid)
+            if task is not None and not task.cancelled:
+                self.counters["taken_back"] += 1
+                self._resend_all(task, tid)
+
+    def _settle_death(self, info):
         pid, exitcode, cur, item, _state, reason = info
         self.counters["deaths"] += 1
         rkind = reason[0] if reason else None
         if rkind == K_STOP:
             return
+        if (cur and cur in self.tasks and self.claims is not None
+                and self.claim_cas(cur & self.claim_mask, cur, cur | W.CLAIM_LOST) == cur):
+            # It recorded the message but died before claiming it: it never ran; it goes again, no blame.
+            task = self._pop(cur)
+            if task is not None and not task.cancelled:
+                self.counters["taken_back"] += 1
+                self._resend_all(task, cur)
+            cur = 0
         if rkind in (K_TIMEOUT, K_CANCEL):
             rtid, ritem = reason[1], reason[2]
             rtask = self._pop(rtid)
@@ -1045,12 +1112,6 @@ class Engine:
             return
         task = self._pop(cur) if cur else None
         if task is None:
-            if not cur:
-                # Died between two messages: it may have taken one without recording it yet. Look for it. A
-                # search already under way goes on with what it has seen (restarting it at every death would
-                # keep a lost message from ever getting old enough to count while workers keep dying).
-                seen = self.suspect[1] if self.suspect is not None else {}
-                self.suspect = (time.monotonic(), seen)
             return
         if task.cancelled:
             return
@@ -1079,42 +1140,6 @@ class Engine:
         if task.desc is not None:
             return _describe(*task.desc)
         return "a task"
-
-    def _reconcile(self):
-        """After a worker died between messages: a message it took but never recorded is neither queued nor
-        running.
-
-        The task queue is FIFO and only this process puts into it, so the messages taken so far are those with
-        ``pos <= put_count - qsize``. One of those that no live worker records as running, for 200 ms, was lost
-        with the dead worker: it counts as crashed (retried or failed).
-        """
-        since, seen = self.suspect
-        now = time.monotonic()
-        head = self.put_count - self.tq.qsize()
-        words = self.words
-        running = {words[T.base(s) + T.CUR] for s in range(self.nworkers)}
-        cands = {tid for tid, t in self.tasks.items()
-                 if t.pos + (tid - t.tid if t.batch else 0) <= head and tid not in running}
-        for tid in list(seen):
-            if tid not in cands:
-                del seen[tid]
-        for tid in cands:
-            seen.setdefault(tid, now)
-        lost = [tid for tid, t0 in seen.items() if now - t0 > 0.2]
-        for tid in lost:
-            del seen[tid]
-            task = self._pop(tid)
-            if task is None or task.cancelled:
-                continue
-            self.counters["lost"] += 1
-            self._requeue_rest(task, 0)
-            if task.attempts < self.max_retries:
-                self._retry_item(task, tid, 0)
-            else:
-                self._fail_item(task, tid, 0, WorkerCrashedError(self._task_desc(task, tid, 0), None, None,
-                                                                 task.attempts + 1))
-        if not seen and now - since > 1.0:
-            self.suspect = None
 
     def _break(self, tb, why=None):
         """A worker's initializer failed (or workers cannot be kept alive): the pool is broken, as
@@ -1210,8 +1235,10 @@ class Engine:
             pass
 
     def _config(self, slot):
-        return _worker._Config(slot, self.tq, self.rq, self.table, self.cancels_buf, self.init_blob,
-                               self.maxtasks, self.max_rss_kb, self.flavor, self.pid, self.flavor == "executor")
+        cfg = _worker._Config(slot, self.tq, self.rq, self.table, self.claims_buf, self.init_blob,
+                              self.maxtasks, self.max_rss_kb, self.flavor, self.pid, self.flavor == "executor")
+        cfg.fault = FAULT
+        return cfg
 
     def _start(self, slot, sel):
         base = T.base(slot)
@@ -1434,10 +1461,11 @@ class Engine:
     def _release(self):
         """Drops this process's handles on the shared structures (their segments go with their last user)."""
         _live_engines.discard(self)
-        if self.cancels is not None:
-            self.cancels = None
-            self.cancels_buf.close()
-        for name in ("tq", "rq", "cancels_buf"):
+        if self.claims is not None:
+            self.claims = None
+            self.claim_cas = None  # a bound method of the buffer: it would keep the segment mapped
+            self.claims_buf.close()
+        for name in ("tq", "rq", "claims_buf"):
             setattr(self, name, None)
         if self.words is not None:
             self.words = None

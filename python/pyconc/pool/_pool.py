@@ -314,8 +314,8 @@ class IMapIterator(E.MapSource):
             for tid, task in eng.tasks.items():
                 if task.job is self:
                     task.cancelled = True
-                    if eng.cancels is not None:
-                        eng.cancels[tid % E.CANCEL_SLOTS] = tid  # a worker that takes it skips it
+                    if eng.claims is not None:  # a worker that takes it skips it
+                        eng.claim_cas(tid & eng.claim_mask, tid, tid | W.CLAIM_CANCELLED)
             for task in eng.ready:
                 if task.job is self:
                     task.cancelled = True

@@ -39,6 +39,13 @@ R_NEEDFN = 5  # the worker does not know the message's function id and the messa
 R_CHUNK_FAILED = 6  # like R_CHUNK, and some items are Failures
 R_BIG = 8  # added to a status: payload is a pickled BigPayload
 
+# The claim table: one u64 word per in-flight task message, at slot `tid & (len - 1)`. The parent writes the
+# message's tid (OPEN) before putting it; the worker that takes it swaps it for tid | TAKEN before running it, so
+# exactly one of (a worker runs it, the parent takes it back, the parent cancels it) happens, whoever dies when.
+CLAIM_TAKEN = 1 << 62
+CLAIM_CANCELLED = 1 << 61
+CLAIM_LOST = 1 << 60
+
 # Control messages in the result queue (tid field).
 C_DIED = -1  # (C_DIED, slot, (pid, exitcode, cur, item, state, reason), 0, 0)
 C_INIT_FAILED = -2  # (C_INIT_FAILED, slot, traceback text, 0, 0)

@@ -1,9 +1,10 @@
 """The worker process: take a task message, run it, put the result, repeat.
 
 A worker records in its table row which task message (`CUR`) and which item of it (`ITEM`, and `T0` when the
-task has a timeout) it runs, before running it; the parent reads the row when the worker dies or overruns a
-timeout, so exactly the right item is blamed. Results are put before `CUR` is cleared, so a task whose result
-was sent is never blamed for a later death.
+task has a timeout) it runs, then claims the message in the claim table (`_wire.CLAIM_*`), before running it; the
+parent reads the row and the claim when the worker dies or overruns a timeout, so exactly the right item is
+blamed, and a message taken but never claimed is taken back and sent again. Results are put before `CUR` is
+cleared, so a task whose result was sent is never blamed for a later death.
 """
 
 import itertools
@@ -24,19 +25,22 @@ _OUTBOX = W.Outbox()
 class _Config:
     """Everything a worker needs, pickled once per worker start (handles for the shared structures)."""
 
-    def __init__(self, slot, tasks, results, table, cancels, init_blob, maxtasks, max_rss_kb, flavor,
+    def __init__(self, slot, tasks, results, table, claims, init_blob, maxtasks, max_rss_kb, flavor,
                  parent_pid, catch_base):
         self.slot = slot
         self.tasks = tasks
         self.results = results
         self.table = table
-        self.cancels = cancels
+        self.claims = claims
         self.init_blob = init_blob
         self.maxtasks = maxtasks
         self.max_rss_kb = max_rss_kb
         self.flavor = flavor
         self.parent_pid = parent_pid
         self.catch_base = catch_base
+        # Test hook (`_engine.FAULT`): (point, path) makes the worker that first removes `path` exit at `point`
+        # ("take": just after taking a message; "record": after recording it; "claim": after claiming it).
+        self.fault = None
 
 
 _LIBC = []
@@ -122,8 +126,10 @@ def _loop(cfg, words, base, parent_fd):
     slot = cfg.slot
     get = cfg.tasks.get
     put = cfg.results.put
-    cancels = cfg.cancels.words
-    ncancel = len(cancels)
+    claim = cfg.claims.buf._compare_exchange
+    cmask = len(cfg.claims.words) - 1
+    fault = cfg.fault
+    TAKEN, CANCELLED = W.CLAIM_TAKEN, W.CLAIM_CANCELLED
     wrap = _wrap_encoding_error(cfg.flavor)
     catch = BaseException if cfg.catch_base else Exception
     maxtasks = cfg.maxtasks
@@ -176,12 +182,23 @@ def _loop(cfg, words, base, parent_fd):
             return
         t0 = now()
         tid, fn_id, mode, payload, fnref = msg
+        if fault is not None:
+            _fault(fault, "take")
         words[cur_at] = tid
         words[t0_at] = t0
         idle += t0 - idle0
-        if cancels[tid % ncancel] == tid:
-            put((tid, R_SKIPPED, None, 0, slot))
+        # CUR first, then the claim: a death in between leaves the claim open, and the parent takes it back.
+        if fault is not None:
+            _fault(fault, "record")
+        claimed = claim(tid & cmask, tid, tid | TAKEN)
+        if fault is not None:
+            _fault(fault, "claim")
+        if claimed != tid:
+            # Cancelled (the parent waits for the skip), or taken back by the parent after a worker died (nobody
+            # waits for it: it went again under another id).
             words[cur_at] = 0
+            if claimed == tid | CANCELLED:
+                put((tid, R_SKIPPED, None, 0, slot))
             idle0 = now()
             continue
         n = 1
@@ -267,6 +284,15 @@ def _loop(cfg, words, base, parent_fd):
     flush()
     # Retire (maxtasksperchild or the RSS limit): the parent starts a replacement.
     words[state_at] = T.RETIRED
+
+
+def _fault(fault, point):
+    if fault[0] == point:
+        try:
+            os.unlink(fault[1])
+        except OSError:
+            return
+        os._exit(7)
 
 
 def _run_chunk(fn, items, mode, words, item_at, t0_at, catch):

@@ -224,6 +224,39 @@ def test_random_kills_lose_nothing():
         assert len(kills) >= 10
 
 
+@pytest.mark.parametrize("point", ["take", "record", "claim"])
+def test_worker_dying_around_taking_a_message(tmp_path, monkeypatch, ctx, point):
+    """A worker that dies just after taking a message from the task queue ("take"), after recording it in its
+    row ("record"), or after claiming it ("claim"). Before the claim the message never ran: it goes again and
+    every task succeeds with no retry allowed. After the claim it was running: exactly that task fails."""
+    from pyconc.pool import _engine
+
+    marker = tmp_path / "die-once"
+    marker.write_text("")
+    monkeypatch.setattr(_engine, "FAULT", (point, str(marker)))
+    t0 = time.monotonic()
+    with Pool(2, context=ctx, max_retries=0) as p:
+        results = [p.apply_async(square, (i,)) for i in range(200)]
+        outcomes = []
+        for r in results:
+            try:
+                outcomes.append(r.get(30))
+            except WorkerCrashedError as e:
+                outcomes.append(e)
+        counters = dict(p._engine.counters)
+    assert not marker.exists(), "no worker reached the fault point"
+    failed = [i for i, v in enumerate(outcomes) if isinstance(v, WorkerCrashedError)]
+    if point == "claim":
+        assert len(failed) == 1, outcomes
+        assert "exit code 7" in str(outcomes[failed[0]])
+    else:
+        assert failed == [], outcomes
+        assert counters.get("taken_back", 0) >= 1, counters
+    assert [v for i, v in enumerate(outcomes) if i not in failed] == [i * i for i in range(200) if i not in failed]
+    assert counters["deaths"] == 1, counters
+    assert time.monotonic() - t0 < 20
+
+
 def test_workers_that_die_while_starting_break_the_pool_instead_of_respawning_forever():
     from pool_tasks import exit_in_initializer
 
