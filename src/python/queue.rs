@@ -253,6 +253,18 @@ impl PyQueue {
         })
     }
 
+    /// Waits until a get would find something (or the queue is shut down), without taking it; True then,
+    /// False after `timeout` seconds (None: no limit). Lets several threads share the consuming side under a
+    /// lock of their own.
+    #[pyo3(signature = (timeout=None))]
+    fn _wait_readable(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let q = self.open()?;
+        let ring = q.ring().py(py)?;
+        let policy = q.policy();
+        let r = self.blocking(py, true, timeout, 0, &mut |d| ring.wait_readable(d, policy))?;
+        Ok(r == Attempt::Done)
+    }
+
     /// Approximate number of items.
     fn qsize(&self) -> PyResult<u64> {
         Ok(self.open()?.len())

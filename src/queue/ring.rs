@@ -762,6 +762,15 @@ impl<'a> Ring<'a> {
         word_seq(w) == lap as u32 && matches!(word_state(w), state::FULL | state::DROPPED)
     }
 
+    /// Waits up to `deadline` until a get would find something ([`readable`](Self::readable)), without taking
+    /// it: `Done` when it would, `WouldBlock` at the deadline. For a consumer that takes under a lock of its
+    /// own, so that another thread may take instead while this one sleeps. Sleeps like [`get`](Self::get).
+    pub fn wait_readable(&self, deadline: Deadline, policy: WaitPolicy) -> Result<Attempt> {
+        self.wait_loop(Side::Consumer, deadline, policy, || {
+            Ok(if self.readable() { Attempt::Done } else { Attempt::WouldBlock })
+        })
+    }
+
     /// Whether a put would find a free slot now (or the queue is shut down).
     pub fn writable(&self) -> bool {
         if self.hdr.shutdown.load(Ordering::Relaxed) != 0 {

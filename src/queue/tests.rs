@@ -439,3 +439,22 @@ fn an_empty_queue_reserves_one_page_of_participant_entries() {
     let allocated = std::fs::metadata(&path).map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512).unwrap();
     assert!(allocated < (PARTICIPANTS * size) as u64, "{allocated} bytes allocated");
 }
+
+#[test]
+fn wait_readable_waits_for_a_message_without_taking_it() {
+    let q = small(8);
+    let ring = q.ring().unwrap();
+    assert_eq!(ring.wait_readable(within(20), WaitPolicy::DEFAULT).unwrap(), Attempt::WouldBlock);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(30));
+            assert_eq!(put(&q, b"x"), Attempt::Done);
+        });
+        // Sleeps past the spin, then is woken by the put.
+        assert_eq!(ring.wait_readable(within(5_000), WaitPolicy::DEFAULT).unwrap(), Attempt::Done);
+    });
+    assert_eq!(ring.len(), 1, "the message is still there");
+    assert_eq!(get(&q).as_deref(), Some(&b"x"[..]));
+    ring.shutdown(false);
+    assert_eq!(ring.wait_readable(within(5_000), WaitPolicy::DEFAULT).unwrap(), Attempt::Done, "shutdown is readable");
+}

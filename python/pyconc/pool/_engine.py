@@ -72,6 +72,16 @@ def _raise(exc):
     raise exc
 
 
+def _run_callbacks(callbacks):
+    for cb in callbacks:
+        try:
+            cb()
+        except Exception:  # a user callback raised: what multiprocessing does, print and go on
+            import traceback
+
+            traceback.print_exc()
+
+
 def _describe(fn, args=None):
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
     if args is None:
@@ -412,6 +422,9 @@ class Engine:
         self.restart_pending = False
         self.monitor_done = False
         self.results_done = threading.Event()
+        self.consume_lock = threading.Lock()  # held while taking and handling results (see _results_main)
+        self.deferred = []  # callbacks a polling caller left for the result thread
+        self.stop_results = False  # a polling caller took the monitor's last message
 
         _worker.libc()  # loaded here once, so forked workers inherit it
         self._wake_r, self._wake_w = os.pipe()
@@ -802,53 +815,28 @@ class Engine:
     # the result thread
 
     def _results_main(self):
+        """The result thread: waits until the result queue has something, then takes and handles it under
+        `consume_lock`, which a thread waiting for a result may take instead (`poll`), so the results of one
+        process are always handled in the order they were sent (a death notice after the dead worker's results)."""
+        wait = self.rq._wait_readable
         get_many = self.rq.get_many
-        owners, mask = self.claim_tid, self.claim_mask
+        consume = self.consume_lock
+        from queue import Empty
 
         while True:
             try:
-                msgs = get_many(1024, True, None)
+                wait(None)
             except Exception:  # the queue was shut down under us (terminate)
                 break
-            stop = False
-            with self.lock:
-                tasks_pop = self.tasks.pop
-                done = 0
-                for m in msgs:
-                    tid = m[0]
-                    if tid < 0:
-                        stop = self._on_control(m) or stop
-                        continue
-                    task = tasks_pop(tid, None)
-                    if task is None:
-                        continue  # a late or skipped result of a task already settled
-                    if owners[tid & mask] == tid:
-                        owners[tid & mask] = 0
-                    if task.batch and m[1] == W.R_VALUE and task.timeout is None and not task.cancelled:
-                        # The chunksize=1 fast path: one plain value for one item.
-                        task.left -= 1
-                        job = task.job
-                        if not task.left:
-                            job.inflight_chunks -= 1
-                        job._got_one(task.start + tid - task.tid, m[2])
-                        done += 1
-                    else:
-                        self.tasks[tid] = task
-                        try:
-                            self._on_result(m)
-                        except Exception:  # a bug or a hostile result: report it, keep the pool alive
-                            _report_internal_error()
-                self.counters["completed"] += done
+            with consume:
                 try:
-                    if self.state != TERMINATE:
-                        self._fill()
-                    if self.outbox.pending:
-                        self.outbox.collect()
-                except Exception:
-                    _report_internal_error()
-                self._publish_counters()
-                post = self._take_post()
-                woke, self.woke = self.woke, False
+                    msgs = get_many(1024, False)
+                except Empty:
+                    msgs = ()  # a waiting caller took them first
+                except Exception:  # shut down
+                    break
+                stop, post, woke = self._handle(msgs)
+                deferred, self.deferred = self.deferred, []
             if woke:
                 # A thread waits for a result just settled: hand it the GIL now rather than when this thread
                 # next blocks (CPython would make it wait for the switch interval otherwise).
@@ -856,14 +844,9 @@ class Engine:
             if self.restart_pending:
                 self.restart_pending = False
                 self._wake_monitor()
-            for cb in post:
-                try:
-                    cb()
-                except Exception:  # a user callback raised: what multiprocessing does, print and go on
-                    import traceback
-
-                    traceback.print_exc()
-            if stop:
+            _run_callbacks(deferred)
+            _run_callbacks(post)
+            if stop or self.stop_results:
                 break
         with self.lock:
             self._fail_everything(CancelledError("the pool was terminated before this task finished"))
@@ -874,6 +857,78 @@ class Engine:
             except Exception:
                 pass
         self.results_done.set()
+
+    def poll(self):
+        """Handles what the result queue holds now, unless another thread is at it; called by a thread waiting for
+        a result, which so skips the hand-off through the result thread. Callbacks are left to the result thread
+        (as in multiprocessing, they never run in the caller's thread). Returns whether it took anything."""
+        if not self.consume_lock.acquire(False):
+            return False
+        try:
+            try:
+                msgs = self.rq.get_many(1024, False)
+            except Exception:  # empty (or shut down: the result thread sees it too)
+                return False
+            stop, post, _woke = self._handle(msgs)
+            if stop:
+                self.stop_results = True
+            if post or stop:
+                self.deferred.extend(post)
+        finally:
+            self.consume_lock.release()
+        if post or stop:
+            try:
+                self.rq.put((W.C_WAKE, 0, None, 0, 0))  # the result thread runs them (or stops)
+            except Exception:
+                pass
+        if self.restart_pending:
+            self.restart_pending = False
+            self._wake_monitor()
+        return True
+
+    def _handle(self, msgs):
+        """Handles a batch of result messages (consume_lock held): returns (stop, callbacks to run, woke)."""
+        owners, mask = self.claim_tid, self.claim_mask
+        stop = False
+        with self.lock:
+            tasks_pop = self.tasks.pop
+            done = 0
+            for m in msgs:
+                tid = m[0]
+                if tid < 0:
+                    stop = self._on_control(m) or stop
+                    continue
+                task = tasks_pop(tid, None)
+                if task is None:
+                    continue  # a late or skipped result of a task already settled
+                if owners[tid & mask] == tid:
+                    owners[tid & mask] = 0
+                if task.batch and m[1] == W.R_VALUE and task.timeout is None and not task.cancelled:
+                    # The chunksize=1 fast path: one plain value for one item.
+                    task.left -= 1
+                    job = task.job
+                    if not task.left:
+                        job.inflight_chunks -= 1
+                    job._got_one(task.start + tid - task.tid, m[2])
+                    done += 1
+                else:
+                    self.tasks[tid] = task
+                    try:
+                        self._on_result(m)
+                    except Exception:  # a bug or a hostile result: report it, keep the pool alive
+                        _report_internal_error()
+            self.counters["completed"] += done
+            try:
+                if self.state != TERMINATE:
+                    self._fill()
+                if self.outbox.pending:
+                    self.outbox.collect()
+            except Exception:
+                _report_internal_error()
+            self._publish_counters()
+            post = self._take_post()
+            woke, self.woke = self.woke, False
+        return stop, post, woke
 
     def _publish_counters(self):
         """Copies the pool's counters into the table header (for `python -m pyconc ls` elsewhere)."""

@@ -59,11 +59,14 @@ class ApplyResult:
 
     def _wait(self, timeout):
         if not self._ready and (timeout is None or timeout > 0):
-            # Results often come back within tens of microseconds: yield the CPU (and the GIL) a little before
-            # sleeping on the lock, since waking a sleeping thread costs about as much again on some machines.
+            # Results often come back within tens of microseconds: take them from the result queue ourselves (or
+            # yield the CPU and the GIL while another thread does) a little before sleeping on the lock, since
+            # waking a sleeping thread costs about as much again on some machines.
             end = _perf() + SPIN_S
+            poll = self._engine.poll
             while not self._ready and _perf() < end:
-                _yield()
+                if not poll():
+                    _yield()
         if self._done.acquire(True, -1 if timeout is None else max(0.0, timeout)):
             self._done.release()
             return True

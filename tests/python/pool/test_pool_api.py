@@ -91,6 +91,21 @@ def test_callbacks_run_before_get_returns():
         assert got[-1] == [0, 1, 4, 9]
 
 
+def test_callbacks_never_run_in_the_waiting_thread():
+    """A thread waiting in get() handles arriving results itself (to skip a thread hand-off), but callbacks, its
+    own and other tasks', still run in the pool's result thread, as in multiprocessing."""
+    import threading
+
+    threads = set()
+    with Pool(2) as p:
+        plain = [p.apply_async(square, (i,)) for i in range(300)]
+        with_cb = [p.apply_async(square, (i,), callback=lambda v: threads.add(threading.get_ident()))
+                   for i in range(300)]
+        assert [r.get(30) for r in plain] == [i * i for i in range(300)]
+        assert [r.get(30) for r in with_cb] == [i * i for i in range(300)]
+    assert len(threads) == 1 and threading.get_ident() not in threads
+
+
 def test_exceptions_carry_the_remote_traceback():
     with Pool(2) as p:
         with pytest.raises(ValueError, match="bad item 3") as info:
