@@ -99,7 +99,22 @@ fn _after_fork_child() {
     shm::after_fork_child();
 }
 
+/// This process's owner word (pid and start time in one u64), as every owner table records a process: for
+/// tables kept by the Python layer (the pool's workers) that other processes read.
+#[pyfunction]
+fn _owner_word() -> u64 {
+    crate::segment::owners::Owner::me().0
+}
+
+/// Whether the process an owner word names is alive (a reused pid is not mistaken for it). 0 is nobody.
+#[pyfunction]
+fn _owner_alive(word: u64) -> bool {
+    crate::segment::owners::Owner(word).is_alive()
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_owner_word, m)?)?;
+    m.add_function(wrap_pyfunction!(_owner_alive, m)?)?;
     m.add_function(wrap_pyfunction!(list_segments, m)?)?;
     m.add_function(wrap_pyfunction!(collect_segments, m)?)?;
     m.add_function(wrap_pyfunction!(_reap_dead_segments, m)?)?;

@@ -1297,7 +1297,7 @@ class Engine:
 
     def _start(self, slot, sel):
         base = T.base(slot)
-        for f in (T.PID, T.CUR, T.ITEM, T.T0, T.STATE):
+        for f in (T.PID, T.CUR, T.ITEM, T.T0, T.STATE, T.OWNER):
             self.words[base + f] = 0
         self.words[base + T.STATE] = T.STARTING
         p = self.ctx.Process(target=_worker.main, args=(self._config(slot),), name=f"pyconc-pool-worker-{slot}")

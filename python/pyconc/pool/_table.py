@@ -19,21 +19,25 @@ Row layout (16 words, 128 bytes, so two workers never write the same cache line 
     RESTARTS  times this slot's worker was replaced (written by the parent)
     RSS       resident set size in KiB, sampled after each task when an RSS limit is set
     SINCE     CLOCK_MONOTONIC ns when this worker started
+    OWNER     the worker's owner word (pid and start time, `_native._owner_word`, the format of every owner
+              table), written by the worker itself: with it another process tells a live worker from a dead one
+              whose pid was reused (`_native._owner_alive`)
 
-The header row holds MAGIC, the layout version, the parent pid, the slot count and the pool counters.
+The header row holds MAGIC, the layout version, the parent pid, the slot count, the pool counters and the
+parent's owner word.
 """
 
 from .. import _native
 
 WORDS = 16
 # Worker row fields.
-PID, STATE, CUR, ITEM, T0, TASKS, ITEMS, BUSY, IDLE, RESTARTS, RSS, SINCE = range(12)
+PID, STATE, CUR, ITEM, T0, TASKS, ITEMS, BUSY, IDLE, RESTARTS, RSS, SINCE, OWNER = range(13)
 # Header fields.
 H_MAGIC, H_VERSION, H_PARENT, H_SLOTS, H_SUBMITTED, H_COMPLETED, H_FAILED, H_CRASHED, H_RETRIED, H_TIMEDOUT, \
-    H_CANCELLED, H_CREATED = range(12)
+    H_CANCELLED, H_CREATED, H_OWNER = range(13)
 
 MAGIC = 0x6C6F6F70636E6F63  # "concpool", little-endian
-VERSION = 1
+VERSION = 2
 # The block's recorded typecode: how `python -m pyconc ls` tells a pool table from other blocks.
 TYPECODE = 0x6C6F6F70  # "pool"
 
@@ -73,6 +77,7 @@ class Table:
         w[H_PARENT] = parent_pid
         w[H_SLOTS] = slots
         w[H_CREATED] = now_ns
+        w[H_OWNER] = _native._owner_word()
         w[H_MAGIC] = MAGIC
         return t
 
@@ -109,14 +114,16 @@ def describe(t):
     """The table as plain data: the header's counters and one dict per worker slot."""
     w = t.words
     head = {
-        "parent": w[H_PARENT], "slots": w[H_SLOTS], "submitted": w[H_SUBMITTED], "completed": w[H_COMPLETED],
+        "parent": w[H_PARENT], "parent_alive": _native._owner_alive(w[H_OWNER]), "slots": w[H_SLOTS],
+        "submitted": w[H_SUBMITTED], "completed": w[H_COMPLETED],
         "failed": w[H_FAILED], "crashed": w[H_CRASHED], "retried": w[H_RETRIED], "timed_out": w[H_TIMEDOUT],
     }
     rows = []
     for slot in range(min(t.slots, w[H_SLOTS])):
         r = t.row(slot)
         rows.append({
-            "slot": slot, "pid": r[PID], "state": STATE_NAMES.get(r[STATE], "?") if not r[CUR] else "running",
+            "slot": slot, "pid": r[PID], "alive": _native._owner_alive(r[OWNER]),
+            "state": STATE_NAMES.get(r[STATE], "?") if not r[CUR] else "running",
             "task": r[CUR], "tasks": r[TASKS], "items": r[ITEMS], "busy_s": r[BUSY] / 1e9, "idle_s": r[IDLE] / 1e9,
             "restarts": r[RESTARTS], "since": r[SINCE], "t0": r[T0],
         })

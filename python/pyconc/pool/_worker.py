@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 
+from .. import _native
 from . import _table as T
 from . import _wire as W
 
@@ -87,6 +88,7 @@ def main(cfg):
     words = cfg.table.words
     base = cfg.table.base(slot)
     words[base + T.PID] = os.getpid()
+    words[base + T.OWNER] = _native._owner_word()
     words[base + T.SINCE] = _monotonic_ns()
     words[base + T.STATE] = T.STARTING
     results = cfg.results

@@ -54,13 +54,15 @@ def _show_pool(name: str) -> None:
         head, rows = _table.describe(t)
     finally:
         t.close()
-    print(f"    pool of process {head['parent']}: {head['slots']} workers, submitted {head['submitted']}, "
+    dead = "" if head["parent_alive"] else " (dead)"
+    print(f"    pool of process {head['parent']}{dead}: {head['slots']} workers, submitted {head['submitted']}, "
           f"completed {head['completed']}, failed {head['failed']}, crashed {head['crashed']}, "
           f"retried {head['retried']}, timed out {head['timed_out']}")
     now = time.monotonic_ns()
     for w in rows:
         running = f" task {w['task']} for {(now - w['t0']) / 1e9:.3f} s" if w["task"] and w["t0"] else ""
-        print(f"      worker {w['slot']}: pid {w['pid']} {w['state']}{running}, {w['tasks']} tasks "
+        state = w["state"] if w["alive"] or not w["pid"] else f"{w['state']} (dead)"
+        print(f"      worker {w['slot']}: pid {w['pid']} {state}{running}, {w['tasks']} tasks "
               f"({w['items']} items), busy {w['busy_s']:.3f} s, idle {w['idle_s']:.3f} s, "
               f"restarts {w['restarts']}")
 

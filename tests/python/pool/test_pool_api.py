@@ -3,6 +3,7 @@
 import asyncio
 import multiprocessing
 import multiprocessing.pool
+import os
 import time
 
 import pytest
@@ -325,3 +326,30 @@ def test_close_join_with_an_unconsumed_imap():
     p.close()
     p.join()
     assert list(it) == [x * x for x in range(3000)]
+
+
+def test_the_worker_table_tells_live_workers_from_dead_ones_by_owner_word():
+    """Rows carry the owner word of every owner table (pid and start time), so a reader in another process tells
+    a dead worker from a live one even when its pid was reused."""
+    import subprocess
+    import sys
+
+    from pyconc import _native
+    from pyconc.pool import _table as T
+
+    dead = int(subprocess.run([sys.executable, "-c", "from pyconc import _native; print(_native._owner_word())"],
+                              capture_output=True, text=True, timeout=60, check=True).stdout)
+    me = _native._owner_word()
+    assert me & ((1 << 22) - 1) == os.getpid() and dead != me
+    t = T.Table.create(2, os.getpid(), time.monotonic_ns())
+    try:
+        w = t.words
+        w[T.base(0) + T.PID], w[T.base(0) + T.OWNER] = os.getpid(), me
+        w[T.base(1) + T.PID], w[T.base(1) + T.OWNER] = dead & ((1 << 22) - 1), dead
+        head, rows = T.describe(t)
+        assert head["parent_alive"] and rows[0]["alive"] and not rows[1]["alive"]
+        # A live pid with another start time is not the recorded process (a reused pid).
+        w[T.base(0) + T.OWNER] = (me & ((1 << 22) - 1)) | (((me >> 22) + 1) << 22)
+        assert not T.describe(t)[1][0]["alive"]
+    finally:
+        t.close()
