@@ -203,6 +203,12 @@ impl Deadline {
         Deadline(timeout.map(|t| now().checked_add(t).unwrap_or_else(far_future)))
     }
 
+    /// A deadline already passed, for a single non-blocking attempt: the same as `after(Some(ZERO))` without
+    /// reading the clock (a fixed moment in the past), which is most of the cost of a non-blocking call.
+    pub fn immediate() -> Self {
+        Deadline(Some(epoch()))
+    }
+
     /// A deadline at `t`.
     pub fn at(t: Moment) -> Self {
         Deadline(Some(t))
@@ -227,6 +233,18 @@ impl Deadline {
     pub fn is_forever(&self) -> bool {
         self.0.is_none()
     }
+}
+
+/// A fixed moment no later than any deadline built after it (the first call's `now`).
+#[cfg(not(loom))]
+fn epoch() -> Moment {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+/// A fixed moment no later than any deadline built after it.
+#[cfg(loom)]
+fn epoch() -> Moment {
+    Duration::ZERO
 }
 
 fn far_future() -> Moment {

@@ -24,7 +24,6 @@ use crate::sync::waker::{self, Inbox, Watched};
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// An event loop's inbox: `fileno()` is an eventfd that is readable while fired tokens wait; `drain()` takes
 /// them.
@@ -359,7 +358,7 @@ fn _aio_try_lock(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let got = match st.try_lock_contended(me) {
         Some(a) => Some(a),
         // Free of a contended mark, or held by a dead owner: the zero-deadline acquire handles both.
-        None => st.lock_as(me, &Deadline::after(Some(Duration::ZERO))).ok(),
+        None => st.lock_as(me, &Deadline::immediate()).ok(),
     };
     match got {
         Some(a) => {

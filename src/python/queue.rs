@@ -14,7 +14,6 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
-use std::time::Duration;
 
 pyo3::create_exception!(
     pyconc,
@@ -86,7 +85,7 @@ impl PyQueue {
     ) -> PyResult<Attempt> {
         let negative = if self.strict_timeouts & strict != 0 { Negative::Error } else { Negative::Zero };
         let timeout = if block { read_timeout(timeout, negative)? } else { None };
-        match op(Deadline::after(Some(Duration::ZERO))).py(py)? {
+        match op(Deadline::immediate()).py(py)? {
             Attempt::WouldBlock if block => {}
             other => return Ok(other),
         }

@@ -27,7 +27,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::PyClass;
 use std::ffi::CString;
-use std::time::Duration;
 
 pyo3::create_exception!(
     pyconc._native,
@@ -407,7 +406,7 @@ impl PyRLock {
         let me = owner::me();
         let got = match st.0.try_lock_as(me) {
             Some(a) => Some(a),
-            None => st.0.lock_as(me, &Deadline::after(Some(Duration::ZERO))).ok(),
+            None => st.0.lock_as(me, &Deadline::immediate()).ok(),
         };
         match got {
             Some(a) => {

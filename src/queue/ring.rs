@@ -549,7 +549,7 @@ impl<'a> Ring<'a> {
         max: usize,
         max_bytes: usize,
     ) -> Result<usize> {
-        let Some(op) = self.acquire_op(OP_GET, &Deadline::after(Some(Duration::ZERO)))? else { return Ok(0) };
+        let Some(op) = self.acquire_op(OP_GET, &Deadline::immediate())? else { return Ok(0) };
         let mut n = 0;
         let mut result = Ok(0);
         while n < max && out.len() < max_bytes {
@@ -576,7 +576,7 @@ impl<'a> Ring<'a> {
         if payload.len() > INLINE_MAX {
             return Err(Error::Invalid("try_put takes inline-sized messages only".into()));
         }
-        let Some(op) = self.acquire_op(OP_PUT, &Deadline::after(Some(Duration::ZERO)))? else {
+        let Some(op) = self.acquire_op(OP_PUT, &Deadline::immediate())? else {
             return Ok(Attempt::WouldBlock);
         };
         let r = self.try_put_once(op, payload, 0);
@@ -589,7 +589,7 @@ impl<'a> Ring<'a> {
 
     /// One non-blocking get attempt (appends to `out`).
     pub fn try_get(&self, out: &mut Vec<u8>) -> Result<Attempt> {
-        let Some(op) = self.acquire_op(OP_GET, &Deadline::after(Some(Duration::ZERO)))? else {
+        let Some(op) = self.acquire_op(OP_GET, &Deadline::immediate())? else {
             return Ok(Attempt::WouldBlock);
         };
         let r = self.try_get_once(op, out);
