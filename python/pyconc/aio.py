@@ -405,7 +405,29 @@ class ProcessSemaphore:
     def __reduce__(self):
         return _rebuild_process_semaphore, (self._sem,)
 
+    # The lifetime API: the budget is a native Semaphore's.
+
+    def close(self):
+        """Makes this object unusable here and lets go of its shared memory (idempotent)."""
+        self._sem.close()
+
+    @property
+    def closed(self):
+        """Whether ``close()`` was called on this object."""
+        return self._sem.closed
+
+    def unlink(self):
+        """Removes the semaphore's name now: holders keep working, new attaches fail with FileNotFoundError."""
+        self._sem.unlink()
+
+    @property
+    def segment_name(self):
+        """The name of the shared-memory segment the semaphore lives in."""
+        return self._sem.segment_name
+
     def __repr__(self):
+        if self._sem.closed:
+            return f"<{type(self).__name__} [closed]>"
         return f"<{type(self).__name__} [value={self._sem.get_value()}, budget={self._sem._maxvalue}]>"
 
     @property

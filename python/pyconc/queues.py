@@ -166,13 +166,9 @@ class Queue(_Base):
     def full(self):
         return self._maxsize > 0 and self.qsize() >= self._maxsize
 
-    def close(self):
-        """This process will put no more data on the queue (further put/get on this object raise ValueError)."""
-        self._close()
-
     def join_thread(self):
         """Nothing to join: put() is synchronous. Like multiprocessing, only valid after close()."""
-        assert self._closed, f"Queue {self!r} not closed"
+        assert self.closed, f"Queue {self!r} not closed"
 
     def cancel_join_thread(self):
         """Nothing to cancel: put() is synchronous."""
@@ -203,5 +199,6 @@ class SimpleQueue(_Base):
         super().__init__(0)
 
     def close(self):
-        """Closes this object's use of the queue (further put/get on it raise OSError, as in multiprocessing)."""
+        """Closes this object's use of the queue: further put/get on it raise OSError (as in multiprocessing), and
+        its hold on the shared memory goes (see ``QueueCore.close``)."""
         self._close(True)

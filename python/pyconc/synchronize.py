@@ -74,6 +74,8 @@ class BoundedSemaphore(Semaphore):
 
 def _repr(obj):
     name = type(obj).__name__
+    if obj.closed:
+        return f"<{name}(closed)>"
     if isinstance(obj, _native.Lock):
         return f"<{name}(owner={_owner_name(obj._owner())})>"
     if isinstance(obj, _native.RLock):
@@ -147,9 +149,10 @@ class Condition:
     ``python -O``).
     """
 
-    __slots__ = ("_lock", "_queue")
+    __slots__ = ("_lock", "_owns_lock", "_queue")
 
     def __init__(self, lock=None, *, _queue=None):
+        self._owns_lock = lock is None
         if lock is None:
             lock = RLock()
         elif not isinstance(lock, (_native.Lock, _native.RLock)):
@@ -158,7 +161,7 @@ class Condition:
         self._queue = _queue if _queue is not None else _native.CondQueue()
 
     def __getstate__(self):
-        return (self._lock, self._queue)
+        return (self._lock, self._queue, self._owns_lock)
 
     def __eq__(self, other):
         # Identity of the shared condition (its wait queue), across handles.
@@ -170,7 +173,32 @@ class Condition:
         return hash(self._queue)
 
     def __setstate__(self, state):
-        self._lock, self._queue = state
+        self._lock, self._queue, self._owns_lock = state
+
+    # The lifetime API: the condition's own shared state is its wait queue, plus its lock if it made it
+    # (``Condition()``); a lock passed in belongs to the caller and is left alone.
+
+    def close(self):
+        """Makes this object unusable here and lets go of its shared memory (idempotent)."""
+        self._queue.close()
+        if self._owns_lock:
+            self._lock.close()
+
+    @property
+    def closed(self):
+        """Whether ``close()`` was called on this object."""
+        return self._queue.closed
+
+    def unlink(self):
+        """Removes the condition's name now: holders keep working, new attaches fail with FileNotFoundError."""
+        self._queue.unlink()
+        if self._owns_lock:
+            self._lock.unlink()
+
+    @property
+    def segment_name(self):
+        """The name of the segment of the condition's wait queue."""
+        return self._queue.segment_name
 
     def __enter__(self):
         return self._lock.__enter__()
@@ -194,6 +222,8 @@ class Condition:
         return await self._lock.acquire_async(timeout)
 
     def __repr__(self):
+        if self._queue.closed:
+            return f"<{type(self).__name__}(closed)>"
         return f"<{type(self).__name__}({self._lock!r}, {self._queue.waiting})>"
 
     def _is_owned(self):

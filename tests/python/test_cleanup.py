@@ -11,9 +11,8 @@ import time
 import pytest
 
 import pyconc
-from pyconc import _native
-
 import workers
+from pyconc import _native
 
 NS = _native.namespace()
 
