@@ -58,3 +58,14 @@ g = pyconc.ConcurrentGatheringIterator()
 g.insert(0, "x")
 assert_type(list(g.iterator_local(0)), list[pyconc.LocalWrapper])
 assert_type(pyconc.exit_on_sigterm(), bool)
+
+# The lifetime API, on every shared object.
+for shared in (pyconc.Lock(), pyconc.Queue(), pyconc.ConcurrentDict(), pyconc.AtomicInt64(), pyconc.Condition()):
+    assert_type(shared.segment_name, str)
+    assert_type(shared.closed, bool)
+    assert_type(shared.unlink(), None)
+    assert_type(shared.close(), None)
+assert_type(pyconc.ProcessSemaphore(2).segment_name, str)
+assert_type(pyconc.AtomicReference(1).closed, bool)
+assert_type(pyconc.ConcurrentGatheringIterator().close(), None)
+assert_type(pyconc.Value("i", 1).segment_name, str)
