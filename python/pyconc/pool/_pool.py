@@ -225,7 +225,7 @@ class MapResult(E.MapSource, ApplyResult[list[_T]]):
         pass
 
     def _input_error(self, exc: BaseException) -> None:
-        self._deliver(0, [W.Failure(exc, None)], 0)  # type: ignore[arg-type]  # no traceback text
+        self._deliver(0, [W.Failure(exc, None)], 0)
 
 
 class IMapIterator(E.MapSource, Generic[_T]):
@@ -328,9 +328,9 @@ class IMapIterator(E.MapSource, Generic[_T]):
                 self.total = self.next_index + 1
             idx = self.next_index
             if self._ordered:
-                self._results[idx] = W.Failure(exc, None)  # type: ignore[arg-type]  # no traceback text
+                self._results[idx] = W.Failure(exc, None)
             else:
-                self._results.append(W.Failure(exc, None))  # type: ignore[arg-type]  # no traceback text
+                self._results.append(W.Failure(exc, None))
             self.total = min(self.total, idx + 1)
             self._cond.notify_all()
 

@@ -91,7 +91,7 @@ class Failure:
 
     __slots__ = ("exc", "tb")
 
-    def __init__(self, exc: BaseException, tb: str) -> None:
+    def __init__(self, exc: BaseException, tb: str | None) -> None:
         self.exc = exc
         self.tb = tb
 
