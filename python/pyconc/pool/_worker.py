@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-    from ..queues import Queue
+    from .. import _native
 
 _monotonic_ns = time.monotonic_ns
 _OUTBOX = W.Outbox()
@@ -35,7 +35,7 @@ class _Config:
     """Everything a worker needs, pickled once per worker start (handles for the shared structures)."""
 
     def __init__(
-        self, slot: int, tasks: Queue, results: Queue, table: T.Table, cancels: W.SharedWords,
+        self, slot: int, tasks: _native.QueueCore, results: _native.QueueCore, table: T.Table, cancels: W.SharedWords,
         init_blob: bytes | None, maxtasks: int | None, max_rss_kb: int | None, flavor: str, parent_pid: int,
         catch_base: bool,
     ) -> None:
