@@ -117,3 +117,41 @@ def test_across_processes(ctx):
     finally:
         _join(late[0])
         _join(holder[0])
+
+
+
+def test_close_waits_for_a_running_call_of_another_thread():
+    """close() while another thread is blocked in a call of the same object: that call goes on over mapped memory
+    and returns normally (the object lets go when it has)."""
+    import threading
+    import time
+
+    import pyconc
+
+    for attempt in range(6):
+        q = pyconc.Queue()
+        twin = pickle.loads(pickle.dumps(q))
+        seg = q.segment_name
+        out = []
+
+        def consume(q=q, out=out):
+            try:
+                out.append(q.get(timeout=30))
+            except ValueError as e:  # it only got to get() after close()
+                out.append(e)
+
+        t = threading.Thread(target=consume)
+        t.start()
+        time.sleep(0.05 * 2**attempt)  # let it block in get()
+        q.close()
+        twin.put("item")
+        t.join(30)
+        assert not t.is_alive()
+        if out == ["item"]:
+            twin.close()
+            assert not _exists(seg)
+            return
+        assert isinstance(out[0], ValueError) and "closed" in str(out[0])
+        assert twin.get(timeout=5) == "item"
+        twin.close()
+    pytest.fail("the thread never reached get() before close()")
