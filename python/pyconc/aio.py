@@ -22,6 +22,8 @@ Importing this module imports asyncio; pyconc imports it on the first ``*_async`
 of a pool result).
 """
 
+from __future__ import annotations
+
 import asyncio
 import collections
 import os
@@ -30,6 +32,18 @@ import threading
 import time
 
 from . import _native
+
+TYPE_CHECKING = False  # a type checker takes it as true
+if TYPE_CHECKING:
+    import concurrent.futures
+    from collections.abc import Callable, Hashable
+    from typing import Any
+
+    from .pool._pool import AsyncResult
+    from .queues import _Base as _QueueBase
+    from .synchronize import Barrier, Event, Lock, RLock, RWLock, Semaphore
+
+    _Key = tuple[object, str, object]
 
 __all__ = ["ProcessSemaphore"]
 
@@ -41,15 +55,17 @@ NO = object()
 
 
 class _Waiter:
-    __slots__ = ("fut", "fired", "poked")
+    __slots__ = ("fired", "fut", "poked")
 
-    def __init__(self):
+    fut: asyncio.Future[None] | None
+
+    def __init__(self) -> None:
         self.fut = None
         self.fired = False
         self.poked = False
 
 
-def _wake(fut):
+def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -57,16 +73,16 @@ def _wake(fut):
 class _Bridge:
     """One per event loop: the inbox the waker posts to, the armed waiters by token, the lines by key."""
 
-    __slots__ = ("loop", "inbox", "armed", "lines")
+    __slots__ = ("armed", "inbox", "lines", "loop")
 
-    def __init__(self, loop):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.inbox = _native.AioInbox()
-        self.armed = {}
-        self.lines = {}
+        self.armed: dict[int, _Waiter] = {}
+        self.lines: dict[_Key, collections.deque[_Waiter]] = {}
         loop.add_reader(self.inbox.fileno(), self._fired)
 
-    def _fired(self):
+    def _fired(self) -> None:
         armed = self.armed
         for token in self.inbox.drain():
             w = armed.pop(token, None)
@@ -76,12 +92,12 @@ class _Bridge:
                     _wake(w.fut)
 
 
-_bridges = {}
+_bridges: dict[asyncio.AbstractEventLoop, _Bridge] = {}
 _bridges_pid = os.getpid()
 _bridges_lock = threading.Lock()
 
 
-def _bridge(loop):
+def _bridge(loop: asyncio.AbstractEventLoop) -> _Bridge:
     global _bridges, _bridges_pid, _bridges_lock
     if _bridges_pid != os.getpid():
         # A forked child: the parent's waker thread and inboxes are not ours (nor its lock's state).
@@ -95,14 +111,16 @@ def _bridge(loop):
     return b
 
 
-def deadline(timeout):
+def deadline(timeout: float | None) -> float | None:
     """A monotonic deadline for ``timeout`` as the blocking forms read it (None or -1: none; negative: now)."""
     if timeout is None or timeout == -1:
         return None
     return time.monotonic() + max(0.0, timeout)
 
 
-async def take(obj, what, attempt, until=None, arg=None):
+async def take(
+    obj: Hashable, what: str, attempt: Callable[[], object], until: float | None = None, arg: Hashable = None
+) -> object:
     """The one asyncio wait: returns ``attempt()``'s result as soon as it is not :data:`NO`, or :data:`NO` once
     the monotonic time ``until`` (None: never) has passed. ``attempt()`` runs on the loop thread and either
     takes what it waits for or takes nothing; ``what``/``arg`` name the word to sleep on (``_native._aio_arm``).
@@ -111,6 +129,7 @@ async def take(obj, what, attempt, until=None, arg=None):
     b = _bridge(loop)
     key = (obj, what, arg)
     line = b.lines.get(key)
+    r: object
     if line is None:
         r = attempt()
         if r is not NO:
@@ -120,9 +139,10 @@ async def take(obj, what, attempt, until=None, arg=None):
         line = b.lines[key] = collections.deque()
     me = _Waiter()
     line.append(me)
-    token = None
+    token: int | None = None
     ready_streak = 0
     r = NO
+    delay: float | None
     try:
         while True:
             now = time.monotonic()
@@ -200,18 +220,18 @@ async def take(obj, what, attempt, until=None, arg=None):
                 _wake(nxt.fut)
 
 
-def completion(obj):
+def completion(obj: concurrent.futures.Future[Any] | AsyncResult[Any]) -> asyncio.Future[Any]:
     """An asyncio future on the running loop that completes with pool result ``obj``: a
-    ``concurrent.futures.Future``, or an object with ``_add_listener(fn)`` that calls ``fn(ok, value)`` once, from
-    whichever thread settles it (at once if already settled)."""
+    ``concurrent.futures.Future``, or an ``AsyncResult`` (whose ``_add_listener(fn)`` calls ``fn(ok, value)`` once,
+    from whichever thread settles it, at once if already settled)."""
     import concurrent.futures
 
     if isinstance(obj, concurrent.futures.Future):
         return asyncio.wrap_future(obj)
     loop = asyncio.get_running_loop()
-    fut = loop.create_future()
+    fut: asyncio.Future[Any] = loop.create_future()
 
-    def settle(ok, value):
+    def settle(ok: bool, value: Any) -> None:
         if fut.done():
             return
         if ok:
@@ -223,7 +243,7 @@ def completion(obj):
     return fut
 
 
-def poke(obj, *whats):
+def poke(obj: Hashable, *whats: str) -> None:
     """After a release made on this loop's thread: the heads of this loop's lines for (obj, what) try again now,
     without waiting for the waker's round trip (which still comes, and is then a spurious wake-up)."""
     try:
@@ -241,13 +261,13 @@ def poke(obj, *whats):
                 _wake(head.fut)
 
 
-def _line_waits(obj, what):
+def _line_waits(obj: Hashable, what: str) -> bool:
     """Whether coroutines of the running loop already wait for (obj, what): then a newcomer queues behind them."""
     b = _bridges.get(asyncio.get_running_loop())
     return b is not None and (obj, what, None) in b.lines
 
 
-def waiting_threads():
+def waiting_threads() -> tuple[int, int]:
     """(waker threads, armed registrations) of this process: for the benchmark and tests."""
     return _native._aio_stats()
 
@@ -255,8 +275,8 @@ def waiting_threads():
 # ---- the awaitable forms of the primitives ---------------------------------------------------------------
 
 
-def _nowait(fn, exc):
-    def attempt():
+def _nowait(fn: Callable[[], object], exc: type[BaseException]) -> Callable[[], object]:
+    def attempt() -> object:
         try:
             return fn()
         except exc:
@@ -265,7 +285,7 @@ def _nowait(fn, exc):
     return attempt
 
 
-async def acquire(lock, timeout=None):
+async def acquire(lock: Lock | RLock | Semaphore, timeout: float | None = None) -> bool:
     """``acquire_async`` of Lock, RLock, Semaphore (and BoundedSemaphore)."""
     # The fast path takes a free primitive unless coroutines of this loop already wait for it (they go first).
     if isinstance(lock, _native.Semaphore):
@@ -277,7 +297,7 @@ async def acquire(lock, timeout=None):
             return True
         tried = False
 
-        def attempt():
+        def attempt() -> object:
             # The first try is a plain one (an uncontended lock stays cheap to release); later ones, after a
             # wake-up, keep the lock marked contended so that its release wakes the next sleeper.
             nonlocal tried
@@ -290,20 +310,20 @@ async def acquire(lock, timeout=None):
     return r is not NO
 
 
-async def event_wait(event, timeout=None):
+async def event_wait(event: Event, timeout: float | None = None) -> bool:
     if event.is_set():
         return True
     r = await take(event, "event", lambda: True if event.is_set() else NO, deadline(timeout))
     return r is not NO
 
 
-def release(lock):
+def release(lock: Lock | RLock | Semaphore) -> None:
     """``__aexit__`` of Lock, RLock, Semaphore: releases, then lets this loop's next waiter try at once."""
     lock.release()
     poke(lock, "sem" if isinstance(lock, _native.Semaphore) else "lock")
 
 
-def rw_release(rw, write):
+def rw_release(rw: RWLock, write: bool) -> None:
     """Leaving ``async with rw.read()/write()``: unlocks, then lets this loop's waiters try at once."""
     if write:
         rw.unlock_write()
@@ -313,7 +333,7 @@ def rw_release(rw, write):
         poke(rw, "drain")
 
 
-async def rw_lock(rw, write, timeout=None):
+async def rw_lock(rw: RWLock, write: bool, timeout: float | None = None) -> bool:
     until = deadline(timeout)
     if not write:
         r = await take(rw, "read", lambda: True if rw.lock_read(0) else NO, until)
@@ -335,7 +355,7 @@ async def rw_lock(rw, write, timeout=None):
     return True
 
 
-async def queue_get(q, timeout=None):
+async def queue_get(q: _QueueBase, timeout: float | None = None) -> object:
     attempt = _nowait(lambda: q.get(False), _queue.Empty)
     r = attempt()
     if r is NO:
@@ -346,8 +366,8 @@ async def queue_get(q, timeout=None):
     return r
 
 
-async def queue_put(q, item, timeout=None):
-    def attempt():
+async def queue_put(q: _QueueBase, item: object, timeout: float | None = None) -> None:
+    def attempt() -> object:
         try:
             q.put(item, False)
             return True
@@ -360,7 +380,7 @@ async def queue_put(q, item, timeout=None):
     poke(q, "get")
 
 
-async def cond_wait(queue, slot, timeout=None):
+async def cond_wait(queue: _native.CondQueue, slot: int, timeout: float | None = None) -> bool:
     """Waits in a Condition slot until notified (True) or the timeout; the slot stays registered."""
     r = await take(
         queue, "cond", lambda: True if _native._aio_cond_notified(queue, slot) else NO, deadline(timeout), slot
@@ -368,7 +388,7 @@ async def cond_wait(queue, slot, timeout=None):
     return r is not NO
 
 
-async def barrier_wait(barrier, timeout=None):
+async def barrier_wait(barrier: Barrier, timeout: float | None = None) -> int:
     """``Barrier.wait_async``: arrives on the loop thread, then waits for the round's release; a cancelled waiter
     leaves the round (as ``asyncio.Barrier``'s does), a timed-out one breaks it (as ``threading.Barrier``'s)."""
     if timeout is None:
@@ -376,7 +396,9 @@ async def barrier_wait(barrier, timeout=None):
     until = deadline(timeout)
     arrival = _native._aio_barrier_arrive(barrier)
     if arrival is None:
-        arrival = await take(barrier, "barrier", lambda: _native._aio_barrier_arrive(barrier) or NO)
+        got = await take(barrier, "barrier", lambda: _native._aio_barrier_arrive(barrier) or NO)
+        assert isinstance(got, _native.AioArrival)  # no deadline: take returns only what attempt() took
+        arrival = got
     if arrival.last:
         action = barrier.action
         try:
@@ -421,7 +443,7 @@ class ProcessSemaphore:
 
     __slots__ = ("_sem",)
 
-    def __init__(self, value=1, *, _sem=None):
+    def __init__(self, value: int = 1, *, _sem: _native.Semaphore | None = None) -> None:
         if _sem is None:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"ProcessSemaphore value must be an int, not {type(value).__name__}")
@@ -430,22 +452,44 @@ class ProcessSemaphore:
             _sem = _native.Semaphore(value, _maxvalue=value)
         self._sem = _sem
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[object, ...]:
         return _rebuild_process_semaphore, (self._sem,)
 
-    def __repr__(self):
+    # The lifetime API: the budget is a native Semaphore's.
+
+    def close(self) -> None:
+        """Makes this object unusable here and lets go of its shared memory (idempotent)."""
+        self._sem.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called on this object."""
+        return self._sem.closed
+
+    def unlink(self) -> None:
+        """Removes the semaphore's name now: holders keep working, new attaches fail with FileNotFoundError."""
+        self._sem.unlink()
+
+    @property
+    def segment_name(self) -> str:
+        """The name of the shared-memory segment the semaphore lives in."""
+        return self._sem.segment_name
+
+    def __repr__(self) -> str:
+        if self._sem.closed:
+            return f"<{type(self).__name__} [closed]>"
         return f"<{type(self).__name__} [value={self._sem.get_value()}, budget={self._sem._maxvalue}]>"
 
     @property
-    def value(self):
+    def value(self) -> int:
         """Slots free now (across all holders)."""
         return self._sem.get_value()
 
-    def locked(self):
+    def locked(self) -> bool:
         """Whether an ``acquire()`` would wait now."""
         return self._sem.get_value() == 0
 
-    async def acquire(self):
+    async def acquire(self) -> bool:
         """Takes a slot, waiting (without blocking the loop) until one is free. Returns True."""
         sem = self._sem
         if not _line_waits(sem, "sem") and sem.acquire(False):
@@ -454,7 +498,7 @@ class ProcessSemaphore:
         await take(sem, "sem", lambda: True if sem.acquire(False) else NO)
         return True
 
-    def release(self):
+    def release(self) -> None:
         """Gives a slot back (from any thread or process); ValueError if none is held."""
         try:
             self._sem.release()
@@ -462,12 +506,12 @@ class ProcessSemaphore:
             raise ValueError("ProcessSemaphore released too many times") from None
         poke(self._sem, "sem")
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> None:
         await self.acquire()
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         self.release()
 
 
-def _rebuild_process_semaphore(sem):
+def _rebuild_process_semaphore(sem: _native.Semaphore) -> ProcessSemaphore:
     return ProcessSemaphore(_sem=sem)

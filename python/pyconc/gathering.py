@@ -73,6 +73,29 @@ class ConcurrentGatheringIterator(_SameDictIdentity):
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_gathering, ((self._d, self._cond, self._failed),))
 
+    # The lifetime API: the iterator's shared state is its dict, its condition and its failure flag.
+
+    def close(self) -> None:
+        """Makes this object unusable here and lets go of its shared memory (idempotent)."""
+        self._d.close()
+        self._cond.close()
+        self._failed.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called on this object."""
+        return self._d.closed
+
+    def unlink(self) -> None:
+        """Removes the iterator's names now: holders keep working, new attaches fail with FileNotFoundError."""
+        self._d.unlink()
+        self._cond.unlink()
+        self._failed.unlink()
+
+    @property
+    def segment_name(self) -> str:
+        """The name of the segment of the iterator's dict (its main part)."""
+        return self._d.segment_name
 
 
 def _rebuild_gathering(parts: _Parts) -> ConcurrentGatheringIterator:

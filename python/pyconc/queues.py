@@ -7,12 +7,29 @@ no feeder thread and no pipe), blocking calls release the GIL and honour timeout
 pickles as a handle.
 """
 
+from __future__ import annotations
+
 import queue as _queue
 
 from . import _native
 from .local import LocalWrapper
 
-__all__ = ["ConcurrentQueue", "Queue", "SimpleQueue", "JoinableQueue", "StdConcurrentQueue", "ShutDown", "Empty", "Full"]
+TYPE_CHECKING = False  # a type checker takes it as true; `typing` is not imported at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+    from typing_extensions import Self
+
+__all__ = [
+    "ConcurrentQueue",
+    "Empty",
+    "Full",
+    "JoinableQueue",
+    "Queue",
+    "ShutDown",
+    "SimpleQueue",
+    "StdConcurrentQueue",
+]
 
 ShutDown = _native.ShutDown
 Empty = _queue.Empty
@@ -24,10 +41,10 @@ DEFAULT_SLOTS = 65_536
 DEFAULT_HEAP_BYTES = 64 << 20
 
 
-_aio = None
+_aio: Any = None
 
 
-def _bridge():
+def _bridge() -> Any:
     """pyconc.aio, imported on first use (it imports asyncio: ~40 ms at `import pyconc`)."""
     global _aio
     if _aio is None:
@@ -49,33 +66,43 @@ class _Base(_native.QueueCore):
     #: Whether a negative timeout is a ValueError (``queue.Queue``) rather than 0 (``multiprocessing``).
     _STD_TIMEOUTS = False
 
-    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, ctx=None, _joinable=False):
+    _maxsize: int
+
+    def __new__(
+        cls,
+        maxsize: int = 0,
+        *,
+        lock_free: bool = False,
+        capacity_bytes: int = DEFAULT_HEAP_BYTES,
+        ctx: object = None,
+        _joinable: bool = False,
+    ) -> Self:
         maxsize = int(maxsize)
         slots = maxsize if maxsize > 0 else DEFAULT_SLOTS
         strict = cls._strict_timeouts(maxsize)
         return super().__new__(cls, slots, capacity_bytes, lock_free, _joinable, strict)
 
-    def __init__(self, maxsize=0, **_):
+    def __init__(self, maxsize: int = 0, **_: object) -> None:
         # The arguments were checked by __new__.
         self._maxsize = int(maxsize) if int(maxsize) > 0 else 0
 
     @classmethod
-    def _strict_timeouts(cls, maxsize):
+    def _strict_timeouts(cls, maxsize: int) -> int:
         # queue.Queue raises ValueError on a negative timeout in get(), and in put() when it has a maxsize.
         return (1 | (2 if maxsize > 0 else 0)) if cls._STD_TIMEOUTS else 0
 
     @property
-    def maxsize(self):
+    def maxsize(self) -> int:
         return self._maxsize
 
     # -- asyncio: tried on the loop thread, waited for through the bridge of pyconc.aio (no thread per waiter),
     #    so a cancelled waiter never loses an item.
 
-    async def get_async(self, timeout=None):
+    async def get_async(self, timeout: float | None = None) -> Any:
         """Awaitable get: never blocks the event loop. Raises queue.Empty after `timeout` seconds."""
         return await _bridge().queue_get(self, timeout)
 
-    async def put_async(self, item, timeout=None):
+    async def put_async(self, item: object, timeout: float | None = None) -> None:
         """Awaitable put: never blocks the event loop. Raises queue.Full after `timeout` seconds."""
         await _bridge().queue_put(self, item, timeout)
 
@@ -90,34 +117,37 @@ class ConcurrentQueue(_Base):
     compatibility and ignored (the ring has no per-thread shards).
     """
 
-    def __new__(cls, scaling=None, lock_free=False, maxsize=0, *, capacity_bytes=DEFAULT_HEAP_BYTES):
+    def __new__(
+        cls, scaling: int | None = None, lock_free: bool = False, maxsize: int = 0, *,
+        capacity_bytes: int = DEFAULT_HEAP_BYTES,
+    ) -> Self:
         if scaling is not None and int(scaling) < 1:
             raise ValueError(f"scaling must be a positive int or None, got {scaling!r}")
         return super().__new__(cls, maxsize, lock_free=lock_free, capacity_bytes=capacity_bytes)
 
-    def __init__(self, scaling=None, lock_free=False, maxsize=0, **_):
+    def __init__(self, scaling: int | None = None, lock_free: bool = False, maxsize: int = 0, **_: object) -> None:
         super().__init__(maxsize)
 
-    def push(self, value):
+    def push(self, value: object) -> None:
         """Appends `value`; raises ShutDown after shutdown()."""
         self.put(value)
 
-    def pop(self, timeout=None):
+    def pop(self, timeout: float | None = None) -> Any:
         """Removes and returns the oldest item, waiting up to `timeout` seconds (forever if None)."""
         return self.get(True, timeout)
 
-    def pop_local(self, timeout=None):
+    def pop_local(self, timeout: float | None = None) -> LocalWrapper:
         """As `pop`, returning the item in a `LocalWrapper` (the concurrency API's shape)."""
         return LocalWrapper(self.get(True, timeout))
 
-    def size(self):
+    def size(self) -> int:
         """Approximate number of items."""
         return self.qsize()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.qsize()
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return True
 
 
@@ -128,23 +158,23 @@ class StdConcurrentQueue(_Base):
 
     _STD_TIMEOUTS = True
 
-    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES):
+    def __new__(cls, maxsize: int = 0, *, lock_free: bool = False, capacity_bytes: int = DEFAULT_HEAP_BYTES) -> Self:
         return super().__new__(cls, maxsize, lock_free=lock_free, capacity_bytes=capacity_bytes, _joinable=True)
 
-    def put_nowait(self, item):
+    def put_nowait(self, item: object) -> None:
         return self.put(item, block=False)
 
-    def get_nowait(self):
+    def get_nowait(self) -> Any:
         return self.get(block=False)
 
-    def full(self):
+    def full(self) -> bool:
         return self._maxsize > 0 and self.qsize() >= self._maxsize
 
     @property
-    def unfinished_tasks(self):
+    def unfinished_tasks(self) -> int:
         return super().unfinished_tasks
 
-    def join(self):
+    def join(self) -> None:  # type: ignore[override]  # queue.Queue's join() takes no timeout
         super().join(None)
 
 
@@ -157,38 +187,37 @@ class Queue(_Base):
     large items, and ``put`` waits for room beyond that instead of growing without bound.
     """
 
-    def put_nowait(self, obj):
+    def put_nowait(self, obj: object) -> None:
         return self.put(obj, False)
 
-    def get_nowait(self):
+    def get_nowait(self) -> Any:
         return self.get(False)
 
-    def full(self):
+    def full(self) -> bool:
         return self._maxsize > 0 and self.qsize() >= self._maxsize
 
-    def close(self):
-        """This process will put no more data on the queue (further put/get on this object raise ValueError)."""
-        self._close()
-
-    def join_thread(self):
+    def join_thread(self) -> None:
         """Nothing to join: put() is synchronous. Like multiprocessing, only valid after close()."""
-        assert self._closed, f"Queue {self!r} not closed"
+        assert self.closed, f"Queue {self!r} not closed"
 
-    def cancel_join_thread(self):
+    def cancel_join_thread(self) -> None:
         """Nothing to cancel: put() is synchronous."""
 
 
 class JoinableQueue(Queue):
     """Drop-in for ``multiprocessing.JoinableQueue``: ``task_done()`` and ``join()`` across processes."""
 
-    def __new__(cls, maxsize=0, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, ctx=None):
+    def __new__(
+        cls, maxsize: int = 0, *, lock_free: bool = False, capacity_bytes: int = DEFAULT_HEAP_BYTES,
+        ctx: object = None,
+    ) -> Self:
         return super().__new__(cls, maxsize, lock_free=lock_free, capacity_bytes=capacity_bytes, _joinable=True)
 
-    def task_done(self):
+    def task_done(self) -> None:
         """Marks one item as processed; ValueError if called more often than items were put."""
         super().task_done()
 
-    def join(self):
+    def join(self) -> None:  # type: ignore[override]  # multiprocessing's join() takes no timeout
         """Waits until every item put has been marked done."""
         super().join(None)
 
@@ -196,12 +225,15 @@ class JoinableQueue(Queue):
 class SimpleQueue(_Base):
     """Drop-in for ``multiprocessing.SimpleQueue``: ``put``, ``get``, ``empty``, ``close``."""
 
-    def __new__(cls, *, lock_free=False, capacity_bytes=DEFAULT_HEAP_BYTES, ctx=None):
+    def __new__(
+        cls, *, lock_free: bool = False, capacity_bytes: int = DEFAULT_HEAP_BYTES, ctx: object = None
+    ) -> Self:
         return super().__new__(cls, 0, lock_free=lock_free, capacity_bytes=capacity_bytes)
 
-    def __init__(self, **_):
+    def __init__(self, **_: object) -> None:
         super().__init__(0)
 
-    def close(self):
-        """Closes this object's use of the queue (further put/get on it raise OSError, as in multiprocessing)."""
+    def close(self) -> None:
+        """Closes this object's use of the queue: further put/get on it raise OSError (as in multiprocessing), and
+        its hold on the shared memory goes (see ``QueueCore.close``)."""
         self._close(True)

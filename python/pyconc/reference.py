@@ -51,8 +51,29 @@ class AtomicReference(_SameDictIdentity):
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_reference, (self._d,))
 
+    # The lifetime API: the reference's shared state is its dict.
+
+    def close(self) -> None:
+        """Makes this object unusable here and lets go of its shared memory (idempotent)."""
+        self._d.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called on this object."""
+        return self._d.closed
+
+    def unlink(self) -> None:
+        """Removes the reference's name now: holders keep working, new attaches fail with FileNotFoundError."""
+        self._d.unlink()
+
+    @property
+    def segment_name(self) -> str:
+        """The name of the shared-memory segment the reference lives in."""
+        return self._d.segment_name
 
     def __repr__(self) -> str:
+        if self.closed:
+            return "AtomicReference(<closed>)"
         return f"AtomicReference({self.get()!r})"
 
 

@@ -150,11 +150,35 @@ def _shared_type(type_: type[Any], length: int | None) -> type[Any]:
     def __hash__(self: Any) -> int:
         return hash(self._pyconc_buffer)
 
+    # The lifetime API, through the buffer. ctypes reads and writes the memory directly, so after close() the
+    # object itself still reaches it (it is not unmapped under it): the segment is let go of when the object is
+    # garbage collected; pickling and fetch_add raise at once.
+
+    def close(self: Any) -> None:
+        """Closes the object's buffer; the memory is let go of when this ctypes object is collected."""
+        self._pyconc_buffer.close()
+
+    def closed(self: Any) -> bool:
+        return bool(self._pyconc_buffer.closed)
+
+    def unlink(self: Any) -> None:
+        """Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError."""
+        self._pyconc_buffer.unlink()
+
+    def segment_name(self: Any) -> str:
+        return str(self._pyconc_buffer.segment_name)
+
     name = base.__name__ if length is None else f"{type_.__name__}_Array_{length}"
     ns: dict[str, Any] = {
         "__reduce__": __reduce__, "__module__": __name__, "_pyconc_spec": (type_, length),
         "__eq__": __eq__, "__hash__": __hash__,
+        "close": close, "closed": property(closed, doc="Whether ``close()`` was called on this object."),
+        "unlink": unlink,
+        "segment_name": property(segment_name, doc="The name of the shared-memory segment the object lives in."),
     }
+    for member in ("close", "closed", "unlink", "segment_name"):
+        if hasattr(base, member):  # a Structure field of that name stays the user's
+            del ns[member]
     if length is None and not _is_simple(type_):
         # A Structure or Union: its instances show as the user's type, as multiprocessing's do.
         ns["__module__"] = type_.__module__
@@ -388,6 +412,20 @@ class SynchronizedBase(_native.SharedBuffer):
         cls = type(self) if type(self) in (Synchronized, SynchronizedArray, SynchronizedString) else None
         return _rebuild_synchronized, (cls, type_, length, buf._handle, None if embedded else self._lock)
 
+    def close(self) -> None:
+        """Makes this object unusable here (``value``/items raise ValueError) and lets go of its shared memory:
+        its embedded lock is closed too (a lock passed in is the caller's and stays open). A ctypes object taken
+        with ``get_obj()`` before still reaches the memory until it is collected. Idempotent."""
+        if self.closed:
+            return
+        obj, buf = self._obj, self._obj._pyconc_buffer
+        if _is_embedded(self._lock, buf):
+            self._lock.close()  # type: ignore[attr-defined]  # an embedded lock is a native RLock
+        self._obj = _Closed(type(self).__name__)
+        buf.close()
+        super().close()
+        del obj  # the last reference here: the ctypes object's export of the memory goes with it
+
     def get_obj(self) -> Any:
         return self._obj
 
@@ -396,6 +434,38 @@ class SynchronizedBase(_native.SharedBuffer):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} wrapper for {self._obj}>"
+
+
+class _Closed:
+    """What a closed ``Value``/``Array`` wraps instead of its ctypes object: every use is the closed error."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def _error(self) -> ValueError:
+        return ValueError(f"{self._what} is closed; create a new one or unpickle a handle to reopen it")
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._error()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name != "_what":
+            raise self._error()
+        object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        raise self._error()
+
+    def __getitem__(self, i: object) -> Any:
+        raise self._error()
+
+    def __setitem__(self, i: object, value: object) -> None:
+        raise self._error()
+
+    def __repr__(self) -> str:
+        return "<closed>"
 
 
 def _is_embedded(lock: object, buf: _native.SharedBuffer) -> bool:

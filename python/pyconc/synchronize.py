@@ -15,6 +15,8 @@ through the bridge of :mod:`pyconc.aio` (one waker thread per process sleeps on 
 takes the primitive from the event-loop thread, so a cancelled waiter never leaves it acquired.
 """
 
+from __future__ import annotations
+
 import multiprocessing
 import os
 import threading
@@ -23,6 +25,18 @@ from threading import BrokenBarrierError
 
 from . import _native
 from ._native import OwnerDiedWarning
+
+TYPE_CHECKING = False  # a type checker takes it as true; `typing` is not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+    from typing import Any, TypeVar
+
+    from typing_extensions import Self
+
+    _T = TypeVar("_T")
+    #: What `_release_save` returns: the RLock's saved state, or None for a Lock.
+    _Saved = Any
 
 __all__ = [
     "Barrier",
@@ -37,7 +51,8 @@ __all__ = [
     "Semaphore",
 ]
 
-def _owner_name(owner):
+
+def _owner_name(owner: tuple[int, int] | None) -> str:
     if owner is None:
         return "None"
     pid, tid = owner
@@ -66,14 +81,16 @@ class BoundedSemaphore(Semaphore):
 
     __slots__ = ()
 
-    def __new__(cls, value=1, *, _handle=None):
+    def __new__(cls, value: int = 1, *, _handle: _native._Handle | None = None) -> Self:
         if _handle is not None:
             return super().__new__(cls, _handle=_handle)
         return super().__new__(cls, value, _maxvalue=value)
 
 
-def _repr(obj):
+def _repr(obj: object) -> str:
     name = type(obj).__name__
+    if getattr(obj, "closed", False):
+        return f"<{name}(closed)>"
     if isinstance(obj, _native.Lock):
         return f"<{name}(owner={_owner_name(obj._owner())})>"
     if isinstance(obj, _native.RLock):
@@ -100,10 +117,10 @@ def _repr(obj):
     return object.__repr__(obj)
 
 
-_aio = None
+_aio: Any = None
 
 
-def _bridge():
+def _bridge() -> Any:
     """pyconc.aio, imported on first use (it imports asyncio: ~40 ms at `import pyconc`)."""
     global _aio
     if _aio is None:
@@ -113,29 +130,33 @@ def _bridge():
     return _aio
 
 
-async def _acquire_async_of(lock, timeout=None):
+async def _acquire_async_of(lock: Lock | RLock | Semaphore, timeout: float | None = None) -> bool:
     """``acquire_async`` of Lock, RLock and Semaphore."""
-    return await _bridge().acquire(lock, timeout)
+    got: bool = await _bridge().acquire(lock, timeout)
+    return got
 
 
-async def _aenter(lock):
+async def _aenter(lock: Lock | RLock | Semaphore) -> None:
     await _bridge().acquire(lock)
 
 
-async def _aexit(lock):
+async def _aexit(lock: Lock | RLock | Semaphore) -> None:
     _bridge().release(lock)
 
 
-async def _event_wait_async(event, timeout=None):
-    return await _bridge().event_wait(event, timeout)
+async def _event_wait_async(event: Event, timeout: float | None = None) -> bool:
+    got: bool = await _bridge().event_wait(event, timeout)
+    return got
 
 
-async def _barrier_wait_async(barrier, timeout=None):
-    return await _bridge().barrier_wait(barrier, timeout)
+async def _barrier_wait_async(barrier: Barrier, timeout: float | None = None) -> int:
+    index: int = await _bridge().barrier_wait(barrier, timeout)
+    return index
 
 
-async def _rw_lock_async(rw, write, timeout=None):
-    return await _bridge().rw_lock(rw, write, timeout)
+async def _rw_lock_async(rw: RWLock, write: bool, timeout: float | None = None) -> bool:
+    got: bool = await _bridge().rw_lock(rw, write, timeout)
+    return got
 
 
 class Condition:
@@ -147,9 +168,14 @@ class Condition:
     ``python -O``).
     """
 
-    __slots__ = ("_lock", "_queue")
+    __slots__ = ("_lock", "_owns_lock", "_queue")
 
-    def __init__(self, lock=None, *, _queue=None):
+    _lock: Lock | RLock
+    _owns_lock: bool
+    _queue: _native.CondQueue
+
+    def __init__(self, lock: Lock | RLock | None = None, *, _queue: _native.CondQueue | None = None) -> None:
+        self._owns_lock = lock is None
         if lock is None:
             lock = RLock()
         elif not isinstance(lock, (_native.Lock, _native.RLock)):
@@ -157,69 +183,98 @@ class Condition:
         self._lock = lock
         self._queue = _queue if _queue is not None else _native.CondQueue()
 
-    def __getstate__(self):
-        return (self._lock, self._queue)
+    def __getstate__(self) -> tuple[Lock | RLock, _native.CondQueue, bool]:
+        return (self._lock, self._queue, self._owns_lock)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         # Identity of the shared condition (its wait queue), across handles.
         if type(other) is not type(self):
             return NotImplemented
         return self._queue == other._queue
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._queue)
 
-    def __setstate__(self, state):
-        self._lock, self._queue = state
+    def __setstate__(self, state: tuple[Lock | RLock, _native.CondQueue, bool]) -> None:
+        self._lock, self._queue, self._owns_lock = state
 
-    def __enter__(self):
+    # The lifetime API: the condition's own shared state is its wait queue, plus its lock if it made it
+    # (``Condition()``); a lock passed in belongs to the caller and is left alone.
+
+    def close(self) -> None:
+        """Makes this object unusable here and lets go of its shared memory (idempotent)."""
+        self._queue.close()
+        if self._owns_lock:
+            self._lock.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called on this object."""
+        return self._queue.closed
+
+    def unlink(self) -> None:
+        """Removes the condition's name now: holders keep working, new attaches fail with FileNotFoundError."""
+        self._queue.unlink()
+        if self._owns_lock:
+            self._lock.unlink()
+
+    @property
+    def segment_name(self) -> str:
+        """The name of the segment of the condition's wait queue."""
+        return self._queue.segment_name
+
+    def __enter__(self) -> bool:
         return self._lock.__enter__()
 
-    def __exit__(self, *args):
-        return self._lock.__exit__(*args)
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.__exit__(exc_type, exc, tb)
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> None:
         await self._lock.acquire_async()
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         _bridge().release(self._lock)
 
-    def acquire(self, *args, **kwargs):
-        return self._lock.acquire(*args, **kwargs)
+    def acquire(self, block: bool = True, timeout: float | None = None, *, blocking: bool | None = None) -> bool:
+        return self._lock.acquire(block, timeout, blocking=blocking)
 
-    def release(self):
-        return self._lock.release()
+    def release(self) -> None:
+        self._lock.release()
 
-    async def acquire_async(self, timeout=None):
+    async def acquire_async(self, timeout: float | None = None) -> bool:
         return await self._lock.acquire_async(timeout)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
+        if self._queue.closed:
+            return f"<{type(self).__name__}(closed)>"
         return f"<{type(self).__name__}({self._lock!r}, {self._queue.waiting})>"
 
-    def _is_owned(self):
+    def _is_owned(self) -> bool:
         return self._lock._is_owned()
 
-    def _release_save(self):
+    def _release_save(self) -> _Saved:
         if isinstance(self._lock, _native.RLock):
             return self._lock._release_save()
         self._lock.release()
         return None
 
-    def _acquire_restore(self, saved):
+    def _acquire_restore(self, saved: _Saved) -> None:
         if saved is None:
             self._lock.acquire()
         else:
-            self._lock._acquire_restore(saved)
+            self._lock._acquire_restore(saved)  # type: ignore[union-attr]  # a saved state is an RLock's
 
-    async def _acquire_restore_async(self, saved):
+    async def _acquire_restore_async(self, saved: _Saved) -> None:
         aio = _bridge()
         lock = self._lock
         if saved is None:
             await aio.acquire(lock)
-        elif not lock._try_acquire_restore(saved):
-            await aio.take(lock, "lock", lambda: True if lock._try_acquire_restore(saved) else aio.NO)
+        elif not lock._try_acquire_restore(saved):  # type: ignore[union-attr]  # a saved state is an RLock's
+            await aio.take(lock, "lock", lambda: True if lock._try_acquire_restore(saved) else aio.NO)  # type: ignore[union-attr]
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> bool:
         """Releases the lock, waits for a notify or the timeout, re-acquires; returns False on timeout."""
         if not self._is_owned():
             raise AssertionError("must acquire() condition before using wait()")
@@ -230,7 +285,7 @@ class Condition:
         finally:
             self._acquire_restore(saved)
 
-    def wait_for(self, predicate, timeout=None):
+    def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Waits until ``predicate()`` is true (checked with the lock held); returns its last value."""
         endtime = None
         waittime = timeout
@@ -247,13 +302,13 @@ class Condition:
             result = predicate()
         return result
 
-    def notify(self, n=1):
+    def notify(self, n: int = 1) -> None:
         """Wakes up to ``n`` waiters. The caller must hold the lock."""
         if not self._is_owned():
             raise AssertionError("lock is not owned")
         self._queue.notify(n)
 
-    def notify_all(self):
+    def notify_all(self) -> None:
         """Wakes every waiter. The caller must hold the lock."""
         if not self._is_owned():
             raise AssertionError("lock is not owned")
@@ -261,7 +316,7 @@ class Condition:
 
     notifyAll = notify_all
 
-    async def wait_async(self, timeout=None):
+    async def wait_async(self, timeout: float | None = None) -> bool:
         """Awaitable ``wait``: never blocks the event loop."""
         import asyncio  # imported lazily: it costs ~40 ms at `import pyconc`
 
@@ -271,7 +326,7 @@ class Condition:
         queue = self._queue
         slot = queue.prepare()
         saved = self._release_save()
-        cancelled = None
+        cancelled: BaseException | None = None
         try:
             await aio.cond_wait(queue, slot, timeout)
             return queue.cancel(slot)
@@ -288,7 +343,7 @@ class Condition:
             if cancelled is not None:
                 raise cancelled
 
-    async def wait_for_async(self, predicate, timeout=None):
+    async def wait_for_async(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Awaitable ``wait_for``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         result = predicate()
@@ -302,32 +357,32 @@ class Condition:
 
 
 class _RWHold:
-    __slots__ = ("_rw", "_write", "_timeout")
+    __slots__ = ("_rw", "_timeout", "_write")
 
-    def __init__(self, rw, write, timeout):
+    def __init__(self, rw: RWLock, write: bool, timeout: float | None) -> None:
         self._rw, self._write, self._timeout = rw, write, timeout
 
-    def __enter__(self):
+    def __enter__(self) -> RWLock:
         rw = self._rw
         ok = rw.lock_write(self._timeout) if self._write else rw.lock_read(self._timeout)
         if not ok:
             raise TimeoutError(f"could not take the {'write' if self._write else 'read'} lock in time")
         return rw
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self._write:
             self._rw.unlock_write()
         else:
             self._rw.unlock_read()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> RWLock:
         rw = self._rw
         ok = await _rw_lock_async(rw, self._write, self._timeout)
         if not ok:
             raise TimeoutError(f"could not take the {'write' if self._write else 'read'} lock in time")
         return rw
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         _bridge().rw_release(self._rw, self._write)
 
 

@@ -9,6 +9,7 @@
 //! the coroutine does, on the loop thread, so a cancelled waiter never holds anything.
 
 use super::errors::IntoPyResult;
+use super::lifetime::Open;
 use super::queue::PyQueue;
 use super::sync::{
     barrier_err, check_slot, report, PyBarrier, PyCondQueue, PyEvent, PyLock, PyRLock, PyRwLock, PySemaphore,
@@ -18,8 +19,9 @@ use crate::platform::futex::{self, Deadline};
 use crate::segment::{Offset, Segment};
 use crate::sync::barrier::Arrival;
 use crate::sync::condvar::SLOT_WAITING;
-use crate::sync::lock::LockState;
+use crate::sync::lock::{LockState, RLockState};
 use crate::sync::owner;
+use crate::sync::shared::SyncHandle;
 use crate::sync::waker::{self, Inbox, Watched};
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -97,16 +99,37 @@ fn watch(
     waker::watch(&inbox.inbox, w, expected).map_err(|e| PyOSError::new_err(format!("cannot start the waker: {e}")))
 }
 
-fn lock_state<'a>(obj: &'a Bound<'_, PyAny>) -> Option<(&'a LockState, &'a Segment)> {
+/// A call's borrow of a Lock's or an RLock's state.
+enum LockRef<'a> {
+    Lock(Open<'a, SyncHandle<LockState>>),
+    RLock(Open<'a, SyncHandle<RLockState>>),
+}
+
+impl LockRef<'_> {
+    fn state(&self) -> &LockState {
+        match self {
+            LockRef::Lock(h) => h.get(),
+            LockRef::RLock(h) => &h.get().0,
+        }
+    }
+
+    fn segment(&self) -> &Segment {
+        match self {
+            LockRef::Lock(h) => h.segment(),
+            LockRef::RLock(h) => h.segment(),
+        }
+    }
+}
+
+/// The lock state of a Lock or an RLock (None: another type; ValueError if closed).
+fn lock_state<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Option<LockRef<'a>>> {
     if let Ok(l) = obj.cast::<PyLock>() {
-        let h = &l.get().h;
-        return Some((h.get(), h.segment()));
+        return Ok(Some(LockRef::Lock(l.get().h.open()?)));
     }
     if let Ok(l) = obj.cast::<PyRLock>() {
-        let h = &l.get().h;
-        return Some((&h.get().0, h.segment()));
+        return Ok(Some(LockRef::RLock(l.get().h.open()?)));
     }
-    None
+    Ok(None)
 }
 
 fn wrong(obj: &Bound<'_, PyAny>, what: &str) -> PyErr {
@@ -131,14 +154,15 @@ fn _aio_arm(
 ) -> PyResult<Option<u64>> {
     match what {
         "lock" => {
-            let (st, seg) = lock_state(obj).ok_or_else(|| wrong(obj, what))?;
+            let l = lock_state(obj)?.ok_or_else(|| wrong(obj, what))?;
+            let (st, seg) = (l.state(), l.segment());
             match st.announce_waiter() {
                 Some(w) => watch(inbox, seg, &st.word, w, None).map(Some),
                 None => Ok(None),
             }
         }
         "sem" => {
-            let h = &obj.cast::<PySemaphore>().map_err(|_| wrong(obj, what))?.get().h;
+            let h = obj.cast::<PySemaphore>().map_err(|_| wrong(obj, what))?.get().h.open()?;
             if !h.get().announce_waiter() {
                 return Ok(None);
             }
@@ -146,7 +170,7 @@ fn _aio_arm(
             watch(inbox, h.segment(), &h.get().value, 0, Some(Box::new(move || h2.get().withdraw_waiter()))).map(Some)
         }
         "event" => {
-            let h = &obj.cast::<PyEvent>().map_err(|_| wrong(obj, what))?.get().h;
+            let h = obj.cast::<PyEvent>().map_err(|_| wrong(obj, what))?.get().h.open()?;
             if !h.get().announce_waiter() {
                 return Ok(None);
             }
@@ -154,7 +178,7 @@ fn _aio_arm(
             watch(inbox, h.segment(), &h.get().flag, 0, Some(Box::new(move || h2.get().withdraw_waiter()))).map(Some)
         }
         "cond" => {
-            let h = &obj.cast::<PyCondQueue>().map_err(|_| wrong(obj, what))?.get().h;
+            let h = obj.cast::<PyCondQueue>().map_err(|_| wrong(obj, what))?.get().h.open()?;
             let slot: usize = arg.ok_or_else(|| PyValueError::new_err("a slot is needed"))?.extract()?;
             let s = &h.get().slots[check_slot(slot)?];
             if s.state.load(Ordering::SeqCst) != SLOT_WAITING {
@@ -163,7 +187,7 @@ fn _aio_arm(
             watch(inbox, h.segment(), &s.state, SLOT_WAITING, None).map(Some)
         }
         "get" | "put" => {
-            let q = &obj.cast::<PyQueue>().map_err(|_| wrong(obj, what))?.get().q;
+            let q = obj.cast::<PyQueue>().map_err(|_| wrong(obj, what))?.get().q.open()?;
             let ring = q.ring().py(py)?;
             match ring.announce(what == "get") {
                 Some((word, key)) => watch(inbox, q.segment(), word, key, None).map(Some),
@@ -171,7 +195,7 @@ fn _aio_arm(
             }
         }
         "read" | "wlock" | "drain" => {
-            let h = &obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h;
+            let h = obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.open()?;
             let st = h.get();
             match what {
                 "read" => {
@@ -198,7 +222,7 @@ fn _aio_arm(
             }
         }
         "barrier" => {
-            let h = &obj.cast::<PyBarrier>().map_err(|_| wrong(obj, what))?.get().h;
+            let h = obj.cast::<PyBarrier>().map_err(|_| wrong(obj, what))?.get().h.open()?;
             let arrival = match arg {
                 Some(a) if !a.is_none() => Some(a.cast::<PyArrival>()?.get().a),
                 _ => None,
@@ -238,15 +262,15 @@ impl PyArrival {
     }
 }
 
-fn barrier_of<'a>(obj: &'a Bound<'_, PyBarrier>) -> crate::sync::barrier::BarrierRef<'a> {
-    obj.get().h.get()
+fn barrier_of<'a>(obj: &'a Bound<'_, PyBarrier>) -> PyResult<Open<'a, crate::sync::shared::BarrierHandle>> {
+    obj.get().h.open()
 }
 
 /// `_aio_barrier_arrive(barrier) -> AioArrival | None`: arrives without waiting (None: the previous round is
 /// still being released; wait on "barrier" with no arrival). BrokenBarrierError if broken.
 #[pyfunction]
 fn _aio_barrier_arrive(py: Python<'_>, obj: &Bound<'_, PyBarrier>) -> PyResult<Option<PyArrival>> {
-    match barrier_of(obj).try_arrive() {
+    match barrier_of(obj)?.get().try_arrive() {
         Ok(a) => Ok(a.map(|a| PyArrival { a })),
         Err(e) => Err(barrier_err(py, e)),
     }
@@ -261,14 +285,14 @@ fn _aio_barrier_finish(
     arrival: &Bound<'_, PyArrival>,
     ok: bool,
 ) -> PyResult<()> {
-    barrier_of(obj).finish_last(&arrival.get().a, ok).map_err(|e| barrier_err(py, e))
+    barrier_of(obj)?.get().finish_last(&arrival.get().a, ok).map_err(|e| barrier_err(py, e))
 }
 
 /// `_aio_barrier_poll(barrier, arrival) -> bool`: whether the round was decided: True (and returns) if it
 /// tripped; raises BrokenBarrierError if it broke; False while pending.
 #[pyfunction]
 fn _aio_barrier_poll(py: Python<'_>, obj: &Bound<'_, PyBarrier>, arrival: &Bound<'_, PyArrival>) -> PyResult<bool> {
-    match barrier_of(obj).poll_release(&arrival.get().a) {
+    match barrier_of(obj)?.get().poll_release(&arrival.get().a) {
         None => Ok(false),
         Some(Ok(())) => Ok(true),
         Some(Err(e)) => Err(barrier_err(py, e)),
@@ -279,13 +303,14 @@ fn _aio_barrier_poll(py: Python<'_>, obj: &Bound<'_, PyBarrier>, arrival: &Bound
 /// it tripped just now (returns).
 #[pyfunction]
 fn _aio_barrier_timeout(py: Python<'_>, obj: &Bound<'_, PyBarrier>, arrival: &Bound<'_, PyArrival>) -> PyResult<()> {
-    barrier_of(obj).time_out(&arrival.get().a).map_err(|e| barrier_err(py, e))
+    barrier_of(obj)?.get().time_out(&arrival.get().a).map_err(|e| barrier_err(py, e))
 }
 
 /// `_aio_barrier_abandon(barrier, arrival)`: a cancelled waiter leaves the round (as Ctrl-C in `wait` does).
 #[pyfunction]
-fn _aio_barrier_abandon(obj: &Bound<'_, PyBarrier>, arrival: &Bound<'_, PyArrival>) {
-    barrier_of(obj).abandon(&arrival.get().a)
+fn _aio_barrier_abandon(obj: &Bound<'_, PyBarrier>, arrival: &Bound<'_, PyArrival>) -> PyResult<()> {
+    barrier_of(obj)?.get().abandon(&arrival.get().a);
+    Ok(())
 }
 
 /// `_aio_check(obj, what) -> bool`: the liveness work a blocking waiter does at each slice end, for a waiting
@@ -296,14 +321,16 @@ fn _aio_barrier_abandon(obj: &Bound<'_, PyBarrier>, arrival: &Bound<'_, PyArriva
 fn _aio_check(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<bool> {
     match what {
         "get" | "put" => {
-            let q = &obj.cast::<PyQueue>().map_err(|_| wrong(obj, what))?.get().q;
+            let q = obj.cast::<PyQueue>().map_err(|_| wrong(obj, what))?.get().q.open()?;
             Ok(q.recover_dead_participants() > 0)
         }
-        "read" => Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.get().free_dead_writer()),
-        "drain" => Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.get().drain_key().is_none()),
+        "read" => Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.open()?.get().free_dead_writer()),
+        "drain" => {
+            Ok(obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.open()?.get().drain_key().is_none())
+        }
         "barrier" => {
-            let b = obj.cast::<PyBarrier>().map_err(|_| wrong(obj, what))?.get().h.get();
-            b.reap_dead().map_err(|e| barrier_err(py, e))?;
+            let b = obj.cast::<PyBarrier>().map_err(|_| wrong(obj, what))?.get().h.open()?;
+            b.get().reap_dead().map_err(|e| barrier_err(py, e))?;
             Ok(false)
         }
         _ => Ok(false),
@@ -322,15 +349,15 @@ fn _aio_cancel(token: u64) -> bool {
 fn _aio_pass_on(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
     match what {
         "lock" => {
-            let (st, _) = lock_state(obj).ok_or_else(|| wrong(obj, what))?;
-            futex::wake(&st.word, 1);
+            let l = lock_state(obj)?.ok_or_else(|| wrong(obj, what))?;
+            futex::wake(&l.state().word, 1);
         }
         "sem" => {
-            let h = &obj.cast::<PySemaphore>().map_err(|_| wrong(obj, what))?.get().h;
+            let h = obj.cast::<PySemaphore>().map_err(|_| wrong(obj, what))?.get().h.open()?;
             futex::wake(&h.get().value, 1);
         }
         "wlock" => {
-            let h = &obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h;
+            let h = obj.cast::<PyRwLock>().map_err(|_| wrong(obj, what))?.get().h.open()?;
             futex::wake(&h.get().wlock.word, 1);
         }
         _ => {}
@@ -344,12 +371,15 @@ fn _aio_pass_on(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
 #[pyfunction]
 fn _aio_try_lock(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let me = owner::me();
+    let rw_open;
+    let lock_open;
     let (st, rlock, what) = if let Ok(rw) = obj.cast::<PyRwLock>() {
-        (&rw.get().h.get().wlock, false, "RWLock")
+        rw_open = rw.get().h.open()?;
+        (&rw_open.get().wlock, false, "RWLock")
     } else {
-        let (st, _) = lock_state(obj).ok_or_else(|| wrong(obj, "lock"))?;
+        lock_open = lock_state(obj)?.ok_or_else(|| wrong(obj, "lock"))?;
         let rlock = obj.cast::<PyRLock>().is_ok();
-        (st, rlock, if rlock { "RLock" } else { "Lock" })
+        (lock_open.state(), rlock, if rlock { "RLock" } else { "Lock" })
     };
     if rlock && st.is_mine(me) {
         st.count.fetch_add(1, Ordering::Relaxed);
@@ -375,25 +405,27 @@ fn _aio_try_lock(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// `_aio_cond_notified(cond_queue, slot) -> bool`: whether the waiter in `slot` is no longer waiting (notified).
 #[pyfunction]
 fn _aio_cond_notified(obj: &Bound<'_, PyCondQueue>, slot: usize) -> PyResult<bool> {
-    Ok(obj.get().h.get().slots[check_slot(slot)?].state.load(Ordering::SeqCst) != SLOT_WAITING)
+    Ok(obj.get().h.open()?.get().slots[check_slot(slot)?].state.load(Ordering::SeqCst) != SLOT_WAITING)
 }
 
 /// `_aio_rw_drained(rwlock) -> bool`: for a coroutine holding the RWLock's writer mutex: no reader is left.
 #[pyfunction]
-fn _aio_rw_drained(obj: &Bound<'_, PyRwLock>) -> bool {
-    let st = obj.get().h.get();
+fn _aio_rw_drained(obj: &Bound<'_, PyRwLock>) -> PyResult<bool> {
+    let h = obj.get().h.open()?;
+    let st = h.get();
     let drained = st.drained();
     if drained {
         st.mark_write_held();
     }
-    drained
+    Ok(drained)
 }
 
 /// `_aio_rw_abandon(rwlock)`: gives up the writer mutex a coroutine took (timeout or cancellation while readers
 /// drained).
 #[pyfunction]
-fn _aio_rw_abandon(obj: &Bound<'_, PyRwLock>) {
-    let _ = obj.get().h.get().abandon_uncounted_write();
+fn _aio_rw_abandon(obj: &Bound<'_, PyRwLock>) -> PyResult<()> {
+    let _ = obj.get().h.open()?.get().abandon_uncounted_write();
+    Ok(())
 }
 
 /// `_aio_stats() -> (waker threads, registrations waiting)` of this process.

@@ -1,8 +1,8 @@
 //! `AtomicInt64` and `AtomicFlag`: one atomic 64-bit cell each, shared by threads and processes.
 
-use super::errors::{closed, IntoPyResult};
+use super::errors::IntoPyResult;
 use super::handle::{reduce, shared_class, Handle};
-use crate::base::atomic::local::{AtomicBool, Ordering};
+use super::lifetime::{Held, Open};
 use crate::objects::atomic::SharedAtomic;
 use crate::segment::Kind;
 use pyo3::exceptions::{PyTypeError, PyValueError, PyZeroDivisionError};
@@ -55,17 +55,13 @@ fn wrap_result(r: Bound<'_, PyAny>) -> PyResult<i64> {
 /// modulo 2**64 like a C `int64_t`. Binary operators (`a + 1`) return a plain `int` computed by Python.
 #[pyclass(module = "pyconc._native", name = "AtomicInt64", frozen)]
 pub struct PyAtomicInt64 {
-    inner: SharedAtomic,
-    closed: AtomicBool,
+    inner: Held<SharedAtomic>,
 }
 
 impl PyAtomicInt64 {
     #[inline]
-    fn a(&self) -> PyResult<&SharedAtomic> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(closed("AtomicInt64"));
-        }
-        Ok(&self.inner)
+    fn a(&self) -> PyResult<Open<'_, SharedAtomic>> {
+        self.inner.open()
     }
 
     fn value_obj<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -119,7 +115,7 @@ impl PyAtomicInt64 {
             Some(h) => attach(py, &h, "AtomicInt64")?,
             None => SharedAtomic::create(value).py(py)?,
         };
-        Ok(PyAtomicInt64 { inner, closed: AtomicBool::new(false) })
+        Ok(PyAtomicInt64 { inner: Held::new("AtomicInt64", inner) })
     }
 
     /// The current value.
@@ -163,33 +159,39 @@ impl PyAtomicInt64 {
         Ok(self.a()?.compare_exchange(expected, new))
     }
 
-    /// Stops using the shared memory from this object; later operations raise ValueError. The mapping is
-    /// released when the object is garbage collected.
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory (idempotent).
     fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        self.inner.close();
     }
 
-    /// Removes the segment's name now: processes that hold it keep working, new attaches fail.
-    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.segment().unlink().py(py)
-    }
-
-    /// Whether `close()` was called.
+    /// Whether `close()` was called on this object.
     #[getter]
     fn closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.inner.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.inner.segment_name()
     }
 
     /// (type, segment name, offset, kind, layout version): what a pickle carries.
     #[getter]
-    fn _handle(&self) -> Handle {
-        Handle::new("AtomicInt64", self.inner.segment(), self.inner.offset())
+    fn _handle(&self) -> PyResult<Handle> {
+        let a = self.a()?;
+        Ok(Handle::new("AtomicInt64", a.segment(), a.offset()))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let me = slf.get();
-        me.a()?;
-        reduce(slf.as_any(), me._handle())
+        reduce(slf.as_any(), slf.get()._handle()?)
     }
 
     fn __repr__(&self) -> String {
@@ -476,16 +478,13 @@ fn shift_amount(n: &Bound<'_, PyInt>) -> PyResult<u32> {
 /// A boolean flag in shared memory.
 #[pyclass(module = "pyconc._native", name = "AtomicFlag", frozen)]
 pub struct PyAtomicFlag {
-    inner: SharedAtomic,
-    closed: AtomicBool,
+    inner: Held<SharedAtomic>,
 }
 
 impl PyAtomicFlag {
-    fn a(&self) -> PyResult<&SharedAtomic> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(closed("AtomicFlag"));
-        }
-        Ok(&self.inner)
+    #[inline]
+    fn a(&self) -> PyResult<Open<'_, SharedAtomic>> {
+        self.inner.open()
     }
 }
 
@@ -495,8 +494,8 @@ impl PyAtomicFlag {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     #[new]
@@ -506,7 +505,7 @@ impl PyAtomicFlag {
             Some(h) => attach(py, &h, "AtomicFlag")?,
             None => SharedAtomic::create(value as i64).py(py)?,
         };
-        Ok(PyAtomicFlag { inner, closed: AtomicBool::new(false) })
+        Ok(PyAtomicFlag { inner: Held::new("AtomicFlag", inner) })
     }
 
     /// Sets the flag to `bool(value)`.
@@ -527,25 +526,38 @@ impl PyAtomicFlag {
         }
     }
 
-    /// Stops using the shared memory from this object; later operations raise ValueError.
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory (idempotent).
     fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        self.inner.close();
     }
 
-    /// Removes the segment's name now.
+    /// Whether `close()` was called on this object.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
     fn unlink(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.segment().unlink().py(py)
+        self.inner.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.inner.segment_name()
     }
 
     #[getter]
-    fn _handle(&self) -> Handle {
-        Handle::new("AtomicFlag", self.inner.segment(), self.inner.offset())
+    fn _handle(&self) -> PyResult<Handle> {
+        let a = self.a()?;
+        Ok(Handle::new("AtomicFlag", a.segment(), a.offset()))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let me = slf.get();
-        me.a()?;
-        reduce(slf.as_any(), me._handle())
+        reduce(slf.as_any(), slf.get()._handle()?)
     }
 }
 
@@ -557,4 +569,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-super::identity::identity_of!(PyAtomicFlag, |s| s.inner.segment(), 0);
+super::identity::identity_of!(PyAtomicFlag, inner, |s| s.segment(), s.offset());

@@ -3,7 +3,8 @@
 
 use super::errors::{closed, IntoPyResult};
 use super::handle::Handle;
-use crate::base::atomic::local::{AtomicBool, AtomicUsize, Ordering};
+use super::lifetime::{Held, Open};
+use crate::base::atomic::local::Ordering;
 use crate::objects::block::SharedBlock;
 use crate::segment::Kind;
 use pyo3::exceptions::{PyBufferError, PyValueError};
@@ -18,25 +19,18 @@ use std::ffi::{c_int, CString};
 /// struct `format`, one dimension of `length` items.
 #[pyclass(module = "pyconc._native", name = "SharedBuffer", subclass, frozen)]
 pub struct PySharedBuffer {
-    block: SharedBlock,
+    /// Each buffer export (memoryview, numpy array, ctypes object) counts as a borrow (`Held::pin`): after
+    /// `close()` the memory stays mapped until the last of them is released.
+    block: Held<SharedBlock>,
     format: CString,
     shape: [ffi::Py_ssize_t; 1],
     strides: [ffi::Py_ssize_t; 1],
-    exports: AtomicUsize,
-    closed: AtomicBool,
 }
 
 impl PySharedBuffer {
-    fn check_open(&self) -> PyResult<()> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(closed("shared buffer"));
-        }
-        Ok(())
-    }
-
     /// The block (for other native classes that embed a lock in it).
-    pub fn block(&self) -> &SharedBlock {
-        &self.block
+    pub(crate) fn block(&self) -> PyResult<Open<'_, SharedBlock>> {
+        self.block.open()
     }
 }
 
@@ -46,8 +40,8 @@ impl PySharedBuffer {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     /// Creates a block, or with `view_of` (another `SharedBuffer`) makes a second view of the same block (no name
@@ -69,7 +63,7 @@ impl PySharedBuffer {
             return Err(PyValueError::new_err("itemsize must be positive"));
         }
         let existing = match (view_of, _handle) {
-            (Some(other), _) => Some(other.get().block.clone()),
+            (Some(other), _) => Some(other.get().block.open()?.clone()),
             (None, Some(h)) => {
                 h.expect(&["SharedBuffer"], &[Kind::Block])?;
                 let b = py.detach(|| SharedBlock::open(&h.segment)).py(py)?;
@@ -94,31 +88,29 @@ impl PySharedBuffer {
         };
         let length = ffi::Py_ssize_t::try_from(length).map_err(|_| PyValueError::new_err("too many items"))?;
         Ok(PySharedBuffer {
-            block,
+            block: Held::new("shared buffer", block),
             format: CString::new(format).map_err(|_| PyValueError::new_err("format contains NUL"))?,
             shape: [length],
             strides: [itemsize as ffi::Py_ssize_t],
-            exports: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
         })
     }
 
     /// Size of the block in bytes.
     #[getter]
-    fn nbytes(&self) -> usize {
-        self.block.nbytes()
+    fn nbytes(&self) -> PyResult<usize> {
+        Ok(self.block.open()?.nbytes())
     }
 
     /// Size of one item.
     #[getter]
-    fn itemsize(&self) -> u32 {
-        self.block.itemsize()
+    fn itemsize(&self) -> PyResult<u32> {
+        Ok(self.block.open()?.itemsize())
     }
 
     /// Number of items.
     #[getter]
-    fn length(&self) -> u64 {
-        self.block.length()
+    fn length(&self) -> PyResult<u64> {
+        Ok(self.block.open()?.length())
     }
 
     /// The struct format of one item, as exported through the buffer protocol.
@@ -130,8 +122,8 @@ impl PySharedBuffer {
     /// Atomically adds `delta` to integer item `index` (wrapping at the item's width) and returns the previous
     /// value. Lock-free: it does not take the block's lock. Only for integer typecodes.
     fn _fetch_add(&self, index: u64, delta: i128) -> PyResult<i128> {
-        self.check_open()?;
-        let code = char::from_u32(self.block.typecode()).unwrap_or('\0');
+        let block = self.block.open()?;
+        let code = char::from_u32(block.typecode()).unwrap_or('\0');
         let signed = match code {
             'b' | 'h' | 'i' | 'l' | 'q' => true,
             'B' | 'H' | 'I' | 'L' | 'Q' => false,
@@ -141,13 +133,13 @@ impl PySharedBuffer {
                 ))
             }
         };
-        if index >= self.block.length() {
+        if index >= block.length() {
             return Err(pyo3::exceptions::PyIndexError::new_err("index out of range"));
         }
-        let size = self.block.itemsize() as usize;
+        let size = block.itemsize() as usize;
         // SAFETY: index < length, so the item lies inside the items range validated at attach; items are
         // 64-aligned and `size` is a power of two <= 8, so the pointer is aligned for the atomic of that width.
-        let ptr = unsafe { self.block.items_ptr().add(index as usize * size) };
+        let ptr = unsafe { block.items_ptr().add(index as usize * size) };
         // Two's complement truncation: a wrapping add at every width.
         let d = delta as u64;
         // SAFETY: in each arm `ptr` is valid and aligned for the atomic of that width (see above); other
@@ -196,18 +188,17 @@ impl PySharedBuffer {
     /// Atomically replaces unsigned 64-bit item `index` with `new` if it equals `expected`; returns the value it
     /// held (equal to `expected` exactly when the swap happened). Lock-free. Only for 8-byte unsigned items.
     fn _compare_exchange(&self, index: u64, expected: u64, new: u64) -> PyResult<u64> {
-        self.check_open()?;
-        if self.block.itemsize() != 8 || char::from_u32(self.block.typecode()) != Some('Q') {
+        let block = self.block.open()?;
+        if block.itemsize() != 8 || char::from_u32(block.typecode()) != Some('Q') {
             return Err(pyo3::exceptions::PyTypeError::new_err("compare_exchange needs typecode 'Q'"));
         }
-        if index >= self.block.length() {
+        if index >= block.length() {
             return Err(pyo3::exceptions::PyIndexError::new_err("index out of range"));
         }
         // SAFETY: index < length, so the 8-byte item lies inside the items range validated at attach, and items
         // are 64-aligned, so the pointer is aligned for an AtomicU64; other processes access these words only
         // through atomics or plain loads and stores of whole words.
-        let cell =
-            unsafe { &*(self.block.items_ptr().add(index as usize * 8) as *const crate::base::atomic::AtomicU64) };
+        let cell = unsafe { &*(block.items_ptr().add(index as usize * 8) as *const crate::base::atomic::AtomicU64) };
         Ok(match cell.compare_exchange(expected, new, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(v) | Err(v) => v,
         })
@@ -215,54 +206,54 @@ impl PySharedBuffer {
 
     /// The typecode recorded at creation (0 for a ctypes type).
     #[getter]
-    fn typecode(&self) -> u32 {
-        self.block.typecode()
-    }
-
-    /// The segment's name.
-    #[getter]
-    fn segment_name(&self) -> String {
-        self.block.segment().name().to_string()
+    fn typecode(&self) -> PyResult<u32> {
+        Ok(self.block.open()?.typecode())
     }
 
     /// Offset of the block's lock storage in the segment.
     #[getter]
-    fn lock_offset(&self) -> u64 {
-        self.block.lock_offset()
+    fn lock_offset(&self) -> PyResult<u64> {
+        Ok(self.block.open()?.lock_offset())
     }
 
     /// What a pickle of the shared ctypes object over this buffer carries.
     #[getter]
-    fn _handle(&self) -> Handle {
-        Handle::new("SharedBuffer", self.block.segment(), self.block.segment().info().data_offset)
+    fn _handle(&self) -> PyResult<Handle> {
+        let b = self.block.open()?;
+        Ok(Handle::new("SharedBuffer", b.segment(), b.segment().info().data_offset))
     }
 
-    /// Whether `close()` was called.
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here (no new exports) and lets go of its shared memory once the views
+    /// exported before (memoryviews, numpy arrays, ctypes objects) are released. Idempotent.
+    fn close(&self) {
+        self.block.close();
+    }
+
+    /// Whether `close()` was called on this object.
     #[getter]
     fn closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.block.is_closed()
     }
 
-    /// Stops exporting the memory from this object. Raises BufferError while views of it exist.
-    fn close(&self) -> PyResult<()> {
-        if self.exports.load(Ordering::Acquire) > 0 {
-            return Err(PyBufferError::new_err("cannot close: memoryviews or arrays still use this buffer"));
-        }
-        self.closed.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Removes the segment's name now: processes that hold it keep working, new attaches fail.
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
     fn unlink(&self, py: Python<'_>) -> PyResult<()> {
-        self.block.segment().unlink().py(py)
+        self.block.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.block.segment_name()
     }
 
     /// Copies the block's bytes out.
     fn _tobytes(&self) -> PyResult<Vec<u8>> {
-        self.check_open()?;
-        let mut v = vec![0u8; self.block.nbytes()];
+        let block = self.block.open()?;
+        let mut v = vec![0u8; block.nbytes()];
         // SAFETY: items_ptr is valid for nbytes bytes while the block lives; v has nbytes bytes.
-        unsafe { std::ptr::copy_nonoverlapping(self.block.items_ptr(), v.as_mut_ptr(), v.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(block.items_ptr(), v.as_mut_ptr(), v.len()) };
         Ok(v)
     }
 
@@ -271,14 +262,18 @@ impl PySharedBuffer {
             return Err(PyBufferError::new_err("NULL view in __getbuffer__"));
         }
         let me = slf.get();
-        me.check_open()?;
+        let block = me.block.open()?;
+        // Counted until __releasebuffer__: the mapping outlives the view even if the object is closed meanwhile.
+        if !me.block.pin() {
+            return Err(closed("shared buffer"));
+        }
         // SAFETY: CPython passes a valid, writable Py_buffer; every pointer we store (items, format, shape,
-        // strides) stays valid while `obj` (a strong reference to this object, which owns the mapping, the
-        // format and the shape arrays) is held by the view.
+        // strides) stays valid while `obj` (a strong reference to this object, which owns the format and the
+        // shape arrays) is held by the view, and the mapping while the pin above is (until __releasebuffer__).
         unsafe {
             (*view).obj = slf.clone().into_any().into_ptr();
-            (*view).buf = me.block.items_ptr() as *mut std::ffi::c_void;
-            (*view).len = me.block.nbytes() as ffi::Py_ssize_t;
+            (*view).buf = block.items_ptr() as *mut std::ffi::c_void;
+            (*view).len = block.nbytes() as ffi::Py_ssize_t;
             (*view).readonly = 0;
             (*view).itemsize = me.strides[0];
             (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
@@ -297,12 +292,13 @@ impl PySharedBuffer {
             (*view).suboffsets = std::ptr::null_mut();
             (*view).internal = std::ptr::null_mut();
         }
-        me.exports.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
-        self.exports.fetch_sub(1, Ordering::AcqRel);
+        // SAFETY: CPython calls this once per successful __getbuffer__ (which pinned), with the GIL held; the
+        // view's pointers are not used after it.
+        unsafe { self.block.unpin() };
     }
 }
 
@@ -322,4 +318,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-super::identity::identity_of!(PySharedBuffer, |s| s.block.segment(), 0);
+super::identity::identity_of!(PySharedBuffer, block, |s| s.segment(), 0);

@@ -6,6 +6,7 @@
 use super::codec::{decode_bytes, encode_into, with_scratch};
 use super::errors::{to_py, IntoPyResult};
 use super::handle::{reduce, shared_class, Handle};
+use super::lifetime::{Held, Open};
 use crate::deque::{records, DequeGuard, End, SharedDeque, DEFAULT_HEAP_BYTES};
 use crate::platform::futex::Deadline;
 use crate::segment::Kind;
@@ -56,10 +57,22 @@ fn check_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
 /// handle). The `collections.deque` API plus blocking pops.
 #[pyclass(module = "pyconc._native", name = "ConcurrentDeque", frozen)]
 pub struct PyConcurrentDeque {
-    inner: SharedDeque,
+    inner: Held<SharedDeque>,
+}
+
+/// A call's borrow of an open deque.
+struct Deque<'a> {
+    inner: Open<'a, SharedDeque>,
 }
 
 impl PyConcurrentDeque {
+    /// This call's view of the open deque (see `super::lifetime`); the helpers below work on it.
+    fn d(&self) -> PyResult<Deque<'_>> {
+        Ok(Deque { inner: self.inner.open()? })
+    }
+}
+
+impl Deque<'_> {
     /// Takes the lock: at once if it is free, else without the GIL in slices that let Ctrl-C through.
     fn locked(&self, py: Python<'_>) -> PyResult<DequeGuard<'_>> {
         if let Some(g) = self.inner.try_lock().py(py)? {
@@ -68,7 +81,7 @@ impl PyConcurrentDeque {
         if self.inner.held_by_me() {
             return Err(PyRuntimeError::new_err("ConcurrentDeque: this thread already holds the deque's lock"));
         }
-        let d = &self.inner;
+        let d: &SharedDeque = &self.inner;
         loop {
             let r = py.detach(|| {
                 let _poll = wait::poll_signals();
@@ -130,7 +143,7 @@ impl PyConcurrentDeque {
                 return Err(PyErr::from_type(stdlib_type(py, &EMPTY, "queue", "Empty")?, ()));
             }
             let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
-            let d = &self.inner;
+            let d: &SharedDeque = &self.inner;
             let r = py.detach(|| {
                 let _poll = wait::poll_signals();
                 d.wait_nonempty(&Deadline::after(Some(slice)))
@@ -197,7 +210,7 @@ impl PyConcurrentDeque {
             h.expect(&["ConcurrentDeque"], &[Kind::Deque])?;
             let inner = py.detach(|| SharedDeque::open(&h.segment)).py(py)?;
             h.expect_whole(inner.segment())?;
-            return Ok(PyConcurrentDeque { inner });
+            return Ok(PyConcurrentDeque { inner: Held::new("ConcurrentDeque", inner) });
         }
         let maxlen = match maxlen {
             None => None,
@@ -211,32 +224,36 @@ impl PyConcurrentDeque {
             }
         };
         let inner = py.detach(|| SharedDeque::create(maxlen, DEFAULT_HEAP_BYTES)).py(py)?;
-        let d = PyConcurrentDeque { inner };
+        let d = PyConcurrentDeque { inner: Held::new("ConcurrentDeque", inner) };
         if let Some(it) = iterable {
-            d.push_all(py, End::Back, it)?;
+            d.d()?.push_all(py, End::Back, it)?;
         }
         Ok(d)
     }
 
     /// append(x): adds x at the right end (dropping the leftmost item of a full bounded deque).
     fn append(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.push_one(py, End::Back, x)
+        let this = self.d()?;
+        this.push_one(py, End::Back, x)
     }
 
     /// appendleft(x): adds x at the left end (dropping the rightmost item of a full bounded deque).
     fn appendleft(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.push_one(py, End::Front, x)
+        let this = self.d()?;
+        this.push_one(py, End::Front, x)
     }
 
     /// extend(iterable): appends every item, in order, under one holding of the lock (all are encoded first,
     /// so an item that cannot be encoded adds nothing).
     fn extend(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.push_all(py, End::Back, iterable)
+        let this = self.d()?;
+        this.push_all(py, End::Back, iterable)
     }
 
     /// extendleft(iterable): appendleft of every item, in order (so they end up reversed).
     fn extendleft(&self, py: Python<'_>, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.push_all(py, End::Front, iterable)
+        let this = self.d()?;
+        this.push_all(py, End::Front, iterable)
     }
 
     /// pop(block=None, timeout=None): removes and returns the rightmost item. Without arguments (or with
@@ -245,35 +262,42 @@ impl PyConcurrentDeque {
     /// when none came.
     #[pyo3(signature = (block=None, timeout=None))]
     fn pop<'py>(&self, py: Python<'py>, block: Option<bool>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        self.pop_end(py, End::Back, block, timeout)
+        let this = self.d()?;
+        this.pop_end(py, End::Back, block, timeout)
     }
 
     /// popleft(block=None, timeout=None): as pop, from the left end.
     #[pyo3(signature = (block=None, timeout=None))]
     fn popleft<'py>(&self, py: Python<'py>, block: Option<bool>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        self.pop_end(py, End::Front, block, timeout)
+        let this = self.d()?;
+        this.pop_end(py, End::Front, block, timeout)
     }
 
     /// clear(): removes every item.
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        self.locked(py)?.clear().py(py)
+        let this = self.d()?;
+        let mut g = this.locked(py)?;
+        g.clear().py(py)
     }
 
     /// rotate(n=1): rotates n steps to the right (n < 0: to the left).
     #[pyo3(signature = (n=1))]
     fn rotate(&self, py: Python<'_>, n: i64) -> PyResult<()> {
-        self.locked(py)?.rotate(n).py(py)
+        let this = self.d()?;
+        let mut g = this.locked(py)?;
+        g.rotate(n).py(py)
     }
 
     /// remove(value): removes the first item equal to value (ValueError if there is none). Items are compared
     /// in this process, outside the lock; if another process removed the match meanwhile, the search restarts.
     fn remove(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let this = self.d()?;
         for _ in 0..10_000 {
-            let Some(id) = self.find(py, value)? else {
+            let Some(id) = this.find(py, value)? else {
                 // collections.deque's message (Python 3.11+).
                 return Err(PyValueError::new_err(format!("{} is not in deque", value.repr()?)));
             };
-            if self.locked(py)?.remove_id(id).py(py)? {
+            if this.locked(py)?.remove_id(id).py(py)? {
                 return Ok(());
             }
         }
@@ -282,8 +306,9 @@ impl PyConcurrentDeque {
 
     /// count(value): how many items equal value.
     fn count(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let this = self.d()?;
         let mut buf = Vec::new();
-        self.dump(py, &mut buf)?;
+        this.dump(py, &mut buf)?;
         let mut n = 0;
         for r in records(&buf) {
             let item = decode_bytes(py, r.py(py)?.1)?;
@@ -296,18 +321,20 @@ impl PyConcurrentDeque {
 
     /// copy(): a new ConcurrentDeque with the same items and maxlen.
     fn copy(&self, py: Python<'_>) -> PyResult<Self> {
-        let inner = py.detach(|| SharedDeque::create(self.inner.maxlen(), DEFAULT_HEAP_BYTES)).py(py)?;
+        let this = self.d()?;
+        let maxlen = this.inner.maxlen();
+        let inner = py.detach(|| SharedDeque::create(maxlen, DEFAULT_HEAP_BYTES)).py(py)?;
         let mut buf = Vec::new();
-        self.dump(py, &mut buf)?;
+        this.dump(py, &mut buf)?;
         let mut batch = Vec::with_capacity(buf.len());
         for r in records(&buf) {
             let bytes = r.py(py)?.1;
             batch.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
             batch.extend_from_slice(bytes);
         }
-        let d = PyConcurrentDeque { inner };
+        let d = PyConcurrentDeque { inner: Held::new("ConcurrentDeque", inner) };
         if !batch.is_empty() {
-            d.locked(py)?.push_many(End::Back, &batch).py(py)?;
+            d.d()?.locked(py)?.push_many(End::Back, &batch).py(py)?;
         }
         Ok(d)
     }
@@ -316,19 +343,23 @@ impl PyConcurrentDeque {
         self.copy(py)
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len() as usize
+    fn __len__(&self) -> PyResult<usize> {
+        let this = self.d()?;
+        Ok(this.inner.len() as usize)
     }
 
-    fn __bool__(&self) -> bool {
-        !self.inner.is_empty()
+    fn __bool__(&self) -> PyResult<bool> {
+        let this = self.d()?;
+        Ok(!this.inner.is_empty())
     }
 
     fn __contains__(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self.find(py, value)?.is_some())
+        let this = self.d()?;
+        Ok(this.find(py, value)?.is_some())
     }
 
     fn __getitem__<'py>(&self, py: Python<'py>, i: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let this = self.d()?;
         let i: isize = i.extract().map_err(|_| {
             PyTypeError::new_err(format!(
                 "sequence index must be integer, not '{}'",
@@ -337,34 +368,38 @@ impl PyConcurrentDeque {
         })?;
         let mut buf = Vec::new();
         {
-            let (g, j) = self.index(py, i)?;
+            let (g, j) = this.index(py, i)?;
             g.get(j, &mut buf).py(py)?;
         }
         decode_bytes(py, &buf)
     }
 
     fn __delitem__(&self, py: Python<'_>, i: isize) -> PyResult<()> {
-        let (mut g, j) = self.index(py, i)?;
+        let this = self.d()?;
+        let (mut g, j) = this.index(py, i)?;
         g.remove_at(j).py(py)?;
         Ok(())
     }
 
     /// Iterates over a copy of the items taken at the start (other processes may change the deque meanwhile).
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.to_list(py)?.try_iter().map(Bound::into_any)
+        let this = self.d()?;
+        this.to_list(py)?.try_iter().map(Bound::into_any)
     }
 
     fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let l = self.to_list(py)?;
+        let this = self.d()?;
+        let l = this.to_list(py)?;
         l.reverse()?;
         l.try_iter().map(Bound::into_any)
     }
 
     /// Compares the items (a copy) with another ConcurrentDeque, a collections.deque or a list, as lists.
     fn __richcmp__<'py>(&self, other: &Bound<'py, PyAny>, op: CompareOp) -> PyResult<Bound<'py, PyAny>> {
+        let this = self.d()?;
         let py = other.py();
         let theirs = if let Ok(o) = other.cast::<PyConcurrentDeque>() {
-            o.get().to_list(py)?
+            o.get().d()?.to_list(py)?
         } else if other.is_instance(stdlib_type(py, &DEQUE, "collections", "deque")?.as_any())?
             || other.is_instance_of::<PyList>()
         {
@@ -372,18 +407,19 @@ impl PyConcurrentDeque {
         } else {
             return Ok(py.NotImplemented().into_bound(py));
         };
-        self.to_list(py)?.rich_compare(theirs, op)
+        this.to_list(py)?.rich_compare(theirs, op)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let name = self.inner.segment().name_local().to_string();
+        let Ok(this) = self.d() else { return Ok("ConcurrentDeque(<closed>)".into()) };
+        let name = this.inner.segment().name_local().to_string();
         let entered = IN_REPR.with(|s| s.borrow_mut().insert(name.clone()));
         if !entered {
             return Ok("[...]".to_string());
         }
         let r = (|| {
-            let items = self.to_list(py)?.repr()?.to_string();
-            Ok(match self.inner.maxlen() {
+            let items = this.to_list(py)?.repr()?.to_string();
+            Ok(match this.inner.maxlen() {
                 Some(m) => format!("ConcurrentDeque({items}, maxlen={m})"),
                 None => format!("ConcurrentDeque({items})"),
             })
@@ -394,32 +430,53 @@ impl PyConcurrentDeque {
 
     /// The bound on the length, or None.
     #[getter]
-    fn maxlen(&self) -> Option<u64> {
-        self.inner.maxlen()
+    fn maxlen(&self) -> PyResult<Option<u64>> {
+        let this = self.d()?;
+        Ok(this.inner.maxlen())
+    }
+
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory (idempotent).
+    fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether `close()` was called on this object.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.unlink(py)
     }
 
     /// The name of the deque's main segment.
     #[getter]
-    fn segment_name(&self) -> String {
-        self.inner.segment().name().to_string()
+    fn segment_name(&self) -> PyResult<String> {
+        self.inner.segment_name()
     }
 
     /// {"repairs": repairs after processes died holding the lock, "segments": segments in use}.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let this = self.d()?;
         let d = PyDict::new(py);
-        d.set_item("repairs", self.inner.repairs())?;
-        d.set_item("segments", self.inner.segments())?;
+        d.set_item("repairs", this.inner.repairs())?;
+        d.set_item("segments", this.inner.segments())?;
         Ok(d)
     }
 
     /// What a pickle carries (see `pyconc._native._rebuild`).
     #[getter]
-    fn _handle(&self) -> Handle {
-        Handle::new("ConcurrentDeque", self.inner.segment(), self.inner.segment().info().data_offset)
+    fn _handle(&self) -> PyResult<Handle> {
+        let d = self.inner.open()?;
+        Ok(Handle::new("ConcurrentDeque", d.segment(), d.segment().info().data_offset))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        reduce(slf.as_any(), slf.get()._handle())
+        reduce(slf.as_any(), slf.get()._handle()?)
     }
 }
 

@@ -8,6 +8,7 @@ use super::blocking::block_on;
 use super::codec::{decode_bytes, encode_into, encode_key_into, with_scratch};
 use super::errors::IntoPyResult;
 use super::handle::{reduce, shared_class, Handle};
+use super::lifetime::{Held, Open};
 use crate::base::atomic::local::{AtomicU32, Ordering};
 use crate::codec::stable_hash;
 use crate::dict::{records, Read, ShardGuard, SharedDict, DEFAULT_HEAP_BYTES};
@@ -52,9 +53,14 @@ fn encode_key(key: &Bound<'_, PyAny>, kb: &mut Vec<u8>) -> PyResult<usize> {
 /// not a snapshot while other threads or processes write.
 #[pyclass(module = "pyconc._native", name = "ConcurrentDict", frozen)]
 pub struct PyConcurrentDict {
-    inner: SharedDict,
+    inner: Held<SharedDict>,
     /// Where `popitem` starts looking (rotates so repeated popitems do not rescan empty shards).
     pop_from: AtomicU32,
+}
+
+/// A call's borrow of an open dict.
+struct Dict<'a> {
+    inner: Open<'a, SharedDict>,
 }
 
 /// `<name>(d)`: the view classes live in Python (subclasses of the `collections.abc` views, registered by
@@ -64,6 +70,13 @@ fn view<'py>(d: &Bound<'py, PyConcurrentDict>, name: &str) -> PyResult<Bound<'py
 }
 
 impl PyConcurrentDict {
+    /// This call's view of the open dict (see `super::lifetime`); the helpers below work on it.
+    fn d(&self) -> PyResult<Dict<'_>> {
+        Ok(Dict { inner: self.inner.open()? })
+    }
+}
+
+impl Dict<'_> {
     /// Locks shard `i`, releasing the GIL while waiting (the holder may be a thread of this process that needs
     /// the GIL to finish an `update_with`).
     fn locked(&self, py: Python<'_>, i: u32) -> PyResult<ShardGuard<'_>> {
@@ -81,7 +94,7 @@ impl PyConcurrentDict {
                  must not use the same dict)",
             ));
         }
-        let d = &self.inner;
+        let d: &SharedDict = &self.inner;
         // Bounded: a holder that keeps a shard longer than the lock timeout is reported (TimeoutError); one
         // deadline for the whole wait, across retries after signal handlers.
         let patience = Deadline::after(Some(crate::platform::limits::lock_timeout()));
@@ -188,7 +201,7 @@ impl PyConcurrentDict {
             h.expect(&["ConcurrentDict"], &[Kind::Dict])?;
             let inner = py.detach(|| SharedDict::open(&h.segment)).py(py)?;
             h.expect_whole(inner.segment())?;
-            return Ok(PyConcurrentDict { inner, pop_from: AtomicU32::new(0) });
+            return Ok(PyConcurrentDict { inner: Held::new("ConcurrentDict", inner), pop_from: AtomicU32::new(0) });
         }
         let scaling = u32::try_from(scaling)
             .ok()
@@ -200,7 +213,7 @@ impl PyConcurrentDict {
             ));
         }
         let inner = py.detach(|| SharedDict::create(scaling, DEFAULT_HEAP_BYTES)).py(py)?;
-        let d = PyConcurrentDict { inner, pop_from: AtomicU32::new(0) };
+        let d = PyConcurrentDict { inner: Held::new("ConcurrentDict", inner), pop_from: AtomicU32::new(0) };
         if let Some(init) = dictionary.or(initial) {
             d.update(py, Some(init), None)?;
         }
@@ -208,18 +221,21 @@ impl PyConcurrentDict {
     }
 
     fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        self.lookup(py, key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+        let this = self.d()?;
+        this.lookup(py, key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
     }
 
     fn __setitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store(py, key, value)
+        let this = self.d()?;
+        this.store(py, key, value)
     }
 
     fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let this = self.d()?;
         let found = with_scratch(|kb| {
             encode_key_into(key, kb)?;
             let h = stable_hash(kb);
-            self.locked(py, self.inner.shard_index(h))?.remove(kb, h, None).py(py)
+            this.locked(py, this.inner.shard_index(h))?.remove(kb, h, None).py(py)
         })?;
         if found {
             Ok(())
@@ -229,19 +245,21 @@ impl PyConcurrentDict {
     }
 
     fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let this = self.d()?;
         with_scratch(|kb| {
             encode_key_into(key, kb)?;
             let h = stable_hash(kb);
-            match self.inner.contains(kb, h).py(py)? {
+            match this.inner.contains(kb, h).py(py)? {
                 Read::Found => Ok(true),
                 Read::Missing => Ok(false),
-                Read::Busy => Ok(self.locked(py, self.inner.shard_index(h))?.find(kb, h).py(py)?.is_some()),
+                Read::Busy => Ok(this.locked(py, this.inner.shard_index(h))?.find(kb, h).py(py)?.is_some()),
             }
         })
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.inner.len().py(py)? as usize)
+        let this = self.d()?;
+        Ok(this.inner.len().py(py)? as usize)
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -256,7 +274,8 @@ impl PyConcurrentDict {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Ok(match self.lookup(py, key)? {
+        let this = self.d()?;
+        Ok(match this.lookup(py, key)? {
             Some(v) => v,
             None => default.unwrap_or_else(|| py.None().into_bound(py)),
         })
@@ -270,6 +289,7 @@ impl PyConcurrentDict {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let this = self.d()?;
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
         with_scratch(|kb| {
             let klen = encode_key(key, kb)?;
@@ -277,7 +297,7 @@ impl PyConcurrentDict {
             with_val(|vb| {
                 encode_into(&default, vb)?;
                 let mut cur = Vec::new();
-                let mut g = self.locked(py, self.inner.shard_index(h))?;
+                let mut g = this.locked(py, this.inner.shard_index(h))?;
                 if g.get_into(&kb[..klen], h, &mut cur).py(py)? {
                     drop(g);
                     return decode_bytes(py, &cur);
@@ -296,6 +316,7 @@ impl PyConcurrentDict {
         key: &Bound<'py, PyAny>,
         default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let this = self.d()?;
         if default.len() > 1 {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                 "pop expected at most 2 arguments, got {}",
@@ -306,7 +327,7 @@ impl PyConcurrentDict {
             encode_key_into(key, kb)?;
             let h = stable_hash(kb);
             with_val(|vb| {
-                let found = self.locked(py, self.inner.shard_index(h))?.remove(kb, h, Some(vb)).py(py)?;
+                let found = this.locked(py, this.inner.shard_index(h))?.remove(kb, h, Some(vb)).py(py)?;
                 if found {
                     decode_bytes(py, vb).map(Some)
                 } else {
@@ -323,12 +344,13 @@ impl PyConcurrentDict {
 
     /// Removes and returns some `(key, value)` pair; `KeyError` when empty.
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let n = self.inner.nshards();
+        let this = self.d()?;
+        let n = this.inner.nshards();
         let start = self.pop_from.load(Ordering::Relaxed);
         let mut buf = Vec::new();
         for j in 0..n {
             let i = (start + j) % n;
-            if self.locked(py, i)?.pop_any(&mut buf).py(py)? {
+            if this.locked(py, i)?.pop_any(&mut buf).py(py)? {
                 self.pop_from.store(i, Ordering::Relaxed);
                 if let Some(r) = records(&buf).next() {
                     let (k, o, v) = r.py(py)?;
@@ -348,15 +370,16 @@ impl PyConcurrentDict {
         other: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
+        let this = self.d()?;
         if let Some(other) = other {
             if let Ok(d) = other.cast::<PyDict>() {
                 for (k, v) in d.iter() {
-                    self.store(py, &k, &v)?;
+                    this.store(py, &k, &v)?;
                 }
             } else if other.hasattr("keys")? {
                 for k in other.call_method0("keys")?.try_iter()? {
                     let k = k?;
-                    self.store(py, &k, &other.get_item(&k)?)?;
+                    this.store(py, &k, &other.get_item(&k)?)?;
                 }
             } else {
                 for item in other.try_iter()? {
@@ -366,13 +389,13 @@ impl PyConcurrentDict {
                             "ConcurrentDict.update() needs a mapping or an iterable of (key, value) pairs",
                         )
                     })?;
-                    self.store(py, &k, &v)?;
+                    this.store(py, &k, &v)?;
                 }
             }
         }
         if let Some(kw) = kwargs {
             for (k, v) in kw.iter() {
-                self.store(py, &k, &v)?;
+                this.store(py, &k, &v)?;
             }
         }
         Ok(())
@@ -380,8 +403,9 @@ impl PyConcurrentDict {
 
     /// Removes every key (shard by shard: not atomic with respect to concurrent writers).
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        for i in 0..self.inner.nshards() {
-            self.locked(py, i)?.clear().py(py)?;
+        let this = self.d()?;
+        for i in 0..this.inner.nshards() {
+            this.locked(py, i)?.clear().py(py)?;
         }
         Ok(())
     }
@@ -403,22 +427,25 @@ impl PyConcurrentDict {
 
     /// A list of the keys (not a snapshot under concurrent writes): what the views iterate.
     fn _keys_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let this = self.d()?;
         let out = PyList::empty(py);
-        self.each(py, |k, _| out.append(k))?;
+        this.each(py, |k, _| out.append(k))?;
         Ok(out)
     }
 
     /// A list of the values.
     fn _values_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let this = self.d()?;
         let out = PyList::empty(py);
-        self.each(py, |_, v| out.append(decode_bytes(py, v)?))?;
+        this.each(py, |_, v| out.append(decode_bytes(py, v)?))?;
         Ok(out)
     }
 
     /// A list of `(key, value)` pairs.
     fn _items_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let this = self.d()?;
         let out = PyList::empty(py);
-        self.each(py, |k, v| out.append(PyTuple::new(py, [k, decode_bytes(py, v)?])?))?;
+        this.each(py, |k, v| out.append(PyTuple::new(py, [k, decode_bytes(py, v)?])?))?;
         Ok(out)
     }
 
@@ -426,20 +453,23 @@ impl PyConcurrentDict {
     /// Holds every shard lock while it walks the heaps (run automatically, when no shard is busy, after a
     /// process finds that a writer died).
     fn reclaim(&self, py: Python<'_>) -> PyResult<u64> {
-        let d = &self.inner;
+        let d = self.inner.open()?;
+        let d: &SharedDict = &d;
         let forever = Deadline::after(None);
         Ok(block_on(py, || d.reclaim(Some(&forever)))?.py(py)?.unwrap_or(0))
     }
 
     /// A plain `dict` copy.
     fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.as_dict_obj(py)
+        let this = self.d()?;
+        this.as_dict_obj(py)
     }
 
     fn __eq__<'py>(&self, py: Python<'py>, other: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
-        let mine = self.as_dict_obj(py)?;
+        let this = self.d()?;
+        let mine = this.as_dict_obj(py)?;
         if let Ok(o) = other.cast::<PyConcurrentDict>() {
-            let theirs = o.get().as_dict_obj(py)?;
+            let theirs = o.get().d()?.as_dict_obj(py)?;
             return Ok(mine.eq(theirs)?.into_pyobject(py)?.to_owned().into_any().unbind());
         }
         if other.is_instance_of::<PyDict>() || other.hasattr("keys")? && other.hasattr("__getitem__")? {
@@ -449,7 +479,8 @@ impl PyConcurrentDict {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("ConcurrentDict({})", self.as_dict_obj(py)?.repr()?))
+        let Ok(this) = self.d() else { return Ok("ConcurrentDict(<closed>)".into()) };
+        Ok(format!("ConcurrentDict({})", this.as_dict_obj(py)?.repr()?))
     }
 
     /// Atomically `d[key] = d.get(key, default) + delta`; returns the new value.
@@ -461,6 +492,7 @@ impl PyConcurrentDict {
         delta: Option<Bound<'py, PyAny>>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let this = self.d()?;
         let delta = match delta {
             Some(d) => d,
             None => 1i64.into_pyobject(py)?.into_any(),
@@ -469,7 +501,7 @@ impl PyConcurrentDict {
             Some(d) => d,
             None => 0i64.into_pyobject(py)?.into_any(),
         };
-        self.rmw(py, key, |cur| {
+        this.rmw(py, key, |cur| {
             let new = cur.unwrap_or(default).add(&delta)?;
             Ok((Some(new.clone()), new))
         })
@@ -483,6 +515,7 @@ impl PyConcurrentDict {
         expected: &Bound<'_, PyAny>,
         new: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
+        let this = self.d()?;
         let mut exp = Vec::new();
         encode_into(expected, &mut exp)?;
         let mut newb = Vec::new();
@@ -491,7 +524,7 @@ impl PyConcurrentDict {
             let klen = encode_key(key, kb)?;
             let h = stable_hash(&kb[..klen]);
             with_val(|vb| {
-                let mut g = self.locked(py, self.inner.shard_index(h))?;
+                let mut g = this.locked(py, this.inner.shard_index(h))?;
                 if !g.get_into(&kb[..klen], h, vb).py(py)? || *vb != exp {
                     return Ok(false);
                 }
@@ -512,7 +545,8 @@ impl PyConcurrentDict {
         r#fn: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.rmw(py, key, |cur| {
+        let this = self.d()?;
+        this.rmw(py, key, |cur| {
             let arg = cur.or(default).unwrap_or_else(|| py.None().into_bound(py));
             let new = r#fn.call1((arg,))?;
             Ok((Some(new.clone()), new))
@@ -521,34 +555,57 @@ impl PyConcurrentDict {
 
     /// Number of shards.
     #[getter]
-    fn scaling(&self) -> u32 {
-        self.inner.nshards()
+    fn scaling(&self) -> PyResult<u32> {
+        let this = self.d()?;
+        Ok(this.inner.nshards())
+    }
+
+    /// Whether `other` is a handle of this very dict (not just equal contents); False if either is closed.
+    fn _same_object(&self, other: &Bound<'_, PyAny>) -> bool {
+        let Ok(o) = other.cast::<PyConcurrentDict>() else { return false };
+        let (Some(a), Some(b)) = (self.inner.try_open(), o.get().inner.try_open()) else { return false };
+        a.segment().same_mapping(b.segment())
+    }
+
+    /// A hash of the dict's identity (for wrappers that compare by identity, like `AtomicReference`); kept after
+    /// close() once computed.
+    fn _identity_hash(&self) -> PyResult<u64> {
+        self.inner.memo_hash(|d| super::identity::hash((d.segment(), 0)))
+    }
+
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory (idempotent).
+    fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether `close()` was called on this object.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.unlink(py)
     }
 
     /// The name of the main shared-memory segment.
-    /// Whether `other` is a handle of this very dict (not just equal contents).
-    fn _same_object(&self, other: &Bound<'_, PyAny>) -> bool {
-        other.cast::<PyConcurrentDict>().is_ok_and(|o| self.inner.segment().same_mapping(o.get().inner.segment()))
-    }
-
-    /// A hash of the dict's identity (for wrappers that compare by identity, like `AtomicReference`).
-    fn _identity_hash(&self) -> u64 {
-        super::identity::hash((self.inner.segment(), 0))
-    }
-
     #[getter]
-    fn segment_name(&self) -> String {
-        self.inner.segment().name().to_string()
+    fn segment_name(&self) -> PyResult<String> {
+        self.inner.segment_name()
     }
 
     /// What a pickle carries (see `pyconc._native._rebuild`).
     #[getter]
-    fn _handle(&self) -> Handle {
-        Handle::new("ConcurrentDict", self.inner.segment(), self.inner.segment().info().data_offset)
+    fn _handle(&self) -> PyResult<Handle> {
+        let d = self.inner.open()?;
+        Ok(Handle::new("ConcurrentDict", d.segment(), d.segment().info().data_offset))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        reduce(slf.as_any(), slf.get()._handle())
+        reduce(slf.as_any(), slf.get()._handle()?)
     }
 }
 

@@ -9,20 +9,9 @@ use pyo3::prelude::*;
 /// The key of a shared object: its segment and the offset of its state.
 pub(crate) type Key<'a> = (&'a Segment, u64);
 
-/// `__richcmp__` by identity: `other` is the other handle's key when it is a handle of the same Python type,
-/// else `None` (then `NotImplemented`, so Python falls back to `is`).
-pub(crate) fn compare(py: Python<'_>, this: Key<'_>, other: Option<Key<'_>>, op: CompareOp) -> Py<PyAny> {
-    let Some(other) = other else {
-        return py.NotImplemented();
-    };
-    let same = this.0.same_mapping(other.0) && this.1 == other.1;
-    match op {
-        CompareOp::Eq => same.into_pyobject(py).map(|b| b.to_owned().into_any().unbind()).unwrap_or_else(|_| py.None()),
-        CompareOp::Ne => {
-            (!same).into_pyobject(py).map(|b| b.to_owned().into_any().unbind()).unwrap_or_else(|_| py.None())
-        }
-        _ => py.NotImplemented(),
-    }
+/// Whether two keys name one object.
+fn same(a: Key<'_>, b: Key<'_>) -> bool {
+    a.0.same_mapping(b.0) && a.1 == b.1
 }
 
 /// `__hash__` by identity (the segment's name, never leaving the process, and the offset).
@@ -32,29 +21,44 @@ pub(crate) fn hash(key: Key<'_>) -> u64 {
     h
 }
 
-/// A pyclass that is a handle of a shared object.
+/// A pyclass that is a handle of a shared object (its state in a `lifetime::Held`).
 pub(crate) trait Identity {
-    /// The object's key.
-    fn key(&self) -> Key<'_>;
+    /// `f` of the object's key; `None` if the object is closed.
+    fn with_key<R>(&self, f: impl FnOnce(Key<'_>) -> R) -> Option<R>;
+
+    /// `__hash__`: [`hash`] of the key, remembered, so a closed object keeps the hash it had.
+    fn identity_hash(&self) -> PyResult<u64>;
 }
 
-/// `__richcmp__` of an identity-compared handle class (other Python types, and subclasses other than the
-/// exact type of `slf`, give `NotImplemented`).
+/// `__richcmp__` of an identity-compared handle class (other Python types, subclasses other than the exact type
+/// of `slf`, and closed objects give `NotImplemented`, so Python falls back to `is`).
 pub(crate) fn richcmp<T>(slf: &Bound<'_, T>, other: &Bound<'_, PyAny>, op: CompareOp) -> Py<PyAny>
 where
     T: Identity + pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync,
 {
+    let py = slf.py();
     let o = other.cast::<T>().ok().filter(|o| o.as_any().get_type().is(slf.as_any().get_type()));
-    compare(slf.py(), slf.get().key(), o.as_ref().map(|o| o.get().key()), op)
+    let is_same = o.and_then(|o| slf.get().with_key(|a| o.get().with_key(|b| same(a, b))).flatten());
+    let answer = match (op, is_same) {
+        (CompareOp::Eq, Some(s)) => s,
+        (CompareOp::Ne, Some(s)) => !s,
+        _ => return py.NotImplemented(),
+    };
+    answer.into_pyobject(py).map(|b| b.to_owned().into_any().unbind()).unwrap_or_else(|_| py.None())
 }
 
-/// `identity_of!(Type, |s| segment expr, offset expr)`: implements [`Identity`] for a handle pyclass.
+/// `identity_of!(Type, held field, |s| segment expr, offset expr)`: implements [`Identity`] for a handle pyclass
+/// (`s` is the field's open value).
 macro_rules! identity_of {
-    ($ty:ty, |$s:ident| $seg:expr, $off:expr) => {
+    ($ty:ty, $field:ident, |$s:ident| $seg:expr, $off:expr) => {
         impl $crate::python::identity::Identity for $ty {
-            fn key(&self) -> $crate::python::identity::Key<'_> {
-                let $s = self;
-                ($seg, $off)
+            fn with_key<R>(&self, f: impl FnOnce($crate::python::identity::Key<'_>) -> R) -> Option<R> {
+                let $s = self.$field.try_open()?;
+                Some(f(($seg, $off)))
+            }
+
+            fn identity_hash(&self) -> pyo3::PyResult<u64> {
+                self.$field.memo_hash(|$s| $crate::python::identity::hash(($seg, $off)))
             }
         }
     };

@@ -14,6 +14,7 @@ mod dict;
 mod errors;
 mod handle;
 mod identity;
+mod lifetime;
 mod queue;
 mod segments;
 mod sync;
@@ -50,6 +51,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_register, m)?)?;
     // Read this process's start time now (a /proc read) rather than inside the first attach.
     crate::platform::process::current();
+    lifetime::init(m.py())?;
     handle::register(m)?;
     segments::register(m)?;
     atomics::register(m)?;

@@ -5,6 +5,7 @@ use super::blocking::block_on;
 use super::codec::{decode_bytes, encode_into, with_scratch};
 use super::errors::IntoPyResult;
 use super::handle::{reduce_with, shared_class, Handle};
+use super::lifetime::{Held, Open};
 use super::timeouts::{timeout as read_timeout, Negative};
 use crate::base::atomic::local::{AtomicU8, Ordering};
 use crate::platform::futex::Deadline;
@@ -49,9 +50,9 @@ fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str, msg:
 /// it does not know). Pickles as a handle.
 #[pyclass(module = "pyconc._native", name = "QueueCore", frozen, subclass)]
 pub struct PyQueue {
-    pub(super) q: SharedQueue,
-    /// 0 open; else how `close()` was called (see `_close`).
-    closed: AtomicU8,
+    pub(super) q: Held<SharedQueue>,
+    /// How `close()` was called, for the error of later calls (see `_close`).
+    closed_as: AtomicU8,
     /// Which calls raise ValueError on a negative timeout, as `queue.Queue` does: [`STRICT_GET`] | [`STRICT_PUT`].
     /// The others treat it as 0, as `multiprocessing` does.
     strict_timeouts: u8,
@@ -63,14 +64,13 @@ const STRICT_GET: u8 = 1;
 const STRICT_PUT: u8 = 2;
 
 impl PyQueue {
-    fn open(&self) -> PyResult<&SharedQueue> {
-        match self.closed.load(Ordering::Relaxed) {
-            0 => Ok(&self.q),
+    fn open(&self) -> PyResult<Open<'_, SharedQueue>> {
+        self.q.try_open().ok_or_else(|| match self.closed_as.load(Ordering::Relaxed) {
             // multiprocessing.SimpleQueue: its closed pipe says so with OSError.
-            2 => Err(PyOSError::new_err("handle is closed")),
+            2 => PyOSError::new_err("handle is closed"),
             // multiprocessing.Queue's message.
-            _ => Err(PyValueError::new_err(format!("Queue {} is closed", self.q.segment().name()))),
-        }
+            _ => PyValueError::new_err("Queue is closed"),
+        })
     }
 
     /// Runs `op` once with the GIL (no waiting); if it would block and `block` is set, again through the
@@ -103,7 +103,7 @@ impl PyQueue {
         block: bool,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let policy = self.q.policy();
+        let policy = self.open()?.policy();
         let r = self.blocking(py, block, timeout, STRICT_GET, &mut |d| {
             buf.clear();
             ring.get(buf, d, policy)
@@ -133,8 +133,8 @@ impl PyQueue {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     #[new]
@@ -157,7 +157,7 @@ impl PyQueue {
             }
             None => py.detach(|| SharedQueue::create(QueueConfig { slots, heap_bytes, lock_free, joinable })).py(py)?,
         };
-        Ok(PyQueue { q, closed: AtomicU8::new(0), strict_timeouts })
+        Ok(PyQueue { q: Held::new("Queue", q), closed_as: AtomicU8::new(0), strict_timeouts })
     }
 
     /// put(item, block=True, timeout=None): enqueue `item`; raises queue.Full if no room came in time,
@@ -323,6 +323,7 @@ impl PyQueue {
             return Err(PyValueError::new_err("join() needs a joinable queue"));
         }
         let d = Deadline::after(read_timeout(timeout, Negative::Zero)?);
+        let q: &SharedQueue = &q;
         block_on(py, || q.join(d))?.py(py)
     }
 
@@ -345,41 +346,52 @@ impl PyQueue {
         Ok(d)
     }
 
-    /// Removes the segment's name now: processes that hold the queue keep working, new attaches fail.
-    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
-        self.q.segment().unlink().py(py)
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here (later calls raise ValueError, as multiprocessing.Queue's after close())
+    /// and lets go of its shared memory once calls running in other threads return. Idempotent.
+    fn close(&self) {
+        self._close(false);
     }
 
-    /// _close(oserror=False): stops using the queue from this object; later calls raise ValueError (OSError if
-    /// `oserror`, as multiprocessing.SimpleQueue does). Other objects and processes are not affected.
+    /// close() whose later calls raise OSError, as multiprocessing.SimpleQueue's do.
     #[pyo3(signature = (oserror=false))]
     fn _close(&self, oserror: bool) {
-        self.closed.store(if oserror { 2 } else { 1 }, Ordering::Relaxed);
+        if !self.q.is_closed() {
+            self.closed_as.store(if oserror { 2 } else { 1 }, Ordering::Relaxed);
+        }
+        self.q.close();
     }
 
-    /// Whether _close() was called on this object.
+    /// Whether `close()` was called on this object.
     #[getter]
-    fn _closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed) != 0
+    fn closed(&self) -> bool {
+        self.q.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.q.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.q.segment_name()
     }
 
     /// What a pickle carries (see `pyconc._native._rebuild`).
     #[getter]
-    fn _handle(&self) -> Handle {
-        Handle::new("Queue", self.q.segment(), self.q.segment().info().data_offset)
-    }
-
-    /// The name of the queue's shared-memory segment.
-    #[getter]
-    fn segment_name(&self) -> String {
-        self.q.segment().name().to_string()
+    fn _handle(&self) -> PyResult<Handle> {
+        let q = self.open()?;
+        Ok(Handle::new("Queue", q.segment(), q.segment().info().data_offset))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         // The timeout rules are the class's (StdConcurrentQueue's are queue.Queue's), set at construction.
         let kwargs = PyDict::new(slf.py());
         kwargs.set_item("strict_timeouts", slf.get().strict_timeouts)?;
-        reduce_with(slf.as_any(), slf.get()._handle(), kwargs)
+        reduce_with(slf.as_any(), slf.get()._handle()?, kwargs)
     }
 }
 
@@ -391,4 +403,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-super::identity::identity_of!(PyQueue, |s| s.q.segment(), 0);
+super::identity::identity_of!(PyQueue, q, |s| s.segment(), 0);

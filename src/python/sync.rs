@@ -10,6 +10,7 @@
 use super::blocking::{block_on, block_until};
 use super::errors::IntoPyResult;
 use super::handle::{handle_kwargs, reduce, reduce_with, shared_class, Handle};
+use super::lifetime::Held;
 use super::timeouts::{self, Negative};
 use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::futex::Deadline;
@@ -120,7 +121,7 @@ fn py_repr(obj: &Bound<'_, PyAny>) -> PyResult<String> {
 /// `OwnerDiedWarning`.
 #[pyclass(module = "pyconc", name = "Lock", subclass, frozen)]
 pub struct PyLock {
-    pub(super) h: SyncHandle<LockState>,
+    pub(super) h: Held<SyncHandle<LockState>>,
 }
 
 #[pymethods]
@@ -129,8 +130,8 @@ impl PyLock {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     #[new]
@@ -140,7 +141,7 @@ impl PyLock {
             Some(h) => open(py, &h, SyncType::Lock)?,
             None => SyncHandle::create(SyncType::Lock, 0, 0).py(py)?,
         };
-        Ok(PyLock { h })
+        Ok(PyLock { h: Held::new("Lock", h) })
     }
 
     /// Attaches to lock state stored at `offset` of an existing segment (kind block or sync; 64 bytes reserved
@@ -151,14 +152,15 @@ impl PyLock {
         source: &Bound<'py, PyAny>,
         offset: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        embedded(cls, SyncType::Lock, source, offset, |h| Bound::new(cls.py(), PyLock { h }))
+        embedded(cls, SyncType::Lock, source, offset, |h| Bound::new(cls.py(), PyLock { h: Held::new("Lock", h) }))
     }
 
     /// Acquires the lock; returns whether it did (False only for `block=False` or a timeout).
     #[pyo3(signature = (block=true, timeout=None, *, blocking=None))]
     fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>, blocking: Option<bool>) -> PyResult<bool> {
         let me = owner::me();
-        let st = self.h.get();
+        let h = self.h.open()?;
+        let st = h.get();
         if st.try_lock_as(me).is_some() {
             return Ok(true);
         }
@@ -177,7 +179,7 @@ impl PyLock {
 
     /// Releases the lock (from any thread or process). ValueError if it is not locked.
     fn release(&self) -> PyResult<()> {
-        if self.h.get().release() {
+        if self.h.open()?.get().release() {
             Ok(())
         } else {
             Err(PyValueError::new_err(TOO_MANY))
@@ -194,30 +196,30 @@ impl PyLock {
     }
 
     /// Whether the lock is held (by anyone).
-    fn locked(&self) -> bool {
-        self.h.get().word.load(Ordering::Relaxed) != 0
+    fn locked(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().word.load(Ordering::Relaxed) != 0)
     }
 
     /// True while the current holding was taken over from a process that died holding the lock.
     #[getter]
-    fn owner_died(&self) -> bool {
-        self.h.get().owner_died()
+    fn owner_died(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().owner_died())
     }
 
     /// How many times a dead owner's holding was taken over.
     #[getter]
-    fn _takeovers(&self) -> u64 {
-        self.h.get().takeovers()
+    fn _takeovers(&self) -> PyResult<u64> {
+        Ok(self.h.open()?.get().takeovers())
     }
 
     /// Whether the calling thread holds the lock.
-    fn _is_owned(&self) -> bool {
-        self.h.get().is_mine(owner::me())
+    fn _is_owned(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().is_mine(owner::me()))
     }
 
     /// (pid, tid) of the holder, or None.
-    fn _owner(&self) -> Option<(u32, u32)> {
-        self.h.get().owner().map(|o| (o.pid, o.tid))
+    fn _owner(&self) -> PyResult<Option<(u32, u32)>> {
+        Ok(self.h.open()?.get().owner().map(|o| (o.pid, o.tid)))
     }
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
@@ -239,13 +241,39 @@ impl PyLock {
         py_repr(slf.as_any())
     }
 
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory once calls running in other threads
+    /// return (idempotent).
+    fn close(&self) {
+        self.h.close();
+    }
+
+    /// Whether `close()` was called on this object.
     #[getter]
-    fn _handle(&self) -> Handle {
-        handle_of(SyncType::Lock, self.h.segment(), self.h.offset())
+    fn closed(&self) -> bool {
+        self.h.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.h.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.h.segment_name()
+    }
+
+    #[getter]
+    fn _handle(&self) -> PyResult<Handle> {
+        let h = self.h.open()?;
+        Ok(handle_of(SyncType::Lock, h.segment(), h.offset()))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let h = slf.get()._handle();
+        let h = slf.get()._handle()?;
         reduce(slf.as_any(), h)
     }
 }
@@ -263,7 +291,7 @@ fn embedded<'py, T: PyClass, S: ShmSafe>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let h = match source.cast::<super::block::PySharedBuffer>() {
-        Ok(buf) => buf.get().block().lock::<S>(offset, ty).py(py)?,
+        Ok(buf) => buf.get().block()?.lock::<S>(offset, ty).py(py)?,
         Err(_) => {
             let name: String = source.extract()?;
             py.detach(|| crate::objects::block::attach_sync::<S>(Segment::open(&name)?, offset, ty)).py(py)?
@@ -283,7 +311,7 @@ fn embedded<'py, T: PyClass, S: ShmSafe>(
 /// A recursive lock owned by one thread of one process at a time; re-entered by its owner. Robust like `Lock`.
 #[pyclass(module = "pyconc", name = "RLock", subclass, frozen)]
 pub struct PyRLock {
-    pub(super) h: SyncHandle<RLockState>,
+    pub(super) h: Held<SyncHandle<RLockState>>,
 }
 
 #[pymethods]
@@ -292,8 +320,8 @@ impl PyRLock {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     #[new]
@@ -303,7 +331,7 @@ impl PyRLock {
             Some(h) => open(py, &h, SyncType::RLock)?,
             None => SyncHandle::create(SyncType::RLock, 0, 0).py(py)?,
         };
-        Ok(PyRLock { h })
+        Ok(PyRLock { h: Held::new("RLock", h) })
     }
 
     /// Attaches to RLock state stored at `offset` of an existing segment (kind block or sync), named by `source`
@@ -314,13 +342,14 @@ impl PyRLock {
         source: &Bound<'py, PyAny>,
         offset: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        embedded(cls, SyncType::RLock, source, offset, |h| Bound::new(cls.py(), PyRLock { h }))
+        embedded(cls, SyncType::RLock, source, offset, |h| Bound::new(cls.py(), PyRLock { h: Held::new("RLock", h) }))
     }
 
     /// Acquires (or re-enters) the lock; returns whether it did.
     #[pyo3(signature = (block=true, timeout=None, *, blocking=None))]
     fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>, blocking: Option<bool>) -> PyResult<bool> {
-        let st = self.h.get();
+        let h = self.h.open()?;
+        let st = h.get();
         let me = owner::me();
         if st.0.is_mine(me) {
             st.0.count.fetch_add(1, Ordering::Relaxed);
@@ -345,7 +374,7 @@ impl PyRLock {
 
     /// Releases one level. RuntimeError if the calling thread does not hold it.
     fn release(&self) -> PyResult<()> {
-        self.h.get().release().map(|_| ()).map_err(|_| PyRuntimeError::new_err(NOT_OWNED))
+        self.h.open()?.get().release().map(|_| ()).map_err(|_| PyRuntimeError::new_err(NOT_OWNED))
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
@@ -358,41 +387,42 @@ impl PyRLock {
     }
 
     /// Whether the lock is held (by anyone).
-    fn locked(&self) -> bool {
-        self.h.get().0.word.load(Ordering::Relaxed) != 0
+    fn locked(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().0.word.load(Ordering::Relaxed) != 0)
     }
 
     /// True while the current holding was taken over from a process that died holding the lock.
     #[getter]
-    fn owner_died(&self) -> bool {
-        self.h.get().0.owner_died()
+    fn owner_died(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().0.owner_died())
     }
 
     #[getter]
-    fn _takeovers(&self) -> u64 {
-        self.h.get().0.takeovers()
+    fn _takeovers(&self) -> PyResult<u64> {
+        Ok(self.h.open()?.get().0.takeovers())
     }
 
-    fn _is_owned(&self) -> bool {
-        self.h.get().is_mine()
+    fn _is_owned(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().is_mine())
     }
 
-    fn _owner(&self) -> Option<(u32, u32)> {
-        self.h.get().0.owner().map(|o| (o.pid, o.tid))
+    fn _owner(&self) -> PyResult<Option<(u32, u32)>> {
+        Ok(self.h.open()?.get().0.owner().map(|o| (o.pid, o.tid)))
     }
 
-    fn _count(&self) -> u32 {
-        self.h.get().count()
+    fn _count(&self) -> PyResult<u32> {
+        Ok(self.h.open()?.get().count())
     }
 
     /// Releases every level (Condition.wait); returns the depth for `_acquire_restore`.
     fn _release_save(&self) -> PyResult<u32> {
-        self.h.get().release_save().map_err(|_| PyRuntimeError::new_err("cannot wait on un-acquired lock"))
+        self.h.open()?.get().release_save().map_err(|_| PyRuntimeError::new_err("cannot wait on un-acquired lock"))
     }
 
     /// Re-acquires and restores the depth saved by `_release_save`.
     fn _acquire_restore(&self, py: Python<'_>, count: u32) -> PyResult<()> {
-        let st = self.h.get();
+        let h = self.h.open()?;
+        let st = h.get();
         let d = Deadline::after(None);
         if let Some(a) = block_until(py, || st.acquire_restore(count, &d))? {
             report(py, a, "RLock")?;
@@ -402,7 +432,8 @@ impl PyRLock {
 
     /// Takes the lock without waiting and sets its depth (asyncio `_acquire_restore`); returns success.
     fn _try_acquire_restore(&self, py: Python<'_>, count: u32) -> PyResult<bool> {
-        let st = self.h.get();
+        let h = self.h.open()?;
+        let st = h.get();
         let me = owner::me();
         let got = match st.0.try_lock_as(me) {
             Some(a) => Some(a),
@@ -437,13 +468,39 @@ impl PyRLock {
         py_repr(slf.as_any())
     }
 
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory once calls running in other threads
+    /// return (idempotent).
+    fn close(&self) {
+        self.h.close();
+    }
+
+    /// Whether `close()` was called on this object.
     #[getter]
-    fn _handle(&self) -> Handle {
-        handle_of(SyncType::RLock, self.h.segment(), self.h.offset())
+    fn closed(&self) -> bool {
+        self.h.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.h.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.h.segment_name()
+    }
+
+    #[getter]
+    fn _handle(&self) -> PyResult<Handle> {
+        let h = self.h.open()?;
+        Ok(handle_of(SyncType::RLock, h.segment(), h.offset()))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let h = slf.get()._handle();
+        let h = slf.get()._handle()?;
         reduce(slf.as_any(), h)
     }
 }
@@ -453,7 +510,7 @@ impl PyRLock {
 /// A counting semaphore shared by threads and processes (bounded when `_maxvalue` is given).
 #[pyclass(module = "pyconc", name = "Semaphore", subclass, frozen)]
 pub struct PySemaphore {
-    pub(super) h: SyncHandle<SemState>,
+    pub(super) h: Held<SyncHandle<SemState>>,
 }
 
 #[pymethods]
@@ -462,15 +519,15 @@ impl PySemaphore {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     #[new]
     #[pyo3(signature = (value=1, *, _maxvalue=None, _handle=None))]
     fn new(py: Python<'_>, value: i64, _maxvalue: Option<i64>, _handle: Option<Handle>) -> PyResult<Self> {
         if let Some(h) = _handle {
-            return Ok(PySemaphore { h: open(py, &h, SyncType::Semaphore)? });
+            return Ok(PySemaphore { h: Held::new("Semaphore", open(py, &h, SyncType::Semaphore)?) });
         }
         if value < 0 {
             return Err(PyValueError::new_err("semaphore initial value must be >= 0"));
@@ -487,13 +544,14 @@ impl PySemaphore {
         };
         let h = SyncHandle::<SemState>::create(SyncType::Semaphore, 0, 0).py(py)?;
         h.get().init(value as u32, max);
-        Ok(PySemaphore { h })
+        Ok(PySemaphore { h: Held::new("Semaphore", h) })
     }
 
     /// Decrements the value, waiting while it is 0; returns whether it did.
     #[pyo3(signature = (block=true, timeout=None, *, blocking=None))]
     fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>, blocking: Option<bool>) -> PyResult<bool> {
-        let st = self.h.get();
+        let h = self.h.open()?;
+        let st = h.get();
         if st.try_acquire() {
             return Ok(true);
         }
@@ -510,7 +568,7 @@ impl PySemaphore {
         if n == 0 {
             return Err(PyValueError::new_err("n must be one or more"));
         }
-        self.h.get().release(n).map_err(|_| PyValueError::new_err(TOO_MANY))
+        self.h.open()?.get().release(n).map_err(|_| PyValueError::new_err(TOO_MANY))
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
@@ -523,14 +581,14 @@ impl PySemaphore {
     }
 
     /// The current value.
-    fn get_value(&self) -> u32 {
-        self.h.get().value()
+    fn get_value(&self) -> PyResult<u32> {
+        Ok(self.h.open()?.get().value())
     }
 
     /// The maximum of a bounded semaphore, else None.
     #[getter]
-    fn _maxvalue(&self) -> Option<u32> {
-        self.h.get().maxvalue()
+    fn _maxvalue(&self) -> PyResult<Option<u32>> {
+        Ok(self.h.open()?.get().maxvalue())
     }
 
     /// Awaitable `acquire`: never blocks the event loop; a cancelled call leaves nothing acquired.
@@ -552,13 +610,39 @@ impl PySemaphore {
         py_repr(slf.as_any())
     }
 
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory once calls running in other threads
+    /// return (idempotent).
+    fn close(&self) {
+        self.h.close();
+    }
+
+    /// Whether `close()` was called on this object.
     #[getter]
-    fn _handle(&self) -> Handle {
-        handle_of(SyncType::Semaphore, self.h.segment(), self.h.offset())
+    fn closed(&self) -> bool {
+        self.h.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.h.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.h.segment_name()
+    }
+
+    #[getter]
+    fn _handle(&self) -> PyResult<Handle> {
+        let h = self.h.open()?;
+        Ok(handle_of(SyncType::Semaphore, h.segment(), h.offset()))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let h = slf.get()._handle();
+        let h = slf.get()._handle()?;
         reduce(slf.as_any(), h)
     }
 }
@@ -568,7 +652,7 @@ impl PySemaphore {
 /// A flag that threads and processes can wait for.
 #[pyclass(module = "pyconc", name = "Event", subclass, frozen)]
 pub struct PyEvent {
-    pub(super) h: SyncHandle<EventState>,
+    pub(super) h: Held<SyncHandle<EventState>>,
 }
 
 #[pymethods]
@@ -577,8 +661,8 @@ impl PyEvent {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     #[new]
@@ -588,22 +672,24 @@ impl PyEvent {
             Some(h) => open(py, &h, SyncType::Event)?,
             None => SyncHandle::create(SyncType::Event, 0, 0).py(py)?,
         };
-        Ok(PyEvent { h })
+        Ok(PyEvent { h: Held::new("Event", h) })
     }
 
     /// Sets the flag, waking every waiter.
-    fn set(&self) {
-        self.h.get().set()
+    fn set(&self) -> PyResult<()> {
+        self.h.open()?.get().set();
+        Ok(())
     }
 
     /// Clears the flag.
-    fn clear(&self) {
-        self.h.get().clear()
+    fn clear(&self) -> PyResult<()> {
+        self.h.open()?.get().clear();
+        Ok(())
     }
 
     /// Whether the flag is set.
-    fn is_set(&self) -> bool {
-        self.h.get().is_set()
+    fn is_set(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().is_set())
     }
 
     /// Awaitable `wait`: never blocks the event loop.
@@ -619,7 +705,8 @@ impl PyEvent {
     /// Waits until the flag is set or `timeout` passes; returns the flag.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let st = self.h.get();
+        let h = self.h.open()?;
+        let st = h.get();
         if st.is_set() {
             return Ok(true);
         }
@@ -627,13 +714,39 @@ impl PyEvent {
         Ok(block_until(py, || st.wait(&d))?.unwrap_or(false))
     }
 
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory once calls running in other threads
+    /// return (idempotent).
+    fn close(&self) {
+        self.h.close();
+    }
+
+    /// Whether `close()` was called on this object.
     #[getter]
-    fn _handle(&self) -> Handle {
-        handle_of(SyncType::Event, self.h.segment(), self.h.offset())
+    fn closed(&self) -> bool {
+        self.h.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.h.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.h.segment_name()
+    }
+
+    #[getter]
+    fn _handle(&self) -> PyResult<Handle> {
+        let h = self.h.open()?;
+        Ok(handle_of(SyncType::Event, h.segment(), h.offset()))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let h = slf.get()._handle();
+        let h = slf.get()._handle()?;
         reduce(slf.as_any(), h)
     }
 }
@@ -651,7 +764,7 @@ pub(super) fn check_slot(slot: usize) -> PyResult<usize> {
 /// The per-waiter queue behind `pyconc.Condition` (which pairs it with a Lock or RLock).
 #[pyclass(module = "pyconc._native", name = "CondQueue", subclass, frozen)]
 pub struct PyCondQueue {
-    pub(super) h: SyncHandle<CondState>,
+    pub(super) h: Held<SyncHandle<CondState>>,
 }
 
 #[pymethods]
@@ -660,8 +773,8 @@ impl PyCondQueue {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     #[new]
@@ -671,12 +784,12 @@ impl PyCondQueue {
             Some(h) => open(py, &h, SyncType::Condition)?,
             None => SyncHandle::create(SyncType::Condition, 0, 0).py(py)?,
         };
-        Ok(PyCondQueue { h })
+        Ok(PyCondQueue { h: Held::new("Condition", h) })
     }
 
     /// Registers the caller as a waiter (call with the lock held); returns its slot.
     fn prepare(&self) -> PyResult<usize> {
-        self.h.get().prepare().map_err(|_| {
+        self.h.open()?.get().prepare().map_err(|_| {
             PyRuntimeError::new_err(format!(
                 "too many waiters on one Condition (at most {})",
                 crate::sync::condvar::COND_SLOTS
@@ -689,7 +802,8 @@ impl PyCondQueue {
     fn wait(&self, py: Python<'_>, slot: usize, timeout: Option<f64>) -> PyResult<bool> {
         let slot = check_slot(slot)?;
         let d = deadline(timeout)?;
-        let st = self.h.get();
+        let h = self.h.open()?;
+        let st = h.get();
         match block_until(py, || st.wait(slot, &d)) {
             Ok(r) => Ok(r.unwrap_or(false)),
             Err(e) => {
@@ -701,28 +815,54 @@ impl PyCondQueue {
 
     /// Withdraws a waiter; returns whether a notify had reached it (and frees the slot either way).
     fn cancel(&self, slot: usize) -> PyResult<bool> {
-        Ok(self.h.get().cancel(check_slot(slot)?))
+        Ok(self.h.open()?.get().cancel(check_slot(slot)?))
     }
 
     /// Wakes up to `n` waiters, longest waiting first; returns how many.
     #[pyo3(signature = (n=1))]
-    fn notify(&self, n: usize) -> usize {
-        self.h.get().notify(n)
+    fn notify(&self, n: usize) -> PyResult<usize> {
+        Ok(self.h.open()?.get().notify(n))
     }
 
     /// Registered waiters.
     #[getter]
-    fn waiting(&self) -> usize {
-        self.h.get().waiting()
+    fn waiting(&self) -> PyResult<usize> {
+        Ok(self.h.open()?.get().waiting())
+    }
+
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory once calls running in other threads
+    /// return (idempotent).
+    fn close(&self) {
+        self.h.close();
+    }
+
+    /// Whether `close()` was called on this object.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.h.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.h.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.h.segment_name()
     }
 
     #[getter]
-    fn _handle(&self) -> Handle {
-        handle_of(SyncType::Condition, self.h.segment(), self.h.offset())
+    fn _handle(&self) -> PyResult<Handle> {
+        let h = self.h.open()?;
+        Ok(handle_of(SyncType::Condition, h.segment(), h.offset()))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let h = slf.get()._handle();
+        let h = slf.get()._handle()?;
         reduce(slf.as_any(), h)
     }
 }
@@ -733,7 +873,7 @@ impl PyCondQueue {
 /// waiting breaks the barrier for the others.
 #[pyclass(module = "pyconc", name = "Barrier", subclass, frozen)]
 pub struct PyBarrier {
-    pub(super) h: BarrierHandle,
+    pub(super) h: Held<BarrierHandle>,
     action: Option<Py<PyAny>>,
     timeout: Option<f64>,
 }
@@ -744,8 +884,8 @@ impl PyBarrier {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     #[new]
@@ -773,14 +913,14 @@ impl PyBarrier {
                 BarrierHandle::create(p).py(py)?
             }
         };
-        Ok(PyBarrier { h, action: action.filter(|a| !a.is_none(py)), timeout })
+        Ok(PyBarrier { h: Held::new("Barrier", h), action: action.filter(|a| !a.is_none(py)), timeout })
     }
 
     /// Waits until all parties have called wait(); returns this party's index, unique in the round (arrival
     /// order, 0 to parties-1). Raises threading.BrokenBarrierError if the barrier breaks.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<u32> {
-        let b = self.h.clone();
+        let b = self.h.open()?.clone();
         // One deadline for the whole call: it also bounds waiting for another round's action to finish.
         let call = BarrierCall::new(deadline(timeout.or(self.timeout))?);
         let arrival: Arrival = match block_on(py, || b.get().arrive(&call))? {
@@ -822,32 +962,32 @@ impl PyBarrier {
 
     /// Puts the barrier into the broken state: current and future waiters get BrokenBarrierError.
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
-        let b = self.h.clone();
+        let b = self.h.open()?.clone();
         py.detach(|| b.get().abort()).map_err(|e| barrier_err(py, e))
     }
 
     /// Returns the barrier to its empty state; current waiters get BrokenBarrierError.
     fn reset(&self, py: Python<'_>) -> PyResult<()> {
-        let b = self.h.clone();
+        let b = self.h.open()?.clone();
         py.detach(|| b.get().reset()).map_err(|e| barrier_err(py, e))
     }
 
     /// Number of parties.
     #[getter]
-    fn parties(&self) -> u32 {
-        self.h.get().parties()
+    fn parties(&self) -> PyResult<u32> {
+        Ok(self.h.open()?.get().parties())
     }
 
     /// Parties currently waiting.
     #[getter]
-    fn n_waiting(&self) -> u32 {
-        self.h.get().n_waiting()
+    fn n_waiting(&self) -> PyResult<u32> {
+        Ok(self.h.open()?.get().n_waiting())
     }
 
     /// Whether the barrier is broken.
     #[getter]
-    fn broken(&self) -> bool {
-        self.h.get().broken()
+    fn broken(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().broken())
     }
 
     /// The action run by the last arriver of each round.
@@ -864,13 +1004,39 @@ impl PyBarrier {
 
     /// Rounds completed.
     #[getter]
-    fn _rounds(&self) -> u64 {
-        self.h.get().rounds()
+    fn _rounds(&self) -> PyResult<u64> {
+        Ok(self.h.open()?.get().rounds())
+    }
+
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory once calls running in other threads
+    /// return (idempotent).
+    fn close(&self) {
+        self.h.close();
+    }
+
+    /// Whether `close()` was called on this object.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.h.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.h.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.h.segment_name()
     }
 
     #[getter]
-    fn _handle(&self) -> Handle {
-        handle_of(SyncType::Barrier, self.h.segment(), self.h.offset())
+    fn _handle(&self) -> PyResult<Handle> {
+        let h = self.h.open()?;
+        Ok(handle_of(SyncType::Barrier, h.segment(), h.offset()))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
@@ -879,7 +1045,7 @@ impl PyBarrier {
         let kwargs = PyDict::new(py);
         kwargs.set_item("action", me.action(py))?;
         kwargs.set_item("timeout", me.timeout)?;
-        reduce_with(slf.as_any(), me._handle(), kwargs)
+        reduce_with(slf.as_any(), me._handle()?, kwargs)
     }
 }
 
@@ -905,19 +1071,20 @@ fn rw_err(py: Python<'_>, e: RwError) -> PyResult<bool> {
 /// (`OwnerDiedWarning` for the next acquirer) and dead readers.
 #[pyclass(module = "pyconc", name = "RWLock", subclass, frozen)]
 pub struct PyRwLock {
-    pub(super) h: SyncHandle<RwState>,
+    pub(super) h: Held<SyncHandle<RwState>>,
     /// (pid << 32) | (slot + 1) of this process's reader slot, 0 = not looked up yet.
     slot: AtomicU64,
 }
 
 impl PyRwLock {
-    pub(super) fn slot(&self) -> Result<usize, RwError> {
+    /// This process's reader slot in `h` (this object's open state).
+    pub(super) fn slot(&self, h: &SyncHandle<RwState>) -> Result<usize, RwError> {
         let me = owner::me();
         let c = self.slot.load(Ordering::Relaxed);
         if c != 0 && (c >> 32) as u32 == me.pid {
             return Ok((c as u32 - 1) as usize);
         }
-        let i = self.h.get().slot_of(me)?;
+        let i = h.get().slot_of(me)?;
         self.slot.store(((me.pid as u64) << 32) | (i as u64 + 1), Ordering::Relaxed);
         Ok(i)
     }
@@ -939,8 +1106,8 @@ impl PyRwLock {
         super::identity::richcmp(slf, other, op)
     }
 
-    fn __hash__(&self) -> u64 {
-        super::identity::hash(super::identity::Identity::key(self))
+    fn __hash__(&self) -> PyResult<u64> {
+        super::identity::Identity::identity_hash(self)
     }
 
     #[new]
@@ -950,29 +1117,32 @@ impl PyRwLock {
             Some(h) => open(py, &h, SyncType::RwLock)?,
             None => SyncHandle::create(SyncType::RwLock, 0, 0).py(py)?,
         };
-        Ok(PyRwLock { h, slot: AtomicU64::new(0) })
+        Ok(PyRwLock { h: Held::new("RWLock", h), slot: AtomicU64::new(0) })
     }
 
     /// Takes a read lock; returns False on timeout.
     #[pyo3(signature = (timeout=None))]
     fn lock_read(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let i = self.slot().or_else(|e| rw_err(py, e).map(|_| 0))?;
+        let h = self.h.open()?;
+        let i = self.slot(&h).or_else(|e| rw_err(py, e).map(|_| 0))?;
         let d = deadline(timeout)?;
-        let st = self.h.get();
+        let st = h.get();
         self.blocking_rw(py, || st.lock_read(i, &d))
     }
 
     /// Releases a read lock held by this process. RuntimeError if it holds none.
     fn unlock_read(&self, py: Python<'_>) -> PyResult<()> {
-        let i = self.slot().or_else(|e| rw_err(py, e).map(|_| 0))?;
-        self.h.get().unlock_read(i).or_else(|e| rw_err(py, e).map(|_| ()))
+        let h = self.h.open()?;
+        let i = self.slot(&h).or_else(|e| rw_err(py, e).map(|_| 0))?;
+        h.get().unlock_read(i).or_else(|e| rw_err(py, e).map(|_| ()))
     }
 
     /// Takes the write lock; returns False on timeout.
     #[pyo3(signature = (timeout=None))]
     fn lock_write(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let d = deadline(timeout)?;
-        let st = self.h.get();
+        let h = self.h.open()?;
+        let st = h.get();
         // Claim first (new readers wait from then on), then wait for the readers to leave. The claim is kept
         // while signal handlers run between slices, so readers never slip in ahead of a waiting writer.
         let a = match block_on(py, || st.claim_write(&d))? {
@@ -993,7 +1163,7 @@ impl PyRwLock {
 
     /// Releases the write lock held by this process. RuntimeError if it does not hold it.
     fn unlock_write(&self, py: Python<'_>) -> PyResult<()> {
-        self.h.get().unlock_write().or_else(|e| rw_err(py, e).map(|_| ()))
+        self.h.open()?.get().unlock_write().or_else(|e| rw_err(py, e).map(|_| ()))
     }
 
     /// Context manager (also async) holding a read lock; TimeoutError if `timeout` passes first.
@@ -1027,44 +1197,71 @@ impl PyRwLock {
     /// Read locks held by this process.
     #[getter]
     fn read_count(&self) -> PyResult<u32> {
-        Ok(self.slot().map(|i| self.h.get().read_count(i)).unwrap_or(0))
+        let h = self.h.open()?;
+        Ok(self.slot(&h).map(|i| h.get().read_count(i)).unwrap_or(0))
     }
 
     /// readers(): read locks held now, by every thread of every process.
-    fn readers(&self) -> u32 {
-        self.h.get().total_readers()
+    fn readers(&self) -> PyResult<u32> {
+        Ok(self.h.open()?.get().total_readers())
     }
 
     /// writers_waiting(): writers waiting for the lock now (for the writers' mutex or for readers to leave),
     /// in every process.
-    fn writers_waiting(&self) -> u32 {
-        self.h.get().writers_waiting()
+    fn writers_waiting(&self) -> PyResult<u32> {
+        Ok(self.h.open()?.get().writers_waiting())
     }
 
     /// writer_locked(): whether some writer (of any process) holds the lock now.
-    fn writer_locked(&self) -> bool {
-        self.h.get().writer_locked()
+    fn writer_locked(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().writer_locked())
     }
 
     /// Whether this process holds the write lock.
     #[getter]
-    fn write_locked(&self) -> bool {
-        self.h.get().write_held_by_me()
+    fn write_locked(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().write_held_by_me())
     }
 
     /// True while the current write holding was taken over from a dead writer.
     #[getter]
-    fn owner_died(&self) -> bool {
-        self.h.get().wlock.owner_died()
+    fn owner_died(&self) -> PyResult<bool> {
+        Ok(self.h.open()?.get().wlock.owner_died())
+    }
+
+    // The lifetime API (see `super::lifetime`).
+
+    /// Makes this object unusable here and lets go of its shared memory once calls running in other threads
+    /// return (idempotent).
+    fn close(&self) {
+        self.h.close();
+    }
+
+    /// Whether `close()` was called on this object.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.h.is_closed()
+    }
+
+    /// Removes the object's name now: holders keep working, new attaches fail with FileNotFoundError.
+    fn unlink(&self, py: Python<'_>) -> PyResult<()> {
+        self.h.unlink(py)
+    }
+
+    /// The name of the shared-memory segment the object lives in.
+    #[getter]
+    fn segment_name(&self) -> PyResult<String> {
+        self.h.segment_name()
     }
 
     #[getter]
-    fn _handle(&self) -> Handle {
-        handle_of(SyncType::RwLock, self.h.segment(), self.h.offset())
+    fn _handle(&self) -> PyResult<Handle> {
+        let h = self.h.open()?;
+        Ok(handle_of(SyncType::RwLock, h.segment(), h.offset()))
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let h = slf.get()._handle();
+        let h = slf.get()._handle()?;
         reduce(slf.as_any(), h)
     }
 }
@@ -1088,10 +1285,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-super::identity::identity_of!(PyLock, |s| s.h.segment(), s.h.offset());
-super::identity::identity_of!(PyRLock, |s| s.h.segment(), s.h.offset());
-super::identity::identity_of!(PySemaphore, |s| s.h.segment(), s.h.offset());
-super::identity::identity_of!(PyEvent, |s| s.h.segment(), s.h.offset());
-super::identity::identity_of!(PyCondQueue, |s| s.h.segment(), s.h.offset());
-super::identity::identity_of!(PyBarrier, |s| s.h.segment(), s.h.offset());
-super::identity::identity_of!(PyRwLock, |s| s.h.segment(), s.h.offset());
+super::identity::identity_of!(PyLock, h, |s| s.segment(), s.offset());
+super::identity::identity_of!(PyRLock, h, |s| s.segment(), s.offset());
+super::identity::identity_of!(PySemaphore, h, |s| s.segment(), s.offset());
+super::identity::identity_of!(PyEvent, h, |s| s.segment(), s.offset());
+super::identity::identity_of!(PyCondQueue, h, |s| s.segment(), s.offset());
+super::identity::identity_of!(PyBarrier, h, |s| s.segment(), s.offset());
+super::identity::identity_of!(PyRwLock, h, |s| s.segment(), s.offset());

@@ -3,8 +3,9 @@
 //!
 //! Reaping applies `gc`'s rule (every user dead by its (pid, start time), or an invalid header older than the
 //! grace period) to the current namespace, within a time budget, when pyconc is imported and at most every
-//! [`REAP_INTERVAL`] when a process creates a segment. A segment with a live user, or one being created (its
-//! header is written before its name can be handed out, and the creator is its first user), is never touched.
+//! [`REAP_INTERVAL`] when a process creates a segment or maps one it did not have. A segment with a live user, or
+//! one being created (its header is written before its name can be handed out, and the creator is its first
+//! user), is never touched.
 
 use super::header::Kind;
 use super::namespace;
@@ -201,7 +202,8 @@ pub fn reap(budget: Duration) -> GcReport {
 }
 
 /// A [`reap`] pass with a small budget if this process has not run one for [`REAP_INTERVAL`]. Called when a
-/// segment is created, so a running pyconc program removes what killed processes left within a few seconds.
+/// segment is created and when a process maps a segment it did not have, so a running pyconc program (also one
+/// that only attaches to objects it is sent) removes what killed processes left within a few seconds.
 pub fn reap_if_due() {
     let now = epoch().elapsed().as_millis() as u64 + 1;
     let last = LAST_REAP_MS.load(Ordering::Relaxed);

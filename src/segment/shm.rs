@@ -270,6 +270,10 @@ impl Segment {
             return Ok(Segment(existing));
         }
         reg.insert(name.to_string(), Arc::downgrade(&arc));
+        drop(guard);
+        // A process that only attaches (a worker that receives handles) reaps too, by the same rule as creation.
+        // Only here, where a new mapping was made (a syscall or two already), never on the registry's fast path.
+        super::gc::reap_if_due();
         Ok(Segment(arc))
     }
 

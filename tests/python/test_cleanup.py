@@ -11,6 +11,7 @@ import time
 import pytest
 
 import pyconc
+import workers
 from pyconc import _native
 
 NS = _native.namespace()
@@ -96,6 +97,36 @@ def test_a_running_process_reaps_within_seconds(tmp_path):
         time.sleep(0.05)
     assert _names_present(names) == set(), "not reaped within 10 s"
     assert time.monotonic() - start < 5
+
+
+def _dead_segment():
+    """The name of a segment whose only user (a subprocess) was killed."""
+    code = "import os, pyconc; a = pyconc.AtomicInt64(); print(a._handle[1], flush=True); os.kill(os.getpid(), 9)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    return out.stdout.strip()
+
+
+def test_a_process_that_only_attaches_reaps(ctx):
+    conn, child_conn = ctx.Pipe()
+    p = ctx.Process(target=workers.attach_when_sent, args=(child_conn,))
+    p.start()
+    try:
+        assert conn.poll(60) and conn.recv() == "ready"
+        a = pyconc.AtomicInt64(7)  # made after the fork: the child maps it only when it is sent
+        dead = _dead_segment()
+        # The child's last pass (at import, or the parent's inherited through fork) is now over 2 s old. This
+        # process creates nothing from here on, so only the child's attach can reap.
+        time.sleep(2.2)
+        assert _names_present([dead]) == {dead}
+        conn.send(a)
+        assert conn.poll(60) and conn.recv() == 7
+        assert _names_present([dead]) == set(), "the attaching process did not reap"
+    finally:
+        p.join(30)
+        if p.is_alive():
+            p.kill()
+    assert p.exitcode == 0
 
 
 def test_exit_on_sigterm_runs_the_exit_path(tmp_path):

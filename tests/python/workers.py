@@ -160,3 +160,11 @@ def queue_put_and_hold(q, i, release):
     """Puts `i`, then stays alive (holding its participant entry) until `release` is set."""
     q.put(i)
     release.wait(60)
+
+
+def attach_when_sent(conn):
+    """Says it is running (its import-time reaping pass is done), then attaches to the object it is sent (by
+    unpickling it) and sends back its value."""
+    conn.send("ready")
+    obj = conn.recv()
+    conn.send(obj.get())

@@ -8,6 +8,7 @@ from typing import Any
 from typing_extensions import assert_type
 
 import pyconc
+from pyconc.pool import Future, IMapIterator, MapResult
 from pyconc.sharedctypes import Synchronized, SynchronizedArray, SynchronizedString, synchronized
 
 # sharedctypes: ctypes types give ctypes objects, typecodes give Any (as typeshed's multiprocessing.sharedctypes).
@@ -58,3 +59,30 @@ g = pyconc.ConcurrentGatheringIterator()
 g.insert(0, "x")
 assert_type(list(g.iterator_local(0)), list[pyconc.LocalWrapper])
 assert_type(pyconc.exit_on_sigterm(), bool)
+
+# The lifetime API, on every shared object.
+for shared in (pyconc.Lock(), pyconc.Queue(), pyconc.ConcurrentDict(), pyconc.AtomicInt64(), pyconc.Condition()):
+    assert_type(shared.segment_name, str)
+    assert_type(shared.closed, bool)
+    assert_type(shared.unlink(), None)
+    assert_type(shared.close(), None)
+assert_type(pyconc.ProcessSemaphore(2).segment_name, str)
+assert_type(pyconc.AtomicReference(1).closed, bool)
+assert_type(pyconc.ConcurrentGatheringIterator().close(), None)
+assert_type(pyconc.Value("i", 1).segment_name, str)
+
+
+# Pools: results typed by the function.
+def _square(x: int) -> int:
+    return x * x
+
+
+pool = pyconc.Pool(2)
+assert_type(pool.map(_square, [1, 2]), list[int])
+assert_type(pool.map_async(_square, [1, 2]), MapResult[int])
+assert_type(pool.apply_async(_square, (3,)).get(), int)
+assert_type(pool.imap(_square, [1]), IMapIterator[int])
+assert_type(next(pool.imap_unordered(_square, [1])), int)
+executor = pyconc.ProcessPoolExecutor(2)
+assert_type(executor.submit(_square, 3), Future[int])
+assert_type(list(executor.map(_square, [1])), list[int])

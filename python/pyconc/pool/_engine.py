@@ -19,6 +19,8 @@ Bounds: at most `depth` task messages are in the task queue or running; a lazy m
 input items pulled and not yet handed to the caller.
 """
 
+from __future__ import annotations
+
 import collections
 import itertools
 import os
@@ -38,6 +40,13 @@ from . import _wire as W
 from . import _worker
 from ._errors import TaskTimeoutError, WorkerCrashedError, with_remote_traceback
 
+TYPE_CHECKING = False  # a type checker takes it as true
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any, NoReturn, TypeVar
+
+    _M = TypeVar("_M", bound="MapSource")
+
 RUN, CLOSE, TERMINATE, BROKEN = "RUN", "CLOSE", "TERMINATE", "BROKEN"
 
 # Kill reasons recorded before the monitor or a cancel() kills a worker.
@@ -53,26 +62,26 @@ MAX_CHUNK = 100_000
 BAD_STARTS = 10
 
 # Test hook: see _worker._Config.fault.
-FAULT = None
+FAULT: tuple[str, str] | None = None
 
-_live_engines = weakref.WeakSet()
+_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 _sleep = os.sched_yield
 _SCALARS = frozenset({int, float, bool, type(None)})
 _monotonic_ns = time.monotonic_ns
 
 
-def _report_internal_error():
+def _report_internal_error() -> None:
     import traceback
 
     traceback.print_exc()
 
 
-def _raise(exc):
+def _raise(exc: BaseException) -> NoReturn:
     """Stands in, in a worker, for an item that could not be sent: its outcome is the pickling error."""
     raise exc
 
 
-def _run_callbacks(callbacks):
+def _run_callbacks(callbacks: Iterable[Callable[[], object]]) -> None:
     for cb in callbacks:
         try:
             cb()
@@ -82,7 +91,7 @@ def _run_callbacks(callbacks):
             traceback.print_exc()
 
 
-def _describe(fn, args=None):
+def _describe(fn: object, args: Iterable[Any] | None = None) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
     if args is None:
         return f"{name}(...)"
@@ -92,7 +101,7 @@ def _describe(fn, args=None):
     return f"{name}({text})"
 
 
-def _simple_args(args):
+def _simple_args(args: Iterable[Any]) -> bool:
     for a in args:
         t = type(a)
         if t not in W.SIMPLE or ((t is str or t is bytes) and len(a) > 4096):
@@ -122,11 +131,14 @@ class Task:
         "timeout",
     )
 
-    def __init__(self, job, start, items, fn_id, fnref, mode, payload, timeout, attempts=0, desc=None):
+    def __init__(
+        self, job: Any, start: int, items: list[Any] | None, fn_id: int, fnref: bytes | None, mode: int,
+        payload: Any, timeout: float | None, attempts: int = 0, desc: tuple[Any, Any] | None = None,
+    ) -> None:
         self.tid = 0
         self.job = job
         self.start = start
-        self.items = items  # None for a single call
+        self.items: Any = items  # None for a single call
         self.fn_id = fn_id
         self.fnref = fnref
         self.mode = mode
@@ -135,14 +147,14 @@ class Task:
         self.attempts = attempts
         self.pos = 0
         self.cancelled = False
-        self.desc = desc
+        self.desc: Any = desc
         # A batch: each of `items` is its own single-item message (chunksize=1), tids tid .. tid + len - 1,
         # sharing this record; `left` counts the messages not settled yet.
         self.batch = False
         self.left = 1
-        self.keep = None  # BigPayloads its messages refer to: alive while the task may be (re)sent
+        self.keep: Any = None  # BigPayloads its messages refer to: alive while the task may be (re)sent
 
-    def index_of(self, tid, item):
+    def index_of(self, tid: int, item: int) -> int:
         """Input index of the item message `tid` (item `item` inside a chunk) stands for."""
         if self.batch:
             return self.start + (tid - self.tid)
@@ -151,7 +163,7 @@ class Task:
         return self.start
 
     @property
-    def count(self):
+    def count(self) -> int:
         return 1 if self.items is None or self.batch else len(self.items)
 
 
@@ -161,7 +173,14 @@ class MapSource:
     Subclasses (the result side) implement `_deliver(start, values)`, `_input_error(exc)` and `_input_done()`.
     """
 
-    def __init__(self, engine, fn, iterable, star, chunksize, timeout, buffersize, lazy):
+    _deliver: Callable[[int, list[Any], int], None]
+    _input_error: Callable[[BaseException], None]
+    _input_done: Callable[[], None]
+
+    def __init__(
+        self, engine: Engine, fn: Callable[..., Any], iterable: Any, star: bool, chunksize: int | None,
+        timeout: float | None, buffersize: int | None, lazy: bool,
+    ) -> None:
         self.engine = engine
         self.fn = fn
         self.star = star
@@ -169,21 +188,21 @@ class MapSource:
         self.timeout = timeout
         self.fn_id = 0
         self.fnref = b""
-        self.fn_owner = None  # the BigPayload holding a large pickled function
+        self.fn_owner: W.BigPayload | None = None  # the BigPayload holding a large pickled function
         self.fnflag = 0
         self.inflight_chunks = 0
-        self.per_item_ns = None  # measured ns per item (see measured())
+        self.per_item_ns: float | None = None  # measured ns per item (see measured())
         self.ns_sum = 0.0
         self.n_sum = 0.0
         self.probe = 1
         self.next_index = 0  # input index of the next item to cut
-        self.buffer = None
-        self.seq = None
-        self.total = None  # number of input items, once known
+        self.buffer: Any = None
+        self.seq: Any = None
+        self.total: Any = None  # number of input items, once known
         self.exhausted = False
-        self.input_exc = None
+        self.input_exc: BaseException | None = None
         self.consumed = 0  # items handed to the caller (lazy maps: frees buffer room)
-        self.buffersize = buffersize
+        self.buffersize: int | None = buffersize
         self.lazy = lazy
         self.stopped = False  # failed or abandoned: cut nothing more
         if hasattr(iterable, "__len__") and hasattr(iterable, "__getitem__"):
@@ -199,7 +218,7 @@ class MapSource:
             self.max_inflight = engine.depth
 
     # -- called by the feeder thread (no engine lock): pull input while the bound allows
-    def pull(self, limit):
+    def pull(self, limit: int) -> tuple[list[Any], BaseException | None, bool]:
         """Pulls up to `limit` items from the iterator into the buffer (outside the engine lock)."""
         got = []
         try:
@@ -209,19 +228,19 @@ class MapSource:
             return got, e, True
         return got, None, len(got) < limit
 
-    def room(self):
+    def room(self) -> int:
         """How many more input items may be pulled now (the buffersize bound)."""
         if self.buffersize is None:
             return 1 << 30
         return self.buffersize - (self.next_index + (len(self.buffer) if self.buffer is not None else 0)
                                   - self.consumed)
 
-    def available(self):
+    def available(self) -> int:
         if self.seq is not None:
-            return self.total - self.next_index
+            return self.total - self.next_index  # type: ignore[no-any-return]  # total is known with a sequence
         return len(self.buffer)
 
-    def size_next(self):
+    def size_next(self) -> int:
         """The number of items for the next chunk."""
         if self.chunksize is not None:
             return self.chunksize
@@ -239,7 +258,7 @@ class MapSource:
             n = min(n, max(1, -(-left // (2 * w)), floor))
         return max(1, min(n, MAX_CHUNK))
 
-    def size_hint(self):
+    def size_hint(self) -> int:
         """About how many items the next chunk takes (no side effect; for the feeder)."""
         if self.chunksize is not None:
             return self.chunksize
@@ -247,7 +266,7 @@ class MapSource:
             return self.probe
         return max(1, min(MAX_CHUNK, int(TARGET_CHUNK_NS / max(self.per_item_ns, 1.0))))
 
-    def cut(self):
+    def cut(self) -> Task | None:
         """The next Task, or None (nothing available now, or the in-flight bound is reached). Engine lock held."""
         if self.inflight_chunks >= self.max_inflight or self.stopped:
             return None
@@ -283,10 +302,10 @@ class MapSource:
                 return task
         return None
 
-    def _start_running(self, task):
+    def _start_running(self, task: Task) -> bool:
         return True
 
-    def _take(self, n):
+    def _take(self, n: int) -> tuple[int, list[Any]]:
         """The next `n` input items and the index of the first, from the input sequence (slicing it may raise: the
         caller ends the input with that error) or the read-ahead buffer; advances the cursor."""
         start = self.next_index
@@ -300,7 +319,7 @@ class MapSource:
         self.next_index += n
         return start, items
 
-    def _seq_failed(self, exc):
+    def _seq_failed(self, exc: BaseException) -> Task | None:
         """Reading the input sequence raised: that error ends the input at this position."""
         self.input_exc = exc
         self.total = self.next_index
@@ -309,15 +328,15 @@ class MapSource:
         self.exhausted = True
         return None
 
-    def _deliver_ok(self, start, values):
+    def _deliver_ok(self, start: int, values: list[Any]) -> None:
         """A chunk without failures (the common case: no per-item check needed)."""
         self._deliver(start, values, 0)
 
-    def _got_one(self, index, value):
+    def _got_one(self, index: int, value: Any) -> None:
         """One item's outcome (the chunksize=1 path)."""
         self._deliver(index, [value], 0)
 
-    def finish_input(self):
+    def finish_input(self) -> None:
         """All input was cut: an exception the iterator raised becomes the outcome of the next position."""
         if self.input_exc is not None:
             idx = self.next_index
@@ -329,7 +348,7 @@ class MapSource:
             self.total = self.next_index
         self._input_done()
 
-    def release_fn(self):
+    def release_fn(self) -> None:
         """The map is over: drop its function's reference (engine lock held)."""
         self.stopped = True
         if self.fn_owner is not None or not self.engine._by_reference(self.fn):
@@ -337,10 +356,10 @@ class MapSource:
             self.engine.fn_sent.pop(self.fn_id, None)
         self.fn_owner = None
 
-    def finished_cutting(self):
+    def finished_cutting(self) -> bool:
         return self.stopped or (self.exhausted and self.available() == 0)
 
-    def measured(self, count, elapsed_ns):
+    def measured(self, count: int, elapsed_ns: int) -> None:
         """Folds in a chunk's measured run time (the calls only): a count-weighted mean that forgets slowly, so
         big chunks weigh more than the first probes and a change in task time shows within a few chunks."""
         if count and elapsed_ns:
@@ -354,67 +373,71 @@ class MapSource:
 MAX_WORKERS = 1000
 
 
-def default_workers():
+def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
-def check_workers(n, name):
+def check_workers(n: int, name: str) -> None:
     if n > MAX_WORKERS:
         raise ValueError(f"{name} must be at most {MAX_WORKERS} (each worker is a participant of the pool's "
                          f"queues, which take 1,024 processes)")
 
 
 class Engine:
-    def __init__(self, nworkers, ctx, initializer, initargs, maxtasks, max_retries, flavor, max_rss_mb=None):
+    def __init__(
+        self, nworkers: int, ctx: Any, initializer: Callable[..., object] | None, initargs: Iterable[Any],
+        maxtasks: int | None, max_retries: int, flavor: str, max_rss_mb: float | None = None,
+    ) -> None:
         self.nworkers = nworkers
         self.ctx = ctx
         self.flavor = flavor  # "pool" or "executor": error conventions
         self.max_retries = max_retries
         self.maxtasks = maxtasks
         self.state = RUN
-        self.broken_reason = None
-        self.broken_tb = None
+        self.broken_reason: str | None = None
+        self.broken_tb: str | None = None
         self.depth = max(4 * nworkers, 256)
         self.fn_eager = 4 * nworkers  # messages per function that carry its pickle
         self.lock = threading.Lock()
         self.pid = os.getpid()
         slots = self.depth + 4 * nworkers + 64
-        self.tq = _native.QueueCore(slots, QUEUE_HEAP_BYTES, False, False)
-        self.rq = _native.QueueCore(slots + 4 * nworkers + 64, QUEUE_HEAP_BYTES, False, False)
+        self.tq: Any = _native.QueueCore(slots, QUEUE_HEAP_BYTES, False, False)
+        self.rq: Any = _native.QueueCore(slots + 4 * nworkers + 64, QUEUE_HEAP_BYTES, False, False)
         self.limit = max(1024, min(self.tq.max_message, self.rq.max_message) - 256)
-        self.table = T.Table.create(nworkers, self.pid, _monotonic_ns())
-        self.words = self.table.words
+        self.table: Any = T.Table.create(nworkers, self.pid, _monotonic_ns())
+        self.words: Any = self.table.words
         # The claim table (see _wire.CLAIM_*): a power of two above twice the messages that can be in flight
         # (depth, plus a batch of up to 256), so a free slot is always near; claim_tid says which tid holds each.
         nclaims = 1 << (2 * (self.depth + 256) - 1).bit_length()
-        self.claims_buf = W.SharedWords(nclaims)
-        self.claims = self.claims_buf.words
-        self.claim_cas = self.claims_buf.buf._compare_exchange
+        self.claims_buf: Any = W.SharedWords(nclaims)
+        self.claims: Any = self.claims_buf.words
+        self.claim_cas: Any = self.claims_buf.buf._compare_exchange
         self.claim_mask = nclaims - 1
         self.claim_tid = [0] * nclaims
         self.outbox = W.Outbox()
         self.init_blob = None if initializer is None else W.dumps((initializer, tuple(initargs)))
         self.max_rss_kb = int(max_rss_mb * 1024) if max_rss_mb else 0
 
-        self.tasks = {}  # tid -> Task: in the task queue or running
-        self.ready = collections.deque()  # Tasks waiting for room in the task queue
-        self.sources = []  # MapSources with input left to cut
-        self.feeding = []  # MapSources whose iterator the feeder pulls
+        self.tasks: dict[int, Task] = {}  # tid -> Task: in the task queue or running
+        self.ready: collections.deque[Task] = collections.deque()  # Tasks waiting for room in the task queue
+        self.sources: list[MapSource] = []  # MapSources with input left to cut
+        self.feeding: list[MapSource] = []  # MapSources whose iterator the feeder pulls
         self.next_tid = 1
         self.put_count = 0
-        self.post = []  # callbacks to run once the engine lock is released
-        self.timeouts = collections.Counter()  # timeout -> number of timed tasks in flight
-        self.fn_ids = {}  # plain function -> (id, reference, flag)
-        self.fn_sent = collections.Counter()  # fn id -> messages that carried its reference
-        self.fn_refs = {}  # fn id -> (reference, flag) for the ids whose reference travels on request
+        self.post: list[Callable[[], object]] = []  # callbacks to run once the engine lock is released
+        self.timeouts: collections.Counter[float] = collections.Counter()  # timeout -> timed tasks in flight
+        self.fn_ids: dict[Any, tuple[int, bytes, int]] = {}  # plain function -> (id, reference, flag)
+        self.fn_sent: collections.Counter[int] = collections.Counter()  # fn id -> messages that carried its reference
+        # fn id -> (reference, flag) for the ids whose reference travels on request
+        self.fn_refs: dict[int, tuple[bytes, int]] = {}
         self.next_fn_id = 1
-        self.counters = collections.Counter()
-        self.kill_reasons = {}  # slot -> (kind, tid, item)
-        self.requests = collections.deque()
-        self.procs = [None] * nworkers
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.kill_reasons: dict[int, tuple[int, int, int]] = {}  # slot -> (kind, tid, item)
+        self.requests: collections.deque[tuple[str, Any]] = collections.deque()
+        self.procs: list[Any] = [None] * nworkers
         self.restarts = [0] * nworkers
         self.bad_starts = [0] * nworkers  # consecutive deaths before doing anything, per slot
-        self.retry_start = {}  # slot -> when to try starting its worker again
+        self.retry_start: dict[int, float] = {}  # slot -> when to try starting its worker again
         self.idle_cond = threading.Condition(self.lock)
         self.feed_cond = threading.Condition(self.lock)
         self.drained = False
@@ -423,7 +446,7 @@ class Engine:
         self.monitor_done = False
         self.results_done = threading.Event()
         self.consume_lock = threading.Lock()  # held while taking and handling results (see _results_main)
-        self.deferred = []  # callbacks a polling caller left for the result thread
+        self.deferred: list[Callable[[], object]] = []  # callbacks a polling caller left for the result thread
         self.stop_results = False  # a polling caller took the monitor's last message
 
         _worker.libc()  # loaded here once, so forked workers inherit it
@@ -431,16 +454,16 @@ class Engine:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         started = threading.Event()
-        self.start_error = None
+        self.start_error: BaseException | None = None
         self.monitor = threading.Thread(target=self._monitor_main, args=(started,), daemon=True,
                                         name="pyconc-pool-monitor")
         self.results = threading.Thread(target=self._results_main, daemon=True, name="pyconc-pool-results")
-        self.feeder = None
+        self.feeder: threading.Thread | None = None
         self.monitor.start()
         self.results.start()
         started.wait()
         if self.start_error is not None:
-            err = self.start_error
+            err = self.start_error  # type: ignore[unreachable]  # set by the monitor thread
             self.terminate()
             raise err
         _live_engines.add(self)
@@ -448,7 +471,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------
     # submission
 
-    def check_running(self):
+    def check_running(self) -> None:
         if self.state == BROKEN:
             raise with_remote_traceback(BrokenProcessPool(self.broken_reason), self.broken_tb)
         if self.state != RUN:
@@ -456,7 +479,7 @@ class Engine:
                 raise ValueError("Pool not running")
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _register_fn(self, fn, cache):
+    def _register_fn(self, fn: Callable[..., Any], cache: bool) -> tuple[int, bytes, int, W.BigPayload | None]:
         """(id, reference, mode flag, owner) for `fn`: the reference is its pickle, or for a large one a pickled
         BigPayload (`owner`, to keep while tasks may need it). Plain functions keep theirs for the pool's life."""
         if cache:
@@ -479,7 +502,7 @@ class Engine:
         return fid, blob, flag, owner
 
     @staticmethod
-    def _by_reference(fn):
+    def _by_reference(fn: object) -> bool:
         """Whether `fn` is a plain module-level function (its pickle is its name, so it can be cached)."""
         if type(fn) not in (types.FunctionType, types.BuiltinFunctionType):
             return False
@@ -488,9 +511,13 @@ class Engine:
         q = getattr(fn, "__qualname__", "")
         return "<" not in q
 
-    def call(self, job, fn, args, kwargs, timeout=None):
+    def call(
+        self, job: Any, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+        timeout: float | None = None,
+    ) -> Task | None:
         """Submits one call; `job._deliver(0, [value_or_Failure])` gets its outcome. Returns the Task or None."""
         self.check_running()
+        payload: Any
         try:
             if self._by_reference(fn):
                 fid, fnref, flag, _ = self._register_fn(fn, True)
@@ -505,7 +532,7 @@ class Engine:
                 mode |= flag
             else:
                 fid, fnref, mode, payload = 0, b"", W.M_INLINE | W.M_PICKLED, W.dumps((fn, tuple(args), kwargs or {}))
-            keep = None
+            keep: Any = None
             if mode & W.M_PICKLED and len(payload) > self.limit:
                 mode |= W.M_BIG
                 keep = W.BigPayload(payload)
@@ -530,7 +557,7 @@ class Engine:
             cb()
         return task
 
-    def map(self, source):
+    def map(self, source: _M) -> _M:
         """Starts a MapSource."""
         self.check_running()
         cache = self._by_reference(source.fn)
@@ -550,11 +577,12 @@ class Engine:
             cb()
         return source
 
-    def _chunk_task(self, src, start, items, extra=0):
+    def _chunk_task(self, src: MapSource, start: int, items: list[Any], extra: int = 0) -> Task | None:
         """Builds the task message for a chunk of a map (engine lock held)."""
         mode = (W.M_STAR if src.star else 0) | src.fnflag | extra
         if src.timeout is not None:
             mode |= W.M_TIMED
+        payload: Any
         try:
             if src.chunksize == 1 and len(items) == 1:
                 item = items[0]
@@ -571,7 +599,7 @@ class Engine:
             else:
                 mode |= W.M_CHUNK | W.M_PICKLED
                 payload = W.dumps(items)
-            keep = None
+            keep: Any = None
             if mode & W.M_PICKLED and len(payload) > self.limit:
                 mode |= W.M_BIG
                 keep = W.BigPayload(payload)
@@ -584,7 +612,7 @@ class Engine:
         task.keep = keep
         return task
 
-    def _item_message(self, item, star, mode, task):
+    def _item_message(self, item: Any, star: bool, mode: int, task: Task) -> tuple[int, Any]:
         """(mode, payload) of one map item sent on its own (a large one is kept alive by `task`)."""
         if star:
             item = tuple(item)
@@ -601,7 +629,7 @@ class Engine:
             return mode | W.M_PICKLED | W.M_BIG, pickle.dumps(big, 5)
         return mode | W.M_PICKLED, payload
 
-    def _batch_task(self, src, start, items):
+    def _batch_task(self, src: MapSource, start: int, items: list[Any]) -> Task:
         """A batch of single-item messages (chunksize=1) sharing one record (engine lock held)."""
         mode = (W.M_STAR if src.star else 0) | src.fnflag
         if src.timeout is not None:
@@ -614,7 +642,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------
     # dispatch (engine lock held)
 
-    def _fnref(self, fn_id):
+    def _fnref(self, fn_id: int) -> bytes | None:
         """The function reference for the next message of `fn_id`: only the first few carry it (a worker that
         meets an id it does not know asks for it, see R_NEEDFN)."""
         if not fn_id:
@@ -625,7 +653,7 @@ class Engine:
         self.fn_sent[fn_id] = n + 1
         return self.fn_refs[fn_id][0]
 
-    def _free_tid(self):
+    def _free_tid(self) -> int:
         """The next tid whose claim slot no in-flight message holds (engine lock held)."""
         tid, mask, owners = self.next_tid, self.claim_mask, self.claim_tid
         while owners[tid & mask]:
@@ -633,7 +661,7 @@ class Engine:
         self.next_tid = tid
         return tid
 
-    def _put(self, task):
+    def _put(self, task: Task) -> bool:
         tid = self._free_tid()
         if task.batch:
             return self._put_batch(task, tid)
@@ -656,7 +684,7 @@ class Engine:
             self._timed(task.timeout, 1)
         return True
 
-    def _put_batch(self, task, tid0):
+    def _put_batch(self, task: Task, tid0: int) -> bool:
         job = task.job
         star = job.star
         put = self.tq.put
@@ -713,16 +741,17 @@ class Engine:
             self._timed(task.timeout, n)
         return True
 
-    def _timed(self, timeout, n):
+    def _timed(self, timeout: float, n: int) -> None:
         first = not self.timeouts
         self.timeouts[timeout] += n
         if first:
             self._wake_monitor()
 
-    def _fill(self):
+    def _fill(self) -> None:
         tasks = self.tasks
         depth = self.depth
         ready = self.ready
+        task: Any  # a Task (cut() answers None when nothing is left)
         while ready and len(tasks) < depth:
             task = ready[0]
             if task.cancelled or not task.job._start_running(task):
@@ -751,19 +780,19 @@ class Engine:
         elif not tasks and not ready:
             self.idle_cond.notify_all()
 
-    def _take_post(self):
+    def _take_post(self) -> list[Callable[[], object]]:
         post = self.post
         if post:
             self.post = []
         return post
 
-    def _run_post_now(self):
+    def _run_post_now(self) -> None:
         with self.lock:
             post = self._take_post()
         for cb in post:
             cb()
 
-    def kick(self):
+    def kick(self) -> None:
         """Refill after the caller consumed lazy-map results (freed buffer room)."""
         with self.lock:
             self._fill()
@@ -776,7 +805,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------
     # cancellation
 
-    def cancel(self, task):
+    def cancel(self, task: Task) -> bool:
         """Cancels a submitted task: drops it if not yet sent, marks it so a worker skips it, or kills the worker
         running it. Returns whether it can no longer deliver a result."""
         kill = None
@@ -798,7 +827,7 @@ class Engine:
                 self._kill(kill, (K_CANCEL, task.tid, -1))
         return True
 
-    def _kill(self, slot, reason):
+    def _kill(self, slot: int, reason: tuple[int, int, int]) -> None:
         """SIGKILLs the worker in `slot` for `reason` (engine lock held or monitor thread)."""
         if slot in self.kill_reasons:
             return
@@ -814,7 +843,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------
     # the result thread
 
-    def _results_main(self):
+    def _results_main(self) -> None:
         """The result thread: waits until the result queue has something, then takes and handles it under
         `consume_lock`, which a thread waiting for a result may take instead (`poll`), so the results of one
         process are always handled in the order they were sent (a death notice after the dead worker's results)."""
@@ -858,7 +887,7 @@ class Engine:
                 pass
         self.results_done.set()
 
-    def poll(self):
+    def poll(self) -> bool:
         """Handles what the result queue holds now, unless another thread is at it; called by a thread waiting for
         a result, which so skips the hand-off through the result thread. Callbacks are left to the result thread
         (as in multiprocessing, they never run in the caller's thread). Returns whether it took anything."""
@@ -886,7 +915,7 @@ class Engine:
             self._wake_monitor()
         return True
 
-    def _handle(self, msgs):
+    def _handle(self, msgs: Iterable[tuple[Any, ...]]) -> tuple[bool, list[Callable[[], object]], bool]:
         """Handles a batch of result messages (consume_lock held): returns (stop, callbacks to run, woke)."""
         owners, mask = self.claim_tid, self.claim_mask
         stop = False
@@ -930,7 +959,7 @@ class Engine:
             woke, self.woke = self.woke, False
         return stop, post, woke
 
-    def _publish_counters(self):
+    def _publish_counters(self) -> None:
         """Copies the pool's counters into the table header (for `python -m pyconc ls` elsewhere)."""
         w, c = self.words, self.counters
         if w is None:
@@ -942,7 +971,7 @@ class Engine:
         w[T.H_RETRIED] = c["retried"]
         w[T.H_TIMEDOUT] = c["timed_out"]
 
-    def _decode(self, status, payload):
+    def _decode(self, status: int, payload: Any) -> Any:
         """The list of outcomes a result message carries (exceptions become Failures with remote tracebacks)."""
         try:
             if status & W.R_BIG:
@@ -964,7 +993,7 @@ class Engine:
         except Exception as e:  # a result that cannot be unpickled here fails its task
             return e
 
-    def _pop(self, tid):
+    def _pop(self, tid: int) -> Task | None:
         """Takes message `tid` out of the in-flight table: its Task (None if already settled)."""
         task = self.tasks.pop(tid, None)
         if task is None:
@@ -983,7 +1012,7 @@ class Engine:
             task.job.inflight_chunks -= 1
         return task
 
-    def _on_result(self, m):
+    def _on_result(self, m: tuple[Any, ...]) -> None:
         tid, status, payload, elapsed, _slot = m
         task = self._pop(tid)
         if task is None:
@@ -1017,7 +1046,7 @@ class Engine:
                 return
         job._deliver(task.start, values, elapsed)
 
-    def _resend_with_fn(self, task, tid):
+    def _resend_with_fn(self, task: Task, tid: int) -> None:
         _blob, _flag = self.fn_refs.get(task.fn_id, (None, 0))
         if task.batch:
             k = tid - task.tid
@@ -1033,7 +1062,7 @@ class Engine:
         self.fn_sent[task.fn_id] = 0
         self.ready.appendleft(task)
 
-    def _on_control(self, m):
+    def _on_control(self, m: tuple[Any, ...]) -> bool:
         kind = m[0]
         if kind == W.C_DIED:
             self._on_death(m[1], m[2])
@@ -1048,7 +1077,7 @@ class Engine:
             return True  # the monitor is done: every worker is gone
         return False
 
-    def _requeue(self, task, items, start, attempts):
+    def _requeue(self, task: Task, items: list[Any], start: int, attempts: int) -> None:
         """Queues `items` of a crashed chunk again (front of the line) as a new chunk task."""
         if not items:
             return
@@ -1060,13 +1089,14 @@ class Engine:
         new.attempts = attempts
         self.ready.appendleft(new)
 
-    def _retry_item(self, task, tid, item):
+    def _retry_item(self, task: Task, tid: int, item: int) -> None:
         """A fresh single-item task for the item message `tid` stood for (attempts + 1), at the front."""
         job = task.job
         k = task.index_of(tid, item) - task.start
         if task.batch:
-            new = Task(job, task.start + k, [task.items[k]], task.fn_id, task.fnref, task.mode, None, task.timeout,
-                       task.attempts + 1)
+            new: Any = Task(
+                job, task.start + k, [task.items[k]], task.fn_id, task.fnref, task.mode, None, task.timeout,
+                task.attempts + 1)
             new.batch = True
             job.inflight_chunks += 1
         elif task.items is not None:
@@ -1083,7 +1113,7 @@ class Engine:
             new = task
         self.ready.appendleft(new)
 
-    def _requeue_rest(self, task, item):
+    def _requeue_rest(self, task: Task, item: int) -> None:
         """The other items of a chunk whose item `item` failed go again (they were not reported)."""
         if task.items is None or task.batch:
             return
@@ -1092,7 +1122,7 @@ class Engine:
         self._requeue(task, items[k + 1:], task.start + k + 1, 0)
         self._requeue(task, items[:k], task.start, 0)
 
-    def _resend_all(self, task, tid):
+    def _resend_all(self, task: Task, tid: int) -> None:
         """Message `tid` of `task` goes again whole, with no attempt counted."""
         if task.items is not None and not task.batch:
             self._requeue(task, task.items, task.start, task.attempts)
@@ -1100,17 +1130,17 @@ class Engine:
         task.attempts -= 1
         self._retry_item(task, tid, 0)
 
-    def _fail_item(self, task, tid, item, exc):
+    def _fail_item(self, task: Task, tid: int, item: int, exc: BaseException) -> None:
         self.counters["failed"] += 1
         task.job._deliver(task.index_of(tid, item), [W.Failure(exc, None)], 0)
 
-    def _on_death(self, slot, info):
+    def _on_death(self, slot: int, info: tuple[Any, ...]) -> None:
         try:
             self._settle_death(info)
         finally:
             self._take_back_unclaimed()
 
-    def _take_back_unclaimed(self):
+    def _take_back_unclaimed(self) -> None:
         """After a worker died: messages taken from the task queue but never claimed go again.
 
         The task queue is FIFO and only this process puts into it, so the messages taken so far are those with
@@ -1137,7 +1167,7 @@ class Engine:
                 self.counters["taken_back"] += 1
                 self._resend_all(task, tid)
 
-    def _settle_death(self, info):
+    def _settle_death(self, info: tuple[Any, ...]) -> None:
         pid, exitcode, cur, item, _state, reason = info
         self.counters["deaths"] += 1
         rkind = reason[0] if reason else None
@@ -1188,7 +1218,7 @@ class Engine:
         exc = WorkerCrashedError(self._task_desc(task, cur, item), exitcode, pid, task.attempts + 1)
         self._fail_item(task, cur, item, exc)
 
-    def _task_desc(self, task, tid, k):
+    def _task_desc(self, task: Task, tid: int, k: int) -> str:
         job = task.job
         if isinstance(job, MapSource):
             return f"{_describe(job.fn)} on item {task.index_of(tid, k)}"
@@ -1196,7 +1226,7 @@ class Engine:
             return _describe(*task.desc)
         return "a task"
 
-    def _break(self, tb, why=None):
+    def _break(self, tb: str | None, why: str | None = None) -> None:
         """A worker's initializer failed (or workers cannot be kept alive): the pool is broken, as
         concurrent.futures breaks its pool, and nothing respawns."""
         if self.state == BROKEN:
@@ -1216,7 +1246,7 @@ class Engine:
         except Exception:
             pass
 
-    def _fail_everything(self, exc):
+    def _fail_everything(self, exc: BaseException) -> None:
         """Fails every task not settled yet (engine lock held)."""
         for tid, task in list(self.tasks.items()):
             if not task.cancelled:
@@ -1248,7 +1278,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------
     # the feeder thread (lazy maps over iterators)
 
-    def _feeder_main(self):
+    def _feeder_main(self) -> None:
         while True:
             with self.lock:
                 while True:
@@ -1283,19 +1313,19 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------
     # the monitor thread: worker processes, deaths, timeouts
 
-    def _wake_monitor(self):
+    def _wake_monitor(self) -> None:
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
             pass
 
-    def _config(self, slot):
+    def _config(self, slot: int) -> _worker._Config:
         cfg = _worker._Config(slot, self.tq, self.rq, self.table, self.claims_buf, self.init_blob,
                               self.maxtasks, self.max_rss_kb, self.flavor, self.pid, self.flavor == "executor")
         cfg.fault = FAULT
         return cfg
 
-    def _start(self, slot, sel):
+    def _start(self, slot: int, sel: selectors.BaseSelector) -> None:
         base = T.base(slot)
         for f in (T.PID, T.CUR, T.ITEM, T.T0, T.STATE, T.OWNER):
             self.words[base + f] = 0
@@ -1306,7 +1336,7 @@ class Engine:
         self.words[base + T.PID] = p.pid
         sel.register(p.sentinel, selectors.EVENT_READ, slot)
 
-    def _restart(self, slot, sel):
+    def _restart(self, slot: int, sel: selectors.BaseSelector) -> None:
         """Starts a replacement in `slot`; if that fails, tries again in a second, and if no worker is left at
         all, breaks the pool (tasks would otherwise wait forever)."""
         self.restarts[slot] += 1
@@ -1321,7 +1351,7 @@ class Engine:
             else:
                 self.rq.put((W.C_BROKEN, slot, f"could not start a worker process: {e!r}", 0, 0))
 
-    def _note_death(self, slot, info):
+    def _note_death(self, slot: int, info: tuple[Any, ...]) -> bool:
         """Counts deaths that happen before a worker ever works (while starting, or a clean exit with nothing
         run): a slot whose workers keep doing that breaks the pool instead of respawning forever."""
         _pid, exitcode, cur, _item, state, reason = info
@@ -1339,7 +1369,7 @@ class Engine:
             return True
         return False
 
-    def _monitor_main(self, started):
+    def _monitor_main(self, started: threading.Event) -> None:
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
         try:
@@ -1426,7 +1456,7 @@ class Engine:
         except Exception:
             pass
 
-    def _next_deadline(self):
+    def _next_deadline(self) -> float | None:
         """How long the monitor may sleep: until the nearest task deadline or worker start retry (None: no
         deadline)."""
         if self.retry_start:
@@ -1450,7 +1480,7 @@ class Engine:
                     wait = min(wait, left)
         return max(wait, 0.001)
 
-    def _check_timeouts(self):
+    def _check_timeouts(self) -> None:
         now = _monotonic_ns()
         words = self.words
         for slot in range(self.nworkers):
@@ -1472,7 +1502,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------
     # stopping
 
-    def close(self):
+    def close(self) -> None:
         with self.lock:
             if self.state == RUN:
                 self.state = CLOSE
@@ -1487,12 +1517,12 @@ class Engine:
         for cb in post:
             cb()
 
-    def wait_idle(self, timeout=None):
+    def wait_idle(self, timeout: float | None = None) -> bool:
         """Waits until no task is pending (Executor.shutdown(wait=True) and join())."""
         with self.lock:
             return self.idle_cond.wait_for(lambda: not self.tasks and not self.ready and not self.sources, timeout)
 
-    def join(self, timeout=None):
+    def join(self, timeout: float | None = None) -> None:
         """Waits for the workers to exit (after close() once the work is done, or after terminate())."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if threading.current_thread() in (self.monitor, self.results):
@@ -1503,7 +1533,7 @@ class Engine:
         if not self.monitor.is_alive() and not self.results.is_alive():
             self._release()
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Kills every worker now; pending tasks fail with CancelledError."""
         with self.lock:
             if self.state != BROKEN:
@@ -1513,7 +1543,7 @@ class Engine:
         self._wake_monitor()
         self.join(10)
 
-    def _release(self):
+    def _release(self) -> None:
         """Drops this process's handles on the shared structures (their segments go with their last user)."""
         _live_engines.discard(self)
         if self.claims is not None:
@@ -1540,7 +1570,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------------------
     # insight
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         now = _monotonic_ns()
         words = self.words
         workers = []
@@ -1581,7 +1611,7 @@ class Engine:
         }
 
 
-def _at_exit():
+def _at_exit() -> None:
     for engine in list(_live_engines):
         try:
             if engine.flavor == "executor" and engine.state in (RUN, CLOSE):

@@ -1,30 +1,51 @@
 """`pyconc.ProcessPoolExecutor`: a `concurrent.futures.Executor` on the shared-memory engine."""
 
+from __future__ import annotations
+
 import multiprocessing
 import time
 import weakref
 from concurrent.futures import _base
+from typing import Generic, TypeVar  # the pool imports typing anyway (concurrent.futures' users do)
 
 from . import _engine as E
 from . import _wire as W
 from ._pool import IMapIterator
 
+TYPE_CHECKING = False  # a type checker takes it as true
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterable, Iterator
+    from multiprocessing.context import BaseContext
+    from typing import Any, TextIO
+
+    from typing_extensions import ParamSpec
+
+    _P = ParamSpec("_P")
+
 __all__ = ["Future", "ProcessPoolExecutor"]
+
+_T = TypeVar("_T")
 
 _PENDING, _RUNNING, _CANCELLED, _NOTIFIED, _FINISHED = (
     _base.PENDING, _base.RUNNING, _base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED)
 
 
-class Future(_base.Future):
+class Future(_base.Future[_T], Generic[_T]):
     """A `concurrent.futures.Future` whose `cancel()` also works while the task runs (its worker is killed and
     replaced), and which can be awaited directly."""
 
-    def __init__(self, engine):
+    # concurrent.futures.Future's internals, which cancel() extends.
+    _state: str
+    _condition: Any
+    _waiters: list[Any]
+    _invoke_callbacks: Callable[[], None]
+
+    def __init__(self, engine: E.Engine) -> None:
         super().__init__()
         self._engine = engine
-        self._task = None
+        self._task: Any = None
 
-    def cancel(self):
+    def cancel(self) -> bool:
         with self._condition:
             if self._state == _FINISHED:
                 return False
@@ -43,23 +64,23 @@ class Future(_base.Future):
         self._invoke_callbacks()
         return True
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, _T]:
         from .. import aio
 
         return aio.completion(self).__await__()
 
     # -- engine side (engine lock held)
-    def _start_running(self, task):
+    def _start_running(self, task: Any) -> bool:
         if self._state == _RUNNING:
             return True  # a retry
         return self.set_running_or_notify_cancel()
 
-    def _deliver(self, start, values, elapsed):
+    def _deliver(self, start: int, values: list[Any], elapsed: int) -> None:
         v = values[0]
         self._engine.post.append(lambda: self._settle(v))
         self._engine.woke = True
 
-    def _settle(self, v):
+    def _settle(self, v: Any) -> None:
         with self._condition:
             if self._state in (_CANCELLED, _NOTIFIED, _FINISHED):
                 return
@@ -71,7 +92,7 @@ class Future(_base.Future):
             self.set_result(v)
 
 
-class _MapIterator(IMapIterator):
+class _MapIterator(IMapIterator[_T]):
     pass
 
 
@@ -84,8 +105,11 @@ class ProcessPoolExecutor(_base.Executor):
     `task_timeout`; `submit_with_timeout` limits one task's run time.
     """
 
-    def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
-                 max_tasks_per_child=None, max_retries=0, max_rss_mb=None):
+    def __init__(
+        self, max_workers: int | None = None, mp_context: BaseContext | None = None,
+        initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (), *,
+        max_tasks_per_child: int | None = None, max_retries: int = 0, max_rss_mb: float | None = None,
+    ) -> None:
         if max_workers is None:
             max_workers = E.default_workers()
         elif max_workers <= 0:
@@ -114,25 +138,32 @@ class ProcessPoolExecutor(_base.Executor):
                                 "executor", max_rss_mb)
         self._finalizer = weakref.finalize(self, self._engine.close)
 
-    def submit(self, fn, /, *args, **kwargs):
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         return self._submit(None, fn, args, kwargs)
 
-    def submit_with_timeout(self, timeout, fn, /, *args, **kwargs):
+    def submit_with_timeout(
+        self, timeout: float | None, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Future[_T]:
         """Like submit, with a limit on the task's run time: past `timeout` seconds its worker is killed and
         replaced, and the future raises `TaskTimeoutError` (a `TimeoutError`)."""
         return self._submit(timeout, fn, args, kwargs)
 
-    def _submit(self, timeout, fn, args, kwargs):
+    def _submit(
+        self, timeout: float | None, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[_T]:
         engine = self._engine
         engine.check_running()
-        f = Future(engine)
+        f: Future[_T] = Future(engine)
         f._task = engine.call(f, fn, args, kwargs or None, timeout)
         return f
 
     submit.__doc__ = _base.Executor.submit.__doc__
 
-    def map(self, fn, *iterables, timeout=None, chunksize=None, task_timeout=None, buffersize=None,
-            progress=False):
+    def map(  # a superset of Executor.map's keywords; chunksize=None adapts
+        self, fn: Callable[..., _T], *iterables: Iterable[Any], timeout: float | None = None,
+        chunksize: int | None = None, task_timeout: float | None = None, buffersize: int | None = None,
+        progress: bool | dict[str, Any] = False,
+    ) -> Iterator[_T]:
         """Returns an iterator equivalent to map(fn, *iterables), computed in the workers.
 
         Input is read lazily (at most `buffersize` items ahead of the caller; default max(1024, 256 x workers)).
@@ -148,12 +179,14 @@ class ProcessPoolExecutor(_base.Executor):
         elif buffersize < 1:
             raise ValueError("buffersize must be at least 1")
         deadline = None if timeout is None else time.monotonic() + timeout
-        it = _MapIterator(self._engine, fn, zip(*iterables), True, chunksize, task_timeout, buffersize, progress,
-                          timeout_error=TimeoutError)
+        it: _MapIterator[_T] = _MapIterator(
+            self._engine, fn, zip(*iterables), True, chunksize, task_timeout, buffersize, progress,
+            timeout_error=TimeoutError,
+        )
         self._engine.map(it)
         return _results(it, deadline)
 
-    def shutdown(self, wait=True, *, cancel_futures=False):
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         engine = self._engine
         if cancel_futures:
             with engine.lock:
@@ -169,17 +202,18 @@ class ProcessPoolExecutor(_base.Executor):
 
     shutdown.__doc__ = _base.Executor.shutdown.__doc__
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """Per-worker figures and the pool's counters (see Pool.stats)."""
-        return self._engine.stats()
+        stats: dict[str, Any] = self._engine.stats()
+        return stats
 
-    def print_stats(self, file=None):
+    def print_stats(self, file: TextIO | None = None) -> None:
         from ._stats import print_stats
 
         print_stats(self.stats(), file)
 
 
-def _results(it, deadline):
+def _results(it: IMapIterator[_T], deadline: float | None) -> Iterator[_T]:
     try:
         while True:
             left = None if deadline is None else deadline - time.monotonic()

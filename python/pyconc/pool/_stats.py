@@ -1,9 +1,15 @@
 """`print_stats()`: the table of a pool's workers and counters."""
 
+from __future__ import annotations
+
 import sys
 
+TYPE_CHECKING = False  # a type checker takes it as true
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
-def _fmt(v, unit=""):
+
+def _fmt(v: object, unit: str = "") -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -11,7 +17,7 @@ def _fmt(v, unit=""):
     return f"{v}{unit}"
 
 
-def print_stats(stats, file=None):
+def print_stats(stats: dict[str, Any], file: TextIO | None = None) -> None:
     out = file or sys.stdout
     print(f"{'slot':>4} {'pid':>8} {'state':10} {'tasks':>8} {'items':>9} {'busy s':>9} {'idle s':>9} "
           f"{'restarts':>8}  current task", file=out)

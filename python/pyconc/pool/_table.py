@@ -27,7 +27,15 @@ The header row holds MAGIC, the layout version, the parent pid, the slot count, 
 parent's owner word.
 """
 
+from __future__ import annotations
+
 from .. import _native
+
+TYPE_CHECKING = False  # a type checker takes it as true
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._wire import _Reduced
 
 WORDS = 16
 # Worker row fields.
@@ -49,7 +57,7 @@ STATE_NAMES = {IDLE_STATE: "idle", RUNNING: "running", STARTING: "starting", RET
                INIT_FAILED: "init failed"}
 
 
-def base(slot):
+def base(slot: int) -> int:
     """Index of `slot`'s first word."""
     return WORDS * (slot + 1)
 
@@ -59,9 +67,9 @@ class Table:
 
     __slots__ = ("buf", "slots", "words")
 
-    def __init__(self, slots=None, _buf=None):
+    def __init__(self, slots: int | None = None, _buf: _native.SharedBuffer | _Reduced | None = None) -> None:
         if _buf is None:
-            _buf = _native.SharedBuffer("Q", 8, WORDS * (slots + 1), TYPECODE)
+            _buf = _native.SharedBuffer("Q", 8, WORDS * (slots + 1), TYPECODE)  # type: ignore[operator]  # slots given
         elif isinstance(_buf, tuple):
             fn, args = _buf
             _buf = fn(*args)
@@ -70,7 +78,7 @@ class Table:
         self.slots = len(self.words) // WORDS - 1
 
     @classmethod
-    def create(cls, slots, parent_pid, now_ns):
+    def create(cls, slots: int, parent_pid: int, now_ns: int) -> Table:
         t = cls(slots)
         w = t.words
         w[H_VERSION] = VERSION
@@ -81,24 +89,24 @@ class Table:
         w[H_MAGIC] = MAGIC
         return t
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[object, ...]:
         from ._wire import reduce_buffer
 
         return Table, (None, reduce_buffer(self.buf))
 
-    def base(self, slot):
+    def base(self, slot: int) -> int:
         """Index of `slot`'s first word."""
         return WORDS * (slot + 1)
 
-    def row(self, slot):
+    def row(self, slot: int) -> list[int]:
         b = self.base(slot)
         return list(self.words[b:b + WORDS])
 
-    def close(self):
+    def close(self) -> None:
         self.words.release()
 
 
-def attach(name):
+def attach(name: str) -> Table | None:
     """The pool table in segment `name`, or None if that segment holds something else."""
     typecode, itemsize, length, handle = _native.block_shape(name)
     if typecode != TYPECODE or itemsize != 8 or length < WORDS or length % WORDS:
@@ -110,7 +118,7 @@ def attach(name):
     return t
 
 
-def describe(t):
+def describe(t: Table) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The table as plain data: the header's counters and one dict per worker slot."""
     w = t.words
     head = {

@@ -13,10 +13,24 @@ back to cloudpickle (when installed) for lambdas and closures. A payload larger 
 limit goes through a one-off shared buffer (`BigPayload`).
 """
 
+from __future__ import annotations
+
 import pickle
 import traceback
 
 from .. import _native
+
+TYPE_CHECKING = False  # a type checker takes it as true
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from .._native import _Handle
+
+    #: Builds the error that replaces a value that failed to pickle: wrap(pickling error, value).
+    _Wrap = Callable[[BaseException, Any], BaseException]
+    #: What reopens a shared buffer in another process: (reopen_buffer, (handle, code, length)).
+    _Reduced = tuple[Callable[[_Handle, str, int], _native.SharedBuffer], tuple[_Handle, str, int]]
 
 # Task modes (bits).
 M_PICKLED = 1  # payload is pickled
@@ -54,22 +68,26 @@ C_BROKEN = -4  # (C_BROKEN, slot, reason text, 0, 0): workers cannot be kept ali
 
 SIMPLE = frozenset({int, float, str, bytes, bool, type(None)})
 
+_cloudpickle: Any
 try:
-    import cloudpickle as _cloudpickle
+    import cloudpickle
+
+    _cloudpickle = cloudpickle
 except ImportError:  # pragma: no cover - depends on the environment
     _cloudpickle = None
 
 HAVE_CLOUDPICKLE = _cloudpickle is not None
 
 
-def dumps(obj):
+def dumps(obj: object) -> bytes:
     """pickle.dumps, falling back to cloudpickle for what plain pickle refuses (lambdas, closures)."""
     try:
         return pickle.dumps(obj, 5)
     except (pickle.PicklingError, AttributeError, TypeError):
         if _cloudpickle is None:
             raise
-        return _cloudpickle.dumps(obj, 5)
+        data: bytes = _cloudpickle.dumps(obj, 5)
+        return data
 
 
 loads = pickle.loads
@@ -80,19 +98,19 @@ class Failure:
 
     __slots__ = ("exc", "tb")
 
-    def __init__(self, exc, tb):
+    def __init__(self, exc: BaseException, tb: str | None) -> None:
         self.exc = exc
         self.tb = tb
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[object, ...]:
         return Failure, (self.exc, self.tb)
 
 
-def format_tb(exc):
+def format_tb(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def encode_error(exc, tb, wrap):
+def encode_error(exc: BaseException, tb: str, wrap: _Wrap) -> bytes:
     """Pickles (exc, tb); if the exception does not pickle, pickles what `wrap(pickling_error, exc)` gives."""
     try:
         return pickle.dumps((exc, tb), 5)
@@ -100,14 +118,14 @@ def encode_error(exc, tb, wrap):
         return pickle.dumps((wrap(e, exc), format_tb(e)), 5)
 
 
-def encode_chunk(values, wrap, failed):
+def encode_chunk(values: list[Any], wrap: _Wrap, failed: bool) -> tuple[bytes, bool]:
     """(pickled result list, whether it holds Failures); items that do not pickle become Failures (`wrap` builds
     their error)."""
     try:
         return pickle.dumps(values, 5), failed
     except Exception:
         pass
-    out = []
+    out: list[Any] = []
     for v in values:
         try:
             pickle.dumps(v, 5)
@@ -120,18 +138,18 @@ def encode_chunk(values, wrap, failed):
     return pickle.dumps(out, 5), True
 
 
-def new_buffer(code, nbytes_or_len):
+def new_buffer(code: str, nbytes_or_len: int) -> _native.SharedBuffer:
     """A fresh shared buffer of u64 words (code "Q") or bytes (code "B")."""
     size = 8 if code == "Q" else 1
     return _native.SharedBuffer(code, size, nbytes_or_len, ord(code))
 
 
-def reopen_buffer(handle, code, length):
+def reopen_buffer(handle: _Handle, code: str, length: int) -> _native.SharedBuffer:
     size = 8 if code == "Q" else 1
     return _native.SharedBuffer(code, size, length, ord(code), _handle=handle)
 
 
-def reduce_buffer(buf):
+def reduce_buffer(buf: _native.SharedBuffer) -> _Reduced:
     """(callable, args) that reopen `buf` in another process (a SharedBuffer pickles through its owner)."""
     return reopen_buffer, (buf._handle, buf.format, buf.length)
 
@@ -141,18 +159,21 @@ class SharedWords:
 
     __slots__ = ("buf", "words")
 
-    def __init__(self, length=None, _buf=None):
-        self.buf = _buf if _buf is not None else new_buffer("Q", length)
+    def __init__(self, length: int | None = None, _buf: _native.SharedBuffer | None = None) -> None:
+        if _buf is None:
+            assert length is not None
+            _buf = new_buffer("Q", length)
+        self.buf = _buf
         self.words = memoryview(self.buf)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[object, ...]:
         return _reopen_words, (reduce_buffer(self.buf),)
 
-    def close(self):
+    def close(self) -> None:
         self.words.release()
 
 
-def _reopen_words(reduced):
+def _reopen_words(reduced: _Reduced) -> SharedWords:
     fn, args = reduced
     return SharedWords(None, fn(*args))
 
@@ -166,18 +187,19 @@ class BigPayload:
 
     __slots__ = ("buf",)
 
-    def __init__(self, data=None, _buf=None):
+    def __init__(self, data: bytes | None = None, _buf: _native.SharedBuffer | None = None) -> None:
         if _buf is None:
+            assert data is not None
             _buf = new_buffer("B", 8 + len(data))
             mv = memoryview(_buf)
             mv[8:] = data
             mv.release()
         self.buf = _buf
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[object, ...]:
         return _reopen_big, reduce_buffer(self.buf)[1]
 
-    def read(self):
+    def read(self) -> bytes:
         """The payload, leaving it for other readers (a shared function)."""
         mv = memoryview(self.buf)
         try:
@@ -185,7 +207,7 @@ class BigPayload:
         finally:
             mv.release()
 
-    def take(self):
+    def take(self) -> bytes:
         mv = memoryview(self.buf)
         try:
             data = bytes(mv[8:])
@@ -194,7 +216,7 @@ class BigPayload:
             mv.release()
         return data
 
-    def taken(self):
+    def taken(self) -> bool:
         mv = memoryview(self.buf)
         try:
             return mv[0] != 0
@@ -202,25 +224,25 @@ class BigPayload:
             mv.release()
 
 
-def _reopen_big(handle, code, length):
+def _reopen_big(handle: _Handle, code: str, length: int) -> BigPayload:
     return BigPayload(None, reopen_buffer(handle, code, length))
 
 
 class Outbox:
     """Big payloads this process sent and the receiver may not have taken yet."""
 
-    def __init__(self):
-        self.pending = []
+    def __init__(self) -> None:
+        self.pending: list[BigPayload] = []
 
-    def wrap(self, data):
+    def wrap(self, data: bytes) -> bytes:
         self.collect()
         big = BigPayload(data)
         self.pending.append(big)
         return pickle.dumps(big, 5)
 
-    def collect(self):
+    def collect(self) -> None:
         if self.pending:
             self.pending = [b for b in self.pending if not b.taken()]
 
-    def clear(self):
+    def clear(self) -> None:
         self.pending = []

@@ -7,6 +7,8 @@ blamed, and a message taken but never claimed is taken back and sent again. Resu
 cleared, so a task whose result was sent is never blamed for a later death.
 """
 
+from __future__ import annotations
+
 import itertools
 import logging
 import os
@@ -19,6 +21,14 @@ from .. import _native
 from . import _table as T
 from . import _wire as W
 
+TYPE_CHECKING = False  # a type checker takes it as true
+if TYPE_CHECKING:
+    import ctypes
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    from .. import _native
+
 _monotonic_ns = time.monotonic_ns
 _OUTBOX = W.Outbox()
 
@@ -26,8 +36,11 @@ _OUTBOX = W.Outbox()
 class _Config:
     """Everything a worker needs, pickled once per worker start (handles for the shared structures)."""
 
-    def __init__(self, slot, tasks, results, table, claims, init_blob, maxtasks, max_rss_kb, flavor,
-                 parent_pid, catch_base):
+    def __init__(
+        self, slot: int, tasks: _native.QueueCore, results: _native.QueueCore, table: T.Table, claims: W.SharedWords,
+        init_blob: bytes | None, maxtasks: int | None, max_rss_kb: int | None, flavor: str, parent_pid: int,
+        catch_base: bool,
+    ) -> None:
         self.slot = slot
         self.tasks = tasks
         self.results = results
@@ -41,13 +54,13 @@ class _Config:
         self.catch_base = catch_base
         # Test hook (`_engine.FAULT`): (point, path) makes the worker that first removes `path` exit at `point`
         # ("take": just after taking a message; "record": after recording it; "claim": after claiming it).
-        self.fault = None
+        self.fault: tuple[str, str] | None = None
 
 
-_LIBC = []
+_LIBC: list[ctypes.CDLL] = []
 
 
-def libc():
+def libc() -> ctypes.CDLL:
     """The C library (loaded once; a forked worker inherits the parent's)."""
     if not _LIBC:
         import ctypes
@@ -56,7 +69,7 @@ def libc():
     return _LIBC[0]
 
 
-def _die_with_parent():
+def _die_with_parent() -> None:
     """Ask the kernel to SIGKILL this worker when the thread that started it (the pool's monitor) ends."""
     try:
         libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -64,15 +77,15 @@ def _die_with_parent():
         pass
 
 
-def _wrap_encoding_error(flavor):
+def _wrap_encoding_error(flavor: str) -> W._Wrap:
     if flavor == "pool":
-        from multiprocessing.pool import MaybeEncodingError
+        from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]  # not in typeshed
 
-        return MaybeEncodingError
+        return MaybeEncodingError  # type: ignore[no-any-return]
     return lambda err, value: err
 
 
-def _rss_kb():
+def _rss_kb() -> int:
     try:
         with open("/proc/self/statm", "rb") as f:
             return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
@@ -80,7 +93,7 @@ def _rss_kb():
         return 0
 
 
-def main(cfg):
+def main(cfg: _Config) -> None:
     """Entry point of a worker process (the `target` of its multiprocessing.Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     _die_with_parent()
@@ -124,7 +137,7 @@ def main(cfg):
         time.sleep(0.001)
 
 
-def _loop(cfg, words, base, parent_fd):
+def _loop(cfg: _Config, words: memoryview, base: int, parent_fd: int | None) -> None:
     slot = cfg.slot
     get = cfg.tasks.get
     put = cfg.results.put
@@ -138,7 +151,8 @@ def _loop(cfg, words, base, parent_fd):
     max_rss_kb = cfg.max_rss_kb
     limit = max(1024, min(cfg.results.max_message, cfg.tasks.max_message) - 256)
     outbox = _OUTBOX
-    cache = {}
+    cache: dict[int, Callable[..., Any]] = {}
+    out: Any  # a result payload: a simple value, or pickled bytes
     simple = W.SIMPLE
     loads = W.loads
     now = _monotonic_ns
@@ -154,7 +168,7 @@ def _loop(cfg, words, base, parent_fd):
         W.M_PICKLED, W.M_BIG, W.M_INLINE, W.M_FNBIG, W.M_CHUNK, W.M_STAR, W.M_KW)
     from queue import Empty
 
-    def flush():
+    def flush() -> None:
         words[base + T.TASKS] += tasks_done
         words[base + T.ITEMS] += items_done
         words[base + T.BUSY] += busy
@@ -171,7 +185,7 @@ def _loop(cfg, words, base, parent_fd):
             try:
                 msg = get(True, 1.0)
             except Empty:
-                t = now()
+                t: Any = now()
                 idle += t - idle0
                 idle0 = t
                 if parent_fd is not None and select.select([parent_fd], [], [], 0)[0]:
@@ -288,7 +302,7 @@ def _loop(cfg, words, base, parent_fd):
     words[state_at] = T.RETIRED
 
 
-def _fault(fault, point):
+def _fault(fault: tuple[str, str], point: str) -> None:
     if fault[0] == point:
         try:
             os.unlink(fault[1])
@@ -297,13 +311,16 @@ def _fault(fault, point):
         os._exit(7)
 
 
-def _run_chunk(fn, items, mode, words, item_at, t0_at, catch):
+def _run_chunk(
+    fn: Callable[..., Any], items: Iterable[Any], mode: int, words: memoryview, item_at: int, t0_at: int,
+    catch: type[BaseException],
+) -> tuple[list[Any], bool]:
     """Runs a chunk; returns (values, failed). Without a timeout and unless the parent asked for care, the calls
     go through `map` in C (ITEM says FAST: a crash there makes the parent re-run the chunk with care, which
     records each item, so the right one is blamed)."""
     if not mode & (W.M_TIMED | W.M_CAREFUL):
         words[item_at] = T.FAST
-        out = []
+        out: list[Any] = []
         failed = False
         it = iter(items)
         mapper = itertools.starmap if mode & W.M_STAR else map

@@ -406,7 +406,7 @@ def bench_asyncio(quick: bool) -> list[Row]:
 def bench_pool(quick: bool) -> list[Row]:
     from . import bench_pool as bp
 
-    rows: list[Row] = bp.run(quick)  # type: ignore[no-untyped-call]  # bench_pool is annotated next
+    rows: list[Row] = bp.run(quick)
     return rows
 
 

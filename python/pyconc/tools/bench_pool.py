@@ -8,6 +8,8 @@ efficiency rows compare the measured wall time with the ideal (the sum of the ta
 divided by the number of workers).
 """
 
+from __future__ import annotations
+
 import ctypes
 import multiprocessing as mp
 import os
@@ -17,40 +19,51 @@ import time
 
 from ._measure import row
 
+TYPE_CHECKING = False  # a type checker takes it as true
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
+
+    from ._measure import Row
+
+    #: A baseline library's pool: (map with chunksize 1, its own map or None, close).
+    _Started = tuple[Callable[..., Any], Callable[..., Any] | None, Callable[[], object]]
+
 WORKERS = 2
 FORK = mp.get_context("fork")
 
 
-def noop(x):
+def noop(x: Any) -> Any:
     return x
 
 
-def sleep_for(seconds):
+def sleep_for(seconds: float) -> float:
     t = time.perf_counter()
     time.sleep(seconds)
     return time.perf_counter() - t
 
 
-def c_sleep(seconds):
+def c_sleep(seconds: float) -> float:
     ctypes.CDLL(None).sleep(int(seconds))
     return seconds
 
 
-def die(_=None):
+def die(_: object = None) -> NoReturn:
     os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable: SIGKILL")
 
 
-def _median_spread(samples):
+def _median_spread(samples: Sequence[float]) -> tuple[float, float, float]:
     return statistics.median(samples), min(samples), max(samples)
 
 
-def _spread_note(samples, unit, fmt="{:.3g}"):
+def _spread_note(samples: Sequence[float], unit: str, fmt: str = "{:.3g}") -> str:
     if len(samples) < 2:
         return ""
     return f"pyconc runs {fmt.format(min(samples))}-{fmt.format(max(samples))} {unit}"
 
 
-def _rate(run, n, repeat):
+def _rate(run: Callable[[int], object], n: int, repeat: int) -> list[float]:
     out = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -59,13 +72,13 @@ def _rate(run, n, repeat):
     return out
 
 
-def _optional_baselines():
+def _optional_baselines() -> list[tuple[str, Callable[[], _Started]]]:
     """(name, start(n) -> (map_c1(fn, items), map_auto(fn, items) or None, close)) for installed libraries."""
-    out = []
+    out: list[tuple[str, Callable[[], _Started]]] = []
     try:
         import loky
 
-        def loky_start():
+        def loky_start() -> _Started:
             ex = loky.get_reusable_executor(max_workers=WORKERS, reuse=False)
             return (lambda fn, items: list(ex.map(fn, items, chunksize=1)), None, lambda: ex.shutdown(wait=True))
 
@@ -75,7 +88,7 @@ def _optional_baselines():
     try:
         import pebble
 
-        def pebble_start():
+        def pebble_start() -> _Started:
             p = pebble.ProcessPool(max_workers=WORKERS, context=FORK)
             return (lambda fn, items: list(p.map(fn, items, chunksize=1).result()), None,
                     lambda: (p.close(), p.join()))
@@ -86,7 +99,7 @@ def _optional_baselines():
     try:
         import mpire
 
-        def mpire_start():
+        def mpire_start() -> _Started:
             p = mpire.WorkerPool(n_jobs=WORKERS, start_method="fork")
             return (lambda fn, items: p.map(fn, items, chunk_size=1),
                     lambda fn, items: p.map(fn, items),
@@ -121,7 +134,7 @@ if __name__ == "__main__":
 """
 
 
-def _lifecycle_in_child(n):
+def _lifecycle_in_child(n: int) -> tuple[list[float], list[float]]:
     import json
     import subprocess
     import sys
@@ -129,15 +142,16 @@ def _lifecycle_in_child(n):
     out = subprocess.run([sys.executable, "-c", _LIFECYCLE, str(n)], capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"lifecycle benchmark failed: {out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    ours, theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    return ours, theirs
 
 
-def run(quick):
+def run(quick: bool) -> list[Row]:
     import concurrent.futures as cf
 
     import pyconc
 
-    rows = []
+    rows: list[Row] = []
     repeat = 3 if quick else 5
     n1 = 5_000 if quick else 20_000
     nauto = 20_000 if quick else 200_000
@@ -151,12 +165,12 @@ def run(quick):
         # -- trivial tasks, chunksize=1
         ours = _rate(lambda n: pool.map(noop, range(n), chunksize=1), n1, repeat)
         theirs = _rate(lambda n: mpool.map(noop, range(n), chunksize=1), n1 // 2, repeat)
-        others = []
+        others: list[tuple[str, float]] = []
         with cf.ProcessPoolExecutor(WORKERS, mp_context=FORK) as ppe:
             list(ppe.map(noop, range(200)))
             others.append(("ProcessPoolExecutor", statistics.median(
                 _rate(lambda n: list(ppe.map(noop, range(n), chunksize=1)), max(500, n1 // 10), repeat))))
-        autos = {}
+        autos: dict[str, float] = {}
         for name, start in _optional_baselines():
             c1, auto, close = start()
             try:
@@ -185,7 +199,7 @@ def run(quick):
                         "mp.Pool", note=note))
 
         # -- apply_async round trip
-        def rt(p, n):
+        def rt(p: Any, n: int) -> float:
             samples = []
             for i in range(n):
                 t = time.perf_counter()
@@ -200,11 +214,11 @@ def run(quick):
                         "µs", "mp.Pool", higher_is_better=False, note=_spread_note(ours, "µs")))
 
         # -- 200 x 5 ms: efficiency
-        def efficiency(p, items, chunksize=None):
+        def efficiency(p: Any, items: list[float], chunksize: int | None = None) -> float:
             t = time.perf_counter()
             durations = p.map(sleep_for, items, chunksize) if chunksize else p.map(sleep_for, items)
             wall = time.perf_counter() - t
-            return (sum(durations) / WORKERS) / wall
+            return float(sum(durations) / WORKERS) / wall
 
         items = [0.005] * (50 if quick else 200)
         ours = [efficiency(pool, items) for _ in range(repeat)]
@@ -234,7 +248,7 @@ def run(quick):
                     note=_spread_note(ours, "ms") + "; fresh interpreter"))
 
     # -- a killed worker's task reported
-    def crash_latency(p):
+    def crash_latency(p: pyconc.Pool) -> float:
         p.apply(noop, (1,))
         t = time.perf_counter()
         try:
@@ -271,7 +285,8 @@ def run(quick):
             except TimeoutError:
                 pass
             ours.append((time.perf_counter() - t - limit) * 1e3)
-    theirs, base = None, "pebble"
+    last: float | None = None
+    base = "pebble"
     try:
         import pebble
 
@@ -282,10 +297,10 @@ def run(quick):
                 pp.schedule(c_sleep, (30,), timeout=limit).result()
             except Exception:
                 pass
-            theirs = (time.perf_counter() - t - limit) * 1e3
+            last = (time.perf_counter() - t - limit) * 1e3
     except ImportError:
         base = "pebble (not installed)"
     rows.append(row("pool", f"task in a C call, timeout={limit:g} s: reported after timeout +",
-                    statistics.median(ours), theirs, "ms", base, higher_is_better=False,
+                    statistics.median(ours), last, "ms", base, higher_is_better=False,
                     note=_spread_note(ours, "ms")))
     return rows

@@ -93,7 +93,7 @@ def _stress(args: argparse.Namespace) -> int:
     if args.structure == "pool":
         from . import stress_pool
 
-        ok, _ = stress_pool.run_pool(  # type: ignore[no-untyped-call]  # stress_pool is annotated next
+        ok, _ = stress_pool.run_pool(
             args.procs if args.procs_given else 4, args.items, args.start_method, args.kill, args.seed, args.timeout
         )
         return 0 if ok else 1

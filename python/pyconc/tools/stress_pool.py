@@ -7,6 +7,8 @@ that every item must still come back exactly once, in place. Ends by checking th
 outlives the pool.
 """
 
+from __future__ import annotations
+
 import multiprocessing as mp
 import os
 import random
@@ -14,8 +16,13 @@ import signal
 import threading
 import time
 
+TYPE_CHECKING = False  # a type checker takes it as true
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-def _square(x):
+
+def _square(x: int) -> int:
     """x * x after ~20 us of work, so that kills land in tasks as well as between them."""
     end = time.perf_counter() + 20e-6
     while time.perf_counter() < end:
@@ -23,19 +30,24 @@ def _square(x):
     return x * x
 
 
-def run_pool(workers=4, items=20000, start_method="fork", kill=False, seed=None, timeout=300.0, out=print):
+def run_pool(
+    workers: int = 4, items: int = 20000, start_method: str = "fork", kill: bool = False, seed: int | None = None,
+    timeout: float = 300.0, out: Callable[[str], object] = print,
+) -> tuple[bool, dict[str, Any]]:
     """Runs the stress test; returns `(ok, result)`."""
     import pyconc
 
     seed = random.randrange(1 << 30) if seed is None else seed
     rng = random.Random(seed)
-    result = {"workers": workers, "items": items, "start_method": start_method, "kill": kill, "seed": seed,
-              "errors": [], "kills": 0, "rounds": 0}
+    result: dict[str, Any] = {
+        "workers": workers, "items": items, "start_method": start_method, "kill": kill, "seed": seed,
+        "errors": [], "kills": 0, "rounds": 0,
+    }
     ctx = mp.get_context(start_method)
     pool = pyconc.Pool(workers, context=ctx, max_retries=1 << 20)
     stop = threading.Event()
 
-    def killer():
+    def killer() -> None:
         krng = random.Random(seed + 1)
         while not stop.wait(krng.uniform(0.002, 0.03)):
             # Only workers past their start-up: a spawned worker takes ~0.1 s to start, and killing it before it
@@ -57,7 +69,7 @@ def run_pool(workers=4, items=20000, start_method="fork", kill=False, seed=None,
         n = max(100, items // 4)
         while time.monotonic() - t0 < timeout / 3 and result["rounds"] < 3:
             expect = [x * x for x in range(n)]
-            checks = {
+            checks: dict[str, Callable[[], list[int]]] = {
                 "map chunksize=1": lambda: pool.map(_square, range(n), chunksize=1),
                 "map adaptive": lambda: pool.map(_square, range(items)),
                 "imap_unordered": lambda: sorted(pool.imap_unordered(_square, iter(range(n)), buffersize=256)),
@@ -91,7 +103,7 @@ def run_pool(workers=4, items=20000, start_method="fork", kill=False, seed=None,
     return ok, result
 
 
-def _alive(pid):
+def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
