@@ -114,7 +114,7 @@ fn segment_header() {
             ]
         ),
     );
-    check("segment-header.md", "UserSlot", rust_layout!(UserSlot, LAYOUT_VERSION, [pid, flags, start_time]));
+    check("segment-header.md", "UserSlot", rust_layout!(UserSlot, LAYOUT_VERSION, [owner, flags, reserved]));
 }
 
 #[test]
@@ -209,14 +209,14 @@ fn sync_primitives() {
     check("sync.md", "LockState", rust_layout!(LockState, v, [word, flags, owner_start, owner_tid, count, takeovers]));
     check("sync.md", "SemState", rust_layout!(SemState, v, [value, waiters, maxvalue, reserved]));
     check("sync.md", "EventState", rust_layout!(EventState, v, [flag, waiters, reserved]));
-    check("sync.md", "CondState", rust_layout!(CondState, v, [next_ticket, reserved, slots]));
-    check("sync.md", "CondSlot", rust_layout!(CondSlot, v, [state, pid, ticket]));
+    check("sync.md", "CondState", rust_layout!(CondState, v, [next_ticket, used, reserved0, reserved, slots]));
+    check("sync.md", "CondSlot", rust_layout!(CondSlot, v, [owner, state, ticket]));
     check(
         "sync.md",
         "BarrierState",
         rust_layout!(BarrierState, v, [lock, seq, sleepers, parties, phase, count, generation, rounds]),
     );
-    check("sync.md", "BarrierSlot", rust_layout!(BarrierSlot, v, [pid, outcome, start]));
+    check("sync.md", "BarrierSlot", rust_layout!(BarrierSlot, v, [owner, outcome, reserved]));
     check("sync.md", "RwState", rust_layout!(RwState, v, [wlock, rgen, rsleepers, drain, writers, reserved, slots]));
     check("sync.md", "ReaderSlot", rust_layout!(ReaderSlot, v, [owner, count, reserved]));
     // The embedded lock must fit the 64 bytes a Value/Array block reserves for it.

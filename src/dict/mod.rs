@@ -827,7 +827,8 @@ fn entry_owner(me: owner::Me) -> u64 {
 fn entry_owner_alive(st: u64, me: owner::Me) -> bool {
     let pid = ((st & ENTRY_PID_MASK) >> ENTRY_PID_SHIFT) as u32;
     let start = (st & ENTRY_START_MASK) >> ENTRY_START_SHIFT;
-    pid == me.pid || crate::platform::process::identity_of(pid).is_some_and(|id| id.start_time & 0xffff == start)
+    use crate::platform::process::{alive, Start};
+    pid == me.pid || alive(pid, Start::Low { value: start, bits: 16 })
 }
 
 /// Takes a lock of the dict's (a shard's, the grow lock), waiting at most [`limits::lock_timeout`] for a live

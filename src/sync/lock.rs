@@ -26,6 +26,7 @@ use super::owner::{self, Me, PID_MASK, WAITERS};
 use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
+use crate::platform::process::{self, Start};
 use crate::segment::ShmSafe;
 use crate::shm_struct;
 
@@ -185,7 +186,7 @@ impl LockState {
             return false;
         }
         let start = self.owner_start.load(Ordering::Acquire);
-        if owner::alive(pid, start) {
+        if process::alive(pid, Start::or_any(start)) {
             return false;
         }
         // Keep WAITERS: other waiters may be asleep and must be woken by our release.

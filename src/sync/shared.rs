@@ -13,7 +13,7 @@ use crate::shm_struct;
 use crate::{Error, Result};
 
 /// Payload layout version of `Kind::Sync` segments (`shm-layouts/sync.md`).
-pub const SYNC_VERSION: u32 = 3;
+pub const SYNC_VERSION: u32 = 4;
 /// Offset of the state from the payload start of a primitive's own segment.
 pub const STATE_AT: u64 = 64;
 /// Bytes reserved for an embedded lock (`BlockHeader::lock`).

@@ -535,3 +535,92 @@ fn rwlock_takes_1024_reader_processes_and_reaps_dead_ones_when_full() {
     assert_eq!(st.total_readers(), 1);
     st.unlock_read(slot).unwrap();
 }
+
+/// The owner word of a process that has exited (its pid is gone).
+fn dead_owner() -> crate::segment::owners::Owner {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    crate::segment::owners::Owner::of(crate::platform::process::ProcessId { pid, start_time: 1 })
+}
+
+#[test]
+#[cfg(not(loom))] // loom models use two condition slots
+fn condition_takes_1024_waiters_notifies_the_oldest_and_reaps_dead_ones_when_full() {
+    // Issue 10: at most 126 threads could wait on one Condition. The table is per waiter (threads of one
+    // process each take a slot), so registrations from this process stand in for 1,024 waiting threads.
+    use super::condvar::{TooManyWaiters, COND_SLOTS, SLOT_FREE, SLOT_NOTIFIED, SLOT_WAITING};
+    const { assert!(COND_SLOTS >= 1024) };
+    let c = SyncHandle::<CondState>::create(SyncType::Condition, 0, 0).unwrap();
+    let st = c.get();
+    let state = |i: usize| st.slots[i].state.load(Ordering::Relaxed);
+    // Tickets are 32 bits: start just before they wrap, so that the order has to survive the wrap.
+    st.next_ticket.store(u64::from(u32::MAX) - 1, Ordering::Relaxed);
+    let slots: Vec<usize> = (0..COND_SLOTS).map(|_| st.prepare().unwrap()).collect();
+    assert_eq!(slots, (0..COND_SLOTS).collect::<Vec<_>>(), "lowest free slot first, each once");
+    assert_eq!(st.waiting(), COND_SLOTS);
+    // A table full of live waiters is an error, never a slot handed out twice.
+    assert_eq!(st.prepare(), Err(TooManyWaiters));
+    // notify(n) wakes the n longest waiting (tickets 2^32-2, 2^32-1, then 0 after the wrap).
+    assert_eq!(st.notify(3), 3);
+    assert_eq!((0..4).map(state).collect::<Vec<_>>(), [SLOT_NOTIFIED, SLOT_NOTIFIED, SLOT_NOTIFIED, SLOT_WAITING]);
+    for i in 0..3 {
+        assert_eq!(st.wait(i, &deadline(ms(0))), Ok(true), "notified: returns at once");
+        assert_eq!(st.slots[i].owner.load(Ordering::Relaxed), 0, "and frees the slot");
+    }
+    // A newcomer takes a freed low slot, but is the youngest: the next notify goes to slot 3.
+    assert_eq!(st.prepare(), Ok(0));
+    assert_eq!(st.notify(1), 1);
+    assert_eq!((state(0), state(3)), (SLOT_WAITING, SLOT_NOTIFIED));
+    assert!(st.cancel(3), "cancelling a notified waiter reports the notify");
+    // A waiter whose process died does not absorb a notify: slot 4 (the oldest now) is dead; slot 5 is woken.
+    let dead = dead_owner();
+    st.slots[4].owner.store(dead.0, Ordering::Relaxed);
+    assert_eq!(st.notify(1), 1);
+    assert_eq!((state(4), state(5)), (SLOT_FREE, SLOT_NOTIFIED));
+    assert_eq!(st.slots[4].owner.load(Ordering::Relaxed), 0, "the dead waiter's slot was reaped");
+    assert!(st.cancel(5));
+    // Fill the table again, a third of it dead: a full table reaps the dead before failing.
+    while st.prepare().is_ok() {}
+    for i in (0..COND_SLOTS).step_by(3) {
+        st.slots[i].owner.store(dead.0, Ordering::Relaxed);
+    }
+    let i = st.prepare().unwrap();
+    assert_eq!(i, 0);
+    let free = (0..COND_SLOTS).filter(|&i| st.slots[i].owner.load(Ordering::Relaxed) == 0).count();
+    assert_eq!(free, COND_SLOTS.div_ceil(3) - 1, "every other dead slot is free again");
+    // Timed-out waiters free their slots; once nobody waits, notify finds nothing and `used` drops to 0.
+    for i in 0..COND_SLOTS {
+        if st.slots[i].owner.load(Ordering::Relaxed) != 0 {
+            assert!(!st.cancel(i));
+        }
+    }
+    assert_eq!(st.waiting(), 0);
+    assert_eq!(st.notify(usize::MAX), 0);
+    assert_eq!(st.used.load(Ordering::Relaxed), 0, "notify reads no slot from now on");
+    assert_eq!(st.prepare(), Ok(0));
+    assert_eq!(st.wait(0, &deadline(ms(1))), Ok(false), "a timeout frees the slot");
+    assert_eq!(st.slots[0].owner.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+#[cfg(not(loom))]
+fn barrier_slots_are_an_owner_table_a_dead_pending_party_breaks_the_round() {
+    let b = BarrierHandle::create(2).unwrap();
+    let call = BarrierCall::new(deadline(ms(5000)));
+    let a = b.get().arrive(&call).unwrap();
+    assert!(!a.last);
+    // Another party arrives, then its process dies before the round trips: its slot names a dead owner.
+    let dead = dead_owner();
+    let at = b.offset() + std::mem::size_of::<super::barrier::BarrierState>() as u64;
+    let mapped = crate::segment::MappedSlice::<super::barrier::BarrierSlot>::new(b.segment(), at, 6).unwrap();
+    let table: &[super::barrier::BarrierSlot] = &mapped;
+    let i = table.iter().position(|s| s.owner.load(Ordering::Relaxed) == 0).unwrap();
+    table[i].owner.store(dead.0, Ordering::Relaxed);
+    assert_eq!(b.get().reap_dead(), Ok(()));
+    assert!(b.get().broken(), "a dead party of the pending round breaks it");
+    assert_eq!(table[i].owner.load(Ordering::Relaxed), 0, "and its slot is reaped");
+    assert_eq!(b.get().wait_release(&a, &call), Err(BarrierError::Broken));
+    assert!(table.iter().all(|s| s.owner.load(Ordering::Relaxed) == 0), "the waiter freed its own slot");
+    b.get().reset().unwrap();
+}
