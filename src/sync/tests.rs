@@ -537,6 +537,7 @@ fn rwlock_takes_1024_reader_processes_and_reaps_dead_ones_when_full() {
 }
 
 /// The owner word of a process that has exited (its pid is gone).
+#[cfg(not(loom))]
 fn dead_owner() -> crate::segment::owners::Owner {
     let mut c = std::process::Command::new("true").spawn().unwrap();
     let pid = c.id();
