@@ -130,17 +130,17 @@ fn heap() {
 
 #[test]
 fn atomic_cell() {
-    use pyconc::objects::atomic::{AtomicCell, ATOMIC_VERSION};
+    use pyconc::objects::cell::{AtomicCell, ATOMIC_VERSION};
     check("atomic.md", "AtomicCell", rust_layout!(AtomicCell, ATOMIC_VERSION, [value, reserved]));
 }
 
 #[test]
 fn value_array_block() {
-    use pyconc::objects::block::{BlockHeader, BLOCK_VERSION};
+    use pyconc::objects::block::{ArrayHeader, BLOCK_VERSION};
     check(
         "block.md",
-        "BlockHeader",
-        rust_layout!(BlockHeader, BLOCK_VERSION, [lock, typecode, itemsize, length, items_offset, reserved]),
+        "ArrayHeader",
+        rust_layout!(ArrayHeader, BLOCK_VERSION, [lock, typecode, itemsize, length, items_offset, reserved]),
     );
 }
 
@@ -238,7 +238,7 @@ fn dict() {
     );
     check("dict.md", "Shard", rust_layout!(Shard, v, [lock, seq, table, len, tombstones, spare, reserved]));
     check("dict.md", "TableHeader", rust_layout!(TableHeader, v, [magic, reserved, capacity]));
-    check("dict.md", "Slot", rust_layout!(Slot, v, [hash, entry]));
+    check("dict.md", "TableSlot", rust_layout!(TableSlot, v, [hash, entry]));
     check("dict.md", "EntryHeader", rust_layout!(EntryHeader, v, [key_len, orig_len, cap, val_len, reserved, state]));
 }
 
@@ -286,9 +286,9 @@ fn every_documented_struct_is_checked() {
         ("segment-header.md", vec!["SegmentHeader", "UserSlot"]),
         ("heap.md", vec!["BlockHeader", "HeapHeader"]),
         ("atomic.md", vec!["AtomicCell"]),
-        ("block.md", vec!["BlockHeader"]),
+        ("block.md", vec!["ArrayHeader"]),
         ("queue.md", vec!["OpRecord", "Participant", "QueueHeader", "Slot"]),
-        ("dict.md", vec!["DictHeader", "EntryHeader", "Shard", "Slot", "TableHeader"]),
+        ("dict.md", vec!["DictHeader", "EntryHeader", "Shard", "TableHeader", "TableSlot"]),
         ("deque.md", vec!["DequeHeader", "Intent", "ItemHeader"]),
         (
             "sync.md",

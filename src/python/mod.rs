@@ -5,9 +5,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 mod aio;
-mod atomics;
 mod block;
 mod blocking;
+mod cell;
 mod codec;
 mod deque;
 mod dict;
@@ -52,7 +52,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crate::platform::process::current();
     handle::register(m)?;
     segments::register(m)?;
-    atomics::register(m)?;
+    cell::register(m)?;
     block::register(m)?;
     codec::register(m)?;
     queue::register(m)?;

@@ -32,11 +32,13 @@ pub const STATE_OPEN: u32 = 1;
 /// `state`: the name was unlinked (last user left, or `unlink()`); attaching fails with `FileNotFoundError`.
 pub const STATE_UNLINKED: u32 = 2;
 
-/// What structure a segment holds. Stored in the header so that opening a handle of the wrong kind fails.
+/// What layout a segment's payload has. Stored in the header so that opening a handle of the wrong kind fails.
+/// One tag per segment layout, not per object type: which primitive lives in a `Sync` segment (or embedded in a
+/// `Block`) is the separate [`SyncType`](crate::sync::shared::SyncType) tag of that object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Kind {
-    /// An [`AtomicCell`](crate::objects::atomic::AtomicCell): `AtomicInt64`, `AtomicFlag`.
+    /// An [`AtomicCell`](crate::objects::cell::AtomicCell): `AtomicInt64`, `AtomicFlag`.
     Atomic = 1,
     /// A [`RawBlock`](crate::objects::block::RawBlock): `Value`, `Array`, `RawValue`, `RawArray`.
     Block = 2,

@@ -139,9 +139,10 @@ const _: () = {
     assert!(offset_of!(LockState, takeovers) == 24);
 };
 
-/// Who holds a lock, as far as the state tells.
+/// Who holds a lock, as far as the state tells (the lock word's pid and the recorded thread; not an owner-table
+/// [`Owner`](crate::segment::owners::Owner) word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
+pub struct Holder {
     /// Owner pid.
     pub pid: u32,
     /// Owner thread id (0 while the owner is still recording it).
@@ -316,9 +317,9 @@ impl LockState {
     }
 
     /// The current owner, if locked.
-    pub fn owner(&self) -> Option<Owner> {
+    pub fn owner(&self) -> Option<Holder> {
         let w = self.word.load(Ordering::Acquire);
-        (w != 0).then(|| Owner { pid: w & PID_MASK, tid: self.owner_tid.load(Ordering::Relaxed) })
+        (w != 0).then(|| Holder { pid: w & PID_MASK, tid: self.owner_tid.load(Ordering::Relaxed) })
     }
 
     /// Whether the caller's thread holds the lock.

@@ -16,12 +16,14 @@ use crate::{Error, Result};
 pub const SYNC_VERSION: u32 = 4;
 /// Offset of the state from the payload start of a primitive's own segment.
 pub const STATE_AT: u64 = 64;
-/// Bytes reserved for an embedded lock (`BlockHeader::lock`).
+/// Bytes reserved for an embedded lock (`objects::block::ArrayHeader::lock`).
 pub const EMBEDDED_LOCK_BYTES: usize = 64;
 /// Largest party count of a Barrier.
 pub const MAX_PARTIES: u32 = 1 << 16;
 
-/// Which primitive a segment holds.
+/// Which primitive lives at an offset: stored in its own segment's [`SyncHeader`] and named by its handle. The
+/// segment's layout is the separate [`Kind`] tag (`Kind::Sync`, or `Kind::Block` for an embedded lock); the two
+/// share no variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum SyncType {

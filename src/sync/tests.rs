@@ -353,7 +353,7 @@ fn child_entry() {
     match args[0] {
         "count" => {
             let l = SyncHandle::<LockState>::open(args[1], off(2), SyncType::Lock).unwrap();
-            let c = crate::objects::atomic::SharedAtomic::open(args[3], Some(off(4))).unwrap();
+            let c = crate::objects::cell::SharedAtomic::open(args[3], Some(off(4))).unwrap();
             for _ in 0..20_000 {
                 let _g = guard(l.get(), &deadline(None)).unwrap();
                 let v = c.get();
@@ -409,7 +409,7 @@ fn kill(mut c: Child) {
 #[test]
 fn lock_excludes_processes() {
     let l = SyncHandle::<LockState>::create(SyncType::Lock, 0, 0).unwrap();
-    let c = crate::objects::atomic::SharedAtomic::create(0).unwrap();
+    let c = crate::objects::cell::SharedAtomic::create(0).unwrap();
     let s = format!("count {} {} {} {}", l.segment().name(), l.offset(), c.segment().name(), c.offset());
     let mut kids: Vec<_> = (0..2).map(|_| spawn_child(&s)).collect();
     child::wait_all_ok(&mut kids, Duration::from_secs(120));

@@ -212,8 +212,8 @@ class Block(Kind):
         return [obj.get_obj()._pyconc_buffer.segment_name]
 
     def sites(self, obj, m):
-        return fields("block.BlockHeader", DATA_OFFSET, skip=("reserved",)) + fields(
-            "sync.LockState", DATA_OFFSET, "BlockHeader.lock"
+        return fields("block.ArrayHeader", DATA_OFFSET, skip=("reserved",)) + fields(
+            "sync.LockState", DATA_OFFSET, "ArrayHeader.lock"
         )
 
     def exercise(self, obj, log):
@@ -434,7 +434,7 @@ class Dict(Kind):
         )
         used = [i for i in range(min(cap, 64)) if m.get(table + 16 + 16 * i + 8, 8) > 1]
         for i in used[:2]:
-            out += fields("dict.Slot", table + 16 + 16 * i, f"Slot[{i}]")
+            out += fields("dict.TableSlot", table + 16 + 16 * i, f"TableSlot[{i}]")
         if used:
             entry = m.get(table + 16 + 16 * used[0] + 8, 8) & REF_MASK
             out += fields("dict.EntryHeader", entry, skip=("reserved",))
