@@ -13,7 +13,10 @@
 //! Slots of processes that died while waiting are skipped by notify (a cheap `kill(pid, 0)` probe, then the
 //! owner table's reap) and reaped when the table is full. Claims take the lowest free slot and `used` records
 //! how far the taken slots reach, so notify and a claim read only the slots in use: a condition with a few
-//! waiters touches its first page only, however large the table.
+//! waiters touches its first page only, however large the table. Every method that reads slots takes `room`,
+//! how many slots from the start the caller knows to be backed by /dev/shm (`sync::shared::CondHandle`
+//! reserves the table's pages as waiters arrive; touching an unreserved page of a full /dev/shm would be a
+//! SIGBUS), and reads no slot beyond it.
 
 use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -97,12 +100,13 @@ impl CondState {
     }
 
     /// Slots `0..used()` are all that may be taken (a corrupt value is clamped).
-    fn used(&self) -> usize {
+    pub fn used(&self) -> usize {
         (self.used.load(Ordering::Acquire) as usize).min(COND_SLOTS)
     }
 
-    fn claim(&self, who: Owner) -> Option<usize> {
-        let i = self.table().claim_or_reap(who, 0, |_, s, _| free_state(s))?;
+    fn claim(&self, who: Owner, room: usize) -> Option<usize> {
+        let table = OwnerTable::new(&self.slots[..room.min(COND_SLOTS)]);
+        let i = table.claim_or_reap(who, 0, |_, s, _| free_state(s))?;
         let s = &self.slots[i];
         s.ticket.store(self.next_ticket.fetch_add(1, Ordering::Relaxed) as u32, Ordering::Relaxed);
         self.used.fetch_max(i as u32 + 1, Ordering::AcqRel);
@@ -111,15 +115,12 @@ impl CondState {
         Some(i)
     }
 
-    /// Registers the caller as a waiter. Call while holding the condition's lock, before releasing it. When every
-    /// slot is taken, the slots of dead waiters are reaped first; a table full of live waiters is an error.
-    pub fn prepare(&self) -> Result<usize, TooManyWaiters> {
-        self.prepare_as(Owner::me())
-    }
-
-    /// [`prepare`](Self::prepare) for the process `who` (loom models play several processes).
-    pub fn prepare_as(&self, who: Owner) -> Result<usize, TooManyWaiters> {
-        self.claim(who).ok_or(TooManyWaiters)
+    /// Registers process `who` (the caller: `Owner::me()`; loom models play several processes) as a waiter,
+    /// in one of the first `room` slots (at least `used() + 1` of them, or all, for the claim to find the lowest
+    /// free one). Call while holding the condition's lock, before releasing it. When those slots are all taken,
+    /// the slots of dead waiters are reaped first; if every one holds a live waiter it is an error.
+    pub fn prepare_as(&self, who: Owner, room: usize) -> Result<usize, TooManyWaiters> {
+        self.claim(who, room).ok_or(TooManyWaiters)
     }
 
     fn slot(&self, i: usize) -> &CondSlot {
@@ -191,13 +192,14 @@ impl CondState {
         !withdrawn
     }
 
-    /// Wakes up to `n` waiters, longest waiting first. Call with the condition's lock held. Returns how many.
-    pub fn notify(&self, n: usize) -> usize {
+    /// Wakes up to `n` waiters, longest waiting first, reading slots `0..min(used(), room)`. Call with the
+    /// condition's lock held. Returns how many.
+    pub fn notify(&self, n: usize, room: usize) -> usize {
         if n == 0 {
             return 0;
         }
         let me = process::current().pid;
-        let used = self.used();
+        let used = self.used().min(room);
         let next = self.next_ticket.load(Ordering::Relaxed) as u32;
         let mut last_taken = 0;
         // (age, slot): tickets are 32 bits, so order by the distance back from the next ticket.
@@ -238,8 +240,9 @@ impl CondState {
         woken
     }
 
-    /// Number of registered waiters.
-    pub fn waiting(&self) -> usize {
-        self.slots[..self.used()].iter().filter(|s| s.state.load(Ordering::Relaxed) == SLOT_WAITING).count()
+    /// Number of registered waiters (among slots `0..min(used(), room)`).
+    pub fn waiting(&self, room: usize) -> usize {
+        let n = self.used().min(room);
+        self.slots[..n].iter().filter(|s| s.state.load(Ordering::Relaxed) == SLOT_WAITING).count()
     }
 }

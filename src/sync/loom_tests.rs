@@ -333,7 +333,7 @@ fn condition_notify_wakes_the_oldest_waiter_and_no_wake_is_lost() {
     assert_eq!(COND_SLOTS, 2);
     model(Time::Frozen, 2, || {
         let c = cond();
-        let slots = [c.prepare_as(owner(1)).unwrap(), c.prepare_as(owner(2)).unwrap()];
+        let slots = [c.prepare_as(owner(1), COND_SLOTS).unwrap(), c.prepare_as(owner(2), COND_SLOTS).unwrap()];
         assert_eq!(slots, [0, 1]);
         let waiters: Vec<_> = slots
             .into_iter()
@@ -342,9 +342,9 @@ fn condition_notify_wakes_the_oldest_waiter_and_no_wake_is_lost() {
                 thread::spawn(move || c.wait(i, &forever()).unwrap())
             })
             .collect();
-        assert_eq!(c.notify(1), 1);
+        assert_eq!(c.notify(1, COND_SLOTS), 1);
         assert_eq!(c.slots[1].state.load(Ordering::SeqCst), SLOT_WAITING, "the younger waiter was notified first");
-        assert_eq!(c.notify(1), 1);
+        assert_eq!(c.notify(1, COND_SLOTS), 1);
         for t in waiters {
             assert!(t.join().unwrap());
         }
@@ -361,16 +361,16 @@ fn condition_a_timeout_and_a_notify_agree_on_who_won() {
     // stores FREE instead of its CAS fails this model.)
     model(Time::Passes, 2, || {
         let c = cond();
-        let i = c.prepare_as(owner(1)).unwrap();
+        let i = c.prepare_as(owner(1), COND_SLOTS).unwrap();
         let waiter = {
             let c = c.clone();
             thread::spawn(move || c.wait(i, &Deadline::after(Some(std::time::Duration::from_millis(10)))).unwrap())
         };
-        let n = c.notify(1);
+        let n = c.notify(1, COND_SLOTS);
         let notified = waiter.join().unwrap();
         assert_eq!(notified, n == 1, "notify woke {n}, the waiter says notified={notified}");
         assert!(all_free(&c));
-        assert_eq!(c.prepare_as(owner(2)), Ok(0));
+        assert_eq!(c.prepare_as(owner(2), COND_SLOTS), Ok(0));
     });
 }
 
@@ -381,14 +381,14 @@ fn condition_a_dead_waiter_does_not_absorb_a_notify() {
     const DEAD: u32 = 9;
     model(Time::Frozen, 2, || {
         let c = cond();
-        assert_eq!(c.prepare_as(owner(DEAD)), Ok(0));
-        let i = c.prepare_as(owner(1)).unwrap();
+        assert_eq!(c.prepare_as(owner(DEAD), COND_SLOTS), Ok(0));
+        let i = c.prepare_as(owner(1), COND_SLOTS).unwrap();
         let waiter = {
             let c = c.clone();
             thread::spawn(move || c.wait(i, &forever()).unwrap())
         };
         process::model::kill(DEAD);
-        assert_eq!(c.notify(1), 1);
+        assert_eq!(c.notify(1, COND_SLOTS), 1);
         assert!(waiter.join().unwrap());
         assert!(all_free(&c));
     });

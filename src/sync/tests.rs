@@ -1,11 +1,10 @@
 //! Tests of the primitives: threads, and child processes (this test binary re-run: `base::child`).
 
 use super::barrier::{BarrierCall, BarrierError};
-use super::condvar::CondState;
 use super::lock::{guard, Acquired, LockState, NotOwner, RLockState, RawLock};
 use super::rwlock::RwState;
 use super::semaphore::{EventState, SemState, TooManyReleases};
-use super::shared::{BarrierHandle, SyncHandle, SyncType};
+use super::shared::{BarrierHandle, CondHandle, SyncHandle, SyncType};
 use super::wait::{deadline, WaitError};
 use crate::base::atomic::{AtomicU64, Ordering};
 use crate::base::child;
@@ -120,12 +119,12 @@ fn event_wakes_all_waiters() {
 
 #[test]
 fn condvar_notify_wakes_exactly_n() {
-    let c = Arc::new(SyncHandle::<CondState>::create(SyncType::Condition, 0, 0).unwrap());
+    let c = Arc::new(CondHandle::create().unwrap());
     let woken = Arc::new(AtomicU64::new(0));
     let ts: Vec<_> = (0..3)
         .map(|_| {
             let (c, w) = (c.clone(), woken.clone());
-            let slot = c.get().prepare().unwrap();
+            let slot = c.prepare().unwrap();
             std::thread::spawn(move || {
                 let r = c.get().wait(slot, &deadline(ms(3000))).unwrap();
                 if r {
@@ -135,19 +134,19 @@ fn condvar_notify_wakes_exactly_n() {
             })
         })
         .collect();
-    assert_eq!(c.get().waiting(), 3);
-    assert_eq!(c.get().notify(1), 1);
+    assert_eq!(c.waiting(), 3);
+    assert_eq!(c.notify(1), 1);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(woken.load(Ordering::SeqCst), 1);
     // A waiter arriving now must not take the next notify from the older ones.
-    let late = c.get().prepare().unwrap();
-    assert_eq!(c.get().notify(2), 2);
+    let late = c.prepare().unwrap();
+    assert_eq!(c.notify(2), 2);
     for t in ts {
         assert!(t.join().unwrap());
     }
     assert_eq!(c.get().wait(late, &deadline(ms(20))), Ok(false));
-    assert_eq!(c.get().waiting(), 0);
-    assert_eq!(c.get().notify(5), 0);
+    assert_eq!(c.waiting(), 0);
+    assert_eq!(c.notify(5), 0);
 }
 
 #[test]
@@ -486,8 +485,8 @@ fn dead_barrier_waiter_breaks_the_barrier() {
 fn a_condition_slot_taken_from_its_waiter_ends_the_wait_without_spinning() {
     // A slot state that is neither waiting nor notified (another process reclaimed the slot because a corrupt
     // pid looked dead) made every futex wait return at once: a busy loop until the deadline, forever without one.
-    let c = SyncHandle::<CondState>::create(SyncType::Condition, 0, 0).unwrap();
-    let i = c.get().prepare().unwrap();
+    let c = CondHandle::create().unwrap();
+    let i = c.prepare().unwrap();
     c.get().slots[i].state.store(7, Ordering::Relaxed);
     let t0 = Instant::now();
     assert_eq!(c.get().wait(i, &deadline(None)), Ok(true), "a spurious wakeup");
@@ -550,43 +549,49 @@ fn dead_owner() -> crate::segment::owners::Owner {
 fn condition_takes_1024_waiters_notifies_the_oldest_and_reaps_dead_ones_when_full() {
     // Issue 10: at most 126 threads could wait on one Condition. The table is per waiter (threads of one
     // process each take a slot), so registrations from this process stand in for 1,024 waiting threads.
-    use super::condvar::{TooManyWaiters, COND_SLOTS, SLOT_FREE, SLOT_NOTIFIED, SLOT_WAITING};
+    use super::condvar::{COND_SLOTS, SLOT_FREE, SLOT_NOTIFIED, SLOT_WAITING};
+    use std::os::unix::fs::MetadataExt;
+    let c = CondHandle::create().unwrap();
+    let allocated = || std::fs::metadata(format!("/dev/shm/{}", c.segment().name_local())).unwrap().blocks() * 512;
+    // Only the header page is reserved at first (it holds the first slots); the table's other pages are
+    // reserved as waiters need them.
+    assert_eq!(allocated(), 4096);
     const { assert!(COND_SLOTS >= 1024) };
-    let c = SyncHandle::<CondState>::create(SyncType::Condition, 0, 0).unwrap();
     let st = c.get();
     let state = |i: usize| st.slots[i].state.load(Ordering::Relaxed);
     // Tickets are 32 bits: start just before they wrap, so that the order has to survive the wrap.
     st.next_ticket.store(u64::from(u32::MAX) - 1, Ordering::Relaxed);
-    let slots: Vec<usize> = (0..COND_SLOTS).map(|_| st.prepare().unwrap()).collect();
+    let slots: Vec<usize> = (0..COND_SLOTS).map(|_| c.prepare().unwrap()).collect();
     assert_eq!(slots, (0..COND_SLOTS).collect::<Vec<_>>(), "lowest free slot first, each once");
-    assert_eq!(st.waiting(), COND_SLOTS);
+    assert_eq!(allocated(), 4096 + 4 * 4096, "1,024 slots: the header page and four more");
+    assert_eq!(c.waiting(), COND_SLOTS);
     // A table full of live waiters is an error, never a slot handed out twice.
-    assert_eq!(st.prepare(), Err(TooManyWaiters));
+    assert!(matches!(c.prepare(), Err(super::shared::PrepareError::TooManyWaiters)));
     // notify(n) wakes the n longest waiting (tickets 2^32-2, 2^32-1, then 0 after the wrap).
-    assert_eq!(st.notify(3), 3);
+    assert_eq!(c.notify(3), 3);
     assert_eq!((0..4).map(state).collect::<Vec<_>>(), [SLOT_NOTIFIED, SLOT_NOTIFIED, SLOT_NOTIFIED, SLOT_WAITING]);
     for i in 0..3 {
         assert_eq!(st.wait(i, &deadline(ms(0))), Ok(true), "notified: returns at once");
         assert_eq!(st.slots[i].owner.load(Ordering::Relaxed), 0, "and frees the slot");
     }
     // A newcomer takes a freed low slot, but is the youngest: the next notify goes to slot 3.
-    assert_eq!(st.prepare(), Ok(0));
-    assert_eq!(st.notify(1), 1);
+    assert_eq!(c.prepare().ok(), Some(0));
+    assert_eq!(c.notify(1), 1);
     assert_eq!((state(0), state(3)), (SLOT_WAITING, SLOT_NOTIFIED));
     assert!(st.cancel(3), "cancelling a notified waiter reports the notify");
     // A waiter whose process died does not absorb a notify: slot 4 (the oldest now) is dead; slot 5 is woken.
     let dead = dead_owner();
     st.slots[4].owner.store(dead.0, Ordering::Relaxed);
-    assert_eq!(st.notify(1), 1);
+    assert_eq!(c.notify(1), 1);
     assert_eq!((state(4), state(5)), (SLOT_FREE, SLOT_NOTIFIED));
     assert_eq!(st.slots[4].owner.load(Ordering::Relaxed), 0, "the dead waiter's slot was reaped");
     assert!(st.cancel(5));
     // Fill the table again, a third of it dead: a full table reaps the dead before failing.
-    while st.prepare().is_ok() {}
+    while c.prepare().is_ok() {}
     for i in (0..COND_SLOTS).step_by(3) {
         st.slots[i].owner.store(dead.0, Ordering::Relaxed);
     }
-    let i = st.prepare().unwrap();
+    let i = c.prepare().unwrap();
     assert_eq!(i, 0);
     let free = (0..COND_SLOTS).filter(|&i| st.slots[i].owner.load(Ordering::Relaxed) == 0).count();
     assert_eq!(free, COND_SLOTS.div_ceil(3) - 1, "every other dead slot is free again");
@@ -596,10 +601,10 @@ fn condition_takes_1024_waiters_notifies_the_oldest_and_reaps_dead_ones_when_ful
             assert!(!st.cancel(i));
         }
     }
-    assert_eq!(st.waiting(), 0);
-    assert_eq!(st.notify(usize::MAX), 0);
+    assert_eq!(c.waiting(), 0);
+    assert_eq!(c.notify(usize::MAX), 0);
     assert_eq!(st.used.load(Ordering::Relaxed), 0, "notify reads no slot from now on");
-    assert_eq!(st.prepare(), Ok(0));
+    assert_eq!(c.prepare().ok(), Some(0));
     assert_eq!(st.wait(0, &deadline(ms(1))), Ok(false), "a timeout frees the slot");
     assert_eq!(st.slots[0].owner.load(Ordering::Relaxed), 0);
 }
