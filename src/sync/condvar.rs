@@ -84,7 +84,7 @@ const _: () = {
     assert!(size_of::<CondState>() == 32 + 16 * COND_SLOTS);
 };
 
-/// Errors of [`CondState::prepare`]: every slot is held by a live waiter.
+/// Error of [`CondState::prepare_as`]: every slot it may use is held by a live waiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyWaiters;
 
@@ -137,7 +137,7 @@ impl CondState {
         }
     }
 
-    /// Sleeps on slot `i` (from [`prepare`](Self::prepare)) until notified or `deadline`. Returns whether it
+    /// Sleeps on slot `i` (from [`prepare_as`](Self::prepare_as)) until notified or `deadline`. Returns whether it
     /// was notified; the slot is free again either way. On `Interrupted` the slot stays registered: call again
     /// with the same slot, or [`cancel`](Self::cancel) it.
     pub fn wait(&self, i: usize, deadline: &Deadline) -> Result<bool, WaitError> {
