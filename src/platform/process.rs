@@ -174,11 +174,6 @@ pub fn alive(pid: u32, _start: Start) -> bool {
     pid != 0 && !model::is_dead(pid)
 }
 
-/// [`alive`] for a full identity (a start time of 0 matches any).
-pub fn is_alive(id: ProcessId) -> bool {
-    alive(id.pid, Start::or_any(id.start_time))
-}
-
 /// A cheap hint (`kill(pid, 0)`, no `/proc` read) for paths that run often: false means the pid is gone; true
 /// may still be a zombie or a reused pid. Use it only where a wrong "alive" costs a wasted wake-up, never where
 /// it would keep something held; [`alive`] decides everything else.
@@ -207,7 +202,7 @@ pub fn identity_of(pid: u32) -> Option<ProcessId> {
 
 /// LOOM STAND-IN for process death. Models run as threads of one process, so "process P died" is a model event:
 /// a thread that played P (it took locks with pid P) stops, then calls [`kill`]`(P)`; from then on [`alive`]
-/// (and [`is_alive`], [`exists`]) says P is dead, whatever its start time. The death is a loom atomic (SeqCst),
+/// (and [`exists`]) says P is dead, whatever its start time. The death is a loom atomic (SeqCst),
 /// so loom explores liveness checks before and after it. One dead pid per execution is all the models need.
 /// `identity_of` and `current` still read `/proc` (no modelled code needs them).
 #[cfg(loom)]
@@ -248,8 +243,8 @@ mod tests {
         let me = current();
         assert_eq!(me.pid, std::process::id());
         assert!(me.start_time > 0);
-        assert!(is_alive(me));
-        assert!(!is_alive(ProcessId { pid: me.pid, start_time: me.start_time + 1 }));
+        assert!(alive(me.pid, Start::Is(me.start_time)) && alive(me.pid, Start::or_any(0)));
+        assert!(!alive(me.pid, Start::Is(me.start_time + 1)), "another start time: a reused pid");
         assert!(alive(me.pid, Start::Any) && exists(me.pid));
         assert!(alive(me.pid, Start::Low { value: me.start_time & 0xffff, bits: 16 }));
         assert!(!alive(me.pid, Start::Low { value: (me.start_time + 1) & 0xffff, bits: 16 }));
