@@ -114,7 +114,7 @@ fn segment_header() {
             ]
         ),
     );
-    check("segment-header.md", "UserSlot", rust_layout!(UserSlot, LAYOUT_VERSION, [pid, flags, start_time]));
+    check("segment-header.md", "UserSlot", rust_layout!(UserSlot, LAYOUT_VERSION, [owner, flags, reserved]));
 }
 
 #[test]
@@ -130,17 +130,17 @@ fn heap() {
 
 #[test]
 fn atomic_cell() {
-    use pyconc::objects::atomic::{AtomicCell, ATOMIC_VERSION};
+    use pyconc::objects::cell::{AtomicCell, ATOMIC_VERSION};
     check("atomic.md", "AtomicCell", rust_layout!(AtomicCell, ATOMIC_VERSION, [value, reserved]));
 }
 
 #[test]
 fn value_array_block() {
-    use pyconc::objects::block::{BlockHeader, BLOCK_VERSION};
+    use pyconc::objects::block::{ArrayHeader, BLOCK_VERSION};
     check(
         "block.md",
-        "BlockHeader",
-        rust_layout!(BlockHeader, BLOCK_VERSION, [lock, typecode, itemsize, length, items_offset, reserved]),
+        "ArrayHeader",
+        rust_layout!(ArrayHeader, BLOCK_VERSION, [lock, typecode, itemsize, length, items_offset, reserved]),
     );
 }
 
@@ -209,14 +209,14 @@ fn sync_primitives() {
     check("sync.md", "LockState", rust_layout!(LockState, v, [word, flags, owner_start, owner_tid, count, takeovers]));
     check("sync.md", "SemState", rust_layout!(SemState, v, [value, waiters, maxvalue, reserved]));
     check("sync.md", "EventState", rust_layout!(EventState, v, [flag, waiters, reserved]));
-    check("sync.md", "CondState", rust_layout!(CondState, v, [next_ticket, reserved, slots]));
-    check("sync.md", "CondSlot", rust_layout!(CondSlot, v, [state, pid, ticket]));
+    check("sync.md", "CondState", rust_layout!(CondState, v, [next_ticket, used, reserved0, reserved, slots]));
+    check("sync.md", "CondSlot", rust_layout!(CondSlot, v, [owner, state, ticket]));
     check(
         "sync.md",
         "BarrierState",
         rust_layout!(BarrierState, v, [lock, seq, sleepers, parties, phase, count, generation, rounds]),
     );
-    check("sync.md", "BarrierSlot", rust_layout!(BarrierSlot, v, [pid, outcome, start]));
+    check("sync.md", "BarrierSlot", rust_layout!(BarrierSlot, v, [owner, outcome, reserved]));
     check("sync.md", "RwState", rust_layout!(RwState, v, [wlock, rgen, rsleepers, drain, writers, reserved, slots]));
     check("sync.md", "ReaderSlot", rust_layout!(ReaderSlot, v, [owner, count, reserved]));
     // The embedded lock must fit the 64 bytes a Value/Array block reserves for it.
@@ -238,7 +238,7 @@ fn dict() {
     );
     check("dict.md", "Shard", rust_layout!(Shard, v, [lock, seq, table, len, tombstones, spare, reserved]));
     check("dict.md", "TableHeader", rust_layout!(TableHeader, v, [magic, reserved, capacity]));
-    check("dict.md", "Slot", rust_layout!(Slot, v, [hash, entry]));
+    check("dict.md", "TableSlot", rust_layout!(TableSlot, v, [hash, entry]));
     check("dict.md", "EntryHeader", rust_layout!(EntryHeader, v, [key_len, orig_len, cap, val_len, reserved, state]));
 }
 
@@ -286,9 +286,9 @@ fn every_documented_struct_is_checked() {
         ("segment-header.md", vec!["SegmentHeader", "UserSlot"]),
         ("heap.md", vec!["BlockHeader", "HeapHeader"]),
         ("atomic.md", vec!["AtomicCell"]),
-        ("block.md", vec!["BlockHeader"]),
+        ("block.md", vec!["ArrayHeader"]),
         ("queue.md", vec!["OpRecord", "Participant", "QueueHeader", "Slot"]),
-        ("dict.md", vec!["DictHeader", "EntryHeader", "Shard", "Slot", "TableHeader"]),
+        ("dict.md", vec!["DictHeader", "EntryHeader", "Shard", "TableHeader", "TableSlot"]),
         ("deque.md", vec!["DequeHeader", "Intent", "ItemHeader"]),
         (
             "sync.md",

@@ -59,7 +59,7 @@ shm_struct! {
         pub lock: LockState,
         /// Seqlock version: odd while a writer changes the table; readers retry when it moved.
         pub seq: AtomicU64,
-        /// Reference to the table block (a [`TableHeader`] followed by `capacity` [`Slot`]s).
+        /// Reference to the table block (a [`TableHeader`] followed by `capacity` [`TableSlot`]s).
         pub table: AtomicU64,
         /// Live keys.
         pub len: AtomicU64,
@@ -87,7 +87,7 @@ shm_struct! {
 
 shm_struct! {
     /// One open-addressing slot.
-    pub struct Slot {
+    pub struct TableSlot {
         /// Stable hash of the key (meaningful only while `entry` is a reference).
         pub hash: AtomicU64,
         /// [`SLOT_EMPTY`], [`SLOT_TOMBSTONE`] or a reference to an entry block.
@@ -143,7 +143,7 @@ const _: () = {
     assert!(offset_of!(Shard, table) == 40);
     assert!(offset_of!(Shard, spare) == 64);
     assert!(size_of::<TableHeader>() == 16);
-    assert!(size_of::<Slot>() == 16);
+    assert!(size_of::<TableSlot>() == 16);
     assert!(size_of::<EntryHeader>() == 32);
     assert!(offset_of!(EntryHeader, val_len) == 12);
     assert!(offset_of!(EntryHeader, state) == 24);

@@ -222,13 +222,13 @@ fn values_at(base: usize, key_len: usize, orig_len: usize, cap: usize) -> usize 
 /// A table block, bounds-checked when read.
 #[derive(Clone, Copy)]
 struct Table {
-    slots: *const Slot,
+    slots: *const TableSlot,
     cap: u64,
 }
 
 impl Table {
-    fn slot<'a>(&self, i: u64) -> &'a Slot {
-        // SAFETY: `cap` slots were range-checked in `SharedDict::table`; the index is masked to `cap - 1`; Slot
+    fn slot<'a>(&self, i: u64) -> &'a TableSlot {
+        // SAFETY: `cap` slots were range-checked in `SharedDict::table`; the index is masked to `cap - 1`; TableSlot
         // is ShmSafe. The mapping outlives every use (callers hold `&SharedDict`).
         unsafe { &*self.slots.add((i & (self.cap - 1)) as usize) }
     }
@@ -433,8 +433,8 @@ impl SharedDict {
         if th.magic.load(Ordering::Relaxed) != TABLE_MAGIC || !cap.is_power_of_two() || cap > 1 << 40 {
             return Err(corrupt!("dict table at {r:#x} is invalid"));
         }
-        let slots = self.ptr(r + size_of::<TableHeader>() as u64, cap * size_of::<Slot>() as u64)?;
-        Ok(Table { slots: slots as *const Slot, cap })
+        let slots = self.ptr(r + size_of::<TableHeader>() as u64, cap * size_of::<TableSlot>() as u64)?;
+        Ok(Table { slots: slots as *const TableSlot, cap })
     }
 
     fn entry(&self, r: u64) -> Result<Entry> {
@@ -496,7 +496,7 @@ impl SharedDict {
     }
 
     fn new_table(&self, cap: u64) -> Result<u64> {
-        let bytes = size_of::<TableHeader>() as u64 + cap * size_of::<Slot>() as u64;
+        let bytes = size_of::<TableHeader>() as u64 + cap * size_of::<TableSlot>() as u64;
         let r = self.alloc(bytes)?;
         let p = self.ptr(r, bytes)?;
         // SAFETY: the block is ours (fresh from the allocator) and `bytes` long (checked by `ptr`).
@@ -827,7 +827,8 @@ fn entry_owner(me: owner::Me) -> u64 {
 fn entry_owner_alive(st: u64, me: owner::Me) -> bool {
     let pid = ((st & ENTRY_PID_MASK) >> ENTRY_PID_SHIFT) as u32;
     let start = (st & ENTRY_START_MASK) >> ENTRY_START_SHIFT;
-    pid == me.pid || crate::platform::process::identity_of(pid).is_some_and(|id| id.start_time & 0xffff == start)
+    use crate::platform::process::{alive, Start};
+    pid == me.pid || alive(pid, Start::Low { value: start, bits: 16 })
 }
 
 /// Takes a lock of the dict's (a shard's, the grow lock), waiting at most [`limits::lock_timeout`] for a live

@@ -12,7 +12,7 @@ use crate::{Error, Result};
 
 /// Payload layout version of [`Kind::Block`] segments.
 pub const BLOCK_VERSION: u32 = 1;
-/// Size of [`BlockHeader`].
+/// Size of [`ArrayHeader`].
 pub const BLOCK_HEADER_SIZE: u64 = 128;
 /// Offset of the items from the block header (64-aligned). The payload starts 256 bytes before the end of the
 /// header page (see `segment::header::DATA_OFFSET`), so the first 128 bytes of items share that page, which
@@ -21,7 +21,7 @@ pub const ITEMS_AT: u64 = BLOCK_HEADER_SIZE;
 
 shm_struct! {
     /// The block header, at the payload offset of the segment.
-    pub struct BlockHeader {
+    pub struct ArrayHeader {
         /// Storage for the block's lock (`get_lock()` of a synchronized `Value`/`Array`). Its layout is the sync
         /// module's; 64 bytes are reserved here.
         pub lock: [AtomicU64; 8],
@@ -41,18 +41,18 @@ shm_struct! {
 #[cfg(not(loom))]
 const _: () = {
     use std::mem::{offset_of, size_of};
-    assert!(size_of::<BlockHeader>() == BLOCK_HEADER_SIZE as usize);
-    assert!(offset_of!(BlockHeader, lock) == 0);
-    assert!(offset_of!(BlockHeader, typecode) == 64);
-    assert!(offset_of!(BlockHeader, itemsize) == 68);
-    assert!(offset_of!(BlockHeader, length) == 72);
-    assert!(offset_of!(BlockHeader, items_offset) == 80);
+    assert!(size_of::<ArrayHeader>() == BLOCK_HEADER_SIZE as usize);
+    assert!(offset_of!(ArrayHeader, lock) == 0);
+    assert!(offset_of!(ArrayHeader, typecode) == 64);
+    assert!(offset_of!(ArrayHeader, itemsize) == 68);
+    assert!(offset_of!(ArrayHeader, length) == 72);
+    assert!(offset_of!(ArrayHeader, items_offset) == 80);
 };
 
 /// A process-local handle to a block.
 #[derive(Clone)]
 pub struct SharedBlock {
-    header: Mapped<BlockHeader>,
+    header: Mapped<ArrayHeader>,
     items: MappedBytes,
     /// Copies of the header's immutable fields, validated once: reading them again would fault in the header
     /// page, which creating a block avoids (see `Segment::create_with`).
@@ -77,8 +77,8 @@ impl SharedBlock {
         // Built locally and written with the segment header (see Segment::create_with).
         let init = [0u64; BLOCK_HEADER_SIZE as usize / 8];
         {
-            // SAFETY: `init` is 8-aligned and exactly size_of::<BlockHeader>() bytes; BlockHeader is ShmSafe.
-            let hdr = unsafe { &*(init.as_ptr() as *const BlockHeader) };
+            // SAFETY: `init` is 8-aligned and exactly size_of::<ArrayHeader>() bytes; ArrayHeader is ShmSafe.
+            let hdr = unsafe { &*(init.as_ptr() as *const ArrayHeader) };
             hdr.typecode.store(typecode, Ordering::Relaxed);
             hdr.itemsize.store(itemsize, Ordering::Relaxed);
             hdr.length.store(length, Ordering::Relaxed);
@@ -97,7 +97,7 @@ impl SharedBlock {
     /// Attaches to the block in `seg`, validating kind, version and the item range.
     pub fn from_segment(seg: Segment) -> Result<SharedBlock> {
         seg.info().expect(seg.name_local(), Kind::Block, BLOCK_VERSION)?;
-        let off: Offset<BlockHeader> = seg.data_offset();
+        let off: Offset<ArrayHeader> = seg.data_offset();
         let hdr = seg.resolve(off)?;
         let typecode = hdr.typecode.load(Ordering::Relaxed);
         let itemsize = hdr.itemsize.load(Ordering::Relaxed);
@@ -119,7 +119,7 @@ impl SharedBlock {
     }
 
     /// The header.
-    pub fn header(&self) -> &BlockHeader {
+    pub fn header(&self) -> &ArrayHeader {
         &self.header
     }
 

@@ -1,4 +1,4 @@
 //! Structures that live in segments and their process-local handles.
 
-pub mod atomic;
 pub mod block;
+pub mod cell;

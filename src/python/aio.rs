@@ -180,7 +180,7 @@ fn _aio_arm(
         "cond" => {
             let h = obj.cast::<PyCondQueue>().map_err(|_| wrong(obj, what))?.get().h.open()?;
             let slot: usize = arg.ok_or_else(|| PyValueError::new_err("a slot is needed"))?.extract()?;
-            let s = &h.get().slots[check_slot(slot)?];
+            let s = check_slot(&h, slot)?;
             if s.state.load(Ordering::SeqCst) != SLOT_WAITING {
                 return Ok(None);
             }
@@ -405,7 +405,8 @@ fn _aio_try_lock(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// `_aio_cond_notified(cond_queue, slot) -> bool`: whether the waiter in `slot` is no longer waiting (notified).
 #[pyfunction]
 fn _aio_cond_notified(obj: &Bound<'_, PyCondQueue>, slot: usize) -> PyResult<bool> {
-    Ok(obj.get().h.open()?.get().slots[check_slot(slot)?].state.load(Ordering::SeqCst) != SLOT_WAITING)
+    let h = obj.get().h.open()?;
+    Ok(check_slot(&h, slot)?.state.load(Ordering::SeqCst) != SLOT_WAITING)
 }
 
 /// `_aio_rw_drained(rwlock) -> bool`: for a coroutine holding the RWLock's writer mutex: no reader is left.

@@ -251,7 +251,7 @@ impl<T> Drop for Held<T> {
 // What each structure's name is. Every structure here fills its segment (or, for an embedded lock, lives in a
 // block whose segment is its name), so unlinking the object unlinks its segment.
 
-impl Shared for crate::objects::atomic::SharedAtomic {
+impl Shared for crate::objects::cell::SharedAtomic {
     fn home(&self) -> &Segment {
         self.segment()
     }
@@ -288,6 +288,12 @@ impl Shared for crate::sync::shared::BarrierHandle {
 }
 
 impl Shared for crate::deque::SharedDeque {
+    fn home(&self) -> &Segment {
+        self.segment()
+    }
+}
+
+impl Shared for crate::sync::shared::CondHandle {
     fn home(&self) -> &Segment {
         self.segment()
     }

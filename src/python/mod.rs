@@ -5,9 +5,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 mod aio;
-mod atomics;
 mod block;
 mod blocking;
+mod cell;
 mod codec;
 mod deque;
 mod dict;
@@ -54,7 +54,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     lifetime::init(m.py())?;
     handle::register(m)?;
     segments::register(m)?;
-    atomics::register(m)?;
+    cell::register(m)?;
     block::register(m)?;
     codec::register(m)?;
     queue::register(m)?;

@@ -16,12 +16,11 @@ use crate::base::atomic::local::{AtomicU64, Ordering};
 use crate::platform::futex::Deadline;
 use crate::segment::{Kind, Segment, ShmSafe};
 use crate::sync::barrier::{Arrival, BarrierCall, BarrierError};
-use crate::sync::condvar::CondState;
 use crate::sync::lock::{Acquired, LockState, RLockState};
 use crate::sync::owner;
 use crate::sync::rwlock::{RwError, RwState};
 use crate::sync::semaphore::{EventState, SemState, SEM_VALUE_MAX};
-use crate::sync::shared::{BarrierHandle, SyncHandle, SyncType};
+use crate::sync::shared::{BarrierHandle, CondHandle, PrepareError, SyncHandle, SyncType};
 use crate::sync::wait::WaitError;
 use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -753,18 +752,15 @@ impl PyEvent {
 
 // ---- Condition's wait queue -------------------------------------------------------------------------------
 
-pub(super) fn check_slot(slot: usize) -> PyResult<usize> {
-    if slot < crate::sync::condvar::COND_SLOTS {
-        Ok(slot)
-    } else {
-        Err(PyValueError::new_err(format!("no condition slot {slot}")))
-    }
+/// Slot `slot` of `h`, if it is one `prepare` may have returned (in the table, and reserved).
+pub(super) fn check_slot(h: &CondHandle, slot: usize) -> PyResult<&crate::sync::condvar::CondSlot> {
+    h.slot(slot).ok_or_else(|| PyValueError::new_err(format!("no condition slot {slot}")))
 }
 
 /// The per-waiter queue behind `pyconc.Condition` (which pairs it with a Lock or RLock).
 #[pyclass(module = "pyconc._native", name = "CondQueue", subclass, frozen)]
 pub struct PyCondQueue {
-    pub(super) h: Held<SyncHandle<CondState>>,
+    pub(super) h: Held<CondHandle>,
 }
 
 #[pymethods]
@@ -781,28 +777,30 @@ impl PyCondQueue {
     #[pyo3(signature = (*, _handle=None))]
     fn new(py: Python<'_>, _handle: Option<Handle>) -> PyResult<Self> {
         let h = match _handle {
-            Some(h) => open(py, &h, SyncType::Condition)?,
-            None => SyncHandle::create(SyncType::Condition, 0, 0).py(py)?,
+            Some(h) => CondHandle::from_handle(open(py, &h, SyncType::Condition)?),
+            None => CondHandle::create().py(py)?,
         };
         Ok(PyCondQueue { h: Held::new("Condition", h) })
     }
 
     /// Registers the caller as a waiter (call with the lock held); returns its slot.
-    fn prepare(&self) -> PyResult<usize> {
-        self.h.open()?.get().prepare().map_err(|_| {
-            PyRuntimeError::new_err(format!(
+    fn prepare(&self, py: Python<'_>) -> PyResult<usize> {
+        match self.h.open()?.prepare() {
+            Ok(i) => Ok(i),
+            Err(PrepareError::TooManyWaiters) => Err(PyRuntimeError::new_err(format!(
                 "too many waiters on one Condition (at most {})",
                 crate::sync::condvar::COND_SLOTS
-            ))
-        })
+            ))),
+            Err(PrepareError::NoSpace(e)) => Err::<usize, _>(e).py(py),
+        }
     }
 
     /// Sleeps in `slot` until notified (True) or timeout (False). On an exception (Ctrl-C) the slot is freed.
     #[pyo3(signature = (slot, timeout=None))]
     fn wait(&self, py: Python<'_>, slot: usize, timeout: Option<f64>) -> PyResult<bool> {
-        let slot = check_slot(slot)?;
-        let d = deadline(timeout)?;
         let h = self.h.open()?;
+        check_slot(&h, slot)?;
+        let d = deadline(timeout)?;
         let st = h.get();
         match block_until(py, || st.wait(slot, &d)) {
             Ok(r) => Ok(r.unwrap_or(false)),
@@ -815,19 +813,21 @@ impl PyCondQueue {
 
     /// Withdraws a waiter; returns whether a notify had reached it (and frees the slot either way).
     fn cancel(&self, slot: usize) -> PyResult<bool> {
-        Ok(self.h.open()?.get().cancel(check_slot(slot)?))
+        let h = self.h.open()?;
+        check_slot(&h, slot)?;
+        Ok(h.get().cancel(slot))
     }
 
     /// Wakes up to `n` waiters, longest waiting first; returns how many.
     #[pyo3(signature = (n=1))]
     fn notify(&self, n: usize) -> PyResult<usize> {
-        Ok(self.h.open()?.get().notify(n))
+        Ok(self.h.open()?.notify(n))
     }
 
     /// Registered waiters.
     #[getter]
     fn waiting(&self) -> PyResult<usize> {
-        Ok(self.h.open()?.get().waiting())
+        Ok(self.h.open()?.waiting())
     }
 
     // The lifetime API (see `super::lifetime`).

@@ -7,7 +7,7 @@
 //! one being created (its header is written before its name can be handed out, and the creator is its first
 //! user), is never touched.
 
-use super::header::Kind;
+use super::header::{Kind, LAYOUT_VERSION, MAGIC};
 use super::namespace;
 use super::shm::{is_segment_name, Segment, SHM_DIR};
 use crate::base::atomic::local::{AtomicU64, Ordering};
@@ -139,6 +139,14 @@ fn collect_one(name: &str, grace: Duration, report: &mut GcReport) {
         },
         Err(Error::NotFound(_)) => {}
         Err(_) => {
+            // Made by a pyconc build with another header layout, which may still be running: this build cannot
+            // read its user table, so it leaves the segment to that build (or to removal by hand).
+            if let Some(v) = foreign_layout(name) {
+                report.kept += 1;
+                let why = format!("header layout version {v}, this build reads {LAYOUT_VERSION}: left to its pyconc");
+                report.corrupt.push((name.to_string(), why));
+                return;
+            }
             let (_, mtime) = file_facts(name);
             let old = mtime.and_then(|t| t.elapsed().ok()).is_some_and(|age| age > grace);
             if old && nix::sys::mman::shm_unlink(format!("/{name}").as_str()).is_ok() {
@@ -148,6 +156,18 @@ fn collect_one(name: &str, grace: Duration, report: &mut GcReport) {
             }
         }
     }
+}
+
+/// The header layout version of segment `name` if its header carries pyconc's magic and a version other than
+/// this build's (every version keeps `magic` and `layout_version` at offsets 0 and 8).
+fn foreign_layout(name: &str) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("{SHM_DIR}/{name}")).ok()?;
+    let mut b = [0u8; 12];
+    f.read_exact_at(&mut b, 0).ok()?;
+    let magic = u64::from_le_bytes(b[..8].try_into().ok()?);
+    let version = u32::from_le_bytes(b[8..].try_into().ok()?);
+    (magic == MAGIC && version != LAYOUT_VERSION).then_some(version)
 }
 
 /// Where the next bounded pass starts (an index into the sorted names), so that passes cut short by their
@@ -212,5 +232,33 @@ pub fn reap_if_due() {
     }
     if LAST_REAP_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
         reap(REAP_BUDGET);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    fn set_layout_version(name: &str, v: u32) {
+        let f = std::fs::OpenOptions::new().write(true).open(format!("{SHM_DIR}/{name}")).unwrap();
+        f.write_all_at(&v.to_le_bytes(), 8).unwrap();
+    }
+
+    #[test]
+    fn a_segment_of_another_layout_version_is_left_alone() {
+        // Another pyconc build (older or newer) may be using it: its user table is not ours to read, and its
+        // header is not "invalid", so not even a grace period of 0 removes it.
+        let seg = Segment::create(Kind::Block, 1, 64).unwrap();
+        let name = seg.name().to_string();
+        set_layout_version(&name, LAYOUT_VERSION + 1);
+        let mut report = GcReport::default();
+        collect_one(&name, Duration::ZERO, &mut report);
+        assert!(report.removed.is_empty() && report.removed_invalid.is_empty(), "{report:?}");
+        assert_eq!(report.kept, 1);
+        assert!(report.corrupt[0].1.contains(&format!("layout version {}", LAYOUT_VERSION + 1)), "{report:?}");
+        assert!(std::path::Path::new(SHM_DIR).join(&name).exists());
+        set_layout_version(&name, LAYOUT_VERSION);
+        seg.unlink().unwrap();
     }
 }

@@ -10,8 +10,8 @@ use crate::{Error, Result};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PYCONC\0\x01");
 
 /// Version of the header + user-table layout. Bump it with any change to [`SegmentHeader`] or [`UserSlot`],
-/// and update `shm-layouts/segment-header.md` (a test compares the two).
-pub const LAYOUT_VERSION: u32 = 1;
+/// and update `shm-layouts/segment-header.md` (a test compares the two). 2: a user slot is an owner word.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Size of the header page: header, user table, and the first 256 bytes of the payload.
 pub const HEADER_PAGE: u64 = 4096;
@@ -32,11 +32,13 @@ pub const STATE_OPEN: u32 = 1;
 /// `state`: the name was unlinked (last user left, or `unlink()`); attaching fails with `FileNotFoundError`.
 pub const STATE_UNLINKED: u32 = 2;
 
-/// What structure a segment holds. Stored in the header so that opening a handle of the wrong kind fails.
+/// What layout a segment's payload has. Stored in the header so that opening a handle of the wrong kind fails.
+/// One tag per segment layout, not per object type: which primitive lives in a `Sync` segment (or embedded in a
+/// `Block`) is the separate [`SyncType`](crate::sync::shared::SyncType) tag of that object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Kind {
-    /// An [`AtomicCell`](crate::objects::atomic::AtomicCell): `AtomicInt64`, `AtomicFlag`.
+    /// An [`AtomicCell`](crate::objects::cell::AtomicCell): `AtomicInt64`, `AtomicFlag`.
     Atomic = 1,
     /// A [`RawBlock`](crate::objects::block::RawBlock): `Value`, `Array`, `RawValue`, `RawArray`.
     Block = 2,
@@ -121,14 +123,21 @@ shm_struct! {
 }
 
 shm_struct! {
-    /// One entry of the user table: a process that has the segment mapped. `pid == 0` means free.
+    /// One entry of the user table, a [`segment::owners`](super::owners) slot: a process that has the segment
+    /// mapped (or was registered on its behalf).
     pub struct UserSlot {
-        /// pid of the user, 0 when the slot is free.
-        pub pid: AtomicU32,
+        /// [`Owner`](super::owners::Owner) word of the user (pid and start time); 0 = free.
+        pub owner: AtomicU64,
         /// [`USER_ON_BEHALF`] when another process registered this one (it has not mapped the segment itself).
         pub flags: AtomicU32,
-        /// Start time of the user process, so a reused pid is not mistaken for it.
-        pub start_time: AtomicU64,
+        /// Unused; zero.
+        pub reserved: AtomicU32,
+    }
+}
+
+impl super::owners::HasOwner for UserSlot {
+    fn owner(&self) -> &AtomicU64 {
+        &self.owner
     }
 }
 
@@ -151,8 +160,8 @@ const _: () = {
     assert!(offset_of!(SegmentHeader, kind_version) == 72);
     assert!(offset_of!(SegmentHeader, attach_count) == 80);
     assert!(size_of::<UserSlot>() == 16);
-    assert!(offset_of!(UserSlot, pid) == 0);
-    assert!(offset_of!(UserSlot, start_time) == 8);
+    assert!(offset_of!(UserSlot, owner) == 0);
+    assert!(offset_of!(UserSlot, flags) == 8);
     assert!(USERS_OFFSET as usize >= size_of::<SegmentHeader>());
     assert!(USER_CAPACITY == 224);
 };

@@ -8,11 +8,11 @@
 //! the slot. A reaper that dies mid-cleanup leaves `REAPING | its own identity`, which the next reaper takes over
 //! in the same way, so cleanups are never lost and never run twice at once.
 //!
-//! Liveness is checked with `/proc` ([`Owner::is_alive`]), a system call per slot, so `reap` belongs on slow paths
+//! Liveness is the crate's one check, [`process::alive`] ([`Owner::is_alive`]): a `/proc` read per slot, so `reap` belongs on slow paths
 //! (a full table, a timed-out wait, a periodic sweep), never on every claim.
 
 use crate::base::atomic::{AtomicU64, Ordering};
-use crate::platform::process::{self, ProcessId};
+use crate::platform::process::{self, ProcessId, Start};
 use crate::shm_struct;
 
 /// Bits of an [`Owner`] word that hold the pid (Linux pids are below `PID_MAX_LIMIT` = 2^22).
@@ -69,17 +69,10 @@ impl Owner {
         Owner(self.0 & !REAPING)
     }
 
-    /// Whether the process this word names is alive: it exists, is not a zombie, and its start time matches (so a
-    /// reused pid is not mistaken for the owner). Nobody (0) and pid 0 are never alive. Reads `/proc`.
+    /// Whether the process this word names is alive ([`process::alive`] with the 41 recorded bits of the start
+    /// time, so a reused pid is not mistaken for the owner). Nobody (0) and pid 0 are never alive. Reads `/proc`.
     pub fn is_alive(self) -> bool {
-        let me = self.process();
-        if me.pid() == 0 {
-            return false;
-        }
-        match process::identity_of(me.pid()) {
-            Some(id) => Owner::of(id) == me,
-            None => false,
-        }
+        process::alive(self.pid(), Start::Low { value: self.start_time_bits(), bits: START_BITS })
     }
 }
 
@@ -192,7 +185,8 @@ impl<'a, S: HasOwner> OwnerTable<'a, S> {
     pub fn reap_slot(&self, i: usize, cleanup: &mut impl FnMut(usize, &S, Owner) -> bool) -> Seen {
         let slot = &self.slots[i];
         let w = Owner(slot.owner().load(Ordering::Acquire));
-        if w == Owner::NONE || w.is_alive() {
+        // This process is alive by definition (no `/proc` read for the slots of its own threads).
+        if w == Owner::NONE || w.process() == Owner::me() || w.is_alive() {
             return if w.is_reaping() { Seen::Busy } else { Seen::Fine };
         }
         let me = Owner::me().reaping();

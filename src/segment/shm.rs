@@ -178,8 +178,7 @@ impl Segment {
             // The creator takes user slot 0 directly: nobody can attach before the name is handed out.
             // SAFETY: USERS_OFFSET + 16 <= HEADER_PAGE, 8-aligned, inside `words`.
             let slot = unsafe { &*((words.as_ptr() as *const u8).add(USERS_OFFSET as usize) as *const UserSlot) };
-            slot.start_time.store(me.start_time, Ordering::Relaxed);
-            slot.pid.store(me.pid, Ordering::Relaxed);
+            slot.owner.store(super::owners::Owner::of(me).0, Ordering::Relaxed);
             hdr.magic.store(MAGIC, Ordering::Relaxed);
         }
         // SAFETY: `words` holds words.len() * 8 >= init_len initialised bytes (a zeroed Vec<u64>).
@@ -710,8 +709,7 @@ mod tests {
         let me = process::current();
         let fill = |table: &[UserSlot]| {
             for s in table {
-                s.start_time.store(me.start_time, Ordering::Relaxed);
-                s.pid.store(me.pid, Ordering::Relaxed);
+                s.owner.store(super::super::owners::Owner::of(me).0, Ordering::Relaxed);
             }
         };
         fill(seg.0.users());

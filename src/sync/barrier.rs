@@ -4,7 +4,8 @@
 //! Layout: a 64-byte [`BarrierState`] followed by [`slots_for`]`(parties)` [`BarrierSlot`]s of 16 bytes. All
 //! zero (with `parties` stored) = an empty barrier, filling, not broken.
 //!
-//! Each thread inside `wait` owns one slot from arrival until it has read its outcome. The thread that completes
+//! Each thread inside `wait` owns one slot from arrival until it has read its outcome: the slots are a
+//! [`segment::owners`](crate::segment::owners) table whose owner word names the thread's process. The thread that completes
 //! a round (or breaks it: timeout, `abort`, a failing action, a dead waiter; or `reset`s it) writes the outcome
 //! (TRIPPED or BROKEN) into the slot of every waiter of that round, starts the next round and bumps `seq`, the
 //! futex word waiters sleep on. A released waiter only reads its own slot and frees it: unlike CPython's
@@ -30,6 +31,7 @@ use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
 use crate::platform::limits;
+use crate::segment::owners::{HasOwner, Owner, OwnerTable};
 use crate::shm_struct;
 use std::time::Duration;
 
@@ -79,15 +81,25 @@ shm_struct! {
 }
 
 shm_struct! {
-    /// A thread inside `wait`. `pid == 0`: free.
+    /// A thread inside `wait`: an entry of a [`segment::owners`](crate::segment::owners) table. Owner 0: free.
     pub struct BarrierSlot {
-        /// pid of the waiter.
-        pub pid: AtomicU32,
+        /// [`Owner`] word of the waiter's process; 0 = free.
+        pub owner: AtomicU64,
         /// PENDING, TRIPPED or BROKE.
         pub outcome: AtomicU32,
-        /// Its process start time.
-        pub start: AtomicU64,
+        /// Unused; zero.
+        pub reserved: AtomicU32,
     }
+}
+
+impl HasOwner for BarrierSlot {
+    fn owner(&self) -> &AtomicU64 {
+        &self.owner
+    }
+}
+
+fn taken(s: &BarrierSlot) -> bool {
+    s.owner.load(Ordering::Relaxed) != 0
 }
 
 #[cfg(not(loom))]
@@ -102,8 +114,8 @@ const _: () = {
     assert!(offset_of!(BarrierState, generation) == 52);
     assert!(offset_of!(BarrierState, rounds) == 56);
     assert!(size_of::<BarrierSlot>() == 16);
-    assert!(offset_of!(BarrierSlot, outcome) == 4);
-    assert!(offset_of!(BarrierSlot, start) == 8);
+    assert!(offset_of!(BarrierSlot, outcome) == 8);
+    assert!(offset_of!(BarrierSlot, reserved) == 12);
 };
 
 /// How long a call whose own deadline is shorter (or has passed) still waits for the internal mutex: its holders
@@ -266,7 +278,7 @@ impl<'a> BarrierRef<'a> {
     /// Decides every pending slot with `outcome` and starts a new round.
     fn decide_locked(&self, outcome: u32) {
         for s in self.slots {
-            if s.pid.load(Ordering::Relaxed) != 0 && s.outcome.load(Ordering::Relaxed) == PENDING {
+            if taken(s) && s.outcome.load(Ordering::Relaxed) == PENDING {
                 // Release: the waiter that reads its outcome (Acquire) sees everything before the trip.
                 s.outcome.store(outcome, Ordering::Release);
             }
@@ -281,10 +293,11 @@ impl<'a> BarrierRef<'a> {
         self.notify_all();
     }
 
+    /// Frees the caller's slot (if it is still the caller's: a slot reaped because of a corrupt word and taken
+    /// by another waiter is left alone).
     fn free(&self, slot: usize) {
-        if let Some(s) = self.slots.get(slot) {
-            s.start.store(0, Ordering::Relaxed);
-            s.pid.store(0, Ordering::Release);
+        if slot < self.slots.len() {
+            OwnerTable::new(self.slots).release(slot, Owner::me());
         }
     }
 
@@ -295,28 +308,19 @@ impl<'a> BarrierRef<'a> {
         let valid = match phase {
             FILLING | BROKEN => true,
             // The last arriver's slot stays pending until it finishes the round under this mutex.
-            ACTION | ACTION_THEN_BREAK => self
-                .slots
-                .iter()
-                .any(|s| s.pid.load(Ordering::Relaxed) != 0 && s.outcome.load(Ordering::Relaxed) == PENDING),
+            ACTION | ACTION_THEN_BREAK => {
+                self.slots.iter().any(|s| taken(s) && s.outcome.load(Ordering::Relaxed) == PENDING)
+            }
             _ => false,
         };
         if !valid {
             self.break_locked();
         }
-        let me = owner::me().pid;
         let mut broke = false;
-        for s in self.slots {
-            let pid = s.pid.load(Ordering::Relaxed);
-            if pid == 0 || pid == me || owner::alive(pid, s.start.load(Ordering::Relaxed)) {
-                continue;
-            }
-            if s.outcome.load(Ordering::Relaxed) == PENDING {
-                broke = true;
-            }
-            s.start.store(0, Ordering::Relaxed);
-            s.pid.store(0, Ordering::Release);
-        }
+        OwnerTable::new(self.slots).reap(|_, s, _| {
+            broke |= s.outcome.load(Ordering::Relaxed) == PENDING;
+            true
+        });
         if broke {
             self.break_locked();
         }
@@ -325,12 +329,10 @@ impl<'a> BarrierRef<'a> {
     /// In a filling round (internal lock held): takes a free slot for the caller and counts its arrival, making
     /// the round's last arriver move it to the action phase; `None` if no slot is free.
     fn take_slot_locked(&self) -> Option<Arrival> {
-        let me = owner::me();
-        let slot = self.slots.iter().position(|s| s.pid.load(Ordering::Relaxed) == 0)?;
-        let s = &self.slots[slot];
-        s.outcome.store(PENDING, Ordering::Relaxed);
-        s.start.store(me.start, Ordering::Relaxed);
-        s.pid.store(me.pid, Ordering::Relaxed);
+        // Under the internal lock: no other arrival or reap runs meanwhile, and the outcome is read only by this
+        // waiter, after it arrived.
+        let slot = OwnerTable::new(self.slots).claim(Owner::me(), 0)?;
+        self.slots[slot].outcome.store(PENDING, Ordering::Relaxed);
         let index = self.count();
         self.state.count.store(index.saturating_add(1), Ordering::Relaxed);
         let last = index.saturating_add(1) >= self.parties;
@@ -364,7 +366,8 @@ impl<'a> BarrierRef<'a> {
                     let waited = futex::elapsed_since(since);
                     if waited > limits::lock_timeout() {
                         *call.slots_since.lock() = None;
-                        let holders: Vec<u32> = self.slots.iter().map(|s| s.pid.load(Ordering::Relaxed)).collect();
+                        let holders: Vec<u32> =
+                            self.slots.iter().map(|s| Owner(s.owner.load(Ordering::Relaxed)).pid()).collect();
                         return Err(BarrierError::Stuck(format!(
                             "every slot of the barrier has been held by live processes for more than {:.1} s (a \
                              corrupt barrier?): {holders:?}",

@@ -26,6 +26,7 @@ use super::owner::{self, Me, PID_MASK, WAITERS};
 use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
+use crate::platform::process::{self, Start};
 use crate::segment::ShmSafe;
 use crate::shm_struct;
 
@@ -138,9 +139,10 @@ const _: () = {
     assert!(offset_of!(LockState, takeovers) == 24);
 };
 
-/// Who holds a lock, as far as the state tells.
+/// Who holds a lock, as far as the state tells (the lock word's pid and the recorded thread; not an owner-table
+/// [`Owner`](crate::segment::owners::Owner) word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
+pub struct Holder {
     /// Owner pid.
     pub pid: u32,
     /// Owner thread id (0 while the owner is still recording it).
@@ -185,7 +187,7 @@ impl LockState {
             return false;
         }
         let start = self.owner_start.load(Ordering::Acquire);
-        if owner::alive(pid, start) {
+        if process::alive(pid, Start::or_any(start)) {
             return false;
         }
         // Keep WAITERS: other waiters may be asleep and must be woken by our release.
@@ -315,9 +317,9 @@ impl LockState {
     }
 
     /// The current owner, if locked.
-    pub fn owner(&self) -> Option<Owner> {
+    pub fn owner(&self) -> Option<Holder> {
         let w = self.word.load(Ordering::Acquire);
-        (w != 0).then(|| Owner { pid: w & PID_MASK, tid: self.owner_tid.load(Ordering::Relaxed) })
+        (w != 0).then(|| Holder { pid: w & PID_MASK, tid: self.owner_tid.load(Ordering::Relaxed) })
     }
 
     /// Whether the caller's thread holds the lock.

@@ -1,5 +1,5 @@
-//! Model checking of the wait/wake protocols with loom: the real `Lock`, `RWLock`, `Semaphore` and `Event`
-//! code over model atomics, sleeping on the futex model (`platform::futex::model`), which really blocks.
+//! Model checking of the wait/wake protocols with loom: the real `Lock`, `RWLock`, `Semaphore`, `Event` and
+//! `Condition` code over model atomics, sleeping on the futex model (`platform::futex::model`), which really blocks.
 //!
 //! * In [`Time::Frozen`] models no sleep ever ends on its own, so a wake-up the protocol forgets leaves a
 //!   thread asleep for good and loom reports a deadlock (in real life it would cost a 20 ms slice per sleep).
@@ -11,6 +11,7 @@
 //!
 //! Run with `make loom`.
 
+use super::condvar::{CondSlot, CondState, COND_SLOTS, SLOT_FREE, SLOT_WAITING};
 use super::lock::{Acquired, LockState};
 use super::owner::Me;
 use super::rwlock::{ReaderSlot, RwError, RwState, RW_SLOTS};
@@ -19,7 +20,8 @@ use super::wait::{self, WaitError};
 use crate::base::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::model::Time;
 use crate::platform::futex::Deadline;
-use crate::platform::process;
+use crate::platform::process::{self, ProcessId};
+use crate::segment::owners::Owner;
 use loom::sync::Arc;
 use loom::thread;
 
@@ -299,5 +301,95 @@ fn event_set_wakes_every_waiter() {
             assert!(t.join().unwrap());
         }
         assert_eq!(e.waiters.load(Ordering::Relaxed), 0);
+    });
+}
+
+fn cond() -> Arc<CondState> {
+    let slot = || CondSlot { owner: u64_sc(0), state: u32_sc(0), ticket: u32_sc(0) };
+    Arc::new(CondState {
+        next_ticket: u64_sc(0),
+        used: u32_sc(0),
+        reserved0: u32_sc(0),
+        reserved: std::array::from_fn(|_| u64_sc(0)),
+        slots: std::array::from_fn(|_| slot()),
+    })
+}
+
+/// The owner word of model process `pid`.
+fn owner(pid: u32) -> Owner {
+    Owner::of(ProcessId { pid, start_time: u64::from(pid) })
+}
+
+fn all_free(c: &CondState) -> bool {
+    c.slots.iter().all(|s| s.owner.load(Ordering::SeqCst) == 0 && s.state.load(Ordering::SeqCst) == SLOT_FREE)
+}
+
+#[test]
+fn condition_notify_wakes_the_oldest_waiter_and_no_wake_is_lost() {
+    // Two waiters (two processes) registered in arrival order, then asleep; two notify(1) calls. `prepare` and
+    // `notify` run under the condition's lock, which this model stands in for by running both on the main
+    // thread; the waiters' sleeps and slot releases race them. The first notify must pick the older waiter
+    // (the younger is still waiting right after it), and neither sleep may be left unwoken (frozen time).
+    assert_eq!(COND_SLOTS, 2);
+    model(Time::Frozen, 2, || {
+        let c = cond();
+        let slots = [c.prepare_as(owner(1), COND_SLOTS).unwrap(), c.prepare_as(owner(2), COND_SLOTS).unwrap()];
+        assert_eq!(slots, [0, 1]);
+        let waiters: Vec<_> = slots
+            .into_iter()
+            .map(|i| {
+                let c = c.clone();
+                thread::spawn(move || c.wait(i, &forever()).unwrap())
+            })
+            .collect();
+        assert_eq!(c.notify(1, COND_SLOTS), 1);
+        assert_eq!(c.slots[1].state.load(Ordering::SeqCst), SLOT_WAITING, "the younger waiter was notified first");
+        assert_eq!(c.notify(1, COND_SLOTS), 1);
+        for t in waiters {
+            assert!(t.join().unwrap());
+        }
+        assert!(all_free(&c));
+    });
+}
+
+#[test]
+fn condition_a_timeout_and_a_notify_agree_on_who_won() {
+    // A waiter with a deadline (shorter than a slice) races one notify(1) (time passes, so the wait can time
+    // out). Exactly one CAS on the slot's state wins: notified (the waiter returns true and notify counted it)
+    // or timed out (false, and notify woke nobody); never a notify that counts a waiter that reports a timeout,
+    // or the reverse. Either way the slot is free afterwards, and the next waiter gets it. (A timeout that
+    // stores FREE instead of its CAS fails this model.)
+    model(Time::Passes, 2, || {
+        let c = cond();
+        let i = c.prepare_as(owner(1), COND_SLOTS).unwrap();
+        let waiter = {
+            let c = c.clone();
+            thread::spawn(move || c.wait(i, &Deadline::after(Some(std::time::Duration::from_millis(10)))).unwrap())
+        };
+        let n = c.notify(1, COND_SLOTS);
+        let notified = waiter.join().unwrap();
+        assert_eq!(notified, n == 1, "notify woke {n}, the waiter says notified={notified}");
+        assert!(all_free(&c));
+        assert_eq!(c.prepare_as(owner(2), COND_SLOTS), Ok(0));
+    });
+}
+
+#[test]
+fn condition_a_dead_waiter_does_not_absorb_a_notify() {
+    // The older waiter's process died while registered; notify(1) must reap its slot and wake the live one
+    // (frozen time: a notify spent on the dead slot would leave the live waiter asleep for good).
+    const DEAD: u32 = 9;
+    model(Time::Frozen, 2, || {
+        let c = cond();
+        assert_eq!(c.prepare_as(owner(DEAD), COND_SLOTS), Ok(0));
+        let i = c.prepare_as(owner(1), COND_SLOTS).unwrap();
+        let waiter = {
+            let c = c.clone();
+            thread::spawn(move || c.wait(i, &forever()).unwrap())
+        };
+        process::model::kill(DEAD);
+        assert_eq!(c.notify(1, COND_SLOTS), 1);
+        assert!(waiter.join().unwrap());
+        assert!(all_free(&c));
     });
 }

@@ -20,7 +20,7 @@ use super::owner::{self, Me, PID_MASK};
 use super::wait::{self, Slept, WaitError};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::platform::futex::{self, Deadline};
-use crate::platform::process::ProcessId;
+use crate::platform::process::{self, Start};
 use crate::segment::owners::{HasOwner, Owner, OwnerTable};
 use crate::shm_struct;
 
@@ -108,7 +108,7 @@ impl RwState {
     /// Finds (or claims) the calling process's reader slot.
     /// A process keeps its slot until it dies; slots are claimed lowest first, so the search is short.
     pub fn slot_of(&self, me: Me) -> Result<usize, RwError> {
-        let who = Owner::of(ProcessId { pid: me.pid, start_time: me.start });
+        let who = Owner::of(me.process());
         let table = OwnerTable::new(&self.slots);
         if let Some(i) = table.find(who) {
             return Ok(i);
@@ -163,7 +163,7 @@ impl RwState {
                     let pid = w & PID_MASK;
                     if w != 0
                         && pid != me.pid
-                        && !owner::alive(pid, self.wlock.owner_start.load(Ordering::Acquire))
+                        && !process::alive(pid, Start::or_any(self.wlock.owner_start.load(Ordering::Acquire)))
                         && self.wlock.try_take_over(w, me)
                     {
                         // The writer died: free the write lock, and report it to this reader.
@@ -379,7 +379,7 @@ impl RwState {
         let pid = w & PID_MASK;
         if w != 0
             && pid != me.pid
-            && !owner::alive(pid, self.wlock.owner_start.load(Ordering::Acquire))
+            && !process::alive(pid, Start::or_any(self.wlock.owner_start.load(Ordering::Acquire)))
             && self.wlock.try_take_over(w, me)
         {
             self.unlock_write_inner();

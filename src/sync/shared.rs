@@ -7,21 +7,27 @@
 //! the header names the same primitive.
 
 use super::barrier::{slots_for, BarrierRef, BarrierSlot, BarrierState};
+use super::condvar::{CondSlot, CondState, TooManyWaiters, COND_SLOTS};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::segment::header::HEADER_PAGE;
+use crate::segment::owners::Owner;
+use crate::segment::shm::Reserve;
 use crate::segment::{Kind, Mapped, MappedSlice, Offset, Segment, ShmSafe};
 use crate::shm_struct;
 use crate::{Error, Result};
 
 /// Payload layout version of `Kind::Sync` segments (`shm-layouts/sync.md`).
-pub const SYNC_VERSION: u32 = 3;
+pub const SYNC_VERSION: u32 = 4;
 /// Offset of the state from the payload start of a primitive's own segment.
 pub const STATE_AT: u64 = 64;
-/// Bytes reserved for an embedded lock (`BlockHeader::lock`).
+/// Bytes reserved for an embedded lock (`objects::block::ArrayHeader::lock`).
 pub const EMBEDDED_LOCK_BYTES: usize = 64;
 /// Largest party count of a Barrier.
 pub const MAX_PARTIES: u32 = 1 << 16;
 
-/// Which primitive a segment holds.
+/// Which primitive lives at an offset: stored in its own segment's [`SyncHeader`] and named by its handle. The
+/// segment's layout is the separate [`Kind`] tag (`Kind::Sync`, or `Kind::Block` for an embedded lock); the two
+/// share no variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum SyncType {
@@ -92,8 +98,14 @@ impl<T: ShmSafe> Clone for SyncHandle<T> {
 impl<T: ShmSafe> SyncHandle<T> {
     /// Creates a segment for one `ty` whose state is a `T` followed by `extra` bytes; all zero.
     pub fn create(ty: SyncType, param: u32, extra: u64) -> Result<Self> {
+        Self::create_reserving(ty, param, extra, Reserve::All)
+    }
+
+    /// [`create`](Self::create), reserving in /dev/shm only what `reserve` says (the primitive reserves the rest
+    /// before it touches it).
+    pub fn create_reserving(ty: SyncType, param: u32, extra: u64, reserve: Reserve) -> Result<Self> {
         let size = STATE_AT + std::mem::size_of::<T>() as u64 + extra;
-        let seg = Segment::create(Kind::Sync, SYNC_VERSION, size)?;
+        let seg = Segment::create_reserving(Kind::Sync, SYNC_VERSION, size, &[], reserve)?;
         let hdr: &SyncHeader = seg.resolve(seg.data_offset())?;
         hdr.param.store(param, Ordering::Relaxed);
         hdr.type_code.store(ty as u32, Ordering::Release);
@@ -172,6 +184,118 @@ impl<T: ShmSafe> SyncHandle<T> {
     /// Offset of the state in the segment.
     pub fn offset(&self) -> u64 {
         self.state.offset()
+    }
+}
+
+/// Why [`CondHandle::prepare`] failed.
+#[derive(Debug)]
+pub enum PrepareError {
+    /// Every slot holds a live waiter.
+    TooManyWaiters,
+    /// The next page of the slot table could not be reserved in /dev/shm (it is full).
+    NoSpace(Error),
+}
+
+/// A Condition's wait queue in its segment. Only the header page is reserved at creation (it holds the queue's
+/// head and its first slots); the slot table's other pages are reserved as waiters need them, and this handle
+/// lets the queue read no slot it has not checked to be reserved, so 1,024 slots cost one page until more
+/// than a few threads wait at once, and a full /dev/shm is a `MemoryError` at the `wait()` that needs a page,
+/// never a SIGBUS.
+pub struct CondHandle {
+    h: SyncHandle<CondState>,
+    /// Slots this handle has checked are backed by /dev/shm (process-local: reserving is idempotent).
+    room: crate::base::atomic::local::AtomicU32,
+}
+
+impl Clone for CondHandle {
+    fn clone(&self) -> Self {
+        let room = self.room.load(crate::base::atomic::local::Ordering::Relaxed);
+        CondHandle { h: self.h.clone(), room: crate::base::atomic::local::AtomicU32::new(room) }
+    }
+}
+
+impl CondHandle {
+    /// Creates a Condition's wait queue.
+    pub fn create() -> Result<Self> {
+        Ok(Self::from_handle(SyncHandle::create_reserving(SyncType::Condition, 0, 0, Reserve::HeaderOnly)?))
+    }
+
+    /// Wraps an opened handle.
+    pub fn from_handle(h: SyncHandle<CondState>) -> Self {
+        // The slots on the header page are reserved: creation writes that page.
+        let first = Self::slots_at(&h);
+        let on_header_page = HEADER_PAGE.saturating_sub(first) / std::mem::size_of::<CondSlot>() as u64;
+        let room = (on_header_page as usize).min(COND_SLOTS) as u32;
+        CondHandle { h, room: crate::base::atomic::local::AtomicU32::new(room) }
+    }
+
+    fn slots_at(h: &SyncHandle<CondState>) -> u64 {
+        h.offset() + std::mem::offset_of!(CondState, slots) as u64
+    }
+
+    /// Makes sure the first `want` slots are reserved (up to the end of their last page); returns how many are
+    /// known to be, or the reservation's error.
+    fn reserve(&self, want: usize) -> Result<usize> {
+        use crate::base::atomic::local::Ordering as L;
+        let want = want.min(COND_SLOTS);
+        let have = self.room.load(L::Relaxed) as usize;
+        if want <= have {
+            return Ok(have);
+        }
+        let size = std::mem::size_of::<CondSlot>() as u64;
+        let first = Self::slots_at(&self.h);
+        let end = (first + want as u64 * size).next_multiple_of(HEADER_PAGE);
+        let n = (((end - first) / size) as usize).min(COND_SLOTS);
+        self.h.segment().reserve(first, n as u64 * size)?;
+        Ok(self.room.fetch_max(n as u32, L::Relaxed).max(n as u32) as usize)
+    }
+
+    /// How many slots from the start may be read, reserving up to `want` if possible.
+    fn room(&self, want: usize) -> usize {
+        self.reserve(want).unwrap_or_else(|_| self.room.load(crate::base::atomic::local::Ordering::Relaxed) as usize)
+    }
+
+    /// Registers the caller as a waiter (call with the condition's lock held), reserving the next page of the
+    /// table first if the claim may need it.
+    pub fn prepare(&self) -> std::result::Result<usize, PrepareError> {
+        let st = self.h.get();
+        match self.reserve(st.used() + 1) {
+            Ok(room) => st.prepare_as(Owner::me(), room).map_err(|TooManyWaiters| PrepareError::TooManyWaiters),
+            // No page for a new slot: a free (or dead waiter's) slot among the reserved ones still does.
+            Err(e) => st.prepare_as(Owner::me(), self.room(0)).map_err(|TooManyWaiters| PrepareError::NoSpace(e)),
+        }
+    }
+
+    /// Wakes up to `n` waiters, longest waiting first (call with the condition's lock held); returns how many.
+    pub fn notify(&self, n: usize) -> usize {
+        let st = self.h.get();
+        st.notify(n, self.room(st.used()))
+    }
+
+    /// Registered waiters.
+    pub fn waiting(&self) -> usize {
+        let st = self.h.get();
+        st.waiting(self.room(st.used()))
+    }
+
+    /// Slot `i` if this handle may touch it (it is reserved): a slot [`prepare`](Self::prepare) returned.
+    pub fn slot(&self, i: usize) -> Option<&CondSlot> {
+        (i < self.room(i + 1)).then(|| &self.h.get().slots[i])
+    }
+
+    /// The queue (its slots beyond [`slot`](Self::slot)'s are not to be touched).
+    pub fn get(&self) -> &CondState {
+        self.h.get()
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        self.h.segment()
+    }
+
+    /// Offset of the state.
+    pub fn offset(&self) -> u64 {
+        self.h.offset()
     }
 }
 

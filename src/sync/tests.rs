@@ -1,11 +1,10 @@
 //! Tests of the primitives: threads, and child processes (this test binary re-run: `base::child`).
 
 use super::barrier::{BarrierCall, BarrierError};
-use super::condvar::CondState;
 use super::lock::{guard, Acquired, LockState, NotOwner, RLockState, RawLock};
 use super::rwlock::RwState;
 use super::semaphore::{EventState, SemState, TooManyReleases};
-use super::shared::{BarrierHandle, SyncHandle, SyncType};
+use super::shared::{BarrierHandle, CondHandle, SyncHandle, SyncType};
 use super::wait::{deadline, WaitError};
 use crate::base::atomic::{AtomicU64, Ordering};
 use crate::base::child;
@@ -120,12 +119,12 @@ fn event_wakes_all_waiters() {
 
 #[test]
 fn condvar_notify_wakes_exactly_n() {
-    let c = Arc::new(SyncHandle::<CondState>::create(SyncType::Condition, 0, 0).unwrap());
+    let c = Arc::new(CondHandle::create().unwrap());
     let woken = Arc::new(AtomicU64::new(0));
     let ts: Vec<_> = (0..3)
         .map(|_| {
             let (c, w) = (c.clone(), woken.clone());
-            let slot = c.get().prepare().unwrap();
+            let slot = c.prepare().unwrap();
             std::thread::spawn(move || {
                 let r = c.get().wait(slot, &deadline(ms(3000))).unwrap();
                 if r {
@@ -135,19 +134,19 @@ fn condvar_notify_wakes_exactly_n() {
             })
         })
         .collect();
-    assert_eq!(c.get().waiting(), 3);
-    assert_eq!(c.get().notify(1), 1);
+    assert_eq!(c.waiting(), 3);
+    assert_eq!(c.notify(1), 1);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(woken.load(Ordering::SeqCst), 1);
     // A waiter arriving now must not take the next notify from the older ones.
-    let late = c.get().prepare().unwrap();
-    assert_eq!(c.get().notify(2), 2);
+    let late = c.prepare().unwrap();
+    assert_eq!(c.notify(2), 2);
     for t in ts {
         assert!(t.join().unwrap());
     }
     assert_eq!(c.get().wait(late, &deadline(ms(20))), Ok(false));
-    assert_eq!(c.get().waiting(), 0);
-    assert_eq!(c.get().notify(5), 0);
+    assert_eq!(c.waiting(), 0);
+    assert_eq!(c.notify(5), 0);
 }
 
 #[test]
@@ -353,7 +352,7 @@ fn child_entry() {
     match args[0] {
         "count" => {
             let l = SyncHandle::<LockState>::open(args[1], off(2), SyncType::Lock).unwrap();
-            let c = crate::objects::atomic::SharedAtomic::open(args[3], Some(off(4))).unwrap();
+            let c = crate::objects::cell::SharedAtomic::open(args[3], Some(off(4))).unwrap();
             for _ in 0..20_000 {
                 let _g = guard(l.get(), &deadline(None)).unwrap();
                 let v = c.get();
@@ -409,7 +408,7 @@ fn kill(mut c: Child) {
 #[test]
 fn lock_excludes_processes() {
     let l = SyncHandle::<LockState>::create(SyncType::Lock, 0, 0).unwrap();
-    let c = crate::objects::atomic::SharedAtomic::create(0).unwrap();
+    let c = crate::objects::cell::SharedAtomic::create(0).unwrap();
     let s = format!("count {} {} {} {}", l.segment().name(), l.offset(), c.segment().name(), c.offset());
     let mut kids: Vec<_> = (0..2).map(|_| spawn_child(&s)).collect();
     child::wait_all_ok(&mut kids, Duration::from_secs(120));
@@ -486,8 +485,8 @@ fn dead_barrier_waiter_breaks_the_barrier() {
 fn a_condition_slot_taken_from_its_waiter_ends_the_wait_without_spinning() {
     // A slot state that is neither waiting nor notified (another process reclaimed the slot because a corrupt
     // pid looked dead) made every futex wait return at once: a busy loop until the deadline, forever without one.
-    let c = SyncHandle::<CondState>::create(SyncType::Condition, 0, 0).unwrap();
-    let i = c.get().prepare().unwrap();
+    let c = CondHandle::create().unwrap();
+    let i = c.prepare().unwrap();
     c.get().slots[i].state.store(7, Ordering::Relaxed);
     let t0 = Instant::now();
     assert_eq!(c.get().wait(i, &deadline(None)), Ok(true), "a spurious wakeup");
@@ -534,4 +533,100 @@ fn rwlock_takes_1024_reader_processes_and_reaps_dead_ones_when_full() {
     assert_eq!(st.lock_read(slot, &deadline(ms(1000))), Ok(Acquired::Normal));
     assert_eq!(st.total_readers(), 1);
     st.unlock_read(slot).unwrap();
+}
+
+/// The owner word of a process that has exited (its pid is gone).
+#[cfg(not(loom))]
+fn dead_owner() -> crate::segment::owners::Owner {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    crate::segment::owners::Owner::of(crate::platform::process::ProcessId { pid, start_time: 1 })
+}
+
+#[test]
+#[cfg(not(loom))] // loom models use two condition slots
+fn condition_takes_1024_waiters_notifies_the_oldest_and_reaps_dead_ones_when_full() {
+    // Issue 10: at most 126 threads could wait on one Condition. The table is per waiter (threads of one
+    // process each take a slot), so registrations from this process stand in for 1,024 waiting threads.
+    use super::condvar::{COND_SLOTS, SLOT_FREE, SLOT_NOTIFIED, SLOT_WAITING};
+    use std::os::unix::fs::MetadataExt;
+    let c = CondHandle::create().unwrap();
+    let allocated = || std::fs::metadata(format!("/dev/shm/{}", c.segment().name_local())).unwrap().blocks() * 512;
+    // Only the header page is reserved at first (it holds the first slots); the table's other pages are
+    // reserved as waiters need them.
+    assert_eq!(allocated(), 4096);
+    const { assert!(COND_SLOTS >= 1024) };
+    let st = c.get();
+    let state = |i: usize| st.slots[i].state.load(Ordering::Relaxed);
+    // Tickets are 32 bits: start just before they wrap, so that the order has to survive the wrap.
+    st.next_ticket.store(u64::from(u32::MAX) - 1, Ordering::Relaxed);
+    let slots: Vec<usize> = (0..COND_SLOTS).map(|_| c.prepare().unwrap()).collect();
+    assert_eq!(slots, (0..COND_SLOTS).collect::<Vec<_>>(), "lowest free slot first, each once");
+    assert_eq!(allocated(), 4096 + 4 * 4096, "1,024 slots: the header page and four more");
+    assert_eq!(c.waiting(), COND_SLOTS);
+    // A table full of live waiters is an error, never a slot handed out twice.
+    assert!(matches!(c.prepare(), Err(super::shared::PrepareError::TooManyWaiters)));
+    // notify(n) wakes the n longest waiting (tickets 2^32-2, 2^32-1, then 0 after the wrap).
+    assert_eq!(c.notify(3), 3);
+    assert_eq!((0..4).map(state).collect::<Vec<_>>(), [SLOT_NOTIFIED, SLOT_NOTIFIED, SLOT_NOTIFIED, SLOT_WAITING]);
+    for i in 0..3 {
+        assert_eq!(st.wait(i, &deadline(ms(0))), Ok(true), "notified: returns at once");
+        assert_eq!(st.slots[i].owner.load(Ordering::Relaxed), 0, "and frees the slot");
+    }
+    // A newcomer takes a freed low slot, but is the youngest: the next notify goes to slot 3.
+    assert_eq!(c.prepare().ok(), Some(0));
+    assert_eq!(c.notify(1), 1);
+    assert_eq!((state(0), state(3)), (SLOT_WAITING, SLOT_NOTIFIED));
+    assert!(st.cancel(3), "cancelling a notified waiter reports the notify");
+    // A waiter whose process died does not absorb a notify: slot 4 (the oldest now) is dead; slot 5 is woken.
+    let dead = dead_owner();
+    st.slots[4].owner.store(dead.0, Ordering::Relaxed);
+    assert_eq!(c.notify(1), 1);
+    assert_eq!((state(4), state(5)), (SLOT_FREE, SLOT_NOTIFIED));
+    assert_eq!(st.slots[4].owner.load(Ordering::Relaxed), 0, "the dead waiter's slot was reaped");
+    assert!(st.cancel(5));
+    // Fill the table again, a third of it dead: a full table reaps the dead before failing.
+    while c.prepare().is_ok() {}
+    for i in (0..COND_SLOTS).step_by(3) {
+        st.slots[i].owner.store(dead.0, Ordering::Relaxed);
+    }
+    let i = c.prepare().unwrap();
+    assert_eq!(i, 0);
+    let free = (0..COND_SLOTS).filter(|&i| st.slots[i].owner.load(Ordering::Relaxed) == 0).count();
+    assert_eq!(free, COND_SLOTS.div_ceil(3) - 1, "every other dead slot is free again");
+    // Timed-out waiters free their slots; once nobody waits, notify finds nothing and `used` drops to 0.
+    for i in 0..COND_SLOTS {
+        if st.slots[i].owner.load(Ordering::Relaxed) != 0 {
+            assert!(!st.cancel(i));
+        }
+    }
+    assert_eq!(c.waiting(), 0);
+    assert_eq!(c.notify(usize::MAX), 0);
+    assert_eq!(st.used.load(Ordering::Relaxed), 0, "notify reads no slot from now on");
+    assert_eq!(c.prepare().ok(), Some(0));
+    assert_eq!(st.wait(0, &deadline(ms(1))), Ok(false), "a timeout frees the slot");
+    assert_eq!(st.slots[0].owner.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+#[cfg(not(loom))]
+fn barrier_slots_are_an_owner_table_a_dead_pending_party_breaks_the_round() {
+    let b = BarrierHandle::create(2).unwrap();
+    let call = BarrierCall::new(deadline(ms(5000)));
+    let a = b.get().arrive(&call).unwrap();
+    assert!(!a.last);
+    // Another party arrives, then its process dies before the round trips: its slot names a dead owner.
+    let dead = dead_owner();
+    let at = b.offset() + std::mem::size_of::<super::barrier::BarrierState>() as u64;
+    let mapped = crate::segment::MappedSlice::<super::barrier::BarrierSlot>::new(b.segment(), at, 6).unwrap();
+    let table: &[super::barrier::BarrierSlot] = &mapped;
+    let i = table.iter().position(|s| s.owner.load(Ordering::Relaxed) == 0).unwrap();
+    table[i].owner.store(dead.0, Ordering::Relaxed);
+    assert_eq!(b.get().reap_dead(), Ok(()));
+    assert!(b.get().broken(), "a dead party of the pending round breaks it");
+    assert_eq!(table[i].owner.load(Ordering::Relaxed), 0, "and its slot is reaped");
+    assert_eq!(b.get().wait_release(&a, &call), Err(BarrierError::Broken));
+    assert!(table.iter().all(|s| s.owner.load(Ordering::Relaxed) == 0), "the waiter freed its own slot");
+    b.get().reset().unwrap();
 }

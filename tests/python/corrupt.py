@@ -100,6 +100,11 @@ def start_time(pid):
         return int(f.read().rsplit(")", 1)[1].split()[19])
 
 
+def owner_word(pid):
+    """The `segment::owners` word naming live process `pid`: pid in bits 0..22, start time in bits 22..63."""
+    return pid | (start_time(pid) & ((1 << 41) - 1)) << 22
+
+
 # Values that the hangs of issue 11 were reproduced with, written on top of the generic ones to the fields they
 # concern (as functions of the field's current value).
 TARGETED = {
@@ -207,8 +212,8 @@ class Block(Kind):
         return [obj.get_obj()._pyconc_buffer.segment_name]
 
     def sites(self, obj, m):
-        return fields("block.BlockHeader", DATA_OFFSET, skip=("reserved",)) + fields(
-            "sync.LockState", DATA_OFFSET, "BlockHeader.lock"
+        return fields("block.ArrayHeader", DATA_OFFSET, skip=("reserved",)) + fields(
+            "sync.LockState", DATA_OFFSET, "ArrayHeader.lock"
         )
 
     def exercise(self, obj, log):
@@ -298,7 +303,7 @@ class Event(SyncKind):
 
 class Condition(SyncKind):
     state = "sync.CondState"
-    extra = (("sync.CondSlot", 32, "CondSlot[0]"), ("sync.CondSlot", 32 + 16 * 125, "CondSlot[125]"))
+    extra = (("sync.CondSlot", 32, "CondSlot[0]"), ("sync.CondSlot", 32 + 16 * 1023, "CondSlot[1023]"))
 
     def build(self):
         import pyconc
@@ -429,7 +434,7 @@ class Dict(Kind):
         )
         used = [i for i in range(min(cap, 64)) if m.get(table + 16 + 16 * i + 8, 8) > 1]
         for i in used[:2]:
-            out += fields("dict.Slot", table + 16 + 16 * i, f"Slot[{i}]")
+            out += fields("dict.TableSlot", table + 16 + 16 * i, f"TableSlot[{i}]")
         if used:
             entry = m.get(table + 16 + 16 * used[0] + 8, 8) & REF_MASK
             out += fields("dict.EntryHeader", entry, skip=("reserved",))
@@ -478,12 +483,11 @@ def own_segments():
 def add_fake_user(m):
     """Registers the (live) parent in a free user slot, so that the segment outlives our handles and is attached
     afresh (mapped, validated, registered) when the handle is unpickled again."""
-    ppid = live_pid()
+    word = owner_word(live_pid())
     for i in range(1, 224):
         off = USERS_OFFSET + i * USER_SLOT
-        if m.get(off, 4) == 0:
-            m.put(off + 8, 8, start_time(ppid))
-            m.put(off, 4, ppid)
+        if m.get(off, 8) == 0:
+            m.put(off, 8, word)
             return
 
 
@@ -589,11 +593,9 @@ def full_user_table_scenario():
 
     def corrupt(m, obj):
         saved = m.m[USERS_OFFSET : USERS_OFFSET + 224 * USER_SLOT]
-        ppid, st = live_pid(), start_time(live_pid())
+        word = owner_word(live_pid())
         for i in range(224):
-            off = USERS_OFFSET + i * USER_SLOT
-            m.put(off + 8, 8, st)
-            m.put(off, 4, ppid)
+            m.put(USERS_OFFSET + i * USER_SLOT, 8, word)
         return lambda: m.raw(USERS_OFFSET, saved)
 
     return [("user-table-full", corrupt)]

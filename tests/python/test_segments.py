@@ -209,7 +209,10 @@ def test_fork_child_keeps_segment_alive_after_parent_drops_it():
 
 
 def _new_segment_names(before):
-    return {n for n in os.listdir("/dev/shm") if n.startswith("pyconc-")} - before
+    # Only this run's namespace: other pyconc programs on the machine create segments meanwhile.
+    ns = os.environ.get("PYCONC_NAMESPACE")
+    prefix = f"pyconc-{ns}-" if ns else "pyconc-"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)} - before
 
 
 def test_fork_child_keeps_alive_a_segment_whose_name_was_never_read():

@@ -231,3 +231,55 @@ def test_many_empty_queues_in_64_mb():
         print("fit")
     """)
     _check(out, ["fit"])
+
+
+def test_condition_reserves_its_waiter_table_a_page_at_a_time():
+    # A Condition reserves only its header page (the queue head and its first ten slots); each further page of
+    # its 1,024-slot table is reserved when a waiter needs it. On a full /dev/shm that waiter gets MemoryError
+    # from wait(), the ten waiting threads are not disturbed, and nobody gets a SIGBUS.
+    out = run_small("""
+        import threading
+        c = pyconc.Condition()
+        blobs, n = [], 1 << 20
+        while True:  # fill /dev/shm: at the end not even a one-page segment fits
+            try:
+                blobs.append(pyconc.RawArray("b", n))
+            except MemoryError:
+                if n == 1:
+                    break
+                n = max(1, n // 4)
+        print("free below a page", free_mb() * 2**20 < 4096)
+        results = []
+
+        def waiter():
+            with c:
+                results.append(c.wait(30))
+
+        ts = [threading.Thread(target=waiter) for _ in range(10)]
+        for t in ts:
+            t.start()
+        while c._queue.waiting < 10:
+            pass
+        with c:
+            try:
+                c.wait(0.5)
+                print("eleventh waiter waited")
+            except MemoryError as e:
+                print("eleventh waiter: MemoryError", "/dev/shm" in str(e))
+            c.notify_all()
+        for t in ts:
+            t.join(30)
+        print("woken", results.count(True))
+        del blobs[:4]
+        ts = [threading.Thread(target=waiter) for _ in range(20)]
+        for t in ts:
+            t.start()
+        while c._queue.waiting < 20:
+            pass
+        with c:
+            c.notify_all()
+        for t in ts:
+            t.join(30)
+        print("after freeing space", results.count(True))
+    """)
+    _check(out, ["free below a page True", "eleventh waiter: MemoryError True", "woken 10", "after freeing space 30"])

@@ -236,6 +236,55 @@ def test_condition_notify_counts(lock_type):
     assert woken.get() == 6
 
 
+def test_condition_takes_1024_waiters_and_notify_n_wakes_the_n_longest_waiting():
+    """Issue 10: a Condition took at most 126 waiters. Its table holds one slot per waiting thread (threads of one
+    process each take their own), so 1,024 threads of this process stand in for 1,024 waiting processes; the
+    1,025th waiter gets a clear error, and notify(10) wakes exactly the ten that arrived first."""
+    n = 1024
+    cond = pyconc.Condition()
+    arrived, woken, results = [], [], []
+    local = threading.Lock()
+
+    def waiter(k):
+        with cond:
+            arrived.append(k)  # under the condition's lock: the order in which the slots were claimed
+            r = cond.wait(60)
+        with local:
+            woken.append(k)
+            results.append(r)
+
+    old = threading.stack_size(256 << 10)
+    try:
+        ts = [threading.Thread(target=waiter, args=(k,), daemon=True) for k in range(n)]
+        for t in ts:
+            t.start()
+    finally:
+        threading.stack_size(old)
+    deadline = time.monotonic() + 60
+    while cond._queue.waiting < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert cond._queue.waiting == n
+        with cond, pytest.raises(RuntimeError, match="too many waiters on one Condition \\(at most 1024\\)"):
+            cond.wait(1)
+        with cond:
+            cond.notify(10)
+            assert cond._queue.waiting == n - 10, "exactly ten notified"
+        while len(woken) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        with local:
+            assert sorted(woken) == sorted(arrived[:10]), "the ten longest waiting"
+        assert cond._queue.waiting == n - 10
+    finally:
+        with cond:
+            cond.notify_all()
+        for t in ts:
+            t.join(30)
+    assert len(results) == n and all(results)
+    assert cond._queue.waiting == 0
+
+
 def test_condition_wait_for():
     cond = pyconc.Condition()
     state = pyconc.AtomicInt64()

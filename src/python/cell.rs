@@ -3,7 +3,7 @@
 use super::errors::IntoPyResult;
 use super::handle::{reduce, shared_class, Handle};
 use super::lifetime::{Held, Open};
-use crate::objects::atomic::SharedAtomic;
+use crate::objects::cell::SharedAtomic;
 use crate::segment::Kind;
 use pyo3::exceptions::{PyTypeError, PyValueError, PyZeroDivisionError};
 use pyo3::prelude::*;
