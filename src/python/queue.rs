@@ -156,7 +156,9 @@ impl PyQueue {
                 h.expect_whole(q.segment())?;
                 q
             }
-            None => py.detach(|| SharedQueue::create(QueueConfig { slots, heap_bytes, lock_free, joinable })).py(py)?,
+            None => py
+                .detach(|| SharedQueue::create(QueueConfig { slots, first_ring: 0, heap_bytes, lock_free, joinable }))
+                .py(py)?,
         };
         Ok(PyQueue { q, closed: AtomicU8::new(0), strict_timeouts })
     }
