@@ -14,7 +14,6 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
-use std::time::Duration;
 
 pyo3::create_exception!(
     pyconc,
@@ -86,7 +85,7 @@ impl PyQueue {
     ) -> PyResult<Attempt> {
         let negative = if self.strict_timeouts & strict != 0 { Negative::Error } else { Negative::Zero };
         let timeout = if block { read_timeout(timeout, negative)? } else { None };
-        match op(Deadline::after(Some(Duration::ZERO))).py(py)? {
+        match op(Deadline::passed()).py(py)? {
             Attempt::WouldBlock if block => {}
             other => return Ok(other),
         }
@@ -271,7 +270,7 @@ impl PyQueue {
         Ok(q.len() >= q.capacity())
     }
 
-    /// Number of slots (the most items held at once).
+    /// The most items held at once (a bound: the queue's rings grow up to it as it fills).
     #[getter]
     fn capacity(&self) -> PyResult<u64> {
         Ok(self.open()?.capacity())
@@ -333,6 +332,8 @@ impl PyQueue {
         d.set_item("redelivered", redelivered)?;
         d.set_item("recovered", recovered)?;
         d.set_item("qsize", q.len())?;
+        // The ring producers use now: it grows from 1,024 slots (or maxsize) up to `capacity` as the queue fills.
+        d.set_item("ring_slots", q.ring_capacity())?;
         Ok(d)
     }
 

@@ -51,7 +51,8 @@ pub struct SharedQueue {
     /// Where each ring's slots are in `slots` (computed from the header's configuration).
     areas: Vec<ring::RingArea>,
     parts: MappedSlice<Participant>,
-    heap_at: u64,
+    /// The heap's place, validated at attach (so operations do not re-read its header).
+    heap: Option<crate::segment::alloc::HeapPlace>,
     /// `(fork generation << 16) | (participant index + 1)`; 0 = not registered.
     me: AtomicU64,
     /// Participant entries this process has checked are reserved in /dev/shm (it touches no others).
@@ -141,9 +142,7 @@ impl SharedQueue {
         let parts_len = (PARTICIPANTS * std::mem::size_of::<Participant>()) as u64;
         crate::segment::offset::check_range(parts_off, parts_len, 64, seg.len(), "participant table")?;
         crate::segment::offset::check_range(slots_off, all_slots * SLOT_SIZE as u64, 64, seg.len(), "slots")?;
-        if heap_at != 0 {
-            Heap::attach(&seg, Offset::new(heap_at))?;
-        }
+        let heap = if heap_at != 0 { Some(Heap::attach(&seg, Offset::new(heap_at))?.place()) } else { None };
         let parts = MappedSlice::new(&seg, parts_off, PARTICIPANTS)?;
         let slots = MappedSlice::new(&seg, slots_off, all_slots as usize)?;
         Ok(SharedQueue {
@@ -151,7 +150,7 @@ impl SharedQueue {
             slots,
             areas,
             parts,
-            heap_at,
+            heap,
             seg,
             me: AtomicU64::new(0),
             reserved_parts: crate::base::atomic::local::AtomicU32::new(0),
@@ -313,7 +312,7 @@ impl SharedQueue {
     }
 
     fn view(&self, me: usize) -> Ring<'_> {
-        let heap = (self.heap_at != 0).then(|| Heap::attach(&self.seg, Offset::new(self.heap_at)).ok()).flatten();
+        let heap = self.heap.as_ref().and_then(|p| Heap::reattach(&self.seg, p).ok());
         Ring {
             hdr: self.header(),
             slots: self.slots(),

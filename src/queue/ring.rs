@@ -88,6 +88,11 @@ pub struct Ring<'a> {
 /// the queue as corrupt. A consistent queue shows at most one per crashed operation.
 const AHEAD_LIMIT: u32 = 4096;
 
+#[cold]
+fn no_ring(c: u64) -> Error {
+    Error::Corrupt(format!("queue: ring {} of cursor {c:#x} does not exist (corrupt queue)", cursor_ring(c)))
+}
+
 /// Where one ring's slots are in the slot array: the index of its first slot and its number of slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingArea {
@@ -127,12 +132,12 @@ impl<'a> Ring<'a> {
     fn slot(&self, c: u64) -> Result<(&'a Slot, u64)> {
         let g = cursor_ring(c);
         let (Some(area), Some(start)) = (self.areas.get(g), self.hdr.starts.get(g)) else {
-            return Err(Error::Corrupt(format!("queue: ring {g} of cursor {c:#x} does not exist (corrupt queue)")));
+            return Err(no_ring(c));
         };
         let rel = cursor_pos(c).wrapping_sub(start.load(Ordering::Relaxed)) & POS_MASK;
         match self.slots.get(area.base + (rel % area.cap) as usize) {
             Some(slot) => Ok((slot, rel / area.cap)),
-            None => Err(Error::Corrupt("queue: ring outside the slot array".into())),
+            None => Err(no_ring(c)),
         }
     }
 
@@ -758,7 +763,7 @@ impl<'a> Ring<'a> {
         max: usize,
         max_bytes: usize,
     ) -> Result<usize> {
-        let Some(op) = self.acquire_op(OP_GET, &Deadline::after(Some(Duration::ZERO)))? else { return Ok(0) };
+        let Some(op) = self.acquire_op(OP_GET, &Deadline::passed())? else { return Ok(0) };
         let mut n = 0;
         let mut result = Ok(0);
         while n < max && out.len() < max_bytes {
@@ -785,7 +790,7 @@ impl<'a> Ring<'a> {
         if payload.len() > INLINE_MAX {
             return Err(Error::Invalid("try_put takes inline-sized messages only".into()));
         }
-        let Some(op) = self.acquire_op(OP_PUT, &Deadline::after(Some(Duration::ZERO)))? else {
+        let Some(op) = self.acquire_op(OP_PUT, &Deadline::passed())? else {
             return Ok(Attempt::WouldBlock);
         };
         let r = self.try_put_once(op, payload, 0);
@@ -798,7 +803,7 @@ impl<'a> Ring<'a> {
 
     /// One non-blocking get attempt (appends to `out`).
     pub fn try_get(&self, out: &mut Vec<u8>) -> Result<Attempt> {
-        let Some(op) = self.acquire_op(OP_GET, &Deadline::after(Some(Duration::ZERO)))? else {
+        let Some(op) = self.acquire_op(OP_GET, &Deadline::passed())? else {
             return Ok(Attempt::WouldBlock);
         };
         let r = self.try_get_once(op, out);

@@ -29,7 +29,7 @@ fn get(q: &SharedQueue) -> Option<Vec<u8>> {
 }
 
 fn heap_used(q: &SharedQueue) -> u64 {
-    Heap::attach(q.segment(), Offset::new(q.heap_at)).unwrap().stats().used_blocks
+    Heap::attach(q.segment(), Offset::new(q.header().heap_offset.load(Ordering::Relaxed))).unwrap().stats().used_blocks
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn producer_killed_mid_put_is_dropped_and_counted() {
     // A dead producer claimed the next slot (and allocated a heap block) but never published it.
     let dead = fake_dead_participant(&q);
     let ring = q.ring().unwrap();
-    let heap = Heap::attach(q.segment(), Offset::new(q.heap_at)).unwrap();
+    let heap = Heap::attach(q.segment(), Offset::new(q.header().heap_offset.load(Ordering::Relaxed))).unwrap();
     let block = heap.alloc(1000).unwrap();
     let t = q.header().tail.load(Ordering::Relaxed);
     let op = &q.parts()[dead].ops[0];

@@ -184,6 +184,14 @@ impl BlockMemory for Segment {
     }
 }
 
+/// A validated heap's place in its segment (see [`Heap::place`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapPlace {
+    at: u64,
+    start: u64,
+    end: u64,
+}
+
 /// A heap inside a segment. Borrowing the segment keeps the mapping alive.
 pub struct Heap<'a, M: BlockMemory = Segment> {
     seg: &'a M,
@@ -233,6 +241,23 @@ impl<'a> Heap<'a> {
             return Err(corrupt!("heap region [{start:#x}, {end:#x}) is invalid for {}", seg.name_local()));
         }
         Ok(Heap { seg, hdr, start, end })
+    }
+
+    /// Where this heap is and the region its header gave when it was attached: a process that keeps this need
+    /// not read and validate the header again for every operation ([`Heap::reattach`]).
+    pub fn place(&self) -> HeapPlace {
+        HeapPlace {
+            at: self.hdr as *const HeapHeader as u64 - self.seg.base_ptr() as u64,
+            start: self.start,
+            end: self.end,
+        }
+    }
+
+    /// The heap at `place` (taken from [`place`](Self::place) of a heap of this segment), without re-reading its
+    /// header's region (validated when `place` was taken; the region of a heap never changes).
+    pub fn reattach(seg: &'a Segment, place: &HeapPlace) -> Result<Heap<'a>> {
+        let hdr = seg.resolve(Offset::new(place.at))?;
+        Ok(Heap { seg, hdr, start: place.start, end: place.end })
     }
 
     /// The segment the heap lives in.

@@ -160,3 +160,8 @@ def queue_put_and_hold(q, i, release):
     """Puts `i`, then stays alive (holding its participant entry) until `release` is set."""
     q.put(i)
     release.wait(60)
+
+
+def queue_producer_tagged(q, tag, n):
+    for i in range(n):
+        q.put((tag, i))
