@@ -990,8 +990,10 @@ impl<'a> Ring<'a> {
         let diff = word_seq(w).wrapping_sub(lap as u32) as i32;
         let h = cursor_pos(self.hdr.head.load(Ordering::Acquire));
         let room = cursor_pos(t).wrapping_sub(h) & POS_MASK < self.bound();
-        // A full ring with room in the queue: the put grows the queue into its next ring.
-        room && (diff > 0 || (diff == 0 && word_state(w) == state::EMPTY) || cursor_ring(t) + 1 < self.areas.len())
+        // A full ring with room in the queue: the put grows the queue into its next ring, unless another process
+        // is doing that now (its grower wakes producers when done).
+        let can_grow = cursor_ring(t) + 1 < self.areas.len() && self.hdr.grow_owner.load(Ordering::Acquire) == 0;
+        room && (diff > 0 || (diff == 0 && word_state(w) == state::EMPTY) || can_grow)
     }
 
     /// For a waiter that sleeps elsewhere (the asyncio bridge's waker): announces a sleeper on the side's wake

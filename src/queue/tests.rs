@@ -576,7 +576,9 @@ fn a_grower_that_died_is_cleaned_up_by_the_slice_end_scan() {
     // A dead process holds the growth claim: the full ring cannot grow for now.
     q.header().grow_owner.store(dead_owner().0, Ordering::Relaxed);
     assert_eq!(put(&q, b"c"), Attempt::WouldBlock);
+    assert!(!q.ring().unwrap().writable(), "an asyncio put sleeps rather than retrying at once");
     q.recover_dead_participants();
+    assert!(q.ring().unwrap().writable());
     assert_eq!(put(&q, b"c"), Attempt::Done, "the dead claim was cleared");
     // A grower killed after moving `tail` into the next ring but before publishing where the old one ends.
     assert_eq!(q.ring_capacity(), 8);
