@@ -16,6 +16,12 @@
 //! wakes every sleeper. One of the two fences is ordered first, so either the sleeper sees the new state or the
 //! waker sees the bit: no lost wakeups, no system call when nobody sleeps, and one per sleep, not per item.
 //!
+//! Growth: a queue has up to [`MAX_RINGS`] rings, each 4 times the one before; `tail` and `head` are cursors
+//! `(ring, position)`. A producer that finds its ring full moves `tail` into the next ring at the same position
+//! (`Ring::grow`: one CAS, which also decides whether a producer's claim of that position in the old ring holds);
+//! consumers drain the old ring up to where `tail` left it, then move `head` on. Rings are never reused, so a
+//! stale cursor only ever meets its own ring's states.
+//!
 //! Crash recovery: before touching a slot, every operation writes its intent (kind, position, heap block) in an
 //! [`OpRecord`] of its process's [`Participant`] entry. When a survivor finds a participant dead, it
 //! inspects exactly the slots named by its intents: a `WRITING` slot the dead producer owned becomes `DROPPED`
@@ -480,8 +486,13 @@ impl<'a> Ring<'a> {
         Ok(true)
     }
 
+    /// Offset of the slot array in the segment, from the validated mapping (not from the header, which a
+    /// corrupt segment could change after attach).
     fn slots_offset(&self) -> u64 {
-        self.hdr.slots_offset.load(Ordering::Relaxed)
+        match self.seg {
+            Some(seg) => (self.slots.as_ptr() as u64).wrapping_sub(seg.base_ptr() as u64),
+            None => 0,
+        }
     }
 
     /// Clears a growth claim whose holder died and publishes `ends` that a grower killed after moving `tail`
