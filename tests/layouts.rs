@@ -165,6 +165,9 @@ fn queue() {
                 heap_offset,
                 heap_size,
                 maxsize,
+                first_slots,
+                rings,
+                head_ring,
                 reserved0,
                 tail,
                 reserved1,
@@ -187,7 +190,11 @@ fn queue() {
                 dropped,
                 redelivered,
                 recovered,
-                reserved7
+                reserved7,
+                grow_owner,
+                reserved8,
+                starts,
+                ends
             ]
         ),
     );

@@ -388,7 +388,7 @@ fn _aio_try_lock(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let got = match st.try_lock_contended(me) {
         Some(a) => Some(a),
         // Free of a contended mark, or held by a dead owner: the zero-deadline acquire handles both.
-        None => st.lock_as(me, &Deadline::immediate()).ok(),
+        None => st.lock_as(me, &Deadline::passed()).ok(),
     };
     match got {
         Some(a) => {

@@ -85,7 +85,7 @@ impl PyQueue {
     ) -> PyResult<Attempt> {
         let negative = if self.strict_timeouts & strict != 0 { Negative::Error } else { Negative::Zero };
         let timeout = if block { read_timeout(timeout, negative)? } else { None };
-        match op(Deadline::immediate()).py(py)? {
+        match op(Deadline::passed()).py(py)? {
             Attempt::WouldBlock if block => {}
             other => return Ok(other),
         }
@@ -155,7 +155,9 @@ impl PyQueue {
                 h.expect_whole(q.segment())?;
                 q
             }
-            None => py.detach(|| SharedQueue::create(QueueConfig { slots, heap_bytes, lock_free, joinable })).py(py)?,
+            None => py
+                .detach(|| SharedQueue::create(QueueConfig { slots, first_ring: 0, heap_bytes, lock_free, joinable }))
+                .py(py)?,
         };
         Ok(PyQueue { q: Held::new("Queue", q), closed_as: AtomicU8::new(0), strict_timeouts })
     }
@@ -280,7 +282,7 @@ impl PyQueue {
         Ok(q.len() >= q.capacity())
     }
 
-    /// Number of slots (the most items held at once).
+    /// The most items held at once (a bound: the queue's rings grow up to it as it fills).
     #[getter]
     fn capacity(&self) -> PyResult<u64> {
         Ok(self.open()?.capacity())
@@ -343,6 +345,8 @@ impl PyQueue {
         d.set_item("redelivered", redelivered)?;
         d.set_item("recovered", recovered)?;
         d.set_item("qsize", q.len())?;
+        // The ring producers use now: it grows from 1,024 slots (or maxsize) up to `capacity` as the queue fills.
+        d.set_item("ring_slots", q.ring_capacity())?;
         Ok(d)
     }
 

@@ -1,9 +1,11 @@
 //! The queue's shared-memory layout (`shm-layouts/queue.md`).
 //!
 //! ```text
-//! data_offset:  QueueHeader (768 B: config, then producer, consumer, wait, recovery and stats sections,
-//!               each on its own 128-byte line pair so the two sides never share a line)
-//!               Slot x capacity (64 B each)
+//! data_offset:  QueueHeader (1,280 B: config, then producer, consumer, wait, recovery, stats, growth and ring
+//!               sections, each on its own 128-byte line pair so the two sides never share a line)
+//!               rings 0..rings: Slot x ring_slots(g) each (64 B a slot, each ring 4 times the one before; ring 0
+//!               is reserved at creation, ring g + 1 when ring g fills up, so an empty queue holds 64 KiB of
+//!               slots, not its whole capacity)
 //!               Participant x PARTICIPANTS (128 B each; reserved in /dev/shm PARTICIPANT_GROWTH entries at a time
 //!               as `participants_high` grows, so an empty queue holds 4 KiB of them, not 128 KiB)
 //!               heap (HeapHeader + region) for messages that do not fit inline
@@ -13,7 +15,7 @@ use crate::base::atomic::{AtomicU32, AtomicU64};
 use crate::shm_struct;
 
 /// Payload layout version of [`Kind::Queue`](crate::segment::Kind::Queue) segments.
-pub const QUEUE_VERSION: u32 = 2;
+pub const QUEUE_VERSION: u32 = 3;
 /// `QueueHeader::magic`.
 pub const QUEUE_MAGIC: u32 = u32::from_le_bytes(*b"QUEU");
 /// Size of a slot.
@@ -27,6 +29,64 @@ pub const PARTICIPANTS: usize = 1024;
 pub const PARTICIPANT_GROWTH: usize = 32;
 /// Operations one process can have in flight on one queue (threads that release the GIL while blocked).
 pub const OPS_PER_PARTICIPANT: usize = 4;
+/// Slots of a queue's first ring (64 KiB); each further ring is 4 times the one before ([`RING_GROWTH_BITS`]), up to the
+/// capacity.
+pub const FIRST_RING_SLOTS: u64 = 1024;
+/// How much larger each ring is than the one before. Four: a queue that filled up to its capacity holds its last
+/// ring plus at most a third as much again in the smaller ones (rings are not freed), and grows few times.
+pub const RING_GROWTH_BITS: u32 = 2;
+/// Most rings a queue can have (enough to grow from one slot to 2^32 slots).
+pub const MAX_RINGS: usize = 24;
+/// Bits of a `tail`/`head` word that hold the position; the ring (generation) is in the bits above.
+pub const POS_BITS: u32 = 56;
+/// The position part of a `tail`/`head` word.
+pub const POS_MASK: u64 = (1 << POS_BITS) - 1;
+
+/// A `tail`/`head` word: position `pos` (56 bits) in ring `ring`.
+#[inline]
+pub const fn cursor(ring: usize, pos: u64) -> u64 {
+    ((ring as u64) << POS_BITS) | (pos & POS_MASK)
+}
+
+/// The ring of a `tail`/`head` word.
+#[inline]
+pub const fn cursor_ring(c: u64) -> usize {
+    (c >> POS_BITS) as usize
+}
+
+/// The position of a `tail`/`head` word.
+#[inline]
+pub const fn cursor_pos(c: u64) -> u64 {
+    c & POS_MASK
+}
+
+/// Slots of ring `g` of a queue of `capacity` slots whose first ring has `first` slots.
+#[inline]
+pub const fn ring_slots(first: u64, capacity: u64, g: usize) -> u64 {
+    if g as u32 * RING_GROWTH_BITS >= 40 {
+        return capacity;
+    }
+    let s = first << (g as u32 * RING_GROWTH_BITS);
+    if s < capacity {
+        s
+    } else {
+        capacity
+    }
+}
+
+/// Number of rings of a queue of `capacity` slots whose first ring has `first` slots (the last one has
+/// `capacity` slots), or `None` if that is more than [`MAX_RINGS`].
+pub const fn ring_count(first: u64, capacity: u64) -> Option<usize> {
+    let mut g = 0;
+    while g < MAX_RINGS {
+        if ring_slots(first, capacity, g) >= capacity {
+            return Some(g + 1);
+        }
+        g += 1;
+    }
+    None
+}
+
 /// Capacity of the list of messages to redeliver (taken by consumers that died mid-get).
 pub const ORPHANS: usize = 12;
 /// [`QueueHeader::flags`]: spin longer before sleeping.
@@ -168,8 +228,15 @@ shm_struct! {
         pub heap_size: AtomicU64,
         /// `maxsize` the queue was created with (informational; the slot count enforces it).
         pub maxsize: AtomicU64,
+        /// Slots of ring 0 (each further ring is 4 times larger, up to `capacity`).
+        pub first_slots: AtomicU64,
+        /// Number of rings (1..[`MAX_RINGS`]); ring `rings - 1` has `capacity` slots.
+        pub rings: AtomicU32,
+        /// Highest ring `head` has reached (only grows): producers in a ring above it check the item count
+        /// against `capacity` (older rings still hold items), those at or below it need not.
+        pub head_ring: AtomicU32,
         /// Unused; zero.
-        pub reserved0: [AtomicU64; 7],
+        pub reserved0: [AtomicU64; 5],
         // -- producers (128..256)
         /// Next position to claim.
         pub tail: AtomicU64,
@@ -220,6 +287,18 @@ shm_struct! {
         pub recovered: AtomicU64,
         /// Unused; zero.
         pub reserved7: [AtomicU64; 13],
+        // -- growth (768..896)
+        /// Owner word (pid, start time) of the process adding a ring; 0 free. A dead holder's claim is cleared by
+        /// the next waiter's slice-end scan.
+        pub grow_owner: AtomicU64,
+        /// Unused; zero.
+        pub reserved8: [AtomicU64; 15],
+        // -- rings (896..1280): written once per ring, read by every operation
+        /// `starts[g]`: the first position of ring `g` (the position at which `tail` moved into it).
+        pub starts: [AtomicU64; MAX_RINGS],
+        /// `ends[g]`: one past ring `g`'s last position, plus one (0 while producers may still use it): the
+        /// position at which `tail` left it, published after the move.
+        pub ends: [AtomicU64; MAX_RINGS],
     }
 }
 
@@ -231,7 +310,11 @@ const _: () = {
     assert!(size_of::<OpRecord>() == 24);
     assert!(size_of::<Participant>() == 128);
     assert!(offset_of!(Participant, ops) == 16);
-    assert!(size_of::<QueueHeader>() == 768);
+    assert!(size_of::<QueueHeader>() == 1280);
+    assert!(offset_of!(QueueHeader, first_slots) == 72);
+    assert!(offset_of!(QueueHeader, grow_owner) == 768);
+    assert!(offset_of!(QueueHeader, starts) == 896);
+    assert!(offset_of!(QueueHeader, ends) == 1088);
     assert!(offset_of!(QueueHeader, tail) == 128);
     assert!(offset_of!(QueueHeader, head) == 256);
     assert!(offset_of!(QueueHeader, cons_wake) == 384);
@@ -282,8 +365,8 @@ mod loom_new {
     }
 
     impl QueueHeader {
-        /// A header for `capacity` slots, no heap.
-        pub fn new(capacity: u64) -> Self {
+        /// A header for `capacity` slots whose first ring has `first` slots, no heap.
+        pub fn new(first: u64, capacity: u64) -> Self {
             let u32z = || AtomicU32::new(0);
             QueueHeader {
                 magic: AtomicU32::new(QUEUE_MAGIC),
@@ -297,6 +380,9 @@ mod loom_new {
                 heap_offset: AtomicU64::new(0),
                 heap_size: AtomicU64::new(0),
                 maxsize: AtomicU64::new(0),
+                first_slots: AtomicU64::new(first),
+                rings: AtomicU32::new(ring_count(first, capacity).unwrap() as u32),
+                head_ring: u32z(),
                 reserved0: zeros(),
                 tail: AtomicU64::new(0),
                 reserved1: zeros(),
@@ -320,6 +406,10 @@ mod loom_new {
                 redelivered: AtomicU64::new(0),
                 recovered: AtomicU64::new(0),
                 reserved7: zeros(),
+                grow_owner: AtomicU64::new(0),
+                reserved8: zeros(),
+                starts: zeros(),
+                ends: zeros(),
             }
         }
     }

@@ -24,8 +24,11 @@ pub use ring::{Attempt, Ring, WaitPolicy};
 /// How to size a new queue.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueConfig {
-    /// Number of slots: the most messages the queue holds at once.
+    /// The most messages the queue holds at once. A bound, not an allocation: the queue starts with a ring of
+    /// `first_ring` slots and adds rings of twice the size as it fills, up to one of `slots`.
     pub slots: u64,
+    /// Slots of the first ring (0: [`FIRST_RING_SLOTS`]; at most `slots`).
+    pub first_ring: u64,
     /// Bytes for messages larger than [`INLINE_MAX`] (their total at any time, plus allocator rounding).
     pub heap_bytes: u64,
     /// Spin longer before sleeping.
@@ -36,7 +39,7 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { slots: 65_536, heap_bytes: 64 << 20, lock_free: false, joinable: false }
+        QueueConfig { slots: 65_536, first_ring: 0, heap_bytes: 64 << 20, lock_free: false, joinable: false }
     }
 }
 
@@ -45,8 +48,11 @@ pub struct SharedQueue {
     seg: Segment,
     hdr: Mapped<QueueHeader>,
     slots: MappedSlice<Slot>,
+    /// Where each ring's slots are in `slots` (computed from the header's configuration).
+    areas: Vec<ring::RingArea>,
     parts: MappedSlice<Participant>,
-    heap_at: u64,
+    /// The heap's place, validated at attach (so operations do not re-read its header).
+    heap: Option<crate::segment::alloc::HeapPlace>,
     /// `(fork generation << 16) | (participant index + 1)`; 0 = not registered.
     me: AtomicU64,
     /// Participant entries this process has checked are reserved in /dev/shm (it touches no others).
@@ -61,26 +67,33 @@ impl SharedQueue {
         if cfg.slots == 0 || cfg.slots > (1 << 32) {
             return Err(Error::Invalid(format!("a queue needs 1 to 2**32 slots, not {}", cfg.slots)));
         }
+        let first = if cfg.first_ring == 0 { FIRST_RING_SLOTS } else { cfg.first_ring }.min(cfg.slots);
+        let (_, all_slots) = ring::ring_areas(first, cfg.slots)
+            .ok_or_else(|| Error::Invalid(format!("a queue of {} slots cannot start with {first}", cfg.slots)))?;
         let hdr_size = std::mem::size_of::<QueueHeader>() as u64;
         let parts_size = (PARTICIPANTS * std::mem::size_of::<Participant>()) as u64;
-        let slots_size = cfg.slots * SLOT_SIZE as u64;
+        let slots_size = all_slots * SLOT_SIZE as u64;
         let heap_size = if cfg.heap_bytes > 0 { Heap::footprint(cfg.heap_bytes) } else { 0 };
         let total = hdr_size + slots_size + parts_size + heap_size;
-        // The header, slots and the first participant entries are reserved in /dev/shm now; more participant
-        // entries are reserved as processes need them, and the heap reserves what it hands out.
+        // The header and the first ring are reserved in /dev/shm now (one fallocate), then the first participant
+        // entries; later rings are reserved when producers move to them, more participant entries as processes
+        // need them, and the heap reserves what it hands out.
         let first_parts = (PARTICIPANT_GROWTH * std::mem::size_of::<Participant>()) as u64;
-        let fixed = hdr_size + slots_size + first_parts;
+        let fixed = hdr_size + first * SLOT_SIZE as u64;
         let seg = Segment::create_reserving(Kind::Queue, QUEUE_VERSION, total, &[], Reserve::Prefix(fixed))?;
         let base = seg.info().data_offset;
         let hdr: &QueueHeader = seg.resolve(Offset::new(base))?;
         let slots_off = base + hdr_size;
         let parts_off = slots_off + slots_size;
         let heap_off = parts_off + parts_size;
+        seg.reserve(parts_off, first_parts)?;
         if heap_size > 0 {
             seg.reserve(heap_off, std::mem::size_of::<HeapHeader>() as u64)?;
         }
         hdr.participants_high.store(PARTICIPANT_GROWTH as u32, Ordering::Relaxed);
         hdr.capacity.store(cfg.slots, Ordering::Relaxed);
+        hdr.first_slots.store(first, Ordering::Relaxed);
+        hdr.rings.store(ring_count(first, cfg.slots).unwrap_or(1) as u32, Ordering::Relaxed);
         let flags = if cfg.lock_free { FLAG_LOCK_FREE } else { 0 } | if cfg.joinable { FLAG_JOINABLE } else { 0 };
         hdr.flags.store(flags, Ordering::Relaxed);
         hdr.participants.store(PARTICIPANTS as u32, Ordering::Relaxed);
@@ -111,6 +124,14 @@ impl SharedQueue {
             return Err(corrupt!("{}: queue header not initialised", seg.name_local()));
         }
         let nslots = hdr.capacity.load(Ordering::Relaxed);
+        let first = hdr.first_slots.load(Ordering::Relaxed);
+        let rings = hdr.rings.load(Ordering::Relaxed) as usize;
+        let Some((areas, all_slots)) = ring::ring_areas(first, nslots).filter(|(a, _)| a.len() == rings) else {
+            return Err(corrupt!(
+                "{}: queue header has {nslots} slots in {rings} rings from {first}",
+                seg.name_local()
+            ));
+        };
         let nparts = hdr.participants.load(Ordering::Relaxed) as usize;
         let parts_off = hdr.participants_offset.load(Ordering::Relaxed);
         let slots_off = hdr.slots_offset.load(Ordering::Relaxed);
@@ -120,17 +141,16 @@ impl SharedQueue {
         }
         let parts_len = (PARTICIPANTS * std::mem::size_of::<Participant>()) as u64;
         crate::segment::offset::check_range(parts_off, parts_len, 64, seg.len(), "participant table")?;
-        crate::segment::offset::check_range(slots_off, nslots * SLOT_SIZE as u64, 64, seg.len(), "slots")?;
-        if heap_at != 0 {
-            Heap::attach(&seg, Offset::new(heap_at))?;
-        }
+        crate::segment::offset::check_range(slots_off, all_slots * SLOT_SIZE as u64, 64, seg.len(), "slots")?;
+        let heap = if heap_at != 0 { Some(Heap::attach(&seg, Offset::new(heap_at))?.place()) } else { None };
         let parts = MappedSlice::new(&seg, parts_off, PARTICIPANTS)?;
-        let slots = MappedSlice::new(&seg, slots_off, nslots as usize)?;
+        let slots = MappedSlice::new(&seg, slots_off, all_slots as usize)?;
         Ok(SharedQueue {
             hdr: Mapped::new(&seg, Offset::new(base))?,
             slots,
+            areas,
             parts,
-            heap_at,
+            heap,
             seg,
             me: AtomicU64::new(0),
             reserved_parts: crate::base::atomic::local::AtomicU32::new(0),
@@ -241,9 +261,14 @@ impl SharedQueue {
         self.len() == 0
     }
 
-    /// Number of slots.
+    /// The most messages the queue holds at once.
     pub fn capacity(&self) -> u64 {
-        self.slots.len() as u64
+        self.observer().capacity()
+    }
+
+    /// Slots of the ring producers use now (see [`QueueConfig::slots`]).
+    pub fn ring_capacity(&self) -> u64 {
+        self.observer().ring_capacity()
     }
 
     /// Largest message the queue takes.
@@ -287,10 +312,11 @@ impl SharedQueue {
     }
 
     fn view(&self, me: usize) -> Ring<'_> {
-        let heap = (self.heap_at != 0).then(|| Heap::attach(&self.seg, Offset::new(self.heap_at)).ok()).flatten();
+        let heap = self.heap.as_ref().and_then(|p| Heap::reattach(&self.seg, p).ok());
         Ring {
             hdr: self.header(),
             slots: self.slots(),
+            areas: &self.areas,
             parts: self.parts(),
             heap,
             seg: Some(&self.seg),

@@ -16,6 +16,12 @@
 //! wakes every sleeper. One of the two fences is ordered first, so either the sleeper sees the new state or the
 //! waker sees the bit: no lost wakeups, no system call when nobody sleeps, and one per sleep, not per item.
 //!
+//! Growth: a queue has up to [`MAX_RINGS`] rings, each 4 times the one before; `tail` and `head` are cursors
+//! `(ring, position)`. A producer that finds its ring full moves `tail` into the next ring at the same position
+//! (`Ring::grow`: one CAS, which also decides whether a producer's claim of that position in the old ring holds);
+//! consumers drain the old ring up to where `tail` left it, then move `head` on. Rings are never reused, so a
+//! stale cursor only ever meets its own ring's states.
+//!
 //! Crash recovery: before touching a slot, every operation writes its intent (kind, position, heap block) in an
 //! [`OpRecord`] of its process's [`Participant`] entry. When a survivor finds a participant dead, it
 //! inspects exactly the slots named by its intents: a `WRITING` slot the dead producer owned becomes `DROPPED`
@@ -70,7 +76,10 @@ const CORRUPT_AFTER_SCANS: u32 = 160;
 /// A view of a queue in a mapped segment, for one calling participant.
 pub struct Ring<'a> {
     pub(crate) hdr: &'a QueueHeader,
+    /// The slots of every ring, ring after ring (`areas` says where each one is).
     pub(crate) slots: &'a [Slot],
+    /// Where each ring's slots are in `slots` (process-local, from [`ring_areas`]).
+    pub(crate) areas: &'a [RingArea],
     pub(crate) parts: &'a [Participant],
     pub(crate) heap: Option<Heap<'a>>,
     pub(crate) seg: Option<&'a Segment>,
@@ -85,22 +94,114 @@ pub struct Ring<'a> {
 /// the queue as corrupt. A consistent queue shows at most one per crashed operation.
 const AHEAD_LIMIT: u32 = 4096;
 
-impl<'a> Ring<'a> {
-    #[inline]
-    fn cap(&self) -> u64 {
-        self.slots.len() as u64
-    }
+#[cold]
+fn no_ring(c: u64) -> Error {
+    Error::Corrupt(format!("queue: ring {} of cursor {c:#x} does not exist (corrupt queue)", cursor_ring(c)))
+}
 
+/// Where one ring's slots are in the slot array: the index of its first slot and its number of slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingArea {
+    /// Index of the ring's first slot in the slot array.
+    pub base: usize,
+    /// Slots in the ring (at least 1).
+    pub cap: u64,
+}
+
+/// The rings of a queue of `capacity` slots whose first ring has `first` slots, one after the other (ring `g` has
+/// [`ring_slots`]`(first, capacity, g)` slots), and the total number of slots. `None` if the configuration is
+/// impossible (no slot, more than [`MAX_RINGS`] rings, or more than 2^33 slots in all).
+pub fn ring_areas(first: u64, capacity: u64) -> Option<(Vec<RingArea>, u64)> {
+    if first == 0 || capacity == 0 || first > capacity || capacity > 1 << 32 {
+        return None;
+    }
+    let n = ring_count(first, capacity)?;
+    let mut areas = Vec::with_capacity(n);
+    let mut total = 0u64;
+    for g in 0..n {
+        let cap = ring_slots(first, capacity, g);
+        areas.push(RingArea { base: total as usize, cap });
+        total += cap;
+    }
+    Some((areas, total))
+}
+
+impl<'a> Ring<'a> {
     #[inline]
     fn owner(&self) -> u16 {
         self.me as u16 + 1
     }
 
-    /// The slot of position `pos` and the lap tag its state word carries (`pos / capacity`, low 32 bits).
+    /// The slot of cursor `c` (a ring and a position, as `tail`/`head` hold them) and the lap tag its state word
+    /// carries: the position counted from the ring's start, divided by its size.
     #[inline]
-    fn slot(&self, pos: u64) -> (&'a Slot, u64) {
-        let cap = self.cap();
-        (&self.slots[(pos % cap) as usize], pos / cap)
+    fn slot(&self, c: u64) -> Result<(&'a Slot, u64)> {
+        let g = cursor_ring(c);
+        let (Some(area), Some(start)) = (self.areas.get(g), self.hdr.starts.get(g)) else {
+            return Err(no_ring(c));
+        };
+        let rel = cursor_pos(c).wrapping_sub(start.load(Ordering::Relaxed)) & POS_MASK;
+        match self.slots.get(area.base + (rel % area.cap) as usize) {
+            Some(slot) => Ok((slot, rel / area.cap)),
+            None => Err(no_ring(c)),
+        }
+    }
+
+    /// The most messages the queue holds at once.
+    #[inline]
+    fn bound(&self) -> u64 {
+        self.hdr.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Where ring `g` ends (its first position that belongs to ring `g + 1`), if that is known from `ends` (set
+    /// just after `tail` left the ring): a cheap check for consumers, who read no producer line.
+    #[inline]
+    fn known_end(&self, g: usize) -> Option<u64> {
+        match self.hdr.ends.get(g).map(|e| e.load(Ordering::Acquire)) {
+            Some(0) | None => None,
+            Some(e) => Some((e - 1) & POS_MASK),
+        }
+    }
+
+    /// Where ring `g` ends, if `tail` has left it (reads `tail`; publishes `ends[g]` if its writer has not yet).
+    fn end_of(&self, g: usize) -> Option<u64> {
+        if let Some(e) = self.known_end(g) {
+            return Some(e);
+        }
+        let t = self.hdr.tail.load(Ordering::Acquire);
+        if cursor_ring(t) <= g {
+            return None;
+        }
+        let end = self.hdr.starts.get(g + 1)?.load(Ordering::Relaxed) & POS_MASK;
+        // The grower publishes this right after moving `tail`; if it died in between, anyone may (same value).
+        self.hdr.ends[g].store(end + 1, Ordering::Release);
+        Some(end)
+    }
+
+    /// Moves `head` from `h` (at the end of its ring) to the same position in the next ring.
+    fn next_ring_for_consumers(&self, h: u64) {
+        let g = cursor_ring(h);
+        let moved = cursor(g + 1, cursor_pos(h));
+        if self.hdr.head.compare_exchange(h, moved, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            self.hdr.head_ring.fetch_max(g as u32 + 1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether a producer that claimed position `t` of ring `g` (and failed to move `tail` on from it, which
+    /// is now `cur`) really holds it: `tail` moved past `t` in ring `g` (someone helped), rather than into the
+    /// next ring at `t` (a grower closed ring `g` there first). Exactly one of the two CASes on `(g, t)` won.
+    fn claim_holds(&self, g: usize, t: u64, cur: u64) -> bool {
+        let cg = cursor_ring(cur);
+        if cg == g {
+            return true;
+        }
+        if cg < g {
+            return false;
+        }
+        match self.hdr.starts.get(g + 1) {
+            Some(s) => t < s.load(Ordering::Relaxed) & POS_MASK,
+            None => false,
+        }
     }
 
     /// Largest message this queue takes.
@@ -256,10 +357,22 @@ impl<'a> Ring<'a> {
             return Ok(Attempt::ShutDown);
         }
         let mut ahead = 0u32;
+        let mut grows = 0u32;
         loop {
             let t = self.hdr.tail.load(Ordering::Acquire);
             op.pos.store(t, Ordering::Release);
-            let (slot, lap) = self.slot(t);
+            let g = cursor_ring(t);
+            let (slot, lap) = self.slot(t)?;
+            if g > 0 && (self.hdr.head_ring.load(Ordering::Relaxed) as usize) < g {
+                // Older rings still hold items: the ring's own size does not bound the count, so check it.
+                let h = cursor_pos(self.hdr.head.load(Ordering::Acquire));
+                if cursor_pos(t).wrapping_sub(h) & POS_MASK >= self.bound() {
+                    if self.hdr.tail.load(Ordering::Acquire) == t {
+                        return Ok(Attempt::WouldBlock);
+                    }
+                    continue;
+                }
+            }
             let w = slot.state.load(Ordering::Acquire);
             let diff = word_seq(w).wrapping_sub(lap as u32) as i32;
             if diff == 0 {
@@ -268,7 +381,16 @@ impl<'a> Ring<'a> {
                     if slot.state.compare_exchange(w, claimed, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                         continue;
                     }
-                    let _ = self.hdr.tail.compare_exchange(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
+                    if let Err(cur) =
+                        self.hdr.tail.compare_exchange(t, t.wrapping_add(1), Ordering::AcqRel, Ordering::Acquire)
+                    {
+                        if !self.claim_holds(g, cursor_pos(t), cur) {
+                            // A grower moved `tail` into the next ring at this very position: it is not ours.
+                            let free = word(lap, state::EMPTY, 0);
+                            let _ = slot.state.compare_exchange(claimed, free, Ordering::AcqRel, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
                     slot.len.store(payload.len() as u32, Ordering::Relaxed);
                     if block == 0 {
                         slot.kind.store(PAYLOAD_INLINE, Ordering::Relaxed);
@@ -286,9 +408,12 @@ impl<'a> Ring<'a> {
                 // Claimed for `t` by another producer: help it advance `tail`.
                 let _ = self.hdr.tail.compare_exchange(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
             } else if diff < 0 {
-                // The slot still holds the previous lap: full (or our `tail` is stale; re-check it).
+                // The slot still holds the previous lap: this ring is full (or our `tail` is stale; re-check it).
                 if self.hdr.tail.load(Ordering::Acquire) == t {
-                    return Ok(Attempt::WouldBlock);
+                    grows += 1;
+                    if grows > 2 || !self.grow(t)? {
+                        return Ok(Attempt::WouldBlock);
+                    }
                 }
             } else if self.hdr.tail.load(Ordering::Acquire) == t {
                 // The slot is ahead of `t` with `tail` still at `t`: position `t` was claimed and consumed
@@ -306,6 +431,83 @@ impl<'a> Ring<'a> {
             }
             // Otherwise `tail` moved on since we read it; retry.
         }
+    }
+
+    // ---- growth --------------------------------------------------------------------------------------------
+
+    /// Ring `tail` is in is full at `tail == t`: moves producers to the next, larger ring (reserving its slots in
+    /// /dev/shm first), if there is one and the queue holds fewer than its capacity. Returns whether `tail` has
+    /// moved since `t` (the caller tries again), false if the queue cannot grow now (the put waits).
+    ///
+    /// One process grows at a time (`grow_owner`; a busy claim means "wait", and a dead holder's claim is cleared
+    /// by the slice-end scan). The grower writes the new ring's start, then moves `tail` from `(g, t)` to
+    /// `(g + 1, t)` with one CAS: that CAS and a producer's `(g, t) -> (g, t + 1)` decide whether position `t` is
+    /// in ring `g` (see [`claim_holds`](Self::claim_holds)). Then it publishes `ends[g]` for consumers, who drain
+    /// ring `g` up to there and move `head` on.
+    fn grow(&self, t: u64) -> Result<bool> {
+        let g = cursor_ring(t);
+        if g + 1 >= self.areas.len() {
+            return Ok(false);
+        }
+        let h = cursor_pos(self.hdr.head.load(Ordering::Acquire));
+        if cursor_pos(t).wrapping_sub(h) & POS_MASK >= self.bound() {
+            return Ok(false);
+        }
+        let me = crate::segment::owners::Owner::me().0.max(1);
+        if self.hdr.grow_owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return Ok(false);
+        }
+        let result = self.grow_locked(t);
+        self.hdr.grow_owner.store(0, Ordering::Release);
+        if matches!(result, Ok(true)) {
+            // Producers asleep on the full ring can go on in the new one.
+            self.wake_producers(true);
+        }
+        result
+    }
+
+    fn grow_locked(&self, t: u64) -> Result<bool> {
+        let g = cursor_ring(t);
+        if self.hdr.tail.load(Ordering::Acquire) != t {
+            return Ok(true);
+        }
+        let area = self.areas[g + 1];
+        if let Some(seg) = self.seg {
+            // The new ring's pages are allocated before any producer can write them (never a SIGBUS). Its slots
+            // have never been used: zero, EMPTY for lap 0.
+            let off = self.slots_offset() + area.base as u64 * SLOT_SIZE as u64;
+            seg.reserve(off, area.cap * SLOT_SIZE as u64)?;
+        }
+        self.hdr.starts[g + 1].store(cursor_pos(t), Ordering::Relaxed);
+        let moved = cursor(g + 1, cursor_pos(t));
+        if self.hdr.tail.compare_exchange(t, moved, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            self.hdr.ends[g].store(cursor_pos(t) + 1, Ordering::Release);
+        }
+        Ok(true)
+    }
+
+    /// Offset of the slot array in the segment, from the validated mapping (not from the header, which a
+    /// corrupt segment could change after attach).
+    fn slots_offset(&self) -> u64 {
+        match self.seg {
+            Some(seg) => (self.slots.as_ptr() as u64).wrapping_sub(seg.base_ptr() as u64),
+            None => 0,
+        }
+    }
+
+    /// Clears a growth claim whose holder died and publishes `ends` that a grower killed after moving `tail`
+    /// left unset (slow path: reads `/proc`; run at slice ends).
+    pub fn repair_growth(&self) {
+        let owner = self.hdr.grow_owner.load(Ordering::Acquire);
+        if owner != 0 && !crate::segment::owners::Owner(owner).is_alive() {
+            let _ = self.hdr.grow_owner.compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        let tg = cursor_ring(self.hdr.tail.load(Ordering::Acquire)).min(self.areas.len());
+        for g in 0..tg {
+            let _ = self.end_of(g);
+        }
+        let hg = cursor_ring(self.hdr.head.load(Ordering::Acquire)).min(self.areas.len());
+        self.hdr.head_ring.fetch_max(hg as u32, Ordering::AcqRel);
     }
 
     fn wake_consumers(&self, _all: bool) {
@@ -421,9 +623,14 @@ impl<'a> Ring<'a> {
         loop {
             let h = self.hdr.head.load(Ordering::Acquire);
             op.pos.store(h, Ordering::Release);
-            let (slot, lap) = self.slot(h);
+            let (g, hp) = (cursor_ring(h), cursor_pos(h));
+            let (slot, lap) = self.slot(h)?;
             let w = slot.state.load(Ordering::Acquire);
             let diff = word_seq(w).wrapping_sub(lap as u32) as i32;
+            // Anything but a FULL slot at `head` may mean that `head` reached the end of its ring (FULL cannot:
+            // only a producer whose claim held publishes): then consumers go on in the next ring. Where that
+            // decides an action (skipping, helping), the end is read authoritatively (`end_of`, which reads
+            // `tail`); where it would only say "nothing yet", the cheap `known_end` does.
             if diff == 0 {
                 match word_state(w) {
                     state::FULL => {
@@ -437,6 +644,11 @@ impl<'a> Ring<'a> {
                         return Ok(Attempt::Done);
                     }
                     state::DROPPED => {
+                        if self.end_of(g).is_some_and(|e| hp >= e) {
+                            // A producer whose claim did not hold died before giving the slot back.
+                            self.next_ring_for_consumers(h);
+                            continue;
+                        }
                         let next = word(lap + 1, state::EMPTY, 0);
                         if slot.state.compare_exchange(w, next, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                             let _ = self.hdr.head.compare_exchange(
@@ -448,13 +660,18 @@ impl<'a> Ring<'a> {
                             self.wake_producers(false);
                         }
                     }
-                    state::EMPTY => {
-                        return Ok(if sd == 1 { Attempt::ShutDown } else { Attempt::WouldBlock });
-                    }
-                    state::WRITING => {
-                        // A producer is filling it: the message is imminent (or the producer died, which the
-                        // waiter's liveness scan handles).
-                        return Ok(Attempt::WouldBlock);
+                    state::EMPTY | state::WRITING => {
+                        if self.known_end(g).is_some_and(|e| hp >= e) {
+                            self.next_ring_for_consumers(h);
+                            continue;
+                        }
+                        // EMPTY: nothing yet. WRITING: a producer is filling it, the message is imminent (or the
+                        // producer died, which the waiter's liveness scan handles).
+                        return Ok(if sd == 1 && word_state(w) == state::EMPTY {
+                            Attempt::ShutDown
+                        } else {
+                            Attempt::WouldBlock
+                        });
                     }
                     _ => {
                         // READING: another consumer took it; help advance `head`.
@@ -463,11 +680,19 @@ impl<'a> Ring<'a> {
                     }
                 }
             } else if diff < 0 {
-                // The slot still shows the previous lap being read: nothing new at `head`.
+                // The slot still shows the previous lap being read: nothing new at `head` (unless the ring ended).
+                if self.known_end(g).is_some_and(|e| hp >= e) {
+                    self.next_ring_for_consumers(h);
+                    continue;
+                }
                 if self.hdr.head.load(Ordering::Acquire) == h {
                     return Ok(if sd == 1 { Attempt::ShutDown } else { Attempt::WouldBlock });
                 }
             } else if self.hdr.head.load(Ordering::Acquire) == h {
+                if self.end_of(g).is_some_and(|e| hp >= e) {
+                    self.next_ring_for_consumers(h);
+                    continue;
+                }
                 // Ahead of `h` with `head` still at `h`: the message at `h` was taken without `head` moving
                 // past it (a redelivery consumed it first), or the word is corrupt. As in `try_put_once`.
                 ahead += 1;
@@ -519,7 +744,7 @@ impl<'a> Ring<'a> {
             self.hdr.orphan_count.fetch_sub(1, Ordering::AcqRel);
             let pos = v - 1;
             op.pos.store(pos, Ordering::Release);
-            let (slot, lap) = self.slot(pos);
+            let Ok((slot, lap)) = self.slot(pos) else { continue };
             let full = word(lap, state::FULL, 0);
             let claimed = word(lap, state::READING, self.owner());
             if slot.state.compare_exchange(full, claimed, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
@@ -549,7 +774,7 @@ impl<'a> Ring<'a> {
         max: usize,
         max_bytes: usize,
     ) -> Result<usize> {
-        let Some(op) = self.acquire_op(OP_GET, &Deadline::immediate())? else { return Ok(0) };
+        let Some(op) = self.acquire_op(OP_GET, &Deadline::passed())? else { return Ok(0) };
         let mut n = 0;
         let mut result = Ok(0);
         while n < max && out.len() < max_bytes {
@@ -576,7 +801,7 @@ impl<'a> Ring<'a> {
         if payload.len() > INLINE_MAX {
             return Err(Error::Invalid("try_put takes inline-sized messages only".into()));
         }
-        let Some(op) = self.acquire_op(OP_PUT, &Deadline::immediate())? else {
+        let Some(op) = self.acquire_op(OP_PUT, &Deadline::passed())? else {
             return Ok(Attempt::WouldBlock);
         };
         let r = self.try_put_once(op, payload, 0);
@@ -589,7 +814,7 @@ impl<'a> Ring<'a> {
 
     /// One non-blocking get attempt (appends to `out`).
     pub fn try_get(&self, out: &mut Vec<u8>) -> Result<Attempt> {
-        let Some(op) = self.acquire_op(OP_GET, &Deadline::immediate())? else {
+        let Some(op) = self.acquire_op(OP_GET, &Deadline::passed())? else {
             return Ok(Attempt::WouldBlock);
         };
         let r = self.try_get_once(op, out);
@@ -757,8 +982,11 @@ impl<'a> Ring<'a> {
             return true;
         }
         let h = self.hdr.head.load(Ordering::Acquire);
-        let (slot, lap) = self.slot(h);
+        let Ok((slot, lap)) = self.slot(h) else { return true }; // a get reports the corruption
         let w = slot.state.load(Ordering::Acquire);
+        if self.known_end(cursor_ring(h)).is_some_and(|e| cursor_pos(h) >= e) {
+            return true; // a get moves on to the next ring
+        }
         word_seq(w) == lap as u32 && matches!(word_state(w), state::FULL | state::DROPPED)
     }
 
@@ -777,10 +1005,15 @@ impl<'a> Ring<'a> {
             return true;
         }
         let t = self.hdr.tail.load(Ordering::Acquire);
-        let (slot, lap) = self.slot(t);
+        let Ok((slot, lap)) = self.slot(t) else { return true }; // a put reports the corruption
         let w = slot.state.load(Ordering::Acquire);
         let diff = word_seq(w).wrapping_sub(lap as u32) as i32;
-        diff > 0 || (diff == 0 && word_state(w) == state::EMPTY)
+        let h = cursor_pos(self.hdr.head.load(Ordering::Acquire));
+        let room = cursor_pos(t).wrapping_sub(h) & POS_MASK < self.bound();
+        // A full ring with room in the queue: the put grows the queue into its next ring, unless another process
+        // is doing that now (its grower wakes producers when done).
+        let can_grow = cursor_ring(t) + 1 < self.areas.len() && self.hdr.grow_owner.load(Ordering::Acquire) == 0;
+        room && (diff > 0 || (diff == 0 && word_state(w) == state::EMPTY) || can_grow)
     }
 
     /// For a waiter that sleeps elsewhere (the asyncio bridge's waker): announces a sleeper on the side's wake
@@ -817,6 +1050,7 @@ impl<'a> Ring<'a> {
     /// Finds participants whose process died and cleans up after them (through the owner table: the entry is
     /// freed only once its op records are recovered). Returns how many were recovered.
     pub fn recover_dead_participants(&self) -> usize {
+        self.repair_growth();
         OwnerTable::new(self.parts).reap(|i, _, _| self.recover_entry(i))
     }
 
@@ -835,12 +1069,14 @@ impl<'a> Ring<'a> {
             }
             let pos = op.pos.load(Ordering::Acquire);
             let block = op.block.load(Ordering::Acquire);
-            let (slot, lap) = self.slot(pos);
-            let w = slot.state.load(Ordering::Acquire);
-            let ours = word_seq(w) == lap as u32 && word_owner(w) == owner;
-            match kind {
-                OP_PUT => {
-                    if ours && word_state(w) == state::WRITING {
+            // The slot the record names if this participant holds it (a corrupt record names none).
+            let held = self.slot(pos).ok().and_then(|(slot, lap)| {
+                let w = slot.state.load(Ordering::Acquire);
+                (word_seq(w) == lap as u32 && word_owner(w) == owner).then_some((slot, lap, w))
+            });
+            match (kind, held) {
+                (OP_PUT, held) => {
+                    if let Some((slot, lap, w)) = held.filter(|h| word_state(h.2) == state::WRITING) {
                         // Half written: drop it. Its block is in the op record, or (once the record was cleared)
                         // fully referenced by the slot.
                         // (The slot's own kind/data may be stale from an earlier lap, so only trust them for a
@@ -858,7 +1094,7 @@ impl<'a> Ring<'a> {
                         self.free_quietly(block);
                     }
                 }
-                OP_GET if ours && word_state(w) == state::READING => {
+                (OP_GET, Some((slot, lap, w))) if word_state(w) == state::READING => {
                     // Not delivered: make it FULL again and list its position for redelivery. An entry is
                     // reserved first and filled only after the slot is FULL, so a consumer that takes the entry
                     // always finds the message.
@@ -903,8 +1139,8 @@ impl<'a> Ring<'a> {
 
     /// Approximate number of messages (`tail - head`; exact when nothing is in flight).
     pub fn len(&self) -> u64 {
-        let h = self.hdr.head.load(Ordering::Acquire);
-        let t = self.hdr.tail.load(Ordering::Acquire);
+        let h = cursor_pos(self.hdr.head.load(Ordering::Acquire));
+        let t = cursor_pos(self.hdr.tail.load(Ordering::Acquire));
         t.saturating_sub(h).saturating_add(self.hdr.orphan_count.load(Ordering::Relaxed) as u64)
     }
 
@@ -913,9 +1149,14 @@ impl<'a> Ring<'a> {
         self.len() == 0
     }
 
-    /// Number of slots.
+    /// The most messages the queue holds at once (the slots of its last ring).
     pub fn capacity(&self) -> u64 {
-        self.cap()
+        self.bound()
+    }
+
+    /// Slots of the ring producers use now (grows from the first ring's size up to [`capacity`](Self::capacity)).
+    pub fn ring_capacity(&self) -> u64 {
+        self.areas.get(cursor_ring(self.hdr.tail.load(Ordering::Acquire))).map_or(0, |a| a.cap)
     }
 }
 

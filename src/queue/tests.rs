@@ -12,7 +12,8 @@ fn within(ms: u64) -> Deadline {
 }
 
 fn small(slots: u64) -> SharedQueue {
-    SharedQueue::create(QueueConfig { slots, heap_bytes: 1 << 20, lock_free: false, joinable: false }).unwrap()
+    SharedQueue::create(QueueConfig { slots, first_ring: 0, heap_bytes: 1 << 20, lock_free: false, joinable: false })
+        .unwrap()
 }
 
 fn put(q: &SharedQueue, msg: &[u8]) -> Attempt {
@@ -28,7 +29,7 @@ fn get(q: &SharedQueue) -> Option<Vec<u8>> {
 }
 
 fn heap_used(q: &SharedQueue) -> u64 {
-    Heap::attach(q.segment(), Offset::new(q.heap_at)).unwrap().stats().used_blocks
+    Heap::attach(q.segment(), Offset::new(q.header().heap_offset.load(Ordering::Relaxed))).unwrap().stats().used_blocks
 }
 
 #[test]
@@ -64,14 +65,21 @@ fn message_larger_than_capacity_is_rejected() {
     assert_eq!(put(&q, &vec![1u8; max as usize]), Attempt::Done);
     assert_eq!(get(&q).map(|m| m.len()), Some(max as usize));
     let inline_only =
-        SharedQueue::create(QueueConfig { slots: 4, heap_bytes: 0, lock_free: false, joinable: false }).unwrap();
+        SharedQueue::create(QueueConfig { slots: 4, first_ring: 0, heap_bytes: 0, lock_free: false, joinable: false })
+            .unwrap();
     assert!(inline_only.ring().unwrap().put(&[0u8; 49], now(), WaitPolicy::DEFAULT).is_err());
 }
 
 #[test]
 fn full_heap_blocks_until_a_get_frees_space() {
-    let q = SharedQueue::create(QueueConfig { slots: 64, heap_bytes: 64 << 10, lock_free: false, joinable: false })
-        .unwrap();
+    let q = SharedQueue::create(QueueConfig {
+        slots: 64,
+        first_ring: 0,
+        heap_bytes: 64 << 10,
+        lock_free: false,
+        joinable: false,
+    })
+    .unwrap();
     let big = vec![7u8; 20_000];
     let mut n = 0;
     while put(&q, &big) == Attempt::Done {
@@ -136,8 +144,14 @@ fn shutdown_wakes_a_blocked_consumer() {
 
 #[test]
 fn threads_mpmc_every_message_exactly_once() {
-    let q =
-        SharedQueue::create(QueueConfig { slots: 64, heap_bytes: 1 << 20, lock_free: false, joinable: false }).unwrap();
+    let q = SharedQueue::create(QueueConfig {
+        slots: 64,
+        first_ring: 0,
+        heap_bytes: 1 << 20,
+        lock_free: false,
+        joinable: false,
+    })
+    .unwrap();
     const P: u32 = 3;
     const N: u32 = 20_000;
     let received = std::sync::Mutex::new(Vec::new());
@@ -206,7 +220,7 @@ fn producer_killed_mid_put_is_dropped_and_counted() {
     // A dead producer claimed the next slot (and allocated a heap block) but never published it.
     let dead = fake_dead_participant(&q);
     let ring = q.ring().unwrap();
-    let heap = Heap::attach(q.segment(), Offset::new(q.heap_at)).unwrap();
+    let heap = Heap::attach(q.segment(), Offset::new(q.header().heap_offset.load(Ordering::Relaxed))).unwrap();
     let block = heap.alloc(1000).unwrap();
     let t = q.header().tail.load(Ordering::Relaxed);
     let op = &q.parts()[dead].ops[0];
@@ -457,4 +471,175 @@ fn wait_readable_waits_for_a_message_without_taking_it() {
     assert_eq!(get(&q).as_deref(), Some(&b"x"[..]));
     ring.shutdown(false);
     assert_eq!(ring.wait_readable(within(5_000), WaitPolicy::DEFAULT).unwrap(), Attempt::Done, "shutdown is readable");
+}
+
+fn growing(first_ring: u64, slots: u64) -> SharedQueue {
+    SharedQueue::create(QueueConfig { slots, first_ring, heap_bytes: 1 << 20, lock_free: false, joinable: false })
+        .unwrap()
+}
+
+#[test]
+fn a_full_ring_grows_up_to_the_capacity_keeping_fifo() {
+    let q = growing(4, 64);
+    assert_eq!((q.ring_capacity(), q.capacity()), (4, 64));
+    for i in 0..64u32 {
+        assert_eq!(put(&q, &i.to_le_bytes()), Attempt::Done, "item {i}");
+    }
+    assert_eq!(q.ring_capacity(), 64, "rings of 4, 16, then 64 slots");
+    assert_eq!(put(&q, b"one too many"), Attempt::WouldBlock, "the capacity is a bound");
+    assert_eq!(q.len(), 64);
+    for i in 0..64u32 {
+        assert_eq!(get(&q), Some(i.to_le_bytes().to_vec()), "FIFO across the rings");
+    }
+    assert_eq!(get(&q), None);
+    assert_eq!(q.header().head_ring.load(Ordering::Relaxed), 2, "consumers followed into the last ring");
+    // The last ring is reused lap after lap.
+    for round in 0..300u32 {
+        assert_eq!(put(&q, &round.to_le_bytes()), Attempt::Done);
+        assert_eq!(get(&q), Some(round.to_le_bytes().to_vec()));
+    }
+}
+
+#[test]
+fn the_capacity_bounds_the_items_while_older_rings_drain() {
+    // Rings of 4 and 6 slots, capacity 6: with the first ring still full, the second takes only 2 more.
+    let q = growing(4, 6);
+    for i in 0..6u8 {
+        assert_eq!(put(&q, &[i]), Attempt::Done);
+    }
+    assert_eq!(put(&q, &[6]), Attempt::WouldBlock, "6 items is the capacity, though ring 1 has free slots");
+    assert!(!q.ring().unwrap().writable());
+    assert_eq!(get(&q), Some(vec![0]));
+    assert_eq!(put(&q, &[6]), Attempt::Done);
+    for i in 1..7u8 {
+        assert_eq!(get(&q), Some(vec![i]));
+    }
+    assert_eq!(get(&q), None);
+}
+
+#[test]
+fn an_empty_default_queue_holds_well_under_a_mebibyte() {
+    let q = SharedQueue::create(QueueConfig::default()).unwrap();
+    let path = format!("/dev/shm/{}", q.segment().name_local());
+    let blocks = || std::fs::metadata(&path).map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512).unwrap();
+    assert!(blocks() < 256 << 10, "{} bytes allocated", blocks());
+    for i in 0..65_536u32 {
+        assert_eq!(put(&q, &i.to_le_bytes()), Attempt::Done);
+    }
+    assert_eq!(put(&q, b"x"), Attempt::WouldBlock);
+    assert_eq!(q.ring_capacity(), 65_536);
+    let full = blocks();
+    assert!((4 << 20..6 << 20).contains(&full), "{full} bytes allocated with every ring in use");
+}
+
+#[test]
+fn threads_mpmc_through_growth_keep_order_per_producer() {
+    const P: u32 = 3;
+    const N: u32 = 5_000;
+    for _ in 0..5 {
+        let q = growing(2, 512);
+        let received = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for p in 0..P {
+                let q = &q;
+                s.spawn(move || {
+                    for i in 0..N {
+                        let mut m = [0u8; 8];
+                        m[..4].copy_from_slice(&p.to_le_bytes());
+                        m[4..].copy_from_slice(&i.to_le_bytes());
+                        assert_eq!(
+                            q.ring().unwrap().put(&m, within(30_000), WaitPolicy::DEFAULT).unwrap(),
+                            Attempt::Done
+                        );
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let (q, received) = (&q, &received);
+                s.spawn(move || {
+                    let mut mine = vec![];
+                    let mut out = vec![];
+                    loop {
+                        out.clear();
+                        match q.ring().unwrap().get(&mut out, within(300), WaitPolicy::DEFAULT).unwrap() {
+                            Attempt::Done => mine.push((
+                                u32::from_le_bytes(out[..4].try_into().unwrap()),
+                                u32::from_le_bytes(out[4..8].try_into().unwrap()),
+                            )),
+                            _ => break,
+                        }
+                    }
+                    received.lock().unwrap().push(mine);
+                });
+            }
+        });
+        let per_consumer = received.into_inner().unwrap();
+        for mine in &per_consumer {
+            for p in 0..P {
+                let seq: Vec<u32> = mine.iter().filter(|m| m.0 == p).map(|m| m.1).collect();
+                assert!(seq.windows(2).all(|w| w[0] < w[1]), "producer {p}'s items out of order at a consumer");
+            }
+        }
+        let mut all: Vec<(u32, u32)> = per_consumer.into_iter().flatten().collect();
+        all.sort();
+        let expected: Vec<(u32, u32)> = (0..P).flat_map(|p| (0..N).map(move |i| (p, i))).collect();
+        assert_eq!(all, expected, "every message exactly once");
+    }
+}
+
+#[test]
+fn a_grower_that_died_is_cleaned_up_by_the_slice_end_scan() {
+    let q = growing(2, 8);
+    put(&q, b"a");
+    put(&q, b"b");
+    // A dead process holds the growth claim: the full ring cannot grow for now.
+    q.header().grow_owner.store(dead_owner().0, Ordering::Relaxed);
+    assert_eq!(put(&q, b"c"), Attempt::WouldBlock);
+    assert!(!q.ring().unwrap().writable(), "an asyncio put sleeps rather than retrying at once");
+    q.recover_dead_participants();
+    assert!(q.ring().unwrap().writable());
+    assert_eq!(put(&q, b"c"), Attempt::Done, "the dead claim was cleared");
+    // A grower killed after moving `tail` into the next ring but before publishing where the old one ends.
+    assert_eq!(q.ring_capacity(), 8);
+    q.header().ends[0].store(0, Ordering::Relaxed);
+    assert_eq!(get(&q), Some(b"a".to_vec()));
+    assert_eq!(get(&q), Some(b"b".to_vec()));
+    assert_eq!(get(&q), None, "consumers do not know yet that ring 0 ended");
+    q.recover_dead_participants();
+    assert_eq!(get(&q), Some(b"c".to_vec()));
+}
+
+#[test]
+fn a_consumer_killed_in_an_older_ring_is_redelivered_after_growth() {
+    let q = growing(2, 8);
+    put(&q, b"a");
+    put(&q, b"b");
+    put(&q, b"c"); // in ring 1
+    let dead = fake_dead_participant(&q);
+    let h = q.header().head.load(Ordering::Relaxed);
+    let op = &q.parts()[dead].ops[0];
+    op.kind.store(OP_GET, Ordering::Relaxed);
+    op.pos.store(h, Ordering::Relaxed);
+    q.slots()[0].state.store(word(0, state::READING, dead as u16 + 1), Ordering::Relaxed);
+    q.header().head.store(h + 1, Ordering::Relaxed);
+    assert_eq!(get(&q), Some(b"b".to_vec()));
+    assert_eq!(get(&q), Some(b"c".to_vec()));
+    assert_eq!(q.recover_dead_participants(), 1);
+    assert_eq!(get(&q), Some(b"a".to_vec()), "redelivered from ring 0");
+    assert_eq!(get(&q), None);
+}
+
+#[test]
+fn a_corrupt_ring_configuration_is_an_error() {
+    let q = growing(4, 64);
+    assert_eq!(q.header().rings.load(Ordering::Relaxed), 3);
+    q.header().rings.store(2, Ordering::Relaxed);
+    assert!(matches!(SharedQueue::from_segment(q.segment().clone()), Err(Error::Corrupt(_))));
+    q.header().rings.store(5, Ordering::Relaxed);
+    q.header().first_slots.store(0, Ordering::Relaxed);
+    assert!(matches!(SharedQueue::from_segment(q.segment().clone()), Err(Error::Corrupt(_))));
+    q.header().first_slots.store(4, Ordering::Relaxed);
+    // A cursor naming a ring that does not exist: an error, not a wild access.
+    q.header().tail.store(cursor(200, 0), Ordering::Relaxed);
+    assert!(matches!(q.ring().unwrap().put(b"x", now(), WaitPolicy::DEFAULT), Err(Error::Corrupt(_))));
 }

@@ -28,8 +28,32 @@ pub const NUM_CLASSES: usize = 120;
 pub const HEAP_MAGIC: u32 = u32::from_le_bytes(*b"HEAP");
 /// Version of the heap layout.
 pub const HEAP_VERSION: u32 = 2;
-/// Fresh memory is reserved in /dev/shm this much at a time (and at least what the block needs).
+/// Fresh memory is reserved in /dev/shm in steps (and at least what the block needs): the first step is
+/// [`RESERVE_FIRST`], each later one as large as what is reserved already (the reservation doubles), up to
+/// [`RESERVE_CHUNK`] at a time. So an empty heap holds nothing, a heap with one small item 64 KiB.
 pub const RESERVE_CHUNK: u64 = 1 << 20;
+/// The first reservation step of a heap (see [`RESERVE_CHUNK`]).
+pub const RESERVE_FIRST: u64 = 64 << 10;
+
+/// How far a heap whose region starts at `start` and is reserved up to `reserved` reserves next (at least to
+/// `need`, at most to `end`).
+pub const fn reserve_target(start: u64, reserved: u64, need: u64, end: u64) -> u64 {
+    let have = reserved.saturating_sub(start);
+    let step = if have < RESERVE_FIRST {
+        RESERVE_FIRST
+    } else if have > RESERVE_CHUNK {
+        RESERVE_CHUNK
+    } else {
+        have
+    };
+    let to = reserved.saturating_add(step);
+    let to = if to > need { to } else { need };
+    if to < end {
+        to
+    } else {
+        end
+    }
+}
 /// Block `state` while handed out.
 pub const BLOCK_USED: u32 = 0x5553_4544; // "USED"
 /// Block `state` while on a free list.
@@ -53,7 +77,8 @@ shm_struct! {
         /// Next never-used offset; `start <= bump <= end`.
         pub bump: AtomicU64,
         /// The region's pages below this offset are reserved in /dev/shm (allocated, so writes cannot SIGBUS);
-        /// `bump` never passes it. Advanced (`fetch_max`) in [`RESERVE_CHUNK`] steps by whoever bumps past it.
+        /// `bump` never passes it. Advanced (`fetch_max`) by whoever bumps past it, in steps that double from
+        /// [`RESERVE_FIRST`] to [`RESERVE_CHUNK`] ([`reserve_target`]).
         pub reserved_to: AtomicU64,
         /// Unused; zero. (No usage counters: every process would write them on every alloc and free, and that one
         /// cache line bouncing between CPUs cost more than the allocation itself. `Heap::stats` walks the blocks.)
@@ -159,6 +184,14 @@ impl BlockMemory for Segment {
     }
 }
 
+/// A validated heap's place in its segment (see [`Heap::place`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapPlace {
+    at: u64,
+    start: u64,
+    end: u64,
+}
+
 /// A heap inside a segment. Borrowing the segment keeps the mapping alive.
 pub struct Heap<'a, M: BlockMemory = Segment> {
     seg: &'a M,
@@ -208,6 +241,23 @@ impl<'a> Heap<'a> {
             return Err(corrupt!("heap region [{start:#x}, {end:#x}) is invalid for {}", seg.name_local()));
         }
         Ok(Heap { seg, hdr, start, end })
+    }
+
+    /// Where this heap is and the region its header gave when it was attached: a process that keeps this need
+    /// not read and validate the header again for every operation ([`Heap::reattach`]).
+    pub fn place(&self) -> HeapPlace {
+        HeapPlace {
+            at: self.hdr as *const HeapHeader as u64 - self.seg.base_ptr() as u64,
+            start: self.start,
+            end: self.end,
+        }
+    }
+
+    /// The heap at `place` (taken from [`place`](Self::place) of a heap of this segment), without re-reading its
+    /// header's region (validated when `place` was taken; the region of a heap never changes).
+    pub fn reattach(seg: &'a Segment, place: &HeapPlace) -> Result<Heap<'a>> {
+        let hdr = seg.resolve(Offset::new(place.at))?;
+        Ok(Heap { seg, hdr, start: place.start, end: place.end })
     }
 
     /// The segment the heap lives in.
@@ -303,7 +353,7 @@ impl<'a, M: BlockMemory> Heap<'a, M> {
             let reserved = self.hdr.reserved_to.load(Ordering::Acquire);
             if new > reserved {
                 let from = reserved.clamp(self.start, self.end);
-                let to = new.max(from.saturating_add(RESERVE_CHUNK)).min(self.end);
+                let to = reserve_target(self.start, from, new, self.end);
                 self.seg.reserve(from, to - from)?;
                 self.hdr.reserved_to.fetch_max(to, Ordering::AcqRel);
             }

@@ -14,7 +14,14 @@ import time
 import pytest
 
 import pyconc
-from workers import joinable_worker, queue_consume_until_shutdown, queue_consumer, queue_producer, queue_put_and_hold
+from workers import (
+    joinable_worker,
+    queue_consume_until_shutdown,
+    queue_consumer,
+    queue_producer,
+    queue_producer_tagged,
+    queue_put_and_hold,
+)
 
 VALUES = [None, True, False, 0, -1, 2**70, 1.5, float("inf"), "", "héllo", b"", b"\x00" * 100,
           bytearray(b"ab"), (1, "a"), [1, [2, 3]], {"k": (1, 2)}, {1, 2, 3}, range(3)]
@@ -209,6 +216,30 @@ def test_pickles_as_a_handle():
     q2.put("x")
     assert q.get() == "x"
     q.task_done()
+
+
+def test_a_queue_grows_while_producers_in_other_processes_fill_it(ctx):
+    # Issue 10: a queue starts with 1,024 slots and grows (4,096, 16,384) as producers in other processes fill
+    # it with nobody consuming; maxsize stays exact across the rings, and each producer's items come out in order.
+    q = pyconc.Queue(maxsize=12_000)
+    assert q.stats()["ring_slots"] == 1024
+    n = 6000
+    procs = [ctx.Process(target=queue_producer_tagged, args=(q, tag, n)) for tag in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert q.qsize() == 2 * n and q.full()
+    assert q.stats()["ring_slots"] == 12_000
+    with pytest.raises(queue.Full):
+        q.put_nowait("one too many")
+    got = [q.get_nowait() for _ in range(2 * n)]
+    for tag in range(2):
+        assert [i for t, i in got if t == tag] == list(range(n)), "FIFO per producer across the rings"
+    assert q.empty()
+    q.put("again")
+    assert q.get_nowait() == "again"
 
 
 @pytest.mark.parametrize("size", [0, 2000])

@@ -168,3 +168,8 @@ def attach_when_sent(conn):
     conn.send("ready")
     obj = conn.recv()
     conn.send(obj.get())
+
+
+def queue_producer_tagged(q, tag, n):
+    for i in range(n):
+        q.put((tag, i))

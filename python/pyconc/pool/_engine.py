@@ -52,9 +52,9 @@ RUN, CLOSE, TERMINATE, BROKEN = "RUN", "CLOSE", "TERMINATE", "BROKEN"
 # Kill reasons recorded before the monitor or a cancel() kills a worker.
 K_TIMEOUT, K_CANCEL, K_STOP = 1, 2, 3
 
-# Queue sizing. The queues take a small explicit heap until queues can start small and grow (today a queue
-# reserves its whole heap up front); payloads beyond a message's limit travel as BigPayload segments.
-QUEUE_HEAP_BYTES = 2 << 20
+# Queue sizing: default queues (they start small, 64 KiB of slots, and grow on demand). Payloads beyond
+# MESSAGE_LIMIT travel as BigPayload segments (the largest item of the 2 MiB heap the pool's queues had before).
+MESSAGE_LIMIT = (7 << 18) - 16
 # Adaptive chunking: aim for chunks of this many ns of work.
 TARGET_CHUNK_NS = 2_000_000
 MAX_CHUNK = 100_000
@@ -400,10 +400,9 @@ class Engine:
         self.fn_eager = 4 * nworkers  # messages per function that carry its pickle
         self.lock = threading.Lock()
         self.pid = os.getpid()
-        slots = self.depth + 4 * nworkers + 64
-        self.tq: Any = _native.QueueCore(slots, QUEUE_HEAP_BYTES, False, False)
-        self.rq: Any = _native.QueueCore(slots + 4 * nworkers + 64, QUEUE_HEAP_BYTES, False, False)
-        self.limit = max(1024, min(self.tq.max_message, self.rq.max_message) - 256)
+        self.tq: Any = _native.QueueCore()
+        self.rq: Any = _native.QueueCore()
+        self.limit = max(1024, min(MESSAGE_LIMIT, self.tq.max_message, self.rq.max_message) - 256)
         self.table: Any = T.Table.create(nworkers, self.pid, _monotonic_ns())
         self.words: Any = self.table.words
         # The claim table (see _wire.CLAIM_*): a power of two above twice the messages that can be in flight

@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", type=int, default=20_000, help="pool: items per adaptive map")
     p.add_argument("--ops", type=int, default=20_000, help="dict: operations per worker")
     p.add_argument("--size", type=int, default=64, help="payload bytes per item")
+    p.add_argument("--maxsize", type=int, default=1024,
+                   help="queue: its maxsize (above 1,024 the queue grows through larger rings while it fills)")
     p.add_argument("--start-method", default="fork", choices=["fork", "spawn", "forkserver"])
     p.add_argument("--kill", action="store_true", help="SIGKILL random processes during the run")
     p.add_argument("--seed", type=int, default=None)

@@ -152,7 +152,8 @@ def run_queue(
         "items": total, "received": sum(1 for c in counts if c), "lost": lost, "duplicated": duplicated,
         "corrupt": corrupt[0], "ambiguous_puts": len(ambiguous), "in_dead_consumers": in_dead_hands,
         "producer_kills": kills["producer"], "consumer_kills": kills["consumer"], "hung_consumers": len(hung),
-        "dropped": stats["dropped"], "redelivered": stats["redelivered"], "seconds": round(elapsed, 2),
+        "dropped": stats["dropped"], "redelivered": stats["redelivered"], "ring_slots": stats["ring_slots"],
+        "seconds": round(elapsed, 2),
         "items_per_s": round(total / elapsed),
     }
     ok = lost == 0 and duplicated == 0 and corrupt[0] == 0 and not hung
@@ -168,5 +169,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"unknown structure {args.structure!r}", file=sys.stderr)
         return 2
     ok, _ = run_queue(args.producers, args.consumers, args.messages, args.start_method, args.size, args.kill,
-                      args.seed, timeout=args.timeout)
+                      args.seed, maxsize=args.maxsize, timeout=args.timeout)
     return 0 if ok else 1
