@@ -175,6 +175,7 @@ impl SharedBlock {
 pub fn attach_sync<T: ShmSafe>(seg: Segment, offset: u64, ty: SyncType) -> Result<SyncHandle<T>> {
     match seg.info().kind {
         Kind::Block => SharedBlock::from_segment(seg)?.lock(offset, ty),
+        // An arena cell or a primitive's own segment.
         _ => SyncHandle::attach(seg, offset, ty),
     }
 }

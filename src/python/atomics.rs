@@ -11,7 +11,7 @@ use pyo3::types::{PyInt, PyTuple};
 
 /// Attaches to the atomic cell a handle names (its type checked by the caller's `expect`).
 fn attach(py: Python<'_>, h: &Handle, type_name: &str) -> PyResult<SharedAtomic> {
-    h.expect(&[type_name], &[Kind::Atomic])?;
+    h.expect(&[type_name], &[Kind::Arena, Kind::Atomic])?;
     py.detach(|| SharedAtomic::open(&h.segment, Some(h.offset))).py(py)
 }
 
@@ -163,15 +163,17 @@ impl PyAtomicInt64 {
         Ok(self.a()?.compare_exchange(expected, new))
     }
 
-    /// Stops using the shared memory from this object; later operations raise ValueError. The mapping is
-    /// released when the object is garbage collected.
+    /// Stops using the shared memory from this object; later operations raise ValueError. This object's hold
+    /// on the shared cell goes now (the process lets go of it with its last handle).
     fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        if !self.closed.swap(true, Ordering::Relaxed) {
+            self.inner.close();
+        }
     }
 
-    /// Removes the segment's name now: processes that hold it keep working, new attaches fail.
+    /// No new process can attach from now on (the cell is marked unlinked); processes that hold it keep working.
     fn unlink(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.segment().unlink().py(py)
+        self.inner.unlink().py(py)
     }
 
     /// Whether `close()` was called.
@@ -529,12 +531,14 @@ impl PyAtomicFlag {
 
     /// Stops using the shared memory from this object; later operations raise ValueError.
     fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        if !self.closed.swap(true, Ordering::Relaxed) {
+            self.inner.close();
+        }
     }
 
     /// Removes the segment's name now.
     fn unlink(&self, py: Python<'_>) -> PyResult<()> {
-        self.inner.segment().unlink().py(py)
+        self.inner.unlink().py(py)
     }
 
     #[getter]
@@ -557,4 +561,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-super::identity::identity_of!(PyAtomicFlag, |s| s.inner.segment(), 0);
+super::identity::identity_of!(PyAtomicFlag, |s| s.inner.segment(), s.inner.offset());

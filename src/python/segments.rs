@@ -14,7 +14,8 @@ fn scope(all: bool) -> gc::Scope {
     }
 }
 
-/// Lists pyconc segments in /dev/shm as dicts (name, kind, size, creator_pid, users, problem): those of this
+/// Lists pyconc segments in /dev/shm as dicts (name, kind, size, creator_pid, users, problem, objects: the live
+/// objects of an arena, else None): those of this
 /// process's namespace (`PYCONC_NAMESPACE`), or every one with `all=True`.
 #[pyfunction]
 #[pyo3(signature = (all=false))]
@@ -29,6 +30,7 @@ fn list_segments(py: Python<'_>, all: bool) -> PyResult<Vec<Bound<'_, PyDict>>> 
             d.set_item("creator_pid", r.creator_pid)?;
             d.set_item("users", r.users.iter().map(|u| u.pid).collect::<Vec<_>>())?;
             d.set_item("problem", r.problem)?;
+            d.set_item("objects", r.objects)?;
             Ok(d)
         })
         .collect()

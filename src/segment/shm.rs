@@ -48,6 +48,17 @@ struct Mapping {
     forks_at_create: u64,
 }
 
+/// A reference to a segment's mapping that does not keep it (see [`Segment::downgrade`]).
+#[derive(Clone)]
+pub struct WeakSegment(Weak<Mapping>);
+
+impl WeakSegment {
+    /// The segment, if some handle in this process still keeps its mapping.
+    pub fn upgrade(&self) -> Option<Segment> {
+        self.0.upgrade().map(Segment)
+    }
+}
+
 type Registry = HashMap<String, Weak<Mapping>>;
 static REGISTRY: SpinMutex<Option<Registry>> = SpinMutex::new(None);
 
@@ -403,6 +414,11 @@ impl Segment {
         Arc::strong_count(&self.0)
     }
 
+    /// A reference that does not keep the mapping (nor the process's place in the user table).
+    pub fn downgrade(&self) -> WeakSegment {
+        WeakSegment(Arc::downgrade(&self.0))
+    }
+
     /// Whether two handles share one mapping.
     pub fn same_mapping(&self, other: &Segment) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
@@ -551,6 +567,18 @@ impl Inspected {
         &self.info
     }
 
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A raw pointer to `len` bytes at `off`, bounds-checked (as [`Segment::bytes_ptr`]).
+    pub fn bytes_ptr(&self, off: u64, len: u64) -> Result<*mut u8> {
+        check_range(off, len, 1, self.map.len() as u64, "byte range")?;
+        // SAFETY: the range was checked to lie inside the mapping.
+        Ok(unsafe { self.map.as_mut_ptr().add(off as usize) })
+    }
+
     fn header(&self) -> &SegmentHeader {
         // SAFETY: validated by map_and_validate.
         unsafe { &*(self.map.as_mut_ptr() as *const SegmentHeader) }
@@ -604,6 +632,9 @@ static FORKS: crate::base::atomic::local::AtomicU64 = crate::base::atomic::local
 
 /// Call in the parent just before `fork()`: holds the registry lock so the child inherits a consistent registry.
 pub fn before_fork() {
+    // The arenas' local table first: its holders may take the registry lock (creating an arena), never the
+    // other way round.
+    super::arena::before_fork();
     REGISTRY.raw_lock();
     // The child will register as a user of every segment it inherits: no creator may skip the user table now.
     FORKS.fetch_add(1, Ordering::Relaxed);
@@ -613,6 +644,7 @@ pub fn before_fork() {
 pub fn after_fork_parent() {
     // SAFETY: before_fork took the lock in this thread, and nothing used a guard since.
     unsafe { REGISTRY.raw_unlock() };
+    super::arena::after_fork_parent();
 }
 
 /// Call in the child just after `fork()`: registers the child as a user of every segment it inherited, so that
@@ -635,6 +667,8 @@ pub fn after_fork_child() {
     }
     // SAFETY: we hold the lock (inherited from before_fork).
     unsafe { REGISTRY.raw_unlock() };
+    // Then the cells of arenas: the child holds every object it inherited a handle of.
+    super::arena::after_fork_child();
 }
 
 /// Leaves the user table of every segment this process uses, without unmapping anything. For process exit
@@ -642,6 +676,8 @@ pub fn after_fork_child() {
 /// valid until the process is gone, and a segment whose last user this was is unlinked now instead of waiting for
 /// a `gc`. Objects used after this call still work but no longer keep their segment alive.
 pub fn release_all() {
+    // The objects in arenas first (their holds are per object), then the segments.
+    super::arena::release_all();
     let me = process::current();
     let mappings: Vec<Arc<Mapping>> = {
         let reg = REGISTRY.lock();

@@ -30,7 +30,7 @@ def test_segment_is_unlinked_when_last_user_lets_go():
 
 
 def test_names_are_unguessable():
-    a, b = pyconc.AtomicInt64(), pyconc.AtomicInt64()
+    a, b = pyconc.RWLock(), pyconc.RWLock()  # objects with segments of their own (small ones share arenas)
     na, nb = a._handle[1], b._handle[1]
     prefix = f"pyconc-{_native.namespace()}-" if _native.namespace() else "pyconc-"
     assert na.startswith(prefix) and len(na) == len(prefix) + 32
