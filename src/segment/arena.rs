@@ -692,6 +692,9 @@ impl CellRef {
                     a.reap_dead_owners();
                 }
             }
+            if au.cells.try_reserve(1).is_err() {
+                return Err(super::shm::out_of_memory());
+            }
             match a.alloc(au.slot, ty) {
                 Ok((i, gen)) => {
                     au.cells.insert(i, (gen, 1));
@@ -713,6 +716,9 @@ impl CellRef {
             if local.current.as_deref() == Some(name.as_str()) {
                 local.current = None;
             }
+        }
+        if local.arenas.try_reserve(1).is_err() {
+            return Err(super::shm::out_of_memory());
         }
         let seg = create_arena()?;
         let a = ArenaRef::new(&seg)?;
@@ -751,9 +757,15 @@ impl CellRef {
                 return Ok(CellRef::new(seg, i, gen, byte_offset));
             }
             let slot = au.slot;
+            if au.cells.try_reserve(1).is_err() {
+                return Err(super::shm::out_of_memory());
+            }
             a.attach(slot, i, gen, ty, false)?;
             au.cells.insert(i, (gen, 1));
         } else {
+            if local.arenas.try_reserve(1).is_err() {
+                return Err(super::shm::out_of_memory());
+            }
             let slot = a.claim_owner()?;
             if let Err(e) = a.attach(slot, i, gen, ty, false) {
                 a.release_owner(slot);

@@ -79,6 +79,26 @@ pub fn is_segment_name(name: &str) -> bool {
     super::namespace::split(name).is_some()
 }
 
+/// A failed `mmap`: `ENOMEM` there is most often the per-process limit on mappings (`vm.max_map_count`), which
+/// every segment a process maps counts against.
+fn map_failed(e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(nix::Error::ENOMEM as i32) {
+        let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_default();
+        return Error::Full(format!(
+            "cannot map another segment: this process has reached its limit of memory mappings (vm.max_map_count = \
+             {}) or is out of memory; small objects share arena segments, but every queue, dict, array, condition, \
+             barrier and RW lock takes a mapping of its own",
+            limit.trim()
+        ));
+    }
+    e.into()
+}
+
+/// A process-local table that could not grow (the allocator failed: Rust would abort, so we check first).
+pub(crate) fn out_of_memory() -> Error {
+    Error::Full("out of memory for pyconc's process-local tables".into())
+}
+
 fn too_big(bytes: u64) -> Error {
     Error::Invalid(format!("a segment of {bytes} bytes does not fit in this process's address space"))
 }
@@ -226,7 +246,7 @@ impl Segment {
                 reserve_file(&file, reserved)?;
             }
             let len = usize::try_from(total).map_err(|_| too_big(total))?;
-            let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
+            let map = memmap2::MmapOptions::new().len(len).map_raw(&file).map_err(map_failed)?;
             let info = HeaderInfo {
                 kind,
                 kind_version,
@@ -249,7 +269,15 @@ impl Segment {
         match result {
             Ok(mapping) => {
                 let arc = Arc::new(mapping);
-                REGISTRY.lock().get_or_insert_with(HashMap::new).insert(name, Arc::downgrade(&arc));
+                let mut guard = REGISTRY.lock();
+                let reg = guard.get_or_insert_with(HashMap::new);
+                if reg.try_reserve(1).is_err() {
+                    // The mapping's drop (unmap, unlink) takes the registry lock.
+                    drop(guard);
+                    drop(arc);
+                    return Err(out_of_memory());
+                }
+                reg.insert(name, Arc::downgrade(&arc));
                 Ok(Segment(arc))
             }
             Err(e) => {
@@ -279,6 +307,10 @@ impl Segment {
             drop(guard);
             drop(arc);
             return Ok(Segment(existing));
+        }
+        if reg.try_reserve(1).is_err() {
+            drop(guard);
+            return Err(out_of_memory());
         }
         reg.insert(name.to_string(), Arc::downgrade(&arc));
         Ok(Segment(arc))
@@ -467,7 +499,10 @@ fn map_and_validate(name: &str) -> Result<(MmapRaw, HeaderInfo)> {
         return Err(corrupt!("{name} is truncated: file has {file_len} bytes, a pyconc header needs {HEADER_PAGE}"));
     }
     let map =
-        memmap2::MmapOptions::new().len(usize::try_from(file_len).map_err(|_| too_big(file_len))?).map_raw(&file)?;
+        memmap2::MmapOptions::new()
+            .len(usize::try_from(file_len).map_err(|_| too_big(file_len))?)
+            .map_raw(&file)
+            .map_err(map_failed)?;
     // SAFETY: the mapping is at least HEADER_PAGE bytes, page aligned, and SegmentHeader is ShmSafe.
     let hdr = unsafe { &*(map.as_mut_ptr() as *const SegmentHeader) };
     let info = hdr.validate(name, map.len() as u64)?;

@@ -27,6 +27,7 @@ DATA_OFFSET = 3840  # segment::header::DATA_OFFSET
 USERS_OFFSET = 256
 USER_SLOT = 16
 STATE_AT = 64  # sync::shared::STATE_AT
+ARENA_KIND = 8  # segment::header::Kind::Arena
 REF_MASK = (1 << 40) - 1  # dict::layout::REF_OFFSET_MASK
 SHM = "/dev/shm"
 
@@ -147,6 +148,16 @@ def seg_of_handle(obj):
     return obj._handle[1]
 
 
+def cell_of_handle(obj):
+    """Byte offset of an arena object's cell (the handle's offset without the generation in its high bits)."""
+    return obj._handle[2] & 0xFFFFFFFF
+
+
+def in_arena(obj):
+    h = getattr(obj, "_handle", None)  # a Condition is a lock plus a wait queue
+    return h is not None and h[3] == ARENA_KIND
+
+
 class Kind:
     def build(self):
         raise NotImplementedError
@@ -188,13 +199,47 @@ class Atomic(Kind):
         return pyconc.AtomicInt64(5)
 
     def sites(self, obj, m):
-        return fields("atomic.AtomicCell", DATA_OFFSET)
+        return fields("atomic.AtomicCell", cell_of_handle(obj))
 
     def exercise(self, obj, log):
         attempt(log, "get", obj.get)
         attempt(log, "set", obj.set, 3)
         attempt(log, "cas", obj.compare_exchange, 3, 4)
         attempt(log, "add", obj.add, 1 << 62)
+
+
+class Arena(Kind):
+    """An arena's header, the cell meta entry and bitmap word of the object, and its owner slot."""
+
+    def build(self):
+        import pyconc
+
+        return pyconc.AtomicInt64(5)
+
+    def sites(self, obj, m):
+        cell = cell_of_handle(obj)
+        cells_at, cell_size = m.get(DATA_OFFSET + 32, 8), m.get(DATA_OFFSET, 4)
+        i = (cell - cells_at) // cell_size
+        meta = m.get(DATA_OFFSET + 24, 8) + 16 * i
+        owners = m.get(DATA_OFFSET + 16, 8)
+        slot = next(k for k in range(m.get(DATA_OFFSET + 8, 4)) if m.get(owners + 16 * k, 8) & ((1 << 22) - 1) == os.getpid())
+        bitmap = m.get(DATA_OFFSET + 40, 8) + slot * m.get(DATA_OFFSET + 12, 4) + 8 * (i // 64)
+        return (
+            fields("arena.ArenaHeader", DATA_OFFSET, skip=("reserved",))
+            + fields("arena.CellMeta", meta, f"CellMeta[{i}]", skip=("reserved",))
+            + [("OwnerSlot.owner", owners + 16 * slot, 8), (f"bitmap[{i // 64}]", bitmap, 8)]
+        )
+
+    def exercise(self, obj, log):
+        import pyconc
+
+        attempt(log, "get", obj.get)
+        attempt(log, "incr", obj.incr)
+        more = attempt(log, "create", lambda: [pyconc.AtomicInt64(i) for i in range(3)])
+        if more:
+            attempt(log, "more-get", more[2].get)
+        attempt(log, "lock", pyconc.Lock)
+        attempt(log, "pickle", lambda: pickle.loads(pickle.dumps(obj)).get())
 
 
 class Block(Kind):
@@ -229,8 +274,11 @@ class SyncKind(Kind):
     extra = ()
 
     def sites(self, obj, m):
-        base = DATA_OFFSET + STATE_AT
-        out = fields("sync.SyncHeader", DATA_OFFSET, skip=("reserved",))
+        if in_arena(obj):  # a cell of an arena: the state alone (the arena's own fields are kind "arena")
+            base, out = cell_of_handle(obj), []
+        else:
+            base = DATA_OFFSET + STATE_AT
+            out = fields("sync.SyncHeader", DATA_OFFSET, skip=("reserved",))
         out += fields(self.state, base, skip=("reserved", "slots"))
         for struct, at, label in self.extra:
             out += fields(struct, base + at, label)
@@ -458,6 +506,7 @@ KINDS = {
     "semaphore": Semaphore(),
     "event": Event(),
     "condition": Condition(),
+    "arena": Arena(),
     "barrier": Barrier(),
     "rwlock": RWLock(),
     "queue": Queue(),
