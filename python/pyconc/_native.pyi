@@ -101,6 +101,7 @@ class SharedBuffer:
         typecode: int = 0,
         view_of: SharedBuffer | None = None,
         reserve: bool = True,
+        small: bool = False,
         *,
         _handle: _Handle | None = None,
     ) -> Self: ...

@@ -37,7 +37,7 @@ pub struct SharedAtomic {
 impl SharedAtomic {
     /// Creates a new cell holding `value` in an arena.
     pub fn create(value: i64) -> Result<SharedAtomic> {
-        let hold = CellRef::alloc(TYPE_ATOMIC)?;
+        let hold = CellRef::alloc(TYPE_ATOMIC, crate::segment::arena::CELL_SIZE)?;
         let cell = Mapped::new(hold.segment(), Offset::new(hold.byte_offset()))?;
         let a = SharedAtomic { cell, hold: Some(hold) };
         a.cell().value.store(value, Ordering::Release);

@@ -53,7 +53,7 @@ impl PySharedBuffer {
     /// Creates a block, or with `view_of` (another `SharedBuffer`) makes a second view of the same block (no name
     /// lookup, nothing read from the segment), or with `_handle` attaches to the block a handle names.
     #[new]
-    #[pyo3(signature = (format, itemsize, length, typecode=0, view_of=None, reserve=true, *, _handle=None))]
+    #[pyo3(signature = (format, itemsize, length, typecode=0, view_of=None, reserve=true, small=false, *, _handle=None))]
     #[allow(clippy::too_many_arguments)] // the Python signature
     fn new(
         py: Python<'_>,
@@ -63,6 +63,7 @@ impl PySharedBuffer {
         typecode: u32,
         view_of: Option<&Bound<'_, PySharedBuffer>>,
         reserve: bool,
+        small: bool,
         _handle: Option<Handle>,
     ) -> PyResult<Self> {
         if itemsize == 0 {
@@ -71,14 +72,15 @@ impl PySharedBuffer {
         let existing = match (view_of, _handle) {
             (Some(other), _) => Some(other.get().block.clone()),
             (None, Some(h)) => {
-                h.expect(&["SharedBuffer"], &[Kind::Block])?;
-                let b = py.detach(|| SharedBlock::open(&h.segment)).py(py)?;
-                h.expect_whole(b.segment())?;
+                h.expect(&["SharedBuffer"], &[Kind::Block, Kind::Arena])?;
+                let b = py.detach(|| SharedBlock::open_handle(&h.segment, h.offset)).py(py)?;
                 Some(b)
             }
             (None, None) => None,
         };
         let block = match existing {
+            // `small`: a block whose items fit an arena cell goes there (Value, RawValue, small arrays).
+            None if small => py.detach(|| SharedBlock::create_small(typecode, itemsize, length, reserve)).py(py)?,
             None => py.detach(|| SharedBlock::create_reserving(typecode, itemsize, length, reserve)).py(py)?,
             Some(b) => {
                 if (b.itemsize(), b.length()) != (itemsize, length) {
@@ -214,7 +216,7 @@ impl PySharedBuffer {
     /// What a pickle of the shared ctypes object over this buffer carries.
     #[getter]
     fn _handle(&self) -> Handle {
-        Handle::new("SharedBuffer", self.block.segment(), self.block.segment().info().data_offset)
+        Handle::new("SharedBuffer", self.block.segment(), self.block.handle_offset())
     }
 
     /// Whether `close()` was called.
@@ -228,13 +230,17 @@ impl PySharedBuffer {
         if self.exports.load(Ordering::Acquire) > 0 {
             return Err(PyBufferError::new_err("cannot close: memoryviews or arrays still use this buffer"));
         }
-        self.closed.store(true, Ordering::Relaxed);
+        if !self.closed.swap(true, Ordering::Relaxed) {
+            // In an arena, this object's hold on the cell goes now (the process lets go with its last handle).
+            self.block.close();
+        }
         Ok(())
     }
 
-    /// Removes the segment's name now: processes that hold it keep working, new attaches fail.
+    /// No new process can attach from now on (the segment's name is removed, or an arena cell marked
+    /// unlinked); processes that hold it keep working.
     fn unlink(&self, py: Python<'_>) -> PyResult<()> {
-        self.block.segment().unlink().py(py)
+        self.block.unlink().py(py)
     }
 
     /// Copies the block's bytes out.
@@ -302,4 +308,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-super::identity::identity_of!(PySharedBuffer, |s| s.block.segment(), 0);
+super::identity::identity_of!(PySharedBuffer, |s| s.block.segment(), s.block.handle_offset());

@@ -42,10 +42,17 @@ use std::collections::HashMap;
 
 /// Payload layout version of [`Kind::Arena`] segments (`shm-layouts/arena.md`).
 pub const ARENA_VERSION: u32 = 1;
-/// Size of a cell: one cache line, so two objects never share a line.
+/// Size of a small object's cell: one cache line, so two objects never share a line.
 pub const CELL_SIZE: u32 = 64;
-/// Cells per arena (16 MiB of cells; 4 arenas hold a million objects).
-pub const CELL_COUNT: u32 = 1 << 18;
+/// Size of a cell for a small `Value`/`Array` block (its 128-byte header with the embedded lock, and up to
+/// [`BLOCK_CELL_ITEMS`] bytes of items).
+pub const BLOCK_CELL_SIZE: u32 = 256;
+/// Item bytes a block in an arena cell can hold.
+pub const BLOCK_CELL_ITEMS: u32 = BLOCK_CELL_SIZE - 128;
+/// Bytes of cells per arena (16 MiB).
+pub const ARENA_CELL_BYTES: u64 = 16 << 20;
+/// Cells per arena of [`CELL_SIZE`] cells (4 arenas hold a million objects).
+pub const CELL_COUNT: u32 = (ARENA_CELL_BYTES / CELL_SIZE as u64) as u32;
 /// Slots of an arena's owner table: processes that can hold cells of one arena at the same time.
 pub const OWNER_COUNT: u32 = 1024;
 /// Cells whose pages are reserved together when fresh cells are first handed out.
@@ -75,6 +82,8 @@ pub const CELL_UNLINKED: u64 = 2;
 
 /// Object type stored in a cell's meta word: an atomic cell (`AtomicInt64`, `AtomicFlag`).
 pub const TYPE_ATOMIC: u8 = 1;
+/// Object type: a `Value`/`Array` block (`objects::block`), whose lock is embedded at the cell's start.
+pub const TYPE_BLOCK: u8 = 2;
 /// Object types of sync primitives: `TYPE_SYNC + SyncType as u8`.
 pub const TYPE_SYNC: u8 = 0x10;
 
@@ -602,29 +611,31 @@ impl<'a> ArenaRef<'a> {
     }
 }
 
-/// Size of an arena segment's payload and the offsets of its regions: (data size, owners, meta, cells, bitmaps,
-/// bitmap bytes).
-fn geometry(data_offset: u64) -> (u64, u64, u64, u64, u64, u32) {
+/// Size of an arena segment's payload and the offsets of its regions, for cells of `cell_size` bytes: (data
+/// size, owners, meta, cells, bitmaps, cell count, bitmap bytes).
+fn geometry(data_offset: u64, cell_size: u32) -> (u64, u64, u64, u64, u64, u32, u32) {
     let page = HEADER_PAGE;
+    let count = (ARENA_CELL_BYTES / cell_size as u64) as u32;
     let owners = HEADER_PAGE;
     let meta = (owners + OWNER_COUNT as u64 * 16).next_multiple_of(page);
-    let cells = (meta + CELL_COUNT as u64 * 16).next_multiple_of(page);
-    let bitmaps = (cells + CELL_COUNT as u64 * CELL_SIZE as u64).next_multiple_of(page);
-    let bitmap_bytes = (CELL_COUNT as u64 / 8).next_multiple_of(page);
+    let cells = (meta + count as u64 * 16).next_multiple_of(page);
+    let bitmaps = (cells + count as u64 * cell_size as u64).next_multiple_of(page);
+    let bitmap_bytes = (count as u64 / 8).next_multiple_of(page);
     let end = bitmaps + OWNER_COUNT as u64 * bitmap_bytes;
-    (end - data_offset, owners, meta, cells, bitmaps, bitmap_bytes as u32)
+    (end - data_offset, owners, meta, cells, bitmaps, count, bitmap_bytes as u32)
 }
 
-/// Creates an empty arena (the header page and owner table reserved; cells are reserved as they are used).
-fn create_arena() -> Result<Segment> {
+/// Creates an empty arena of `cell_size`-byte cells (the header page and owner table reserved; cells are
+/// reserved as they are used).
+fn create_arena(cell_size: u32) -> Result<Segment> {
     let data_offset = super::header::DATA_OFFSET;
-    let (size, owners, meta, cells, bitmaps, bitmap_bytes) = geometry(data_offset);
+    let (size, owners, meta, cells, bitmaps, count, bitmap_bytes) = geometry(data_offset, cell_size);
     let init = [0u64; 16];
     {
         // SAFETY: `init` is 8-aligned and exactly size_of::<ArenaHeader>() bytes; ArenaHeader is ShmSafe.
         let h = unsafe { &*(init.as_ptr() as *const ArenaHeader) };
-        h.cell_size.store(CELL_SIZE, Ordering::Relaxed);
-        h.cell_count.store(CELL_COUNT, Ordering::Relaxed);
+        h.cell_size.store(cell_size, Ordering::Relaxed);
+        h.cell_count.store(count, Ordering::Relaxed);
         h.owner_count.store(OWNER_COUNT, Ordering::Relaxed);
         h.bitmap_bytes.store(bitmap_bytes, Ordering::Relaxed);
         h.owners_offset.store(owners, Ordering::Relaxed);
@@ -643,19 +654,57 @@ fn create_arena() -> Result<Segment> {
 /// This process's use of one arena.
 struct ArenaUse {
     seg: WeakSegment,
+    /// The arena's cell size.
+    cell_size: u32,
     /// Our owner slot.
     slot: u32,
     /// Cell index -> (generation, handles in this process).
     cells: HashMap<u32, (u32, u64)>,
 }
 
+impl ArenaUse {
+    /// Allocates a cell of type `ty` here; `None` if this arena cannot give one (full, unmapped, corrupt).
+    fn alloc(&mut self, ty: u8, reap: bool) -> Result<Option<CellRef>> {
+        let Some(seg) = self.seg.upgrade() else { return Ok(None) };
+        let Ok(a) = ArenaRef::new(&seg) else { return Ok(None) };
+        if reap {
+            a.reap_dead_owners();
+        }
+        if self.cells.try_reserve(1).is_err() {
+            return Err(super::shm::out_of_memory());
+        }
+        let got = match a.alloc(self.slot, ty) {
+            Ok(got) => got,
+            Err(Error::NoSpace(m)) => return Err(Error::NoSpace(m)),
+            // Dead processes may hold cells nobody else does.
+            Err(Error::Full(_)) if a.reap_dead_owners() > 0 => match a.alloc(self.slot, ty) {
+                Ok(got) => got,
+                Err(_) => return Ok(None),
+            },
+            Err(_) => return Ok(None),
+        };
+        let (i, gen) = got;
+        self.cells.insert(i, (gen, 1));
+        let byte_offset = a.cell_offset(i);
+        drop(a);
+        Ok(Some(CellRef::new(seg, i, gen, byte_offset)))
+    }
+}
+
 #[derive(Default)]
 struct Local {
     arenas: HashMap<String, ArenaUse>,
-    /// The arena new objects go to.
-    current: Option<String>,
-    /// Allocations since the last reaping of dead owners in the current arena.
+    /// The arena new objects of each cell size go to.
+    current: HashMap<u32, String>,
+    /// Allocations since the last reaping of dead owners in a current arena.
     allocs: u32,
+}
+
+impl Local {
+    fn forget(&mut self, name: &str) {
+        self.arenas.remove(name);
+        self.current.retain(|_, n| n != name);
+    }
 }
 
 static LOCAL: SpinMutex<Option<Local>> = SpinMutex::new(None);
@@ -674,53 +723,37 @@ pub struct CellRef {
 }
 
 impl CellRef {
-    /// Allocates a cell for an object of type `ty` in one of this process's arenas (creating one if needed).
-    pub fn alloc(ty: u8) -> Result<CellRef> {
+    /// Allocates a cell of `cell_size` bytes ([`CELL_SIZE`] or [`BLOCK_CELL_SIZE`]) for an object of type `ty`
+    /// in one of this process's arenas (creating one if needed).
+    pub fn alloc(ty: u8, cell_size: u32) -> Result<CellRef> {
         let mut g = LOCAL.lock();
         let local = g.get_or_insert_with(Local::default);
-        // The current arena, then any other this process uses, then a new one.
-        let mut names: Vec<String> = local.current.iter().cloned().collect();
-        names.extend(local.arenas.keys().filter(|n| Some(*n) != local.current.as_ref()).cloned());
-        for name in names {
-            let Some(au) = local.arenas.get_mut(&name) else { continue };
-            let Some(seg) = au.seg.upgrade() else { continue };
-            let Ok(a) = ArenaRef::new(&seg) else { continue };
-            if local.current.as_deref() == Some(name.as_str()) {
-                local.allocs += 1;
-                if local.allocs >= REAP_EVERY {
-                    local.allocs = 0;
-                    a.reap_dead_owners();
-                }
+        local.allocs += 1;
+        let reap = local.allocs >= REAP_EVERY;
+        if reap {
+            local.allocs = 0;
+        }
+        // The current arena of that size, then any other this process uses, then a new one.
+        if let Some(au) = local.current.get(&cell_size).and_then(|n| local.arenas.get_mut(n)) {
+            if let Some(r) = au.alloc(ty, reap)? {
+                return Ok(r);
             }
-            if au.cells.try_reserve(1).is_err() {
-                return Err(super::shm::out_of_memory());
-            }
-            match a.alloc(au.slot, ty) {
-                Ok((i, gen)) => {
-                    au.cells.insert(i, (gen, 1));
-                    let byte_offset = a.cell_offset(i);
-                    local.current = Some(name);
-                    return Ok(CellRef::new(seg.clone(), i, gen, byte_offset));
+            local.current.remove(&cell_size);
+        }
+        let others: Vec<String> =
+            local.arenas.iter().filter(|(_, au)| au.cell_size == cell_size).map(|(n, _)| n.clone()).collect();
+        for name in others {
+            if let Some(au) = local.arenas.get_mut(&name) {
+                if let Some(r) = au.alloc(ty, false)? {
+                    local.current.insert(cell_size, name);
+                    return Ok(r);
                 }
-                Err(Error::NoSpace(m)) => return Err(Error::NoSpace(m)),
-                Err(Error::Full(_)) if a.reap_dead_owners() > 0 => {
-                    if let Ok((i, gen)) = a.alloc(au.slot, ty) {
-                        au.cells.insert(i, (gen, 1));
-                        let byte_offset = a.cell_offset(i);
-                        local.current = Some(name);
-                        return Ok(CellRef::new(seg.clone(), i, gen, byte_offset));
-                    }
-                }
-                Err(_) => {}
-            }
-            if local.current.as_deref() == Some(name.as_str()) {
-                local.current = None;
             }
         }
         if local.arenas.try_reserve(1).is_err() {
             return Err(super::shm::out_of_memory());
         }
-        let seg = create_arena()?;
+        let seg = create_arena(cell_size)?;
         let a = ArenaRef::new(&seg)?;
         let slot = a.claim_owner()?;
         let (i, gen) = a.alloc(slot, ty)?;
@@ -728,8 +761,8 @@ impl CellRef {
         let mut cells = HashMap::new();
         cells.insert(i, (gen, 1));
         let name = seg.name_local().to_string();
-        local.arenas.insert(name.clone(), ArenaUse { seg: seg.downgrade(), slot, cells });
-        local.current = Some(name);
+        local.arenas.insert(name.clone(), ArenaUse { seg: seg.downgrade(), cell_size, slot, cells });
+        local.current.insert(cell_size, name);
         drop(g);
         Ok(CellRef::new(seg, i, gen, byte_offset))
     }
@@ -773,7 +806,8 @@ impl CellRef {
             }
             let mut cells = HashMap::new();
             cells.insert(i, (gen, 1));
-            local.arenas.insert(name.to_string(), ArenaUse { seg: seg.downgrade(), slot, cells });
+            let cell_size = a.cell_size as u32;
+            local.arenas.insert(name.to_string(), ArenaUse { seg: seg.downgrade(), cell_size, slot, cells });
         }
         drop(g);
         Ok(CellRef::new(seg, i, gen, byte_offset))
@@ -825,10 +859,7 @@ impl CellRef {
             }
         }
         if empty {
-            local.arenas.remove(name);
-            if local.current.as_deref() == Some(name) {
-                local.current = None;
-            }
+            local.forget(name);
         }
     }
 
@@ -890,6 +921,13 @@ impl Drop for CellRef {
     }
 }
 
+/// The object type held by the cell a handle's `offset` names in arena `seg` (0 for a free cell).
+pub fn cell_type_of(seg: &Segment, offset: u64) -> Result<u8> {
+    let a = ArenaRef::new(seg)?;
+    let i = a.index_of(split_handle_offset(offset).0)?;
+    Ok(cell_type(a.meta[i as usize].word.load(Ordering::Acquire)))
+}
+
 /// Live objects of the arena `seg` inspects, after reaping its dead owners (for `ls`/`gc`).
 pub fn inspect_live(seg: &Inspected) -> Result<u64> {
     let a = ArenaRef::inspect(seg)?;
@@ -936,7 +974,8 @@ pub fn after_fork_child() {
                 keep.push(seg);
                 held.is_some() && !au.cells.is_empty()
             });
-            local.current = local.current.take().filter(|n| local.arenas.contains_key(n));
+            let arenas = &local.arenas;
+            local.current.retain(|_, n| arenas.contains_key(n));
         }
         // SAFETY: we hold the lock (inherited from before_fork).
         unsafe { LOCAL.raw_unlock() };
@@ -962,7 +1001,7 @@ pub fn release_all() {
                     keep.push(seg);
                 }
             }
-            local.current = None;
+            local.current.clear();
         }
     }
     drop(keep);
@@ -979,8 +1018,8 @@ mod tests {
 
     #[test]
     fn cells_are_shared_counted_and_freed_with_their_last_handle() {
-        let a = CellRef::alloc(TYPE_ATOMIC).unwrap();
-        let b = CellRef::alloc(TYPE_ATOMIC).unwrap();
+        let a = CellRef::alloc(TYPE_ATOMIC, CELL_SIZE).unwrap();
+        let b = CellRef::alloc(TYPE_ATOMIC, CELL_SIZE).unwrap();
         assert!(a.segment().same_mapping(b.segment()), "one arena for both");
         assert_ne!(a.byte_offset(), b.byte_offset());
         assert_eq!(holders(meta_word(&a)), 1);
@@ -997,7 +1036,7 @@ mod tests {
         assert_eq!(state(ar.meta[i as usize].word.load(Ordering::Relaxed)), CELL_FREE);
         // The freed cell is reused, with a new generation: the old handle is stale.
         // (Other tests allocate in this process's arena at the same time: take cells until we get it back.)
-        let mut taken: Vec<CellRef> = (0..64).map(|_| CellRef::alloc(TYPE_ATOMIC).unwrap()).collect();
+        let mut taken: Vec<CellRef> = (0..64).map(|_| CellRef::alloc(TYPE_ATOMIC, CELL_SIZE).unwrap()).collect();
         let at = taken.iter().position(|c| c.byte_offset() == split_handle_offset(off).0).expect("reused");
         let c = taken.swap_remove(at);
         assert_ne!(c.gen, gen);
@@ -1008,8 +1047,8 @@ mod tests {
 
     #[test]
     fn unlink_blocks_new_attaches_only() {
-        let a = CellRef::alloc(TYPE_ATOMIC).unwrap();
-        let keep = CellRef::alloc(TYPE_ATOMIC).unwrap();
+        let a = CellRef::alloc(TYPE_ATOMIC, CELL_SIZE).unwrap();
+        let keep = CellRef::alloc(TYPE_ATOMIC, CELL_SIZE).unwrap();
         a.unlink().unwrap();
         assert!(a.is_unlinked());
         // Another owner (as another process would be) cannot attach; this process's own new handles share its hold.
@@ -1021,7 +1060,7 @@ mod tests {
 
     #[test]
     fn dead_owners_are_reaped() {
-        let a = CellRef::alloc(TYPE_ATOMIC).unwrap();
+        let a = CellRef::alloc(TYPE_ATOMIC, CELL_SIZE).unwrap();
         let ar = ArenaRef::new(a.segment()).unwrap();
         let i = ar.index_of(a.byte_offset()).unwrap();
         // A dead process holding the cell: its owner slot and bit, counted in the meta word.
@@ -1039,7 +1078,7 @@ mod tests {
 
     #[test]
     fn corrupt_headers_and_offsets_are_errors() {
-        let a = CellRef::alloc(TYPE_ATOMIC).unwrap();
+        let a = CellRef::alloc(TYPE_ATOMIC, CELL_SIZE).unwrap();
         let seg = a.segment().clone();
         let ar = ArenaRef::new(&seg).unwrap();
         for off in [0, 64, ar.cells_offset - 64, ar.cells_offset + 8, ar.cell_offset(CELL_COUNT)] {

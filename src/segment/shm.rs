@@ -498,11 +498,10 @@ fn map_and_validate(name: &str) -> Result<(MmapRaw, HeaderInfo)> {
     if file_len < HEADER_PAGE {
         return Err(corrupt!("{name} is truncated: file has {file_len} bytes, a pyconc header needs {HEADER_PAGE}"));
     }
-    let map =
-        memmap2::MmapOptions::new()
-            .len(usize::try_from(file_len).map_err(|_| too_big(file_len))?)
-            .map_raw(&file)
-            .map_err(map_failed)?;
+    let map = memmap2::MmapOptions::new()
+        .len(usize::try_from(file_len).map_err(|_| too_big(file_len))?)
+        .map_raw(&file)
+        .map_err(map_failed)?;
     // SAFETY: the mapping is at least HEADER_PAGE bytes, page aligned, and SegmentHeader is ShmSafe.
     let hdr = unsafe { &*(map.as_mut_ptr() as *const SegmentHeader) };
     let info = hdr.validate(name, map.len() as u64)?;

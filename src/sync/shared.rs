@@ -112,7 +112,7 @@ impl<T: ShmSafe> SyncHandle<T> {
     /// one (and `ty` is an arena primitive), else in a segment of its own.
     pub fn create(ty: SyncType, param: u32, extra: u64) -> Result<Self> {
         if ty.in_arena() && param == 0 && std::mem::size_of::<T>() as u64 + extra <= CELL_SIZE as u64 {
-            let hold = CellRef::alloc(ty.cell_type())?;
+            let hold = CellRef::alloc(ty.cell_type(), CELL_SIZE)?;
             let state = Mapped::new(hold.segment(), Offset::new(hold.byte_offset()))?;
             return Ok(SyncHandle { state, hold: Some(hold) });
         }
@@ -173,6 +173,16 @@ impl<T: ShmSafe> SyncHandle<T> {
             return Err(Error::Invalid(format!("a {} cannot be embedded in another structure", ty.name())));
         }
         Self::attach_at(seg, offset)
+    }
+
+    /// Attaches to a lock embedded at the start of the arena cell `cell` holds (a small `Value`/`Array` block,
+    /// validated by the block), sharing that hold.
+    pub fn attach_embedded_in_cell(cell: CellRef, ty: SyncType) -> Result<Self> {
+        if !ty.embeddable() {
+            return Err(Error::Invalid(format!("a {} cannot be embedded in another structure", ty.name())));
+        }
+        let state = Mapped::new(cell.segment(), Offset::new(cell.byte_offset()))?;
+        Ok(SyncHandle { state, hold: Some(cell) })
     }
 
     fn attach_at(seg: Segment, offset: u64) -> Result<Self> {

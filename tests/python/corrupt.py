@@ -269,6 +269,31 @@ class Block(Kind):
         attempt(log, "slice", raw.__getitem__, slice(0, 40))
 
 
+class SmallBlock(Block):
+    """A Value/Array whose items fit an arena cell: its header and lock at the cell's start."""
+
+    def build(self):
+        import pyconc
+
+        return pyconc.Array("i", 8)
+
+    def sites(self, obj, m):
+        base = obj.get_obj()._pyconc_buffer._handle[2] & 0xFFFFFFFF
+        return fields("block.BlockHeader", base, skip=("reserved",)) + fields(
+            "sync.LockState", base, "BlockHeader.lock"
+        )
+
+    def exercise(self, obj, log):
+        raw = obj.get_obj()
+        attempt(log, "item", raw.__getitem__, 3)
+        attempt(log, "setitem", raw.__setitem__, 3, 9)
+        lock = obj.get_lock()
+        if attempt(log, "acquire", lock.acquire, timeout=T):
+            attempt(log, "locked-item", obj.__getitem__, 3)
+            attempt(log, "release", lock.release)
+        attempt(log, "slice", raw.__getitem__, slice(0, 8))
+
+
 class SyncKind(Kind):
     state = None
     extra = ()
@@ -501,6 +526,7 @@ KINDS = {
     "segment": Segment(),
     "atomic": Atomic(),
     "block": Block(),
+    "smallblock": SmallBlock(),
     "lock": Lock(),
     "rlock": RLock(),
     "semaphore": Semaphore(),

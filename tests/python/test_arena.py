@@ -174,3 +174,24 @@ def test_running_out_of_mappings_is_a_memory_error_not_an_abort():
     """)
     assert out.returncode == 0, f"exit {out.returncode}\n{out.stdout}\n{out.stderr[-3000:]}"
     assert "MemoryError after" in out.stdout and "ok" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
+def _add_to_values(v, arr, n):
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+        arr[0] += 1  # under the array's own lock
+
+
+def test_small_values_and_arrays_share_an_arena_with_their_locks(ctx):
+    v, arr, raw = pyconc.Value("q", 0), pyconc.Array("i", 4), pyconc.RawValue("d", 2.5)
+    big = pyconc.Array("d", 100)  # 800 bytes of items: a segment of its own
+    names = {o.get_obj()._pyconc_buffer.segment_name for o in (v, arr)} | {raw._pyconc_buffer.segment_name}
+    assert len(names) == 1 and next(iter(names)) in arenas()
+    assert big.get_obj()._pyconc_buffer.segment_name not in arenas()
+    run_procs(ctx, _add_to_values, [(v, arr, 200), (v, arr, 200)])
+    assert v.value == 400 and arr[0] == 400 and raw.value == 2.5
+    lock_handle = v.get_lock()._handle
+    assert lock_handle[1] in names and lock_handle[3] == 8, "the embedded lock is in the cell"
+    del v, arr, raw, big
+    assert arenas() == {}

@@ -26,7 +26,7 @@ from pyconc import _native
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCALE = max(1, int(os.environ.get("PYCONC_FAULT_SCALE", "1")))
 SEED = int(os.environ.get("PYCONC_FAULT_SEED", "11"))
-KINDS = ["segment", "atomic", "arena", "block", "lock", "rlock", "semaphore", "event", "condition", "barrier", "rwlock",
+KINDS = ["segment", "atomic", "arena", "block", "smallblock", "lock", "rlock", "semaphore", "event", "condition", "barrier", "rwlock",
          "queue", "dict"]  # fmt: skip
 ENV = dict(os.environ, PYCONC_LOCK_TIMEOUT="0.05", PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
