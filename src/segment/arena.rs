@@ -686,7 +686,6 @@ impl ArenaUse {
         let (i, gen) = got;
         self.cells.insert(i, (gen, 1));
         let byte_offset = a.cell_offset(i);
-        drop(a);
         Ok(Some(CellRef::new(seg, i, gen, byte_offset)))
     }
 }
