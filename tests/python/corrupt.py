@@ -222,7 +222,8 @@ class Arena(Kind):
         i = (cell - cells_at) // cell_size
         meta = m.get(DATA_OFFSET + 24, 8) + 16 * i
         owners = m.get(DATA_OFFSET + 16, 8)
-        slot = next(k for k in range(m.get(DATA_OFFSET + 8, 4)) if m.get(owners + 16 * k, 8) & ((1 << 22) - 1) == os.getpid())
+        pid_of = lambda k: m.get(owners + 16 * k, 8) & ((1 << 22) - 1)
+        slot = next(k for k in range(m.get(DATA_OFFSET + 8, 4)) if pid_of(k) == os.getpid())
         bitmap = m.get(DATA_OFFSET + 40, 8) + slot * m.get(DATA_OFFSET + 12, 4) + 8 * (i // 64)
         return (
             fields("arena.ArenaHeader", DATA_OFFSET, skip=("reserved",))

@@ -10,9 +10,8 @@ import textwrap
 import pytest
 
 import pyconc
-from pyconc import _native
-
 from conftest import run_procs
+from pyconc import _native
 
 
 def arenas():

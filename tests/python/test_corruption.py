@@ -13,7 +13,6 @@ whose word names a live process (the runner's pid, which the corruptions write i
 """
 
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
@@ -26,8 +25,8 @@ from pyconc import _native
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCALE = max(1, int(os.environ.get("PYCONC_FAULT_SCALE", "1")))
 SEED = int(os.environ.get("PYCONC_FAULT_SEED", "11"))
-KINDS = ["segment", "atomic", "arena", "block", "smallblock", "lock", "rlock", "semaphore", "event", "condition", "barrier", "rwlock",
-         "queue", "dict"]  # fmt: skip
+KINDS = ["segment", "atomic", "arena", "block", "smallblock", "lock", "rlock", "semaphore", "event", "condition",
+         "barrier", "rwlock", "queue", "dict"]  # fmt: skip
 ENV = dict(os.environ, PYCONC_LOCK_TIMEOUT="0.05", PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
