@@ -80,6 +80,13 @@ fn segment_users(py: Python<'_>, name: &str) -> PyResult<Vec<u32>> {
     Ok(seg.live_users().py(py)?.iter().map(|u| u.pid).collect())
 }
 
+/// Removes this process's spare arenas (the empty arena it keeps per cell size for its next small objects);
+/// see `segment::arena::trim`.
+#[pyfunction]
+fn _arena_trim(py: Python<'_>) {
+    py.detach(crate::segment::arena::trim);
+}
+
 /// Leaves every segment's user table (at process exit); see `segment::shm::release_all`.
 #[pyfunction]
 fn _release_all(py: Python<'_>) {
@@ -109,6 +116,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unlink_segment, m)?)?;
     m.add_function(wrap_pyfunction!(segment_users, m)?)?;
     m.add_function(wrap_pyfunction!(_release_all, m)?)?;
+    m.add_function(wrap_pyfunction!(_arena_trim, m)?)?;
     m.add_function(wrap_pyfunction!(_before_fork, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_parent, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;

@@ -60,7 +60,7 @@ pub const CHUNK_CELLS: u32 = 1024;
 /// Largest cell size an arena header may declare.
 const MAX_CELL_SIZE: u32 = 4096;
 /// Largest cell count an arena header may declare.
-const MAX_CELL_COUNT: u32 = 1 << 22;
+const MAX_CELL_COUNT: u32 = 1 << 21;
 /// CAS attempts on one arena word before the arena is reported corrupt (another process would have to win
 /// every one of them).
 const MAX_RETRIES: u32 = 1 << 20;
@@ -258,7 +258,8 @@ impl<'a> ArenaRef<'a> {
             && (1..=MAX_CELL_COUNT).contains(&cell_count)
             && (1..=4 * OWNER_COUNT).contains(&owner_count)
             && bitmap_bytes % 8 == 0
-            && bitmap_bytes as u64 * 8 >= cell_count as u64;
+            && bitmap_bytes as u64 * 8 >= cell_count as u64
+            && bitmap_bytes as u64 <= 64 * HEADER_PAGE;
         if !ok {
             return Err(corrupt!(
                 "{name}: inconsistent arena header ({cell_count} cells of {cell_size} bytes, {owner_count} owners, \
@@ -330,6 +331,39 @@ impl<'a> ArenaRef<'a> {
         self.owner_bitmap(slot)[i as usize / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
     }
 
+    /// Pages of owner `slot`'s bitmap known to be reserved (bit `p`: page `p`), recorded in its slot's `data`.
+    fn bitmap_pages(&self, slot: u32) -> u64 {
+        self.owners[slot as usize].data.load(Ordering::Acquire)
+    }
+
+    /// Reserves the bitmap page holding cell `i`'s bit for owner `slot` if it is not yet (bitmaps are reserved
+    /// a page at a time, as their owner needs them: reading or writing a page of a tmpfs file that is not
+    /// allocated allocates it, which on a full /dev/shm is a SIGBUS).
+    fn ensure_bit_page(&self, slot: u32, i: u32) -> Result<()> {
+        let page = (i as u64 / 8 / HEADER_PAGE) as u32;
+        if page >= 64 || self.bitmap_pages(slot) & (1 << page) != 0 {
+            return Ok(());
+        }
+        if let Some(seg) = self.reserve {
+            let bm = self.owner_bitmap(slot);
+            let off = bm.as_ptr() as u64 - seg.base_ptr() as u64 + page as u64 * HEADER_PAGE;
+            let len = (bm.len() as u64 * 8 - page as u64 * HEADER_PAGE).min(HEADER_PAGE);
+            seg.reserve(off, len)?;
+        }
+        self.owners[slot as usize].data.fetch_or(1 << page, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The words of owner `slot`'s bitmap on its reserved pages (only those may be read safely).
+    fn reserved_words(&self, slot: u32) -> impl Iterator<Item = (usize, &'a AtomicU64)> + '_ {
+        let pages = self.bitmap_pages(slot);
+        let per_page = (HEADER_PAGE / 8) as usize;
+        self.owner_bitmap(slot).iter().enumerate().filter(move |(k, _)| {
+            let p = k / per_page;
+            p < 64 && pages & (1 << p) != 0
+        })
+    }
+
     fn clear_bit(&self, slot: u32, i: u32) {
         self.owner_bitmap(slot)[i as usize / 64].fetch_and(!(1 << (i % 64)), Ordering::AcqRel);
     }
@@ -352,16 +386,14 @@ impl<'a> ArenaRef<'a> {
                     self.name
                 ))
             })? as u32;
-        if let Some(seg) = self.reserve {
-            let bm = self.owner_bitmap(slot);
-            let off = bm.as_ptr() as u64 - seg.base_ptr() as u64;
-            if let Err(e) = seg.reserve(off, self.words as u64 * 8) {
-                table.release(slot as usize, me);
-                return Err(e);
-            }
+        // The slot's bitmap pages stay reserved from one owner to the next (`data` says which), and its first
+        // page is reserved now. A clean bitmap: anything left is counted holds nobody will release (leaked,
+        // never released twice).
+        if let Err(e) = self.ensure_bit_page(slot, 0) {
+            table.release(slot as usize, me);
+            return Err(e);
         }
-        // A clean bitmap: anything left is counted holds nobody will release (leaked, never double-released).
-        for w in self.owner_bitmap(slot) {
+        for (_, w) in self.reserved_words(slot) {
             if w.load(Ordering::Relaxed) != 0 {
                 w.store(0, Ordering::Relaxed);
             }
@@ -382,7 +414,7 @@ impl<'a> ArenaRef<'a> {
         if slot as usize >= self.owners.len() {
             return true;
         }
-        for (k, w) in self.owner_bitmap(slot).iter().enumerate() {
+        for (k, w) in self.reserved_words(slot) {
             if w.load(Ordering::Relaxed) == 0 {
                 continue;
             }
@@ -412,6 +444,10 @@ impl<'a> ArenaRef<'a> {
             Some(i) => i,
             None => self.bump()?,
         };
+        if let Err(e) = self.ensure_bit_page(slot, i) {
+            self.push_free(i)?;
+            return Err(e);
+        }
         let m = &self.meta[i as usize];
         let w = m.word.load(Ordering::Acquire);
         if state(w) != CELL_FREE || holders(w) != 0 {
@@ -481,14 +517,24 @@ impl<'a> ArenaRef<'a> {
         Err(corrupt!("{}: the arena's bump counter keeps changing", self.name))
     }
 
+    /// Reserves the cells from `b` on (and their meta entries): a page of cells at first, doubling up to
+    /// [`CHUNK_CELLS`] at a time, so a small arena costs a few pages.
     fn reserve_chunk(&self, b: u32) -> Result<()> {
         let n = self.meta.len() as u32;
-        let first = b - b % CHUNK_CELLS;
-        let end = first.saturating_add(CHUNK_CELLS).min(n);
+        let per_page = (HEADER_PAGE / self.cell_size).max(1) as u32;
+        let end = if b < CHUNK_CELLS {
+            (b + 1).next_power_of_two().max(per_page).min(CHUNK_CELLS)
+        } else {
+            (b / CHUNK_CELLS + 1) * CHUNK_CELLS
+        }
+        .min(n);
         if let Some(seg) = self.reserve {
+            let page = |x: u64| x - x % HEADER_PAGE;
             let meta_at = self.meta.as_ptr() as u64 - seg.base_ptr() as u64;
-            seg.reserve(meta_at + first as u64 * 16, (end - first) as u64 * 16)?;
-            seg.reserve(self.cell_offset(first), (end - first) as u64 * self.cell_size)?;
+            let (m0, m1) = (page(meta_at + b as u64 * 16), meta_at + end as u64 * 16);
+            seg.reserve(m0, m1 - m0)?;
+            let (c0, c1) = (page(self.cell_offset(b)), self.cell_offset(end));
+            seg.reserve(c0, c1 - c0)?;
         }
         self.hdr.reserved_cells.fetch_max(end, Ordering::AcqRel);
         Ok(())
@@ -498,6 +544,17 @@ impl<'a> ArenaRef<'a> {
     /// another process, or a forked child's inherited handles when `inherit`, which may also take an unlinked
     /// cell). [`Error::NotFound`] when the cell was freed (and maybe reused) or unlinked.
     pub fn attach(&self, slot: u32, i: u32, gen: u32, ty: u8, inherit: bool) -> Result<()> {
+        if i >= self.hdr.reserved_cells.load(Ordering::Acquire) {
+            // Never handed out (and its page may not be allocated: reading it could fault on a full /dev/shm).
+            return Err(Error::NotFound(format!(
+                "no pyconc object at {:#x} of arena {}: that cell was never used",
+                self.cell_offset(i),
+                self.name
+            )));
+        }
+        if (slot as usize) < self.owners.len() {
+            self.ensure_bit_page(slot, i)?;
+        }
         let m = &self.meta[i as usize];
         for _ in 0..MAX_RETRIES {
             let w = m.word.load(Ordering::Acquire);
@@ -593,6 +650,9 @@ impl<'a> ArenaRef<'a> {
 
     /// Whether cell `i` of generation `gen` is marked unlinked (or gone).
     pub fn is_unlinked(&self, i: u32, gen: u32) -> bool {
+        if i >= self.hdr.reserved_cells.load(Ordering::Acquire) {
+            return true;
+        }
         let w = self.meta[i as usize].word.load(Ordering::Acquire);
         generation(w) != gen || state(w) != CELL_LIVE
     }
@@ -695,6 +755,9 @@ struct Local {
     arenas: HashMap<String, ArenaUse>,
     /// The arena new objects of each cell size go to.
     current: HashMap<u32, String>,
+    /// Per cell size, the current arena kept mapped (and its owner slot claimed) when its last object went:
+    /// at most one empty arena per cell size per process, removed by [`trim`] and at exit.
+    spare: HashMap<u32, Segment>,
     /// Allocations since the last reaping of dead owners in a current arena.
     allocs: u32,
 }
@@ -704,6 +767,31 @@ impl Local {
         self.arenas.remove(name);
         self.current.retain(|_, n| n != name);
     }
+
+    /// Lets go of the spare arenas (see [`trim`]); returns their segments, to be dropped after the lock.
+    fn take_spares(&mut self) -> Vec<Segment> {
+        let spares: Vec<Segment> = self.spare.drain().map(|(_, seg)| seg).collect();
+        for seg in &spares {
+            let name = seg.name_local();
+            if self.arenas.get(name).is_some_and(|au| au.cells.is_empty()) {
+                if let (Ok(a), Some(au)) = (ArenaRef::new(seg), self.arenas.get(name)) {
+                    a.release_owner(au.slot);
+                }
+                self.forget(name);
+            }
+        }
+        spares
+    }
+}
+
+/// Removes this process's spare arenas: the empty arena it kept per cell size for its next small objects
+/// (removed like any segment if no other process uses it). At exit this happens anyway ([`release_all`]).
+pub fn trim() {
+    let spares = {
+        let mut g = LOCAL.lock();
+        g.as_mut().map(Local::take_spares).unwrap_or_default()
+    };
+    drop(spares);
 }
 
 static LOCAL: SpinMutex<Option<Local>> = SpinMutex::new(None);
@@ -725,6 +813,9 @@ impl CellRef {
     /// Allocates a cell of `cell_size` bytes ([`CELL_SIZE`] or [`BLOCK_CELL_SIZE`]) for an object of type `ty`
     /// in one of this process's arenas (creating one if needed).
     pub fn alloc(ty: u8, cell_size: u32) -> Result<CellRef> {
+        // Now and then (every 2 s at most), what killed processes left behind: segments, and their holds on
+        // arena cells. A time check otherwise; not under the local lock.
+        super::gc::reap_if_due();
         let mut g = LOCAL.lock();
         let local = g.get_or_insert_with(Local::default);
         local.allocs += 1;
@@ -851,13 +942,21 @@ impl CellRef {
         au.cells.remove(&self.index);
         let slot = au.slot;
         let empty = au.cells.is_empty();
+        let cell_size = au.cell_size;
+        // The arena new objects of this size go to is kept, empty, as this process's spare (see `trim`), so
+        // that creating and dropping objects one at a time does not create and remove an arena each time.
+        let keep = empty
+            && local.current.get(&cell_size).is_some_and(|n| n == name)
+            && local.spare.get(&cell_size).is_none_or(|s| s.same_mapping(&self.seg));
         if let Ok(a) = ArenaRef::new(&self.seg) {
             let _ = a.release(slot, self.index);
-            if empty {
+            if empty && !keep {
                 a.release_owner(slot);
             }
         }
-        if empty {
+        if keep {
+            local.spare.entry(cell_size).or_insert_with(|| self.seg.clone());
+        } else if empty {
             local.forget(name);
         }
     }
@@ -924,6 +1023,9 @@ impl Drop for CellRef {
 pub fn cell_type_of(seg: &Segment, offset: u64) -> Result<u8> {
     let a = ArenaRef::new(seg)?;
     let i = a.index_of(split_handle_offset(offset).0)?;
+    if i >= a.hdr.reserved_cells.load(Ordering::Acquire) {
+        return Ok(0);
+    }
     Ok(cell_type(a.meta[i as usize].word.load(Ordering::Acquire)))
 }
 
@@ -958,6 +1060,9 @@ pub fn after_fork_child() {
         let local = unsafe { LOCAL.raw_get() };
         if let Some(local) = local.as_mut() {
             local.arenas.retain(|_, au| {
+                if au.cells.is_empty() {
+                    return false; // a spare of the parent's
+                }
                 let Some(seg) = au.seg.upgrade() else { return false };
                 let held = (|| {
                     let a = ArenaRef::new(&seg).ok()?;
@@ -967,12 +1072,17 @@ pub fn after_fork_child() {
                         let w = a.meta[i as usize].word.load(Ordering::Acquire);
                         a.attach(slot, i, e.0, cell_type(w), true).is_ok()
                     });
+                    if au.cells.is_empty() {
+                        a.release_owner(slot);
+                    }
                     Some(())
                 })();
                 // Dropped after the lock is released: a last reference's drop must not run under it.
                 keep.push(seg);
                 held.is_some() && !au.cells.is_empty()
             });
+            // The parent's spares are its own: the child does not keep them.
+            keep.extend(local.spare.drain().map(|(_, seg)| seg));
             let arenas = &local.arenas;
             local.current.retain(|_, n| arenas.contains_key(n));
         }
@@ -1001,6 +1111,7 @@ pub fn release_all() {
                 }
             }
             local.current.clear();
+            keep.extend(local.spare.drain().map(|(_, seg)| seg));
         }
     }
     drop(keep);

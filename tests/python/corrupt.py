@@ -605,6 +605,7 @@ def scenario(kind, corrupt, label, watchdog):
         del again
         gc.collect()
     undo()
+    _native._arena_trim()  # the emptied arena this process kept for reuse: the next scenario gets a fresh one
     remove_own(names)
     faulthandler.cancel_dump_traceback_later()
     print(f"END {label} {len(log)} ops, {sum(1 for _, r in log if r != 'ok')} exceptions", flush=True)
@@ -624,6 +625,9 @@ def field_scenarios(kind, rng, scale):
             sites.append((label, off, size))
     del probe, m
     gc.collect()
+    from pyconc import _native
+
+    _native._arena_trim()
     out = []
     for label, off, size in sites:
         for i in range(len(values(size, 0, random.Random(0), scale, label))):
@@ -718,6 +722,9 @@ def scribble(kind, seed, seconds):
     names |= own_segments()
     del obj
     gc.collect()
+    from pyconc import _native
+
+    _native._arena_trim()
     remove_own(names)
     faulthandler.cancel_dump_traceback_later()
     bad = sum(1 for _, r in log if r != "ok")

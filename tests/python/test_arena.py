@@ -30,7 +30,10 @@ def test_a_million_atomics_and_100k_locks_take_a_handful_of_segments():
     assert locks[-1].acquire(timeout=0) and not locks[-1].acquire(timeout=0)
     locks[-1].release()
     del xs, locks
-    assert arenas() == {}, "every arena goes with its last object"
+    assert set(arenas().values()) == {0}, "every object is freed"
+    assert len(arenas()) <= 1, "one emptied arena is kept for the next small objects"
+    _native._arena_trim()
+    assert arenas() == {}, "and removed by trim (or at exit)"
 
 
 def _bump(a, lock, sem, ev, n):
@@ -58,6 +61,7 @@ def test_objects_are_attached_in_children_and_freed_after_all_let_go(ctx):
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
     del a, lock, sem, ev
+    _native._arena_trim()  # the spare this process kept
     assert not os.path.exists(f"/dev/shm/{arena}"), "the arena goes with the last holder of its last object"
     with pytest.raises(FileNotFoundError):
         pickle.loads(handle)
@@ -193,4 +197,18 @@ def test_small_values_and_arrays_share_an_arena_with_their_locks(ctx):
     lock_handle = v.get_lock()._handle
     assert lock_handle[1] in names and lock_handle[3] == 8, "the embedded lock is in the cell"
     del v, arr, raw, big
+    assert set(arenas().values()) == {0}
+
+
+def test_create_and_drop_reuses_the_spare_arena():
+    # Creating and dropping one object at a time keeps one empty arena (this process's spare) instead of
+    # creating and removing a segment per object.
+    _native._arena_trim()
+    names = set()
+    for _ in range(100):
+        a = pyconc.AtomicInt64()
+        names.add(a._handle[1])
+        del a
+    assert len(names) == 1 and arenas() == {names.pop(): 0}
+    _native._arena_trim()
     assert arenas() == {}

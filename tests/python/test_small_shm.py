@@ -231,3 +231,25 @@ def test_many_empty_queues_in_64_mb():
         print("fit")
     """)
     _check(out, ["fit"])
+
+
+def test_small_objects_filling_dev_shm_are_a_memory_error():
+    # Atomics share arenas whose cells are reserved a chunk at a time: when 64 MB are used up, the next one
+    # raises MemoryError (no SIGBUS), every object made before works, and freed cells are reused.
+    out = run_small("""
+        xs = []
+        try:
+            while True:
+                xs.append(pyconc.AtomicInt64(len(xs)))
+        except MemoryError as e:
+            print("MemoryError after", len(xs) > 300_000, "/dev/shm" in str(e))
+        assert all(x.get() == i for i, x in enumerate(xs))
+        for x in xs:
+            x.incr()
+        print("all usable")
+        del xs[: len(xs) // 2]
+        locks = [pyconc.Lock() for _ in range(10_000)]
+        assert all(l.acquire(timeout=0) for l in locks)
+        print("freed cells reused")
+    """)
+    _check(out, ["MemoryError after True True", "all usable", "freed cells reused"])
