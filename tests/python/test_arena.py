@@ -183,7 +183,8 @@ def _add_to_values(v, arr, n):
     for _ in range(n):
         with v.get_lock():
             v.value += 1
-        arr[0] += 1  # under the array's own lock
+        with arr.get_lock():  # `arr[0] += 1` alone takes the lock twice (get, then set): not atomic
+            arr[0] += 1
 
 
 def test_small_values_and_arrays_share_an_arena_with_their_locks(ctx):
