@@ -129,6 +129,35 @@ fn heap() {
 }
 
 #[test]
+fn arena() {
+    use pyconc::segment::arena::{ArenaHeader, CellMeta, ARENA_VERSION};
+    check(
+        "arena.md",
+        "ArenaHeader",
+        rust_layout!(
+            ArenaHeader,
+            ARENA_VERSION,
+            [
+                cell_size,
+                cell_count,
+                owner_count,
+                bitmap_bytes,
+                owners_offset,
+                meta_offset,
+                cells_offset,
+                bitmaps_offset,
+                bump,
+                reserved_cells,
+                free_head,
+                live,
+                reserved
+            ]
+        ),
+    );
+    check("arena.md", "CellMeta", rust_layout!(CellMeta, ARENA_VERSION, [word, next, reserved]));
+}
+
+#[test]
 fn atomic_cell() {
     use pyconc::objects::cell::{AtomicCell, ATOMIC_VERSION};
     check("atomic.md", "AtomicCell", rust_layout!(AtomicCell, ATOMIC_VERSION, [value, reserved]));
@@ -292,6 +321,7 @@ fn every_documented_struct_is_checked() {
     let checked = [
         ("segment-header.md", vec!["SegmentHeader", "UserSlot"]),
         ("heap.md", vec!["BlockHeader", "HeapHeader"]),
+        ("arena.md", vec!["ArenaHeader", "CellMeta"]),
         ("atomic.md", vec!["AtomicCell"]),
         ("block.md", vec!["ArrayHeader"]),
         ("queue.md", vec!["OpRecord", "Participant", "QueueHeader", "Slot"]),

@@ -111,8 +111,9 @@ def _new_buffer(
 ) -> _native.SharedBuffer:
     code = _typecode_of(type_)
     fmt = _buffer_format(type_)  # type: ignore[arg-type]  # to mypy a class is not Hashable (it is)
+    # small=True: a block whose items fit 128 bytes shares an arena segment with other small objects.
     return _native.SharedBuffer(
-        fmt, ctypes.sizeof(type_), length, ord(code) if code else 0, reserve=reserve, _handle=handle
+        fmt, ctypes.sizeof(type_), length, ord(code) if code else 0, reserve=reserve, small=True, _handle=handle
     )
 
 

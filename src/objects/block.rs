@@ -1,8 +1,11 @@
 //! A fixed-size byte block with a lock word in front: the storage of `Value`, `Array`, `RawValue` and
-//! `RawArray`. Layout: `shm-layouts/block.md`.
+//! `RawArray`. Layout: `shm-layouts/block.md`. A block whose items fit [`BLOCK_CELL_ITEMS`] bytes may live in a
+//! 256-byte cell of an arena (`segment::arena`; `create_small`): its header at the cell's start (so the
+//! embedded lock is at the cell's offset), its items 128 bytes further.
 
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::corrupt;
+use crate::segment::arena::{self, CellRef, BLOCK_CELL_ITEMS, BLOCK_CELL_SIZE, TYPE_BLOCK};
 use crate::segment::header::DATA_OFFSET;
 use crate::segment::shm::Reserve;
 use crate::segment::{Kind, Mapped, MappedBytes, Offset, Segment, ShmSafe};
@@ -59,9 +62,92 @@ pub struct SharedBlock {
     typecode: u32,
     itemsize: u32,
     length: u64,
+    /// This handle's share of the process's hold on its arena cell (`None`: the block has its own segment).
+    hold: Option<CellRef>,
 }
 
 impl SharedBlock {
+    /// Creates a zero-filled block in an arena cell if its items fit one ([`BLOCK_CELL_ITEMS`] bytes), else in a
+    /// segment of its own (as [`create_reserving`](Self::create_reserving)).
+    pub fn create_small(typecode: u32, itemsize: u32, length: u64, reserve: bool) -> Result<SharedBlock> {
+        let fits = (itemsize as u64).checked_mul(length).is_some_and(|n| n <= BLOCK_CELL_ITEMS as u64);
+        if !fits {
+            return Self::create_reserving(typecode, itemsize, length, reserve);
+        }
+        let hold = CellRef::alloc(TYPE_BLOCK, BLOCK_CELL_SIZE)?;
+        let at = hold.byte_offset();
+        let seg = hold.segment().clone();
+        let header: Mapped<ArrayHeader> = Mapped::new(&seg, Offset::new(at))?;
+        header.typecode.store(typecode, Ordering::Relaxed);
+        header.itemsize.store(itemsize, Ordering::Relaxed);
+        header.length.store(length, Ordering::Relaxed);
+        header.items_offset.store(at + ITEMS_AT, Ordering::Release);
+        let items = MappedBytes::new(&seg, at + ITEMS_AT, itemsize as u64 * length)?;
+        Ok(SharedBlock { header, items, typecode, itemsize, length, hold: Some(hold) })
+    }
+
+    /// Attaches to the block in the arena cell a handle names (`offset`: a handle offset, with the generation).
+    pub fn from_arena(seg: Segment, offset: u64) -> Result<SharedBlock> {
+        let hold = CellRef::attach(seg, offset, TYPE_BLOCK)?;
+        let at = hold.byte_offset();
+        let seg = hold.segment().clone();
+        let header: Mapped<ArrayHeader> = Mapped::new(&seg, Offset::new(at))?;
+        let typecode = header.typecode.load(Ordering::Relaxed);
+        let itemsize = header.itemsize.load(Ordering::Relaxed);
+        let length = header.length.load(Ordering::Relaxed);
+        let items_offset = header.items_offset.load(Ordering::Acquire);
+        let nbytes = (itemsize as u64).checked_mul(length).filter(|&n| n <= BLOCK_CELL_ITEMS as u64);
+        let Some(nbytes) = nbytes.filter(|_| items_offset == at + ITEMS_AT) else {
+            return Err(corrupt!(
+                "{}: block in the cell at {at:#x} has {length} items of {itemsize} bytes at {items_offset:#x}",
+                seg.name_local()
+            ));
+        };
+        let items = MappedBytes::new(&seg, items_offset, nbytes)?;
+        Ok(SharedBlock { header, items, typecode, itemsize, length, hold: Some(hold) })
+    }
+
+    /// Attaches to the block a handle names: `offset` of the segment `name` (an arena cell or a block's own
+    /// segment, whose handles point at its payload).
+    pub fn open_handle(name: &str, offset: u64) -> Result<SharedBlock> {
+        let seg = Segment::open(name)?;
+        if seg.info().kind == Kind::Arena {
+            return Self::from_arena(seg, offset);
+        }
+        let b = Self::from_segment(seg)?;
+        if offset != b.segment().info().data_offset {
+            return Err(Error::Invalid(format!(
+                "offset {offset:#x} of {}: a block lives at the start of its segment",
+                b.segment().name_local()
+            )));
+        }
+        Ok(b)
+    }
+
+    /// The offset a handle carries: the payload offset of a block's own segment, or the arena cell's handle
+    /// offset (with its generation).
+    pub fn handle_offset(&self) -> u64 {
+        match &self.hold {
+            Some(h) => h.handle_offset(),
+            None => self.header.segment().info().data_offset,
+        }
+    }
+
+    /// In an arena: gives this handle's share of the process's hold back (the block must not be used through
+    /// this handle afterwards). Nothing for a block's own segment.
+    pub fn close(&self) {
+        if let Some(h) = &self.hold {
+            h.close();
+        }
+    }
+
+    /// Stops new processes from attaching (the arena cell is marked unlinked, or the segment's name removed).
+    pub fn unlink(&self) -> Result<()> {
+        match &self.hold {
+            Some(h) => h.unlink(),
+            None => self.segment().unlink(),
+        }
+    }
     /// Creates a zero-filled block of `length` items of `itemsize` bytes, recording `typecode` (0 for none),
     /// with all its pages reserved in /dev/shm.
     pub fn create(typecode: u32, itemsize: u32, length: u64) -> Result<SharedBlock> {
@@ -91,7 +177,7 @@ impl SharedBlock {
         // Not from_segment: that reads the header back through the mapping, a page fault creation can skip.
         let header = Mapped::new(&seg, seg.data_offset())?;
         let items = MappedBytes::new(&seg, DATA_OFFSET + ITEMS_AT, nbytes)?;
-        Ok(SharedBlock { header, items, typecode, itemsize, length })
+        Ok(SharedBlock { header, items, typecode, itemsize, length, hold: None })
     }
 
     /// Attaches to the block in `seg`, validating kind, version and the item range.
@@ -110,7 +196,7 @@ impl SharedBlock {
             return Err(corrupt!("{}: block items at invalid offset {items_offset:#x}", seg.name_local()));
         }
         let items = MappedBytes::new(&seg, items_offset, nbytes)?;
-        Ok(SharedBlock { header: Mapped::new(&seg, off)?, items, typecode, itemsize, length })
+        Ok(SharedBlock { header: Mapped::new(&seg, off)?, items, typecode, itemsize, length, hold: None })
     }
 
     /// Opens the block in the segment called `name`.
@@ -153,9 +239,10 @@ impl SharedBlock {
         self.header.segment()
     }
 
-    /// Offset of the lock storage in the segment.
+    /// Offset of the lock storage in the segment, as a lock's handle carries it (in an arena, the cell's handle
+    /// offset: the lock is at the cell's start).
     pub fn lock_offset(&self) -> u64 {
-        self.header.segment().info().data_offset
+        self.handle_offset()
     }
 
     /// The `Lock` or `RLock` embedded in this block, which a handle says lives at `offset`.
@@ -166,7 +253,10 @@ impl SharedBlock {
                 self.header.segment().name_local()
             )));
         }
-        SyncHandle::attach_embedded(self.header.segment().clone(), offset, ty)
+        match &self.hold {
+            Some(h) => SyncHandle::attach_embedded_in_cell(h.clone(), ty),
+            None => SyncHandle::attach_embedded(self.header.segment().clone(), offset, ty),
+        }
     }
 }
 
@@ -175,6 +265,10 @@ impl SharedBlock {
 pub fn attach_sync<T: ShmSafe>(seg: Segment, offset: u64, ty: SyncType) -> Result<SyncHandle<T>> {
     match seg.info().kind {
         Kind::Block => SharedBlock::from_segment(seg)?.lock(offset, ty),
+        Kind::Arena if arena::cell_type_of(&seg, offset)? == TYPE_BLOCK => {
+            SharedBlock::from_arena(seg, offset)?.lock(offset, ty)
+        }
+        // An arena cell or a primitive's own segment.
         _ => SyncHandle::attach(seg, offset, ty),
     }
 }

@@ -1,6 +1,8 @@
-//! An atomic 64-bit integer in its own segment (`AtomicInt64`, `AtomicFlag`). Layout: `shm-layouts/atomic.md`.
+//! An atomic 64-bit integer (`AtomicInt64`, `AtomicFlag`): a cell of an arena (`segment::arena`), or, for
+//! handles made before arenas, its own segment. Layout: `shm-layouts/atomic.md`.
 
 use crate::base::atomic::{AtomicI64, AtomicU64, Ordering};
+use crate::segment::arena::{CellRef, TYPE_ATOMIC};
 use crate::segment::{Kind, Mapped, Offset, Segment};
 use crate::shm_struct;
 use crate::{Error, Result};
@@ -24,25 +26,35 @@ const _: () = {
     assert!(std::mem::offset_of!(AtomicCell, value) == 0);
 };
 
-/// A process-local handle to an [`AtomicCell`]. Clones share the mapping.
+/// A process-local handle to an [`AtomicCell`]. Clones share the mapping (and, in an arena, the hold).
 #[derive(Clone)]
 pub struct SharedAtomic {
     cell: Mapped<AtomicCell>,
+    /// This handle's share of the process's hold on its arena cell (`None`: the cell has a segment of its own).
+    hold: Option<CellRef>,
 }
 
 impl SharedAtomic {
-    /// Creates a new cell holding `value` in a new segment.
+    /// Creates a new cell holding `value` in an arena.
     pub fn create(value: i64) -> Result<SharedAtomic> {
-        let seg = Segment::create(Kind::Atomic, ATOMIC_VERSION, std::mem::size_of::<AtomicCell>() as u64)?;
-        let a = Self::from_segment(seg, None)?;
+        let hold = CellRef::alloc(TYPE_ATOMIC, crate::segment::arena::CELL_SIZE)?;
+        let cell = Mapped::new(hold.segment(), Offset::new(hold.byte_offset()))?;
+        let a = SharedAtomic { cell, hold: Some(hold) };
         a.cell().value.store(value, Ordering::Release);
         Ok(a)
     }
 
-    /// Attaches to the cell of `seg`, checking kind and version. A handle's `offset` must be the payload offset,
-    /// the one place an atomic segment holds its cell: any other (the segment header, the user table) would let
-    /// a forged handle read or overwrite what is not the cell.
+    /// Attaches to the cell a handle names in `seg`: an arena cell (`offset` a handle offset, with the cell's
+    /// generation), or the cell of an atomic's own segment, checking kind and version. In an own segment the
+    /// `offset` must be the payload offset, the one place it holds its cell: any other (the segment header, the
+    /// user table) would let a forged handle read or overwrite what is not the cell.
     pub fn from_segment(seg: Segment, offset: Option<u64>) -> Result<SharedAtomic> {
+        if seg.info().kind == Kind::Arena {
+            let offset = offset.ok_or_else(|| Error::Invalid("an arena handle needs an offset".into()))?;
+            let hold = CellRef::attach(seg, offset, TYPE_ATOMIC)?;
+            let cell = Mapped::new(hold.segment(), Offset::new(hold.byte_offset()))?;
+            return Ok(SharedAtomic { cell, hold: Some(hold) });
+        }
         seg.info().expect(seg.name_local(), Kind::Atomic, ATOMIC_VERSION)?;
         let off: Offset<AtomicCell> = seg.data_offset();
         if let Some(o) = offset.filter(|&o| o != off.get()) {
@@ -52,7 +64,7 @@ impl SharedAtomic {
                 off.get()
             )));
         }
-        Ok(SharedAtomic { cell: Mapped::new(&seg, off)? })
+        Ok(SharedAtomic { cell: Mapped::new(&seg, off)?, hold: None })
     }
 
     /// Opens the cell of the segment called `name`.
@@ -77,9 +89,30 @@ impl SharedAtomic {
         self.cell.segment()
     }
 
-    /// The cell's offset in its segment.
+    /// The offset a handle carries: the cell's offset in its segment (in an arena, with its generation in the
+    /// high 32 bits).
     pub fn offset(&self) -> u64 {
-        self.cell.offset()
+        match &self.hold {
+            Some(h) => h.handle_offset(),
+            None => self.cell.offset(),
+        }
+    }
+
+    /// Lets go of this handle's share of the object (in an arena, the process's hold goes with the last
+    /// share); the handle must not be used afterwards.
+    pub fn close(&self) {
+        if let Some(h) = &self.hold {
+            h.close();
+        }
+    }
+
+    /// Stops new processes from attaching: the cell is marked unlinked (in an arena) or the segment's name is
+    /// removed. Processes that hold it keep it.
+    pub fn unlink(&self) -> Result<()> {
+        match &self.hold {
+            Some(h) => h.unlink(),
+            None => self.segment().unlink(),
+        }
     }
 
     /// Loads the value.
@@ -155,15 +188,33 @@ mod tests {
     #[test]
     fn wrong_kind_and_bad_offset_are_errors() {
         let a = SharedAtomic::create(0).unwrap();
-        assert!(SharedAtomic::open(a.segment().name(), Some(a.segment().len())).is_err());
-        assert!(SharedAtomic::open(a.segment().name(), Some(4096 + 4)).is_err(), "misaligned");
+        let name = a.segment().name().to_string();
+        assert!(SharedAtomic::open(&name, Some(a.segment().len())).is_err());
+        assert!(SharedAtomic::open(&name, Some(a.offset() + 4)).is_err(), "misaligned");
         // Issue 11, item 9: a forged handle into the segment header (whose magic get() returned and set(0)
-        // destroyed) or anywhere but the cell.
-        for off in [0, 8, 40, 256, a.offset() + 64, a.offset() - 64] {
-            assert!(matches!(SharedAtomic::open(a.segment().name(), Some(off)), Err(Error::Invalid(_))), "{off}");
+        // destroyed) or anywhere but a cell.
+        for off in [0, 8, 40, 256, 4096, a.offset() + 8] {
+            assert!(matches!(SharedAtomic::open(&name, Some(off)), Err(Error::Invalid(_))), "{off}");
         }
-        assert!(SharedAtomic::open(a.segment().name(), Some(a.offset())).is_ok());
+        // This cell in another generation: a stale handle.
+        let (byte, gen) = crate::segment::arena::split_handle_offset(a.offset());
+        let other_gen = crate::segment::arena::handle_offset(byte, gen.wrapping_add(7));
+        assert!(matches!(SharedAtomic::open(&name, Some(other_gen)), Err(Error::NotFound(_))));
+        assert!(SharedAtomic::open(&name, Some(a.offset())).is_ok());
         let blk = crate::objects::block::SharedBlock::create(0, 8, 1).unwrap();
         assert!(SharedAtomic::open(blk.segment().name(), None).is_err());
+    }
+
+    #[test]
+    fn an_own_segment_cell_still_opens() {
+        // Handles of atomics made before arenas name a segment of their own.
+        let seg = Segment::create(Kind::Atomic, ATOMIC_VERSION, 64).unwrap();
+        let name = seg.name().to_string();
+        let a = SharedAtomic::from_segment(seg, None).unwrap();
+        a.set(4);
+        for off in [0, 8, 40, 256, a.offset() + 64, a.offset() - 64] {
+            assert!(matches!(SharedAtomic::open(&name, Some(off)), Err(Error::Invalid(_))), "{off}");
+        }
+        assert_eq!(SharedAtomic::open(&name, Some(a.offset())).unwrap().get(), 4);
     }
 }

@@ -47,7 +47,7 @@ impl PySharedBuffer {
     /// Creates a block, or with `view_of` (another `SharedBuffer`) makes a second view of the same block (no name
     /// lookup, nothing read from the segment), or with `_handle` attaches to the block a handle names.
     #[new]
-    #[pyo3(signature = (format, itemsize, length, typecode=0, view_of=None, reserve=true, *, _handle=None))]
+    #[pyo3(signature = (format, itemsize, length, typecode=0, view_of=None, reserve=true, small=false, *, _handle=None))]
     #[allow(clippy::too_many_arguments)] // the Python signature
     fn new(
         py: Python<'_>,
@@ -57,6 +57,7 @@ impl PySharedBuffer {
         typecode: u32,
         view_of: Option<&Bound<'_, PySharedBuffer>>,
         reserve: bool,
+        small: bool,
         _handle: Option<Handle>,
     ) -> PyResult<Self> {
         if itemsize == 0 {
@@ -65,14 +66,15 @@ impl PySharedBuffer {
         let existing = match (view_of, _handle) {
             (Some(other), _) => Some(other.get().block.open()?.clone()),
             (None, Some(h)) => {
-                h.expect(&["SharedBuffer"], &[Kind::Block])?;
-                let b = py.detach(|| SharedBlock::open(&h.segment)).py(py)?;
-                h.expect_whole(b.segment())?;
+                h.expect(&["SharedBuffer"], &[Kind::Block, Kind::Arena])?;
+                let b = py.detach(|| SharedBlock::open_handle(&h.segment, h.offset)).py(py)?;
                 Some(b)
             }
             (None, None) => None,
         };
         let block = match existing {
+            // `small`: a block whose items fit an arena cell goes there (Value, RawValue, small arrays).
+            None if small => py.detach(|| SharedBlock::create_small(typecode, itemsize, length, reserve)).py(py)?,
             None => py.detach(|| SharedBlock::create_reserving(typecode, itemsize, length, reserve)).py(py)?,
             Some(b) => {
                 if (b.itemsize(), b.length()) != (itemsize, length) {
@@ -220,7 +222,7 @@ impl PySharedBuffer {
     #[getter]
     fn _handle(&self) -> PyResult<Handle> {
         let b = self.block.open()?;
-        Ok(Handle::new("SharedBuffer", b.segment(), b.segment().info().data_offset))
+        Ok(Handle::new("SharedBuffer", b.segment(), b.handle_offset()))
     }
 
     // The lifetime API (see `super::lifetime`).
@@ -318,4 +320,4 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-super::identity::identity_of!(PySharedBuffer, block, |s| s.segment(), 0);
+super::identity::identity_of!(PySharedBuffer, block, |s| s.segment(), s.handle_offset());

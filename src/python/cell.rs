@@ -11,7 +11,7 @@ use pyo3::types::{PyInt, PyTuple};
 
 /// Attaches to the atomic cell a handle names (its type checked by the caller's `expect`).
 fn attach(py: Python<'_>, h: &Handle, type_name: &str) -> PyResult<SharedAtomic> {
-    h.expect(&[type_name], &[Kind::Atomic])?;
+    h.expect(&[type_name], &[Kind::Arena, Kind::Atomic])?;
     py.detach(|| SharedAtomic::open(&h.segment, Some(h.offset))).py(py)
 }
 

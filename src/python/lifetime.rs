@@ -255,17 +255,32 @@ impl Shared for crate::objects::cell::SharedAtomic {
     fn home(&self) -> &Segment {
         self.segment()
     }
+
+    /// In an arena the object's name is its cell: marked unlinked (the arena's other objects keep theirs).
+    fn unlink(&self) -> crate::Result<()> {
+        crate::objects::cell::SharedAtomic::unlink(self)
+    }
 }
 
 impl Shared for crate::objects::block::SharedBlock {
     fn home(&self) -> &Segment {
         self.segment()
     }
+
+    /// In an arena the object's name is its cell: marked unlinked (the arena's other objects keep theirs).
+    fn unlink(&self) -> crate::Result<()> {
+        crate::objects::block::SharedBlock::unlink(self)
+    }
 }
 
 impl<S: crate::segment::ShmSafe> Shared for crate::sync::shared::SyncHandle<S> {
     fn home(&self) -> &Segment {
         self.segment()
+    }
+
+    /// In an arena the primitive's name is its cell: marked unlinked (the arena's other objects keep theirs).
+    fn unlink(&self) -> crate::Result<()> {
+        crate::sync::shared::SyncHandle::unlink(self)
     }
 }
 

@@ -14,7 +14,8 @@ fn scope(all: bool) -> gc::Scope {
     }
 }
 
-/// Lists pyconc segments in /dev/shm as dicts (name, kind, size, creator_pid, users, problem): those of this
+/// Lists pyconc segments in /dev/shm as dicts (name, kind, size, creator_pid, users, problem, objects: the live
+/// objects of an arena, else None): those of this
 /// process's namespace (`PYCONC_NAMESPACE`), or every one with `all=True`.
 #[pyfunction]
 #[pyo3(signature = (all=false))]
@@ -29,6 +30,7 @@ fn list_segments(py: Python<'_>, all: bool) -> PyResult<Vec<Bound<'_, PyDict>>> 
             d.set_item("creator_pid", r.creator_pid)?;
             d.set_item("users", r.users.iter().map(|u| u.pid).collect::<Vec<_>>())?;
             d.set_item("problem", r.problem)?;
+            d.set_item("objects", r.objects)?;
             Ok(d)
         })
         .collect()
@@ -78,6 +80,13 @@ fn segment_users(py: Python<'_>, name: &str) -> PyResult<Vec<u32>> {
     Ok(seg.live_users().py(py)?.iter().map(|u| u.pid).collect())
 }
 
+/// Removes this process's spare arenas (the empty arena it keeps per cell size for its next small objects);
+/// see `segment::arena::trim`.
+#[pyfunction]
+fn _arena_trim(py: Python<'_>) {
+    py.detach(crate::segment::arena::trim);
+}
+
 /// Leaves every segment's user table (at process exit); see `segment::shm::release_all`.
 #[pyfunction]
 fn _release_all(py: Python<'_>) {
@@ -122,6 +131,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unlink_segment, m)?)?;
     m.add_function(wrap_pyfunction!(segment_users, m)?)?;
     m.add_function(wrap_pyfunction!(_release_all, m)?)?;
+    m.add_function(wrap_pyfunction!(_arena_trim, m)?)?;
     m.add_function(wrap_pyfunction!(_before_fork, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_parent, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_child, m)?)?;

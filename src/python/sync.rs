@@ -47,8 +47,11 @@ fn handle_of(ty: SyncType, seg: &Segment, offset: u64) -> Handle {
 
 /// Attaches to the primitive a handle names: its own segment, or a lock embedded in a block.
 fn open<T: ShmSafe>(py: Python<'_>, h: &Handle, ty: SyncType) -> PyResult<SyncHandle<T>> {
-    let kinds: &[Kind] =
-        if matches!(ty, SyncType::Lock | SyncType::RLock) { &[Kind::Sync, Kind::Block] } else { &[Kind::Sync] };
+    let kinds: &[Kind] = match ty {
+        SyncType::Lock | SyncType::RLock => &[Kind::Arena, Kind::Sync, Kind::Block],
+        SyncType::Semaphore | SyncType::Event => &[Kind::Arena, Kind::Sync],
+        _ => &[Kind::Sync],
+    };
     h.expect(&[ty.name()], kinds)?;
     py.detach(|| crate::objects::block::attach_sync::<T>(Segment::open(&h.segment)?, h.offset, ty)).py(py)
 }

@@ -46,6 +46,8 @@ pub struct SegmentInfo {
     pub users: Vec<ProcessId>,
     /// Why the header is invalid, if it is.
     pub problem: Option<String>,
+    /// For an arena: how many objects live in it (after releasing what dead processes held).
+    pub objects: Option<u64>,
 }
 
 /// Names of the pyconc segments in `/dev/shm` in `scope`, sorted.
@@ -85,17 +87,21 @@ pub fn list(scope: Scope) -> Vec<SegmentInfo> {
                         // The user table's lock stays held: report it and go on with the other segments.
                         Err(e) => (vec![], Some(e.to_string())),
                     };
+                    let objects =
+                        (seg.info().kind == Kind::Arena).then(|| super::arena::inspect_live(&seg).ok()).flatten();
                     SegmentInfo {
                         kind: Some(seg.info().kind),
                         size,
                         creator_pid: seg.creator_pid(),
                         users,
                         problem,
+                        objects,
                         name,
                     }
                 }
                 Err(e) => {
-                    SegmentInfo { kind: None, size, creator_pid: 0, users: vec![], problem: Some(e.to_string()), name }
+                    let problem = Some(e.to_string());
+                    SegmentInfo { kind: None, size, creator_pid: 0, users: vec![], problem, objects: None, name }
                 }
             }
         })
@@ -131,7 +137,13 @@ fn collect_one(name: &str, grace: Duration, report: &mut GcReport) {
     match Segment::inspect(name) {
         Ok(seg) => match seg.collect_if_unused() {
             Ok(true) => report.removed.push(name.to_string()),
-            Ok(false) => report.kept += 1,
+            Ok(false) => {
+                // An arena in use: release the objects its dead processes held (freeing those nobody else holds).
+                if seg.info().kind == Kind::Arena {
+                    let _ = super::arena::inspect_live(&seg);
+                }
+                report.kept += 1
+            }
             Err(e) => {
                 report.kept += 1;
                 report.corrupt.push((name.to_string(), e.to_string()));

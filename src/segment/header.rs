@@ -52,6 +52,8 @@ pub enum Kind {
     Dict = 6,
     /// A deque (or one of its extension segments).
     Deque = 7,
+    /// An arena of small objects (`segment::arena`): atomics, locks, semaphores, events in cells.
+    Arena = 8,
 }
 
 impl Kind {
@@ -65,6 +67,7 @@ impl Kind {
             5 => Kind::Queue,
             6 => Kind::Dict,
             7 => Kind::Deque,
+            8 => Kind::Arena,
             _ => return None,
         })
     }
@@ -79,6 +82,7 @@ impl Kind {
             Kind::Queue => "queue",
             Kind::Dict => "dict",
             Kind::Deque => "deque",
+            Kind::Arena => "arena",
         }
     }
 }

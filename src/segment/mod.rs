@@ -8,12 +8,14 @@
 //! * [`shm`]: creating, opening and mapping segments; the per-process registry that maps each segment once.
 //! * [`owners`]: the one robust owner table (slots claimed by a live process, reaped with cleanup once it died).
 //! * [`users`]: the lifetime scheme (which live processes use a segment; unlink when the last one lets go).
+//! * [`arena`]: many small objects in one segment, each in a cell with its own lifetime.
 //! * [`alloc`]: a multi-process block allocator over a region of a segment.
 //! * [`extents`]: structures that grow into extension segments (main + extensions, each with a heap).
 //! * [`gc`]: listing segments and removing those whose users all died (by hand, and automatically).
 //! * [`namespace`]: the namespace a process tree's segment names carry (`PYCONC_NAMESPACE`).
 
 pub mod alloc;
+pub mod arena;
 pub mod extents;
 pub mod gc;
 pub mod header;

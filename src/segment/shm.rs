@@ -48,6 +48,17 @@ struct Mapping {
     forks_at_create: u64,
 }
 
+/// A reference to a segment's mapping that does not keep it (see [`Segment::downgrade`]).
+#[derive(Clone)]
+pub struct WeakSegment(Weak<Mapping>);
+
+impl WeakSegment {
+    /// The segment, if some handle in this process still keeps its mapping.
+    pub fn upgrade(&self) -> Option<Segment> {
+        self.0.upgrade().map(Segment)
+    }
+}
+
 type Registry = HashMap<String, Weak<Mapping>>;
 static REGISTRY: SpinMutex<Option<Registry>> = SpinMutex::new(None);
 
@@ -66,6 +77,26 @@ fn random_name() -> Result<String> {
 /// Whether `name` has the shape of a pyconc segment name.
 pub fn is_segment_name(name: &str) -> bool {
     super::namespace::split(name).is_some()
+}
+
+/// A failed `mmap`: `ENOMEM` there is most often the per-process limit on mappings (`vm.max_map_count`), which
+/// every segment a process maps counts against.
+fn map_failed(e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(nix::Error::ENOMEM as i32) {
+        let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_default();
+        return Error::Full(format!(
+            "cannot map another segment: this process has reached its limit of memory mappings (vm.max_map_count = \
+             {}) or is out of memory; small objects share arena segments, but every queue, dict, array, condition, \
+             barrier and RW lock takes a mapping of its own",
+            limit.trim()
+        ));
+    }
+    e.into()
+}
+
+/// A process-local table that could not grow (the allocator failed: Rust would abort, so we check first).
+pub(crate) fn out_of_memory() -> Error {
+    Error::Full("out of memory for pyconc's process-local tables".into())
 }
 
 fn too_big(bytes: u64) -> Error {
@@ -214,7 +245,7 @@ impl Segment {
                 reserve_file(&file, reserved)?;
             }
             let len = usize::try_from(total).map_err(|_| too_big(total))?;
-            let map = memmap2::MmapOptions::new().len(len).map_raw(&file)?;
+            let map = memmap2::MmapOptions::new().len(len).map_raw(&file).map_err(map_failed)?;
             let info = HeaderInfo {
                 kind,
                 kind_version,
@@ -237,7 +268,15 @@ impl Segment {
         match result {
             Ok(mapping) => {
                 let arc = Arc::new(mapping);
-                REGISTRY.lock().get_or_insert_with(HashMap::new).insert(name, Arc::downgrade(&arc));
+                let mut guard = REGISTRY.lock();
+                let reg = guard.get_or_insert_with(HashMap::new);
+                if reg.try_reserve(1).is_err() {
+                    // The mapping's drop (unmap, unlink) takes the registry lock.
+                    drop(guard);
+                    drop(arc);
+                    return Err(out_of_memory());
+                }
+                reg.insert(name, Arc::downgrade(&arc));
                 Ok(Segment(arc))
             }
             Err(e) => {
@@ -267,6 +306,10 @@ impl Segment {
             drop(guard);
             drop(arc);
             return Ok(Segment(existing));
+        }
+        if reg.try_reserve(1).is_err() {
+            drop(guard);
+            return Err(out_of_memory());
         }
         reg.insert(name.to_string(), Arc::downgrade(&arc));
         drop(guard);
@@ -406,6 +449,11 @@ impl Segment {
         Arc::strong_count(&self.0)
     }
 
+    /// A reference that does not keep the mapping (nor the process's place in the user table).
+    pub fn downgrade(&self) -> WeakSegment {
+        WeakSegment(Arc::downgrade(&self.0))
+    }
+
     /// Whether two handles share one mapping.
     pub fn same_mapping(&self, other: &Segment) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
@@ -453,8 +501,10 @@ fn map_and_validate(name: &str) -> Result<(MmapRaw, HeaderInfo)> {
     if file_len < HEADER_PAGE {
         return Err(corrupt!("{name} is truncated: file has {file_len} bytes, a pyconc header needs {HEADER_PAGE}"));
     }
-    let map =
-        memmap2::MmapOptions::new().len(usize::try_from(file_len).map_err(|_| too_big(file_len))?).map_raw(&file)?;
+    let map = memmap2::MmapOptions::new()
+        .len(usize::try_from(file_len).map_err(|_| too_big(file_len))?)
+        .map_raw(&file)
+        .map_err(map_failed)?;
     // SAFETY: the mapping is at least HEADER_PAGE bytes, page aligned, and SegmentHeader is ShmSafe.
     let hdr = unsafe { &*(map.as_mut_ptr() as *const SegmentHeader) };
     let info = hdr.validate(name, map.len() as u64)?;
@@ -554,6 +604,18 @@ impl Inspected {
         &self.info
     }
 
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A raw pointer to `len` bytes at `off`, bounds-checked (as [`Segment::bytes_ptr`]).
+    pub fn bytes_ptr(&self, off: u64, len: u64) -> Result<*mut u8> {
+        check_range(off, len, 1, self.map.len() as u64, "byte range")?;
+        // SAFETY: the range was checked to lie inside the mapping.
+        Ok(unsafe { self.map.as_mut_ptr().add(off as usize) })
+    }
+
     fn header(&self) -> &SegmentHeader {
         // SAFETY: validated by map_and_validate.
         unsafe { &*(self.map.as_mut_ptr() as *const SegmentHeader) }
@@ -607,6 +669,9 @@ static FORKS: crate::base::atomic::local::AtomicU64 = crate::base::atomic::local
 
 /// Call in the parent just before `fork()`: holds the registry lock so the child inherits a consistent registry.
 pub fn before_fork() {
+    // The arenas' local table first: its holders may take the registry lock (creating an arena), never the
+    // other way round.
+    super::arena::before_fork();
     REGISTRY.raw_lock();
     // The child will register as a user of every segment it inherits: no creator may skip the user table now.
     FORKS.fetch_add(1, Ordering::Relaxed);
@@ -616,6 +681,7 @@ pub fn before_fork() {
 pub fn after_fork_parent() {
     // SAFETY: before_fork took the lock in this thread, and nothing used a guard since.
     unsafe { REGISTRY.raw_unlock() };
+    super::arena::after_fork_parent();
 }
 
 /// Call in the child just after `fork()`: registers the child as a user of every segment it inherited, so that
@@ -638,6 +704,8 @@ pub fn after_fork_child() {
     }
     // SAFETY: we hold the lock (inherited from before_fork).
     unsafe { REGISTRY.raw_unlock() };
+    // Then the cells of arenas: the child holds every object it inherited a handle of.
+    super::arena::after_fork_child();
 }
 
 /// Leaves the user table of every segment this process uses, without unmapping anything. For process exit
@@ -645,6 +713,8 @@ pub fn after_fork_child() {
 /// valid until the process is gone, and a segment whose last user this was is unlinked now instead of waiting for
 /// a `gc`. Objects used after this call still work but no longer keep their segment alive.
 pub fn release_all() {
+    // The objects in arenas first (their holds are per object), then the segments.
+    super::arena::release_all();
     let me = process::current();
     let mappings: Vec<Arc<Mapping>> = {
         let reg = REGISTRY.lock();

@@ -1,5 +1,10 @@
-//! Primitives placed in segments: their own small `Kind::Sync` segment, or embedded at an offset of another
+//! Primitives placed in segments: a cell of an arena (`segment::arena`: `Lock`, `RLock`, `Semaphore`, `Event`,
+//! whose state fits a 64-byte cell), their own `Kind::Sync` segment (`Condition`'s wait table, `Barrier`,
+//! `RWLock`, whose state is larger or grows; and handles made before arenas), or embedded at an offset of another
 //! segment (a `Value`/`Array` block's lock).
+//!
+//! An arena cell's meta word records which primitive it holds; a handle's offset carries the cell's generation
+//! (`arena::handle_offset`), so a handle whose object was freed is `NotFound` even after the cell was reused.
 //!
 //! A primitive's own segment holds a 64-byte [`SyncHeader`] at the payload offset (which primitive, and its
 //! parameter), then the state at payload + [`STATE_AT`]. A handle is (segment name, offset of the state); opening
@@ -9,6 +14,7 @@
 use super::barrier::{slots_for, BarrierRef, BarrierSlot, BarrierState};
 use super::condvar::{CondSlot, CondState, TooManyWaiters, COND_SLOTS};
 use crate::base::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::segment::arena::{CellRef, CELL_SIZE, TYPE_SYNC};
 use crate::segment::header::HEADER_PAGE;
 use crate::segment::owners::Owner;
 use crate::segment::shm::Reserve;
@@ -64,6 +70,16 @@ impl SyncType {
     fn embeddable(self) -> bool {
         matches!(self, SyncType::Lock | SyncType::RLock)
     }
+
+    /// Whether this primitive lives in an arena cell (when its state fits one).
+    fn in_arena(self) -> bool {
+        matches!(self, SyncType::Lock | SyncType::RLock | SyncType::Semaphore | SyncType::Event)
+    }
+
+    /// The object type an arena cell records for it.
+    fn cell_type(self) -> u8 {
+        TYPE_SYNC + self as u8
+    }
 }
 
 shm_struct! {
@@ -84,19 +100,22 @@ const _: () = {
     assert!(std::mem::size_of::<super::lock::LockState>() <= EMBEDDED_LOCK_BYTES);
 };
 
-/// A process-local handle to a `T` in a segment. Clones share the mapping.
+/// A process-local handle to a `T` in a segment. Clones share the mapping (and, in an arena, the hold).
 pub struct SyncHandle<T: ShmSafe> {
     state: Mapped<T>,
+    /// This handle's share of the process's hold on its arena cell (`None`: not in an arena).
+    hold: Option<CellRef>,
 }
 
 impl<T: ShmSafe> Clone for SyncHandle<T> {
     fn clone(&self) -> Self {
-        SyncHandle { state: self.state.clone() }
+        SyncHandle { state: self.state.clone(), hold: self.hold.clone() }
     }
 }
 
 impl<T: ShmSafe> SyncHandle<T> {
-    /// Creates a segment for one `ty` whose state is a `T` followed by `extra` bytes; all zero.
+    /// Creates one `ty` whose state is a `T` followed by `extra` bytes, all zero: in an arena cell when it fits
+    /// one (and `ty` is an arena primitive), else in a segment of its own.
     pub fn create(ty: SyncType, param: u32, extra: u64) -> Result<Self> {
         Self::create_reserving(ty, param, extra, Reserve::All)
     }
@@ -104,6 +123,11 @@ impl<T: ShmSafe> SyncHandle<T> {
     /// [`create`](Self::create), reserving in /dev/shm only what `reserve` says (the primitive reserves the rest
     /// before it touches it).
     pub fn create_reserving(ty: SyncType, param: u32, extra: u64, reserve: Reserve) -> Result<Self> {
+        if ty.in_arena() && param == 0 && std::mem::size_of::<T>() as u64 + extra <= CELL_SIZE as u64 {
+            let hold = CellRef::alloc(ty.cell_type(), CELL_SIZE)?;
+            let state = Mapped::new(hold.segment(), Offset::new(hold.byte_offset()))?;
+            return Ok(SyncHandle { state, hold: Some(hold) });
+        }
         let size = STATE_AT + std::mem::size_of::<T>() as u64 + extra;
         let seg = Segment::create_reserving(Kind::Sync, SYNC_VERSION, size, &[], reserve)?;
         let hdr: &SyncHeader = seg.resolve(seg.data_offset())?;
@@ -117,6 +141,14 @@ impl<T: ShmSafe> SyncHandle<T> {
     /// alignment and the primitive type its header names.
     pub fn attach(seg: Segment, offset: u64, ty: SyncType) -> Result<Self> {
         let info = *seg.info();
+        if info.kind == Kind::Arena && ty.in_arena() {
+            if std::mem::size_of::<T>() > CELL_SIZE as usize {
+                return Err(Error::Invalid(format!("a {} does not fit an arena cell", ty.name())));
+            }
+            let hold = CellRef::attach(seg, offset, ty.cell_type())?;
+            let state = Mapped::new(hold.segment(), Offset::new(hold.byte_offset()))?;
+            return Ok(SyncHandle { state, hold: Some(hold) });
+        }
         if info.kind != Kind::Sync {
             return Err(Error::Invalid(format!(
                 "{} holds a {} structure, not a sync primitive ({})",
@@ -155,6 +187,16 @@ impl<T: ShmSafe> SyncHandle<T> {
         Self::attach_at(seg, offset)
     }
 
+    /// Attaches to a lock embedded at the start of the arena cell `cell` holds (a small `Value`/`Array` block,
+    /// validated by the block), sharing that hold.
+    pub fn attach_embedded_in_cell(cell: CellRef, ty: SyncType) -> Result<Self> {
+        if !ty.embeddable() {
+            return Err(Error::Invalid(format!("a {} cannot be embedded in another structure", ty.name())));
+        }
+        let state = Mapped::new(cell.segment(), Offset::new(cell.byte_offset()))?;
+        Ok(SyncHandle { state, hold: Some(cell) })
+    }
+
     fn attach_at(seg: Segment, offset: u64) -> Result<Self> {
         if offset < seg.info().data_offset {
             return Err(Error::Invalid(format!(
@@ -162,7 +204,7 @@ impl<T: ShmSafe> SyncHandle<T> {
                 seg.name_local()
             )));
         }
-        Ok(SyncHandle { state: Mapped::new(&seg, Offset::new(offset))? })
+        Ok(SyncHandle { state: Mapped::new(&seg, Offset::new(offset))?, hold: None })
     }
 
     /// Opens the segment `name` and attaches at `offset`.
@@ -181,9 +223,36 @@ impl<T: ShmSafe> SyncHandle<T> {
         self.state.segment()
     }
 
-    /// Offset of the state in the segment.
+    /// The offset a handle carries: the state's offset in the segment (in an arena, with the cell's generation
+    /// in the high 32 bits).
     pub fn offset(&self) -> u64 {
-        self.state.offset()
+        match &self.hold {
+            Some(h) => h.handle_offset(),
+            None => self.state.offset(),
+        }
+    }
+
+    /// Whether the primitive lives in an arena cell.
+    pub fn in_arena(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// In an arena: gives this handle's share of the process's hold back (the process lets go of the object
+    /// with its last share), after which the handle must not be used. Idempotent; nothing for other segments
+    /// (their mapping goes when the handle is dropped).
+    pub fn close(&self) {
+        if let Some(h) = &self.hold {
+            h.close();
+        }
+    }
+
+    /// Stops new processes from attaching: the arena cell is marked unlinked, or the segment's name removed.
+    /// Processes that hold the primitive keep it. (For a lock embedded in a block, that unlinks the block.)
+    pub fn unlink(&self) -> Result<()> {
+        match &self.hold {
+            Some(h) => h.unlink(),
+            None => self.segment().unlink(),
+        }
     }
 }
 

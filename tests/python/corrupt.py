@@ -27,6 +27,7 @@ DATA_OFFSET = 3840  # segment::header::DATA_OFFSET
 USERS_OFFSET = 256
 USER_SLOT = 16
 STATE_AT = 64  # sync::shared::STATE_AT
+ARENA_KIND = 8  # segment::header::Kind::Arena
 REF_MASK = (1 << 40) - 1  # dict::layout::REF_OFFSET_MASK
 SHM = "/dev/shm"
 
@@ -152,6 +153,16 @@ def seg_of_handle(obj):
     return obj._handle[1]
 
 
+def cell_of_handle(obj):
+    """Byte offset of an arena object's cell (the handle's offset without the generation in its high bits)."""
+    return obj._handle[2] & 0xFFFFFFFF
+
+
+def in_arena(obj):
+    h = getattr(obj, "_handle", None)  # a Condition is a lock plus a wait queue
+    return h is not None and h[3] == ARENA_KIND
+
+
 class Kind:
     def build(self):
         raise NotImplementedError
@@ -193,13 +204,48 @@ class Atomic(Kind):
         return pyconc.AtomicInt64(5)
 
     def sites(self, obj, m):
-        return fields("atomic.AtomicCell", DATA_OFFSET)
+        return fields("atomic.AtomicCell", cell_of_handle(obj))
 
     def exercise(self, obj, log):
         attempt(log, "get", obj.get)
         attempt(log, "set", obj.set, 3)
         attempt(log, "cas", obj.compare_exchange, 3, 4)
         attempt(log, "add", obj.add, 1 << 62)
+
+
+class Arena(Kind):
+    """An arena's header, the cell meta entry and bitmap word of the object, and its owner slot."""
+
+    def build(self):
+        import pyconc
+
+        return pyconc.AtomicInt64(5)
+
+    def sites(self, obj, m):
+        cell = cell_of_handle(obj)
+        cells_at, cell_size = m.get(DATA_OFFSET + 32, 8), m.get(DATA_OFFSET, 4)
+        i = (cell - cells_at) // cell_size
+        meta = m.get(DATA_OFFSET + 24, 8) + 16 * i
+        owners = m.get(DATA_OFFSET + 16, 8)
+        pid_of = lambda k: m.get(owners + 16 * k, 8) & ((1 << 22) - 1)
+        slot = next(k for k in range(m.get(DATA_OFFSET + 8, 4)) if pid_of(k) == os.getpid())
+        bitmap = m.get(DATA_OFFSET + 40, 8) + slot * m.get(DATA_OFFSET + 12, 4) + 8 * (i // 64)
+        return (
+            fields("arena.ArenaHeader", DATA_OFFSET, skip=("reserved",))
+            + fields("arena.CellMeta", meta, f"CellMeta[{i}]", skip=("reserved",))
+            + [("OwnerSlot.owner", owners + 16 * slot, 8), (f"bitmap[{i // 64}]", bitmap, 8)]
+        )
+
+    def exercise(self, obj, log):
+        import pyconc
+
+        attempt(log, "get", obj.get)
+        attempt(log, "incr", obj.incr)
+        more = attempt(log, "create", lambda: [pyconc.AtomicInt64(i) for i in range(3)])
+        if more:
+            attempt(log, "more-get", more[2].get)
+        attempt(log, "lock", pyconc.Lock)
+        attempt(log, "pickle", lambda: pickle.loads(pickle.dumps(obj)).get())
 
 
 class Block(Kind):
@@ -229,13 +275,41 @@ class Block(Kind):
         attempt(log, "slice", raw.__getitem__, slice(0, 40))
 
 
+class SmallBlock(Block):
+    """A Value/Array whose items fit an arena cell: its header and lock at the cell's start."""
+
+    def build(self):
+        import pyconc
+
+        return pyconc.Array("i", 8)
+
+    def sites(self, obj, m):
+        base = obj.get_obj()._pyconc_buffer._handle[2] & 0xFFFFFFFF
+        return fields("block.ArrayHeader", base, skip=("reserved",)) + fields(
+            "sync.LockState", base, "ArrayHeader.lock"
+        )
+
+    def exercise(self, obj, log):
+        raw = obj.get_obj()
+        attempt(log, "item", raw.__getitem__, 3)
+        attempt(log, "setitem", raw.__setitem__, 3, 9)
+        lock = obj.get_lock()
+        if attempt(log, "acquire", lock.acquire, timeout=T):
+            attempt(log, "locked-item", obj.__getitem__, 3)
+            attempt(log, "release", lock.release)
+        attempt(log, "slice", raw.__getitem__, slice(0, 8))
+
+
 class SyncKind(Kind):
     state = None
     extra = ()
 
     def sites(self, obj, m):
-        base = DATA_OFFSET + STATE_AT
-        out = fields("sync.SyncHeader", DATA_OFFSET, skip=("reserved",))
+        if in_arena(obj):  # a cell of an arena: the state alone (the arena's own fields are kind "arena")
+            base, out = cell_of_handle(obj), []
+        else:
+            base = DATA_OFFSET + STATE_AT
+            out = fields("sync.SyncHeader", DATA_OFFSET, skip=("reserved",))
         out += fields(self.state, base, skip=("reserved", "slots"))
         for struct, at, label in self.extra:
             out += fields(struct, base + at, label)
@@ -458,11 +532,13 @@ KINDS = {
     "segment": Segment(),
     "atomic": Atomic(),
     "block": Block(),
+    "smallblock": SmallBlock(),
     "lock": Lock(),
     "rlock": RLock(),
     "semaphore": Semaphore(),
     "event": Event(),
     "condition": Condition(),
+    "arena": Arena(),
     "barrier": Barrier(),
     "rwlock": RWLock(),
     "queue": Queue(),
@@ -533,6 +609,7 @@ def scenario(kind, corrupt, label, watchdog):
         del again
         gc.collect()
     undo()
+    _native._arena_trim()  # the emptied arena this process kept for reuse: the next scenario gets a fresh one
     remove_own(names)
     faulthandler.cancel_dump_traceback_later()
     print(f"END {label} {len(log)} ops, {sum(1 for _, r in log if r != 'ok')} exceptions", flush=True)
@@ -552,6 +629,9 @@ def field_scenarios(kind, rng, scale):
             sites.append((label, off, size))
     del probe, m
     gc.collect()
+    from pyconc import _native
+
+    _native._arena_trim()
     out = []
     for label, off, size in sites:
         for i in range(len(values(size, 0, random.Random(0), scale, label))):
@@ -644,6 +724,9 @@ def scribble(kind, seed, seconds):
     names |= own_segments()
     del obj
     gc.collect()
+    from pyconc import _native
+
+    _native._arena_trim()
     remove_own(names)
     faulthandler.cancel_dump_traceback_later()
     bad = sum(1 for _, r in log if r != "ok")

@@ -252,13 +252,18 @@ def test_condition_reserves_its_waiter_table_a_page_at_a_time():
         import threading
         c = pyconc.Condition()
         blobs, n = [], 1 << 20
-        while True:  # fill /dev/shm: at the end not even a one-page segment fits
+        while True:  # fill /dev/shm with arrays of their own segments (over 128 bytes: not in an arena)
             try:
                 blobs.append(pyconc.RawArray("b", n))
             except MemoryError:
-                if n == 1:
+                if n == 1024:
                     break
-                n = max(1, n // 4)
+                n = max(1024, n // 4)
+        with open("/dev/shm/filler", "wb") as f:  # and the last pages with a plain file
+            st = os.statvfs("/dev/shm")
+            left = st.f_bavail * st.f_frsize
+            if left:
+                os.posix_fallocate(f.fileno(), 0, left)
         print("free below a page", free_mb() * 2**20 < 4096)
         results = []
 
@@ -281,6 +286,7 @@ def test_condition_reserves_its_waiter_table_a_page_at_a_time():
         for t in ts:
             t.join(30)
         print("woken", results.count(True))
+        os.unlink("/dev/shm/filler")
         del blobs[:4]
         ts = [threading.Thread(target=waiter) for _ in range(20)]
         for t in ts:
@@ -294,3 +300,25 @@ def test_condition_reserves_its_waiter_table_a_page_at_a_time():
         print("after freeing space", results.count(True))
     """)
     _check(out, ["free below a page True", "eleventh waiter: MemoryError True", "woken 10", "after freeing space 30"])
+
+
+def test_small_objects_filling_dev_shm_are_a_memory_error():
+    # Atomics share arenas whose cells are reserved a chunk at a time: when 64 MB are used up, the next one
+    # raises MemoryError (no SIGBUS), every object made before works, and freed cells are reused.
+    out = run_small("""
+        xs = []
+        try:
+            while True:
+                xs.append(pyconc.AtomicInt64(len(xs)))
+        except MemoryError as e:
+            print("MemoryError after", len(xs) > 300_000, "/dev/shm" in str(e))
+        assert all(x.get() == i for i, x in enumerate(xs))
+        for x in xs:
+            x.incr()
+        print("all usable")
+        del xs[: len(xs) // 2]
+        locks = [pyconc.Lock() for _ in range(10_000)]
+        assert all(l.acquire(timeout=0) for l in locks)
+        print("freed cells reused")
+    """)
+    _check(out, ["MemoryError after True True", "all usable", "freed cells reused"])

@@ -30,7 +30,11 @@ def _ls(args: argparse.Namespace) -> int:
     for r in rows:
         kind = r["kind"] or "INVALID"
         users = ",".join(map(str, r["users"])) or "-"
-        print(f"{r['name']:40} {kind:8} {r['size']:>12} {r['creator_pid']:>8}  {users}")
+        line = f"{r['name']:40} {kind:8} {r['size']:>12} {r['creator_pid']:>8}  {users}"
+        if r.get("objects") is not None:
+            # An arena's file is mostly sparse: its size is what it can hold, not what it takes.
+            line += f"  ({r['objects']} live objects)"
+        print(line)
         if r["problem"]:
             print(f"    {r['problem']}")
         elif kind == "block" and r["users"]:
