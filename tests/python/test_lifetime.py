@@ -8,7 +8,6 @@ import pickle
 import pytest
 
 from lifetime_workers import CLASSES, RAW, attach_use_close
-
 from pyconc import _native
 
 
