@@ -19,9 +19,8 @@ those of a SIGKILLed one. ``pyconc.exit_on_sigterm()`` opts in to running the no
 from __future__ import annotations
 
 import atexit
-import multiprocessing.util
 import os
-import signal
+import sys
 
 from . import _native
 
@@ -32,18 +31,39 @@ if TYPE_CHECKING:
 
 
 def _register_child_finalizer(_: object) -> None:
+    import multiprocessing.util
+
     multiprocessing.util.Finalize(None, _native._release_all, exitpriority=-100)
+
+
+_hooked = False
+
+
+def _hook_multiprocessing() -> None:
+    """Has multiprocessing's children (which end with os._exit after their finalizers) release at exit, once
+    multiprocessing is loaded: at import if it already is, else at the first fork (multiprocessing forks through
+    os.fork, whose `before` hook runs in the parent first), so `import pyconc` does not import it."""
+    global _hooked
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and not _hooked:
+        _hooked = True
+        util.register_after_fork(_register_child_finalizer, _register_child_finalizer)
+
+
+def _before_fork() -> None:
+    _hook_multiprocessing()
+    _native._before_fork()
 
 
 def install() -> None:
     """Installs the fork, exit and child-exit hooks (once, from the package's import)."""
     os.register_at_fork(
-        before=_native._before_fork,
+        before=_before_fork,
         after_in_parent=_native._after_fork_parent,
         after_in_child=_native._after_fork_child,
     )
     atexit.register(_native._release_all)
-    multiprocessing.util.register_after_fork(_register_child_finalizer, _register_child_finalizer)
+    _hook_multiprocessing()
     try:
         _native._reap_dead_segments(0.01)
     except (OSError, ValueError):  # an unreadable /dev/shm or a bad PYCONC_NAMESPACE: reported when used
@@ -64,6 +84,8 @@ def exit_on_sigterm() -> bool:
     (``Process.exitcode`` is 143, not -15), and code that catches ``BaseException`` can delay the exit.
     Without it, what a SIGTERMed process leaves is removed by the next pyconc process's reaping.
     """
+    import signal  # here, not at import: it imports enum (~5 ms)
+
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

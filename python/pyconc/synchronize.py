@@ -17,7 +17,6 @@ takes the primitive from the event-loop thread, so a cancelled waiter never leav
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 import time
@@ -60,6 +59,8 @@ def _owner_name(owner: tuple[int, int] | None) -> str:
         return "SomeOtherProcess"
     if tid != threading.get_native_id():
         return "SomeOtherThread"
+    import multiprocessing  # only for a repr: not at import (it costs ~10 ms)
+
     name = multiprocessing.current_process().name
     if threading.current_thread().name != "MainThread":
         name += "|" + threading.current_thread().name

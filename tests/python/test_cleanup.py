@@ -215,3 +215,36 @@ def test_the_suite_runs_in_its_own_namespace():
     assert NS, "conftest (or make test) sets PYCONC_NAMESPACE"
     a = pyconc.AtomicInt64()
     assert a._handle[1].startswith(f"pyconc-{NS}-")
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_children_release_at_exit_when_multiprocessing_is_imported_after_pyconc(method, tmp_path):
+    """`import pyconc` does not import multiprocessing; the hook that makes multiprocessing's children (which end
+    with os._exit) release their segments is installed at the first fork instead. Automatic reaping is off, so
+    only the child's own exit path can remove its queue."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        import pyconc
+        fresh = "multiprocessing" not in sys.modules  # (a spawned child re-runs this with it loaded)
+        import multiprocessing as mp
+
+        def child(conn):
+            q = pyconc.Queue()
+            conn.send(q.segment_name)
+            globals()["keep"] = q  # never collected: only the exit path releases it
+
+        if __name__ == "__main__":
+            assert fresh, "import pyconc imported multiprocessing"
+            ctx = mp.get_context("{method}")
+            a, b = ctx.Pipe()
+            p = ctx.Process(target=child, args=(b,))
+            p.start()
+            name = a.recv()
+            p.join(60)
+            print("exitcode", p.exitcode, "left", os.path.exists("/dev/shm/" + name))
+    """)
+    path = tmp_path / "main.py"  # a file, so that spawn and forkserver children can import __main__
+    path.write_text(script)
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=100,
+                         env=dict(os.environ, PYCONC_REAP="0"))
+    assert out.stdout.strip() == "exitcode 0 left False", out.stdout + out.stderr

@@ -11,6 +11,7 @@ divided by the number of workers).
 from __future__ import annotations
 
 import ctypes
+import importlib
 import multiprocessing as mp
 import os
 import signal
@@ -76,7 +77,7 @@ def _optional_baselines() -> list[tuple[str, Callable[[], _Started]]]:
     """(name, start(n) -> (map_c1(fn, items), map_auto(fn, items) or None, close)) for installed libraries."""
     out: list[tuple[str, Callable[[], _Started]]] = []
     try:
-        import loky
+        loky: Any = importlib.import_module("loky")  # optional, untyped: Any whether or not installed
 
         def loky_start() -> _Started:
             ex = loky.get_reusable_executor(max_workers=WORKERS, reuse=False)
@@ -86,7 +87,7 @@ def _optional_baselines() -> list[tuple[str, Callable[[], _Started]]]:
     except ImportError:
         pass
     try:
-        import pebble
+        pebble: Any = importlib.import_module("pebble")  # optional, untyped: Any whether or not installed
 
         def pebble_start() -> _Started:
             p = pebble.ProcessPool(max_workers=WORKERS, context=FORK)
@@ -97,7 +98,7 @@ def _optional_baselines() -> list[tuple[str, Callable[[], _Started]]]:
     except ImportError:
         pass
     try:
-        import mpire
+        mpire: Any = importlib.import_module("mpire")  # optional, untyped: Any whether or not installed
 
         def mpire_start() -> _Started:
             p = mpire.WorkerPool(n_jobs=WORKERS, start_method="fork")
