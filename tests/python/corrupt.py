@@ -249,17 +249,23 @@ class Arena(Kind):
 
 
 class Block(Kind):
+    items = 40  # its own segment
+
     def build(self):
         import pyconc
 
-        return pyconc.Array("i", 40)
+        return pyconc.Array("i", self.items)
 
     def segments(self, obj):
         return [obj.get_obj()._pyconc_buffer.segment_name]
 
+    def header_at(self, obj):
+        return DATA_OFFSET
+
     def sites(self, obj, m):
-        return fields("block.ArrayHeader", DATA_OFFSET, skip=("reserved",)) + fields(
-            "sync.LockState", DATA_OFFSET, "ArrayHeader.lock"
+        base = self.header_at(obj)
+        return fields("block.ArrayHeader", base, skip=("reserved",)) + fields(
+            "sync.LockState", base, "ArrayHeader.lock"
         )
 
     def exercise(self, obj, log):
@@ -272,32 +278,16 @@ class Block(Kind):
         if attempt(log, "acquire", lock.acquire, timeout=T):
             attempt(log, "locked-item", obj.__getitem__, 3)
             attempt(log, "release", lock.release)
-        attempt(log, "slice", raw.__getitem__, slice(0, 40))
+        attempt(log, "slice", raw.__getitem__, slice(0, self.items))
 
 
 class SmallBlock(Block):
     """A Value/Array whose items fit an arena cell: its header and lock at the cell's start."""
 
-    def build(self):
-        import pyconc
+    items = 8
 
-        return pyconc.Array("i", 8)
-
-    def sites(self, obj, m):
-        base = obj.get_obj()._pyconc_buffer._handle[2] & 0xFFFFFFFF
-        return fields("block.ArrayHeader", base, skip=("reserved",)) + fields(
-            "sync.LockState", base, "ArrayHeader.lock"
-        )
-
-    def exercise(self, obj, log):
-        raw = obj.get_obj()
-        attempt(log, "item", raw.__getitem__, 3)
-        attempt(log, "setitem", raw.__setitem__, 3, 9)
-        lock = obj.get_lock()
-        if attempt(log, "acquire", lock.acquire, timeout=T):
-            attempt(log, "locked-item", obj.__getitem__, 3)
-            attempt(log, "release", lock.release)
-        attempt(log, "slice", raw.__getitem__, slice(0, 8))
+    def header_at(self, obj):
+        return obj.get_obj()._pyconc_buffer._handle[2] & 0xFFFFFFFF
 
 
 class SyncKind(Kind):

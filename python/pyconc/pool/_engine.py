@@ -655,10 +655,12 @@ class Engine:
     def _free_tid(self) -> int:
         """The next tid whose claim slot no in-flight message holds (engine lock held)."""
         tid, mask, owners = self.next_tid, self.claim_mask, self.claim_tid
-        while owners[tid & mask]:
+        for _ in range(mask + 1):  # at most half the slots are held (the in-flight bound): a free one is near
+            if not owners[tid & mask]:
+                self.next_tid = tid
+                return tid
             tid += 1
-        self.next_tid = tid
-        return tid
+        raise RuntimeError("pool: every claim slot is held (more messages in flight than the bound)")
 
     def _put(self, task: Task) -> bool:
         tid = self._free_tid()
@@ -1265,6 +1267,7 @@ class Engine:
                 else:
                     task.job._deliver(task.start, [W.Failure(exc, None)] * len(task.items), 0)
         self.tasks.clear()
+        self.claim_tid = [0] * len(self.claim_tid)
         self.ready.clear()
         self.timeouts.clear()
         for src in self.sources:
